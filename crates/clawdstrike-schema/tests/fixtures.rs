@@ -1,0 +1,172 @@
+//! The shared fixtures: every good event decodes, validates and re-encodes to the same JSON
+//! (modulo the documented normalisations); every bad line is reported precisely.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use clawdstrike_schema::{DecodeError, NdjsonReader, NdjsonRecord, RejectedLine};
+
+fn fixture(name: &str) -> PathBuf {
+    let base = std::env::var_os("CLAWDSTRIKE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let path = base.join("fixtures").join(name);
+    assert!(
+        path.is_file(),
+        "fixture {} not found (set CLAWDSTRIKE_SHARED)",
+        path.display()
+    );
+    path
+}
+
+fn read_all(name: &str) -> Vec<NdjsonRecord> {
+    let file = BufReader::new(File::open(fixture(name)).unwrap());
+    NdjsonReader::new(file).collect::<Result<_, _>>().unwrap()
+}
+
+/// The documented normalisations: an absent `threat`, `metadata` or `labels` is written `{}`.
+fn normalise(mut input: serde_json::Value) -> serde_json::Value {
+    let object = input.as_object_mut().unwrap();
+    for key in ["threat", "metadata", "labels"] {
+        object.entry(key).or_insert_with(|| serde_json::json!({}));
+    }
+    input
+}
+
+#[test]
+fn all_42_events_decode_validate_and_round_trip() {
+    let raw_lines: Vec<String> = std::fs::read_to_string(fixture("events.ndjson"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let records = read_all("events.ndjson");
+    assert_eq!(records.len(), 42);
+    for (record, raw) in records.iter().zip(&raw_lines) {
+        let NdjsonRecord::Event(decoded) = record else {
+            panic!("rejected: {record:?}")
+        };
+        decoded.event.validate().unwrap();
+        let input: serde_json::Value = serde_json::from_str(raw).unwrap();
+        let output: serde_json::Value = serde_json::from_str(&decoded.event.to_json()).unwrap();
+        assert_eq!(output, normalise(input), "line {}", decoded.line);
+    }
+}
+
+fn rejected(records: &[NdjsonRecord]) -> Vec<&RejectedLine> {
+    records
+        .iter()
+        .map(|r| match r {
+            NdjsonRecord::Rejected(bad) => bad,
+            NdjsonRecord::Event(ok) => panic!("line {} should have been rejected", ok.line),
+        })
+        .collect()
+}
+
+#[test]
+fn every_bad_line_is_reported_with_its_number_and_field() {
+    let records = read_all("bad-events.ndjson");
+    let bad = rejected(&records);
+    let summary: Vec<(u64, Vec<String>)> = bad.iter().map(|b| (b.line, b.error.fields())).collect();
+    let fields = |f: &[&str]| f.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        summary,
+        vec![
+            (1, fields(&["event_id"])),
+            (2, fields(&["event_type"])),
+            (3, fields(&["timestamp"])),
+            (
+                4,
+                fields(&["schema_version", "agent.id", "action", "resource.name"])
+            ),
+            (5, vec![]),
+            (6, vec![]),
+            (7, vec![]),
+            // line 8 is blank: skipped, not reported
+            (9, fields(&["decision.severity"])),
+        ]
+    );
+    // Syntax errors and non-objects say so.
+    assert!(
+        matches!(bad[4].error, DecodeError::Syntax { .. }),
+        "{:?}",
+        bad[4].error
+    );
+    assert!(
+        matches!(bad[5].error, DecodeError::Syntax { .. }),
+        "{:?}",
+        bad[5].error
+    );
+    assert!(
+        bad[4]
+            .error
+            .to_string()
+            .starts_with("not valid JSON at column"),
+        "{}",
+        bad[4].error
+    );
+    assert_eq!(bad[6].error, DecodeError::NotAnObject { found: "an array" });
+    // Reasons are readable and name the value.
+    assert!(
+        bad[1]
+            .error
+            .to_string()
+            .contains("unknown variant `teleport`"),
+        "{}",
+        bad[1].error
+    );
+    assert!(
+        bad[8 - 1]
+            .error
+            .to_string()
+            .starts_with("field `decision.severity`: unknown variant `apocalyptic`")
+    );
+    // Raw bytes are kept byte for byte, with offsets that point at them.
+    let text = std::fs::read(fixture("bad-events.ndjson")).unwrap();
+    for b in &bad {
+        let start = b.offset as usize;
+        assert_eq!(
+            &text[start..start + b.raw.len()],
+            &b.raw[..],
+            "line {}",
+            b.line
+        );
+        assert!(!b.truncated);
+    }
+    assert_eq!(bad[6].raw, b"[1,2,3]");
+}
+
+#[test]
+fn good_lines_around_bad_ones_survive_and_crlf_is_accepted() {
+    let good = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let bad = std::fs::read_to_string(fixture("bad-events.ndjson")).unwrap();
+    let mut mixed = String::new();
+    for (g, b) in good.lines().zip(bad.lines().chain(std::iter::repeat(""))) {
+        mixed.push_str(g);
+        mixed.push_str("\r\n");
+        mixed.push_str(b);
+        mixed.push('\n');
+    }
+    let records: Vec<_> = NdjsonReader::new(mixed.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let events = records
+        .iter()
+        .filter(|r| matches!(r, NdjsonRecord::Event(_)))
+        .count();
+    let rejects = records.len() - events;
+    assert_eq!(events, 42);
+    assert_eq!(rejects, 8);
+    // Offsets chain: each record ends where the next line starts.
+    let ends: Vec<u64> = records
+        .iter()
+        .map(|r| match r {
+            NdjsonRecord::Event(e) => e.end_offset,
+            NdjsonRecord::Rejected(b) => b.end_offset,
+        })
+        .collect();
+    assert!(ends.windows(2).all(|w| w[0] < w[1]));
+    // The input ends with a blank line (one byte), which is skipped.
+    assert_eq!(*ends.last().unwrap(), mixed.len() as u64 - 1);
+}

@@ -1,0 +1,49 @@
+//! `cargo xtask`: the repository's own automation (matklad's xtask pattern).
+//!
+//! - `cargo xtask tidy`: checks the crate layering (also run by `cargo test` as a unit test).
+//!
+//! # Architecture invariant
+//!
+//! Nothing depends on `xtask`; it may depend on any of our crates.
+
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  tidy        check the crate layering against the architecture table";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("tidy") => match tidy::check_workspace() {
+            Ok(()) => {
+                println!("tidy: layering ok");
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("tidy: {problems}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("help" | "--help" | "-h") | None => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("unknown command `{other}`\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
