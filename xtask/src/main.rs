@@ -1,11 +1,14 @@
 //! `cargo xtask`: the repository's own automation (matklad's xtask pattern).
 //!
 //! - `cargo xtask tidy`: checks the crate layering (also run by `cargo test` as a unit test).
+//! - `cargo xtask templates [check|publish|pull|diff]`: Datadog dashboards, monitors and
+//!   detection rules as code (`templates/`); `check` also runs as unit tests.
 //!
 //! # Architecture invariant
 //!
 //! Nothing depends on `xtask`; it may depend on any of our crates.
 
+mod templates;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +25,9 @@ pub(crate) fn project_root() -> PathBuf {
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  tidy        check the crate layering against the architecture table";
+  tidy        check the crate layering against the architecture table
+  templates   check the Datadog templates (default), or publish / pull / diff them
+              (`cargo xtask templates --help`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("templates") => templates::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             ExitCode::SUCCESS

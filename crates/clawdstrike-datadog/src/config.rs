@@ -1,0 +1,422 @@
+//! Configuration: YAML-friendly serde types in the design document's shape, `${VAR}`
+//! interpolation, Datadog's `DD_*` environment conventions, and errors that name the bad key.
+//!
+//! ```yaml
+//! api_key: ${DD_API_KEY}          # or { env: NAME } | { file: PATH } | { vault: ... } | { kubernetes: ... }
+//! app_key: { env: DD_APP_KEY }    # only for templates and signals
+//! site: datadoghq.eu              # DD_SITE; unknown sites are an error
+//! logs: { service: clawdstrike, source: clawdstrike, tags: [team:security], hostname: node-7 }
+//! compression: { codec: zstd, level: 1 }   # none | gzip | deflate | zstd
+//! batch: { max_events: 1000, flush_interval_ms: 1000 }
+//! retry: { initial_backoff_ms: 1000, max_backoff_ms: 30000 }
+//! ```
+//!
+//! Precedence: a value in the file beats the environment (`DD_SITE`, `DD_SERVICE`, `DD_ENV`,
+//! `DD_VERSION`, `DD_HOSTNAME`, `DD_API_KEY`); `DD_TAGS` is added to the configured tags.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use clawdstrike_export::{BatchConfig, DeadLetterConfig, ExporterConfig, FilterConfig, QueueConfig, RetryConfig};
+use clawdstrike_keys::KeySource;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::encode::{Compression, RequestLimits};
+use crate::format::{DEFAULT_METADATA_MAX_BYTES, FormatOptions, MAX_ITEM_BYTES};
+use crate::site::Site;
+
+/// A configuration error naming the key (dotted path) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Dotted path of the offending key (`exporters.datadog_eu.site`); empty for the root.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "configuration: {}", self.message)
+        } else {
+            write!(f, "configuration key `{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Looks up environment variables (a closure so tests need not touch the process environment).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in `text`; `$$` is a literal `$`.
+///
+/// # Errors
+/// A message naming the unset variable or the unterminated reference (never a value).
+pub fn interpolate(text: &str, env: Env<'_>) -> Result<String, String> {
+    if !text.contains('$') {
+        return Ok(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in `{}`", redact_refs(text)))?;
+            let reference = &body[..end];
+            let (name, default) = match reference.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (reference, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{reference}}}` is not a valid variable reference"));
+            }
+            match env(name).or_else(|| default.map(str::to_owned)) {
+                Some(value) => out.push_str(&value),
+                None => return Err(format!("environment variable `{name}` is not set (referenced as `${{{name}}}`)")),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Keeps only the `${...}` references of a string (for error messages; never values).
+fn redact_refs(text: &str) -> String {
+    if text.len() > 80 { format!("{}…", &text[..text.char_indices().nth(80).map_or(text.len(), |(i, _)| i)]) } else { text.to_owned() }
+}
+
+fn interpolate_value(value: &mut serde_yaml_ng::Value, path: &mut Vec<String>, env: Env<'_>) -> Result<(), ConfigError> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::String(s) => {
+            *s = interpolate(s, env).map_err(|message| ConfigError { path: path.join("."), message })?;
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                interpolate_value(item, path, env)?;
+                path.pop();
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                path.push(k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned));
+                interpolate_value(v, path, env)?;
+                path.pop();
+            }
+        }
+        Value::Tagged(tagged) => interpolate_value(&mut tagged.value, path, env)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Parses YAML into `T`, interpolating `${VAR}` in every string value first. Errors name the
+/// key path.
+///
+/// # Errors
+/// [`ConfigError`] for YAML syntax errors, unset variables, unknown keys and bad values.
+pub fn from_yaml<T: DeserializeOwned>(text: &str, env: Env<'_>) -> Result<T, ConfigError> {
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| ConfigError { path: String::new(), message: format!("not valid YAML: {e}") })?;
+    if value.is_null() {
+        value = serde_yaml_ng::Value::Mapping(Default::default());
+    }
+    interpolate_value(&mut value, &mut Vec::new(), env)?;
+    serde_path_to_error::deserialize(value).map_err(|e| ConfigError {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `logs:` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// `service` (default `DD_SERVICE`, else `clawdstrike`).
+    pub service: Option<String>,
+    /// `ddsource` (default `clawdstrike`).
+    pub source: Option<String>,
+    /// Tags added to every item (`DD_TAGS` is added too).
+    pub tags: Vec<String>,
+    /// `hostname` (default `DD_HOSTNAME`, else the machine's host name).
+    pub hostname: Option<String>,
+    /// Cap on serialised `metadata` in bytes (default 65,536).
+    pub metadata_max_bytes: Option<usize>,
+}
+
+/// `metrics:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Emit metrics (default true).
+    pub enabled: bool,
+    /// Metric name prefix (default `clawdstrike`; the shipped templates assume it).
+    pub prefix: String,
+    /// Tags added to every metric.
+    pub tags: Vec<String>,
+    /// Aggregation and flush interval in milliseconds (default 10,000).
+    pub flush_interval_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prefix: crate::catalogue::DEFAULT_METRIC_PREFIX.to_owned(),
+            tags: Vec::new(),
+            flush_interval_ms: 10_000,
+        }
+    }
+}
+
+/// `apm:` settings (trace correlation and unified service tagging).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApmConfig {
+    /// Attach `dd.trace_id`/`dd.span_id`/`otel.trace_id` when a trace context is known (default true).
+    pub enabled: bool,
+    /// `env` (default `DD_ENV`).
+    pub env: Option<String>,
+    /// `version` (default `DD_VERSION`).
+    pub version: Option<String>,
+    /// `service` for correlation (default: the logs service).
+    pub service: Option<String>,
+}
+
+impl Default for ApmConfig {
+    fn default() -> Self {
+        Self { enabled: true, env: None, version: None, service: None }
+    }
+}
+
+/// `request:` settings: per-request limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestConfig {
+    /// Items per request (default and maximum 1,000).
+    pub max_items: usize,
+    /// Uncompressed bytes per request (default and maximum 5,000,000).
+    pub max_bytes: usize,
+    /// Whole-request timeout in milliseconds (default 30,000).
+    pub timeout_ms: u64,
+    /// Connect timeout in milliseconds (default 10,000).
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RequestConfig {
+    fn default() -> Self {
+        Self {
+            max_items: crate::encode::MAX_ITEMS_PER_REQUEST,
+            max_bytes: crate::encode::MAX_BYTES_PER_REQUEST,
+            timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl RequestConfig {
+    /// The limits, clamped to Datadog's.
+    pub fn limits(&self) -> RequestLimits {
+        RequestLimits { max_items: self.max_items, max_bytes: self.max_bytes }.clamped()
+    }
+}
+
+/// One Datadog exporter's configuration (one region / account).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatadogConfig {
+    /// Whether this exporter runs (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// API key source (default: the `DD_API_KEY` environment variable).
+    #[serde(default)]
+    pub api_key: Option<KeySource>,
+    /// Application key source (templates and signals only; default `DD_APP_KEY` where needed).
+    #[serde(default)]
+    pub app_key: Option<KeySource>,
+    /// Datadog site (default `DD_SITE`, else `datadoghq.com`).
+    #[serde(default)]
+    pub site: Option<Site>,
+    /// Logs settings.
+    #[serde(default)]
+    pub logs: LogsConfig,
+    /// Metrics settings.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// APM correlation settings.
+    #[serde(default)]
+    pub apm: ApmConfig,
+    /// Compression (default zstd level 1).
+    #[serde(default)]
+    pub compression: Compression,
+    /// Per-request limits and timeouts.
+    #[serde(default)]
+    pub request: RequestConfig,
+    /// Override of the logs intake base URL (proxies, Observability Pipelines, tests).
+    #[serde(default)]
+    pub logs_url: Option<String>,
+    /// Override of the API base URL (metrics, validate, configuration, signals).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Queue (framework).
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Batching (framework; default 1000 events / 4.25 MB / 1 s).
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Batches in flight (framework; default 4).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Retry policy (framework).
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Which events to ship (framework).
+    #[serde(default)]
+    pub filter: FilterConfig,
+    /// Dead letters (framework).
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
+}
+
+impl Default for DatadogConfig {
+    fn default() -> Self {
+        from_yaml("{}", &|_| None).unwrap_or_else(|e| unreachable!("the empty configuration is valid: {e}"))
+    }
+}
+
+/// A configuration with every default and environment convention applied.
+#[derive(Debug, Clone)]
+pub struct ResolvedConfig {
+    /// The site.
+    pub site: Site,
+    /// Logs intake endpoint (`.../api/v2/logs`).
+    pub logs_endpoint: String,
+    /// API base URL (no trailing slash).
+    pub api_base: String,
+    /// API key source.
+    pub api_key: KeySource,
+    /// Application key source, if configured or `DD_APP_KEY` is set.
+    pub app_key: Option<KeySource>,
+    /// What goes on every item.
+    pub format: FormatOptions,
+    /// Compression.
+    pub compression: Compression,
+    /// Request limits and timeouts.
+    pub request: RequestConfig,
+    /// Metrics.
+    pub metrics: MetricsConfig,
+    /// APM.
+    pub apm: ApmConfig,
+    /// The framework settings for this exporter.
+    pub pipeline: ExporterConfig,
+}
+
+/// The machine's host name (Linux), or `unknown`.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| process_env("HOSTNAME"))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn trim_url(url: &str) -> String {
+    url.trim_end_matches('/').to_owned()
+}
+
+impl DatadogConfig {
+    /// Parses one exporter's configuration from YAML (with `${VAR}` interpolation).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn from_yaml(text: &str, env: Env<'_>) -> Result<Self, ConfigError> {
+        from_yaml(text, env)
+    }
+
+    /// Applies defaults and `DD_*` environment conventions.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an unknown `DD_SITE`, a bad URL override or invalid framework settings.
+    pub fn resolve(&self, env: Env<'_>) -> Result<ResolvedConfig, ConfigError> {
+        let err = |path: &str, message: String| ConfigError { path: path.to_owned(), message };
+        let site = match self.site {
+            Some(site) => site,
+            None => match env("DD_SITE") {
+                Some(s) => s.parse().map_err(|e: crate::site::UnknownSite| err("site", format!("from DD_SITE: {e}")))?,
+                None => Site::default(),
+            },
+        };
+        for (path, url) in [("logs_url", &self.logs_url), ("api_url", &self.api_url)] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(err(path, format!("`{url}` is not an http(s) URL")));
+            }
+        }
+        let logs_base = self.logs_url.as_deref().map_or_else(|| site.logs_base_url(), trim_url);
+        let api_base = self.api_url.as_deref().map_or_else(|| site.api_base_url(), trim_url);
+        let mut tags = self.logs.tags.clone();
+        if let Some(dd_tags) = env("DD_TAGS") {
+            tags.extend(dd_tags.split([' ', ',']).filter(|t| !t.is_empty()).map(str::to_owned));
+        }
+        let service = self.logs.service.clone().or_else(|| env("DD_SERVICE")).unwrap_or_else(|| crate::catalogue::DEFAULT_SOURCE.to_owned());
+        let format = FormatOptions {
+            service,
+            source: self.logs.source.clone().unwrap_or_else(|| crate::catalogue::DEFAULT_SOURCE.to_owned()),
+            hostname: self.logs.hostname.clone().or_else(|| env("DD_HOSTNAME")).unwrap_or_else(system_hostname),
+            env: self.apm.env.clone().or_else(|| env("DD_ENV")),
+            version: self.apm.version.clone().or_else(|| env("DD_VERSION")),
+            tags,
+            metadata_max_bytes: self.logs.metadata_max_bytes.unwrap_or(DEFAULT_METADATA_MAX_BYTES),
+            max_item_bytes: MAX_ITEM_BYTES,
+        };
+        let mut pipeline = ExporterConfig {
+            queue: self.queue.clone(),
+            batch: self.batch.clone(),
+            retry: self.retry.clone(),
+            filter: self.filter.clone(),
+            dead_letter: self.dead_letter.clone(),
+            ..ExporterConfig::default()
+        };
+        if let Some(c) = self.concurrency {
+            pipeline.concurrency = c;
+        }
+        pipeline.validate().map_err(|e| err("", e.to_string()))?;
+        let app_key = self.app_key.clone().or_else(|| env("DD_APP_KEY").map(|_| KeySource::env_default_app()));
+        Ok(ResolvedConfig {
+            site,
+            logs_endpoint: format!("{logs_base}/api/v2/logs"),
+            api_base,
+            api_key: self.api_key.clone().unwrap_or_else(KeySource::env_default_api),
+            app_key,
+            format,
+            compression: self.compression,
+            request: self.request.clone(),
+            metrics: self.metrics.clone(),
+            apm: self.apm.clone(),
+            pipeline,
+        })
+    }
+}
+
+/// Several exporters by name (`exporters: { datadog_us: {...}, datadog_eu: {...} }`).
+pub type Exporters = BTreeMap<String, DatadogConfig>;

@@ -1,0 +1,219 @@
+//! Request bodies: log items packed into JSON arrays within the intake's limits, then
+//! compressed.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use clawdstrike_export::Record;
+use serde::{Deserialize, Serialize};
+
+use crate::format::{LogFormatter, Scratch};
+
+/// Datadog's hard limits for one logs request.
+pub const MAX_ITEMS_PER_REQUEST: usize = 1_000;
+/// Datadog's hard limit of uncompressed bytes per logs request.
+pub const MAX_BYTES_PER_REQUEST: usize = 5_000_000;
+
+/// A compression codec for request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// No compression.
+    None,
+    /// gzip (documented by Datadog).
+    Gzip,
+    /// deflate, zlib-wrapped as HTTP's `deflate` is (documented by Datadog).
+    Deflate,
+    /// zstd: what the Datadog Agent (level 1) and Vector (level 3) send by default.
+    #[default]
+    Zstd,
+}
+
+impl Codec {
+    /// The `Content-Encoding` header value for logs, or `None` for no compression.
+    pub fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Codec::None => None,
+            Codec::Gzip => Some("gzip"),
+            Codec::Deflate => Some("deflate"),
+            Codec::Zstd => Some("zstd"),
+        }
+    }
+
+    /// The codec's name, for tags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip => "gzip",
+            Codec::Deflate => "deflate",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// The default level: 1 for zstd (as the Agent), 6 for gzip and deflate.
+    pub fn default_level(self) -> i32 {
+        match self {
+            Codec::Zstd => 1,
+            Codec::None => 0,
+            Codec::Gzip | Codec::Deflate => 6,
+        }
+    }
+}
+
+/// Compression settings (`compression: { codec, level }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compression {
+    /// The codec (default `zstd`).
+    #[serde(default)]
+    pub codec: Codec,
+    /// The level (default: 1 for zstd, 6 for gzip/deflate). Clamped to the codec's range.
+    #[serde(default)]
+    pub level: Option<i32>,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self { codec: Codec::Zstd, level: None }
+    }
+}
+
+impl Compression {
+    /// Settings for `codec` at `level`.
+    pub fn new(codec: Codec, level: i32) -> Self {
+        Self { codec, level: Some(level) }
+    }
+
+    /// The level in force.
+    pub fn effective_level(&self) -> i32 {
+        let level = self.level.unwrap_or_else(|| self.codec.default_level());
+        match self.codec {
+            Codec::None => 0,
+            Codec::Gzip | Codec::Deflate => level.clamp(0, 9),
+            Codec::Zstd => level.clamp(1, 19),
+        }
+    }
+
+    /// Compresses `data`.
+    ///
+    /// # Errors
+    /// Only if the compressor fails (out of memory); callers treat it as retryable.
+    pub fn compress(&self, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        let level = self.effective_level();
+        match self.codec {
+            Codec::None => Ok(data),
+            Codec::Gzip => {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(data.len() / 4),
+                    flate2::Compression::new(level as u32),
+                );
+                enc.write_all(&data)?;
+                enc.finish()
+            }
+            Codec::Deflate => {
+                let mut enc = flate2::write::ZlibEncoder::new(
+                    Vec::with_capacity(data.len() / 4),
+                    flate2::Compression::new(level as u32),
+                );
+                enc.write_all(&data)?;
+                enc.finish()
+            }
+            Codec::Zstd => zstd::bulk::compress(&data, level),
+        }
+    }
+}
+
+/// Per-request limits (a lower goal than Datadog's hard limits may be configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Items per request (at most 1,000).
+    pub max_items: usize,
+    /// Uncompressed bytes per request (at most 5,000,000).
+    pub max_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self { max_items: MAX_ITEMS_PER_REQUEST, max_bytes: MAX_BYTES_PER_REQUEST }
+    }
+}
+
+impl RequestLimits {
+    /// Clamps the limits into Datadog's hard limits (and at least room for one item).
+    pub fn clamped(self) -> Self {
+        Self {
+            max_items: self.max_items.clamp(1, MAX_ITEMS_PER_REQUEST),
+            max_bytes: self.max_bytes.clamp(crate::format::MAX_ITEM_BYTES + 2, MAX_BYTES_PER_REQUEST),
+        }
+    }
+}
+
+/// One request body, before compression.
+#[derive(Debug)]
+pub struct Payload {
+    /// The JSON array.
+    pub json: Vec<u8>,
+    /// Indices (into the batch) of the records it carries, in order.
+    pub indices: Vec<usize>,
+    /// How many of its items we truncated.
+    pub truncated: usize,
+}
+
+/// One request body, compressed and ready to send.
+#[derive(Debug, Clone)]
+pub struct EncodedRequest {
+    /// The (compressed) body.
+    pub body: Bytes,
+    /// Uncompressed size.
+    pub uncompressed_len: usize,
+    /// Indices (into the batch) of the records it carries.
+    pub indices: Vec<usize>,
+    /// How many of its items we truncated.
+    pub truncated: usize,
+}
+
+/// Packs the records at `indices` into as few JSON arrays as the limits allow.
+pub fn pack(formatter: &LogFormatter, batch: &[Record], indices: &[usize], limits: RequestLimits) -> Vec<Payload> {
+    let limits = limits.clamped();
+    let mut payloads = Vec::new();
+    let mut scratch = Scratch::default();
+    let mut current = Payload { json: Vec::with_capacity(64 * 1024), indices: Vec::new(), truncated: 0 };
+    current.json.push(b'[');
+    for &index in indices {
+        let mark = current.json.len();
+        if !current.indices.is_empty() {
+            current.json.push(b',');
+        }
+        let item_start = current.json.len();
+        let info = formatter.write_item(&batch[index], &mut scratch, &mut current.json);
+        let full_items = current.indices.len() >= limits.max_items;
+        let full_bytes = current.json.len() + 1 > limits.max_bytes;
+        if !current.indices.is_empty() && (full_items || full_bytes) {
+            // Move the item just written into a fresh payload.
+            let mut next = Vec::with_capacity(current.json.capacity());
+            next.push(b'[');
+            next.extend_from_slice(&current.json[item_start..]);
+            current.json.truncate(mark);
+            current.json.push(b']');
+            let done = std::mem::replace(&mut current, Payload { json: next, indices: Vec::new(), truncated: 0 });
+            payloads.push(done);
+        }
+        current.indices.push(index);
+        current.truncated += usize::from(info.truncated);
+    }
+    if !current.indices.is_empty() {
+        current.json.push(b']');
+        payloads.push(current);
+    }
+    payloads
+}
+
+/// Compresses a payload into a request.
+///
+/// # Errors
+/// When the compressor fails.
+pub fn finish(payload: Payload, compression: &Compression) -> std::io::Result<EncodedRequest> {
+    let uncompressed_len = payload.json.len();
+    let body = compression.compress(payload.json)?;
+    Ok(EncodedRequest { body: Bytes::from(body), uncompressed_len, indices: payload.indices, truncated: payload.truncated })
+}

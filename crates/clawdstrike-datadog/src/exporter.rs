@@ -1,0 +1,418 @@
+//! The Datadog logs exporter: formats, packs, compresses and sends batches, classifies the
+//! intake's answers, splits on 413 and refreshes the API key on 401/403.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clawdstrike_export::{ExportResult, Exporter, Failure, Health, Record, default_size_estimate};
+use clawdstrike_keys::{KeyHolder, RefreshOutcome};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, USER_AGENT};
+
+use crate::classify::{Verdict, classify, retry_after};
+use crate::encode::{Compression, EncodedRequest, RequestLimits, finish, pack};
+use crate::format::LogFormatter;
+
+/// How often at most we probe the intake with a key Datadog already rejected.
+const REJECTED_KEY_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the origin headers say about us.
+const ORIGIN: &str = "clawdstrike-datadog";
+
+/// Everything the exporter needs, ready to run.
+#[derive(Debug, Clone)]
+pub struct DatadogExporterOptions {
+    /// Exporter name (stats, logs, dead letters), e.g. `datadog_us`.
+    pub name: String,
+    /// Full logs intake endpoint (`https://http-intake.logs.<site>/api/v2/logs`).
+    pub logs_endpoint: String,
+    /// API base URL (for `/api/v1/validate`).
+    pub api_base: String,
+    /// The log formatter.
+    pub formatter: LogFormatter,
+    /// Compression.
+    pub compression: Compression,
+    /// Request limits.
+    pub limits: RequestLimits,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// Transport counters (cheap atomics), read by the metrics reporter.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    events_sent: AtomicU64,
+    events_truncated: AtomicU64,
+    bytes_uncompressed: AtomicU64,
+    bytes_compressed: AtomicU64,
+    requests: Mutex<BTreeMap<String, u64>>,
+    key_valid: AtomicBool,
+}
+
+/// A snapshot of [`TransportStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportSnapshot {
+    /// Events accepted by the intake.
+    pub events_sent: u64,
+    /// Items we truncated to fit 1 MB.
+    pub events_truncated: u64,
+    /// Request bytes before compression (accepted or not).
+    pub bytes_uncompressed: u64,
+    /// Request bytes on the wire.
+    pub bytes_compressed: u64,
+    /// Requests by status code (`network_error` when there was no answer).
+    pub requests: BTreeMap<String, u64>,
+    /// False after Datadog rejected the current key.
+    pub key_valid: bool,
+}
+
+impl TransportStats {
+    fn count_request(&self, status: &str) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *requests.entry(status.to_owned()).or_default() += 1;
+    }
+
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> TransportSnapshot {
+        TransportSnapshot {
+            events_sent: self.events_sent.load(Ordering::Relaxed),
+            events_truncated: self.events_truncated.load(Ordering::Relaxed),
+            bytes_uncompressed: self.bytes_uncompressed.load(Ordering::Relaxed),
+            bytes_compressed: self.bytes_compressed.load(Ordering::Relaxed),
+            requests: self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            key_valid: self.key_valid.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The key-rejection state: which key generation Datadog rejected, and when we may probe again.
+#[derive(Debug, Default)]
+struct Rejection {
+    generation: Option<u64>,
+    next_probe: Option<Instant>,
+}
+
+/// Ships security events to the Datadog logs intake.
+#[derive(Debug, Clone)]
+pub struct DatadogExporter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: DatadogExporterOptions,
+    client: reqwest::Client,
+    key: KeyHolder,
+    stats: Arc<TransportStats>,
+    rejection: Mutex<Rejection>,
+}
+
+/// A transport setup error (the HTTP client could not be built).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(String);
+
+/// The HTTP client every Datadog request of ours goes through: rustls (aws-lc-rs), HTTP/2
+/// where offered, connection reuse, timeouts.
+///
+/// # Errors
+/// [`ClientError`] if the TLS stack cannot be initialised.
+pub fn http_client(timeout: Duration, connect_timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_keepalive(Duration::from_secs(30))
+        .user_agent(concat!("clawdstrike-datadog/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientError(e.to_string()))
+}
+
+/// The outcome of one request, per carried index.
+type Outcomes = Vec<(usize, Option<Failure>)>;
+
+impl DatadogExporter {
+    /// An exporter sending with `key`.
+    ///
+    /// # Errors
+    /// [`ClientError`] if the HTTP client cannot be built.
+    pub fn new(options: DatadogExporterOptions, key: KeyHolder) -> Result<Self, ClientError> {
+        let client = http_client(options.timeout, options.connect_timeout)?;
+        let stats = Arc::new(TransportStats::default());
+        stats.key_valid.store(true, Ordering::Relaxed);
+        Ok(Self { inner: Arc::new(Inner { options, client, key, stats, rejection: Mutex::new(Rejection::default()) }) })
+    }
+
+    /// The transport counters.
+    pub fn transport_stats(&self) -> Arc<TransportStats> {
+        Arc::clone(&self.inner.stats)
+    }
+
+    /// The key holder.
+    pub fn key_holder(&self) -> &KeyHolder {
+        &self.inner.key
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &DatadogExporterOptions {
+        &self.inner.options
+    }
+}
+
+impl Inner {
+    /// True when the current key is one Datadog already rejected and no probe is due.
+    fn key_known_bad(&self) -> bool {
+        let generation = self.key.current().generation();
+        let mut rejection = self.rejection.lock().unwrap_or_else(|e| e.into_inner());
+        match rejection.generation {
+            Some(bad) if bad == generation => {
+                let now = Instant::now();
+                match rejection.next_probe {
+                    Some(at) if now < at => true,
+                    _ => {
+                        rejection.next_probe = Some(now + REJECTED_KEY_PROBE_INTERVAL);
+                        false
+                    }
+                }
+            }
+            _ => false,
+        }
+    }
+
+    fn mark_key_rejected(&self, generation: u64) {
+        let mut rejection = self.rejection.lock().unwrap_or_else(|e| e.into_inner());
+        if rejection.generation != Some(generation) {
+            tracing::error!(exporter = %self.options.name, generation, "Datadog rejected the API key and no new key is available; events are dead-lettered until the key changes");
+        }
+        rejection.generation = Some(generation);
+        rejection.next_probe.get_or_insert(Instant::now() + REJECTED_KEY_PROBE_INTERVAL);
+        self.stats.key_valid.store(false, Ordering::Relaxed);
+    }
+
+    fn mark_key_accepted(&self) {
+        let mut rejection = self.rejection.lock().unwrap_or_else(|e| e.into_inner());
+        if rejection.generation.take().is_some() {
+            tracing::info!(exporter = %self.options.name, "Datadog accepts the API key again");
+        }
+        rejection.next_probe = None;
+        self.stats.key_valid.store(true, Ordering::Relaxed);
+    }
+
+    /// Formats and compresses the records at `indices` off the async runtime.
+    async fn encode(self: &Arc<Self>, batch: &Arc<Vec<Record>>, indices: Vec<usize>) -> Result<Vec<EncodedRequest>, Failure> {
+        let inner = Arc::clone(self);
+        let batch = Arc::clone(batch);
+        let work = move || {
+            let payloads = pack(&inner.options.formatter, &batch, &indices, inner.options.limits);
+            payloads.into_iter().map(|p| finish(p, &inner.options.compression)).collect::<Result<Vec<_>, _>>()
+        };
+        match tokio::task::spawn_blocking(work).await {
+            Ok(Ok(requests)) => Ok(requests),
+            Ok(Err(e)) => Err(Failure::retryable(format!("compression failed: {e}"))),
+            Err(e) => Err(Failure::retryable(format!("encoding task failed: {e}"))),
+        }
+    }
+
+    /// Sends one request body once with the current key.
+    async fn post(&self, request: &EncodedRequest, key: &clawdstrike_keys::CurrentKey) -> Result<reqwest::Response, reqwest::Error> {
+        let mut builder = self
+            .client
+            .post(&self.options.logs_endpoint)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("DD-EVP-ORIGIN", HeaderValue::from_static(ORIGIN))
+            .header("DD-EVP-ORIGIN-VERSION", HeaderValue::from_static(env!("CARGO_PKG_VERSION")))
+            .header(USER_AGENT, HeaderValue::from_static(concat!("clawdstrike-datadog/", env!("CARGO_PKG_VERSION"))));
+        match HeaderValue::from_str(key.expose()) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                builder = builder.header("DD-API-KEY", value);
+            }
+            Err(_) => tracing::error!(exporter = %self.options.name, "the API key contains characters not allowed in an HTTP header"),
+        }
+        if let Some(encoding) = self.options.compression.codec.content_encoding() {
+            builder = builder.header(CONTENT_ENCODING, HeaderValue::from_static(encoding));
+        }
+        builder.body(request.body.clone()).send().await
+    }
+
+    /// Sends a request, handling 413 (split) and 401/403 (key refresh) itself; returns the
+    /// outcome of each carried event.
+    fn send<'a>(
+        self: &'a Arc<Self>,
+        batch: &'a Arc<Vec<Record>>,
+        request: EncodedRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcomes> + Send + 'a>> {
+        Box::pin(async move {
+            let all = |failure: Option<Failure>| request.indices.iter().map(|&i| (i, failure.clone())).collect::<Outcomes>();
+            let mut key = self.key.current();
+            let mut refreshed = false;
+            loop {
+                self.stats.bytes_uncompressed.fetch_add(request.uncompressed_len as u64, Ordering::Relaxed);
+                self.stats.bytes_compressed.fetch_add(request.body.len() as u64, Ordering::Relaxed);
+                let response = match self.post(&request, &key).await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        self.stats.count_request("network_error");
+                        let reason = network_reason(&e);
+                        tracing::debug!(exporter = %self.options.name, %reason, "logs request failed");
+                        return all(Some(Failure::retryable(reason)));
+                    }
+                };
+                let status = response.status();
+                self.stats.count_request(status.as_str());
+                let verdict = classify(status);
+                let hint = retry_after(response.headers());
+                match verdict {
+                    Verdict::Accepted => {
+                        self.mark_key_accepted();
+                        self.stats.events_sent.fetch_add(request.indices.len() as u64, Ordering::Relaxed);
+                        self.stats.events_truncated.fetch_add(request.truncated as u64, Ordering::Relaxed);
+                        return all(None);
+                    }
+                    Verdict::Retry { .. } => {
+                        let reason = format!("HTTP {status}{}", body_reason(response).await);
+                        return all(Some(Failure::Retryable { reason: reason.into(), retry_after: hint }));
+                    }
+                    Verdict::Reject => {
+                        let reason = format!("HTTP {status}{}", body_reason(response).await);
+                        return all(Some(Failure::permanent(reason)));
+                    }
+                    Verdict::TooLarge => return self.split(batch, request).await,
+                    Verdict::KeyRejected => {
+                        if !refreshed {
+                            refreshed = true;
+                            match self.key.refresh_after_rejection(key.generation()).await {
+                                RefreshOutcome::Changed { .. } => {
+                                    key = self.key.current();
+                                    tracing::info!(exporter = %self.options.name, generation = key.generation(), "retrying with the refreshed API key");
+                                    continue;
+                                }
+                                other => tracing::warn!(exporter = %self.options.name, outcome = ?other, "API key rejected and no new key"),
+                            }
+                        }
+                        self.mark_key_rejected(key.generation());
+                        return all(Some(Failure::permanent(format!(
+                            "HTTP {status}: Datadog rejected the API key (generation {})",
+                            key.generation()
+                        ))));
+                    }
+                }
+            }
+        })
+    }
+
+    /// 413: split the request's events in halves and send each; a single event that is still
+    /// too large fails permanently.
+    async fn split(self: &Arc<Self>, batch: &Arc<Vec<Record>>, request: EncodedRequest) -> Outcomes {
+        if request.indices.len() <= 1 {
+            let reason = format!("HTTP 413: a single event of {} bytes is too large for the intake", request.uncompressed_len);
+            return request.indices.iter().map(|&i| (i, Some(Failure::permanent(reason.clone())))).collect();
+        }
+        tracing::warn!(exporter = %self.options.name, events = request.indices.len(), "HTTP 413: splitting the request in halves");
+        let mid = request.indices.len() / 2;
+        let mut outcomes = Vec::with_capacity(request.indices.len());
+        for half in [request.indices[..mid].to_vec(), request.indices[mid..].to_vec()] {
+            // Pack each half into exactly one request: the halves are below the limits already.
+            let limits = RequestLimits { max_items: half.len(), max_bytes: usize::MAX };
+            let inner = Arc::clone(self);
+            let batch_ref = Arc::clone(batch);
+            let encoded = tokio::task::spawn_blocking(move || {
+                let mut payloads = pack(&inner.options.formatter, &batch_ref, &half, limits);
+                payloads.pop().map(|p| finish(p, &inner.options.compression))
+            })
+            .await;
+            match encoded {
+                Ok(Some(Ok(req))) => outcomes.extend(self.send(batch, req).await),
+                Ok(Some(Err(e))) => outcomes.extend(request.indices[..0].iter().map(|&i| (i, Some(Failure::retryable(e.to_string()))))),
+                _ => {}
+            }
+        }
+        // Anything not covered (an encoding failure) is retryable.
+        for &i in &request.indices {
+            if !outcomes.iter().any(|(j, _)| *j == i) {
+                outcomes.push((i, Some(Failure::retryable("re-encoding after 413 failed"))));
+            }
+        }
+        outcomes
+    }
+}
+
+fn network_reason(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "network error"
+    };
+    // reqwest's Display includes the URL (never a key: keys travel in headers only).
+    let mut reason = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    reason
+}
+
+/// `: <first 512 bytes of the body>` when the server explained itself.
+async fn body_reason(response: reqwest::Response) -> String {
+    match response.bytes().await {
+        Ok(body) if !body.is_empty() => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+            format!(": {}", text.trim())
+        }
+        _ => String::new(),
+    }
+}
+
+#[async_trait]
+impl Exporter for DatadogExporter {
+    fn name(&self) -> &str {
+        &self.inner.options.name
+    }
+
+    fn estimate_size(&self, record: &Record) -> usize {
+        // The log item repeats the reason in `message` and adds tags and standard attributes.
+        default_size_estimate(&record.event) + record.event.decision.reason.len() + 480
+    }
+
+    async fn export(&self, batch: &[Record]) -> ExportResult {
+        let inner = &self.inner;
+        if batch.is_empty() {
+            return ExportResult::exported(0);
+        }
+        if inner.key_known_bad() {
+            return ExportResult::failed(
+                batch.len(),
+                Failure::permanent(format!(
+                    "Datadog rejected the API key (generation {}); not sending until the key changes",
+                    inner.key.current().generation()
+                )),
+            );
+        }
+        let batch = Arc::new(batch.to_vec());
+        let requests = match inner.encode(&batch, (0..batch.len()).collect()).await {
+            Ok(requests) => requests,
+            Err(failure) => return ExportResult::failed(batch.len(), failure),
+        };
+        let mut result = ExportResult::exported(batch.len());
+        for request in requests {
+            for (index, outcome) in inner.send(&batch, request).await {
+                result.set(index, outcome);
+            }
+        }
+        result
+    }
+
+    async fn health_check(&self) -> Health {
+        crate::health::validate(&self.inner.client, &self.inner.options.api_base, &self.inner.key).await
+    }
+}

@@ -1,0 +1,32 @@
+//! `health_check` via `GET /api/v1/validate`.
+
+use clawdstrike_export::Health;
+use clawdstrike_keys::KeyHolder;
+use reqwest::header::HeaderValue;
+
+/// Calls `/api/v1/validate` with the current key: 200 `{"valid":true}` is healthy, 403 is
+/// degraded (invalid key), and a network error or any other answer is unknown — a network
+/// error is not an invalid key.
+pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder) -> Health {
+    let current = key.current();
+    let mut value = match HeaderValue::from_str(current.expose()) {
+        Ok(v) => v,
+        Err(_) => return Health::Degraded { reason: "the API key contains characters not allowed in an HTTP header".to_owned() },
+    };
+    value.set_sensitive(true);
+    let url = format!("{api_base}/api/v1/validate");
+    let response = match client.get(&url).header("DD-API-KEY", value).send().await {
+        Ok(r) => r,
+        Err(e) => return Health::Unknown { reason: format!("cannot reach {url}: {e}") },
+    };
+    let status = response.status();
+    match status.as_u16() {
+        200 => match response.json::<serde_json::Value>().await {
+            Ok(body) if body.get("valid") == Some(&serde_json::Value::Bool(true)) => Health::Healthy,
+            Ok(body) => Health::Degraded { reason: format!("{url} answered 200 without valid:true: {body}") },
+            Err(e) => Health::Unknown { reason: format!("{url} answered 200 with an unreadable body: {e}") },
+        },
+        401 | 403 => Health::Degraded { reason: format!("Datadog rejected the API key (HTTP {status} from /api/v1/validate)") },
+        _ => Health::Unknown { reason: format!("{url} answered HTTP {status}") },
+    }
+}

@@ -1,0 +1,134 @@
+//! Body decoding per `Content-Encoding`, with a cap against decompression bombs.
+
+use std::io::Read;
+
+use bytes::Bytes;
+
+/// Why a body could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// Decoded size over the cap.
+    TooLarge,
+    /// An encoding we do not know.
+    Unsupported(String),
+    /// Corrupt compressed data.
+    Corrupt(String),
+}
+
+/// Whether `encoding` means "not compressed".
+pub(crate) fn is_identity(encoding: Option<&str>) -> bool {
+    encoding.is_none_or(|e| e.trim().is_empty() || e.trim().eq_ignore_ascii_case("identity"))
+}
+
+/// Decodes `body` per `encoding` (`identity`, `gzip`, `x-gzip`, `deflate` (zlib, or raw
+/// deflate when the zlib header is absent), `zstd`, `zstd1`). At most `max` bytes come out.
+pub(crate) fn decode(
+    encoding: Option<&str>,
+    body: Bytes,
+    max: usize,
+) -> Result<Bytes, DecodeError> {
+    if is_identity(encoding) {
+        if body.len() > max {
+            return Err(DecodeError::TooLarge);
+        }
+        return Ok(body);
+    }
+    let enc = encoding.unwrap_or_default().trim().to_ascii_lowercase();
+    let reader: Box<dyn Read + '_> = match enc.as_str() {
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+        "deflate" => {
+            if looks_like_zlib(&body) {
+                Box::new(flate2::read::ZlibDecoder::new(&body[..]))
+            } else {
+                Box::new(flate2::read::DeflateDecoder::new(&body[..]))
+            }
+        }
+        "zstd" | "zstd1" => Box::new(
+            zstd::stream::read::Decoder::with_buffer(&body[..])
+                .map_err(|e| DecodeError::Corrupt(format!("zstd: {e}")))?,
+        ),
+        other => return Err(DecodeError::Unsupported(other.to_owned())),
+    };
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max.saturating_add(1)));
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    reader
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| DecodeError::Corrupt(format!("{enc}: {e}")))?;
+    if out.len() > max {
+        return Err(DecodeError::TooLarge);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// RFC 1950 header: CM = 8, window ≤ 32 KiB, FCHECK makes the pair a multiple of 31.
+fn looks_like_zlib(b: &[u8]) -> bool {
+    b.len() >= 2
+        && b[0] & 0x0f == 8
+        && b[0] >> 4 <= 7
+        && (u16::from(b[0]) << 8 | u16::from(b[1])) % 31 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const TEXT: &[u8] = b"[{\"message\":\"hello\"}]";
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        let zlib = {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(TEXT).unwrap();
+            e.finish().unwrap()
+        };
+        let raw_deflate = {
+            let mut e =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(TEXT).unwrap();
+            e.finish().unwrap()
+        };
+        let zstd = zstd::encode_all(TEXT, 1).unwrap();
+        for (enc, body) in [
+            (None, TEXT.to_vec()),
+            (Some("identity"), TEXT.to_vec()),
+            (Some("gzip"), gzip(TEXT)),
+            (Some("deflate"), zlib),
+            (Some("deflate"), raw_deflate),
+            (Some("zstd"), zstd.clone()),
+            (Some("zstd1"), zstd),
+        ] {
+            let out = decode(enc, Bytes::from(body), 1 << 20).unwrap();
+            assert_eq!(&out[..], TEXT, "{enc:?}");
+        }
+    }
+
+    #[test]
+    fn caps_and_errors() {
+        let big = vec![b' '; 10_000];
+        assert_eq!(
+            decode(Some("gzip"), Bytes::from(gzip(&big)), 9_999),
+            Err(DecodeError::TooLarge)
+        );
+        assert!(decode(Some("gzip"), Bytes::from(gzip(&big)), 10_000).is_ok());
+        assert_eq!(
+            decode(None, Bytes::from(big), 9_999),
+            Err(DecodeError::TooLarge)
+        );
+        assert!(matches!(
+            decode(Some("br"), Bytes::from_static(b"x"), 10),
+            Err(DecodeError::Unsupported(_))
+        ));
+        assert!(matches!(
+            decode(Some("gzip"), Bytes::from_static(b"not gzip"), 100),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,270 @@
+//! `POST /api/v2/logs`: decode, count, keep. This is the benchmark's hot path: one
+//! decompression, one UTF-8 check, one pass splitting the array into raw items, one pass per
+//! item looking for the id attribute (skipping the rest), one lock to commit.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::codec::{self, DecodeError};
+use crate::config::TooManyItems;
+use crate::http::{self, Resp};
+use crate::server::Req;
+use crate::state::{KeptItem, Shared, lock};
+
+pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>) -> Resp {
+    let limits = &shared.settings.logs;
+    let cap = limits
+        .max_uncompressed_bytes
+        .min(shared.settings.max_decoded_bytes);
+    let decoded = match codec::decode(req.encoding(), req.body.clone(), cap) {
+        Ok(d) => d,
+        Err(e) => return decode_error(req, e, cap),
+    };
+    req.rec.uncompressed_bytes = Some(decoded.len());
+    let Ok(text) = std::str::from_utf8(&decoded) else {
+        return req.refuse(400, "body is not valid UTF-8");
+    };
+    let raws: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
+        Some(b'[') => match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return req.refuse(400, format!("invalid JSON array of log items: {e}")),
+        },
+        Some(b'{') => match serde_json::from_str::<&RawValue>(text) {
+            Ok(v) => vec![v],
+            Err(e) => return req.refuse(400, format!("invalid JSON log item: {e}")),
+        },
+        _ => {
+            return req.refuse(
+                400,
+                "body must be a JSON array of log items or a single JSON object",
+            );
+        }
+    };
+    req.rec.items = Some(raws.len());
+    if raws.len() > limits.max_items && limits.too_many_items == TooManyItems::Reject {
+        return req.refuse(
+            413,
+            format!(
+                "Payload too large: {} items, the limit is {} per request",
+                raws.len(),
+                limits.max_items
+            ),
+        );
+    }
+
+    let base = text.as_ptr() as usize;
+    let id_attr = shared.settings.id_attribute.as_str();
+    let metas: Vec<(usize, usize, bool, Option<Cow<'_, str>>)> = raws
+        .iter()
+        .map(|raw| {
+            let s = raw.get();
+            let id = if s.starts_with('{') {
+                probe_id(s, id_attr)
+            } else {
+                None
+            };
+            (
+                s.as_ptr() as usize - base,
+                s.len(),
+                s.len() > limits.max_item_bytes,
+                id,
+            )
+        })
+        .collect();
+
+    let keep = shared.settings.keep_items && shared.settings.max_kept_items > 0;
+    let max_kept = shared.settings.max_kept_items;
+    {
+        let mut guard = lock(&shared.rec);
+        let rec = &mut *guard;
+        let stats = &mut rec.stats;
+        stats.log_requests_accepted += 1;
+        stats.log_bytes_compressed += req.body.len() as u64;
+        stats.log_bytes_uncompressed += decoded.len() as u64;
+        stats.total_items += metas.len() as u64;
+        for (start, len, truncated, id) in metas {
+            if truncated {
+                stats.items_truncated_by_intake += 1;
+            }
+            match id {
+                None => stats.items_without_event_id += 1,
+                Some(id) => match rec.id_counts.get_mut(id.as_ref()) {
+                    Some(count) => {
+                        *count += 1;
+                        if *count == 2 {
+                            stats.duplicate_event_ids += 1;
+                        }
+                    }
+                    None => {
+                        rec.id_counts.insert(id.into_owned(), 1);
+                        stats.unique_event_ids += 1;
+                    }
+                },
+            }
+            if keep {
+                if rec.items.len() >= max_kept {
+                    rec.items.pop_front();
+                    stats.dropped_items += 1;
+                }
+                rec.items.push_back(KeptItem {
+                    body: decoded.clone(),
+                    start,
+                    len,
+                    truncated,
+                    request_seq: req.rec.seq,
+                });
+            } else {
+                stats.dropped_items += 1;
+            }
+        }
+        stats.kept_items = rec.items.len() as u64;
+    }
+    shared.notify();
+    http::json_static(202, "{}")
+}
+
+pub(crate) fn decode_error(req: &mut Req<'_>, e: DecodeError, cap: usize) -> Resp {
+    match e {
+        DecodeError::TooLarge => req.refuse(
+            413,
+            format!("Payload too large: more than {cap} bytes uncompressed"),
+        ),
+        DecodeError::Unsupported(enc) => {
+            req.refuse(400, format!("unsupported Content-Encoding `{enc}`"))
+        }
+        DecodeError::Corrupt(why) => req.refuse(400, format!("cannot decode body: {why}")),
+    }
+}
+
+/// The string (or number, stringified) value of top-level attribute `key` of a JSON object.
+fn probe_id<'a>(item: &'a str, key: &str) -> Option<Cow<'a, str>> {
+    let mut de = serde_json::Deserializer::from_str(item);
+    IdProbe { key }.deserialize(&mut de).ok().flatten()
+}
+
+struct IdProbe<'k> {
+    key: &'k str,
+}
+
+impl<'de> DeserializeSeed<'de> for IdProbe<'_> {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IdProbe<'_> {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if found.is_none() && key.0 == self.key {
+                found = map.next_value::<Scalar<'de>>()?.0;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A string, borrowed when it has no escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A string or number as text; anything else is skipped and reads `None`.
+struct Scalar<'de>(Option<Cow<'de, str>>);
+
+impl<'de> de::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Scalar(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_finds_the_id_anywhere_at_top_level_only() {
+        assert_eq!(
+            probe_id(r#"{"a":{"event_id":"no"},"event_id":"yes"}"#, "event_id").as_deref(),
+            Some("yes")
+        );
+        assert_eq!(
+            probe_id(r#"{"event_id":"esc\"aped"}"#, "event_id").as_deref(),
+            Some("esc\"aped")
+        );
+        assert_eq!(
+            probe_id(r#"{"event_id":42}"#, "event_id").as_deref(),
+            Some("42")
+        );
+        assert_eq!(probe_id(r#"{"event_id":null}"#, "event_id"), None);
+        assert_eq!(probe_id(r#"{"other":[1,{"x":2}]}"#, "event_id"), None);
+        assert_eq!(probe_id(r#"{"id":"x"}"#, "id").as_deref(), Some("x"));
+        assert!(matches!(
+            probe_id(r#"{"event_id":"b"}"#, "event_id"),
+            Some(Cow::Borrowed(_))
+        ));
+    }
+}

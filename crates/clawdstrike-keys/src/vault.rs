@@ -1,0 +1,304 @@
+//! The Vault (and OpenBao) KV v2 provider, built on `vaultrs` (feature `vault`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use crate::provider::key_from_bytes;
+use crate::{ApiKeyProvider, KeyError, VaultAuth, VaultSource};
+
+/// Reads a field of a KV v2 secret from Vault or OpenBao.
+///
+/// With AppRole or Kubernetes auth the provider logs in at the first fetch, and logs in again
+/// and retries once when Vault answers 403 (its token expired or was revoked). A 403 that
+/// persists after a fresh login is [`KeyError::Forbidden`] (the policy denies the path). With a
+/// fixed token there is nothing to log in with, so a 403 is [`KeyError::Forbidden`] at once.
+pub struct VaultProvider {
+    source: VaultSource,
+    description: String,
+    /// The client; its token is set by each login. A mutex so that one login serves every
+    /// caller.
+    client: tokio::sync::Mutex<Session>,
+    logins: AtomicU64,
+}
+
+struct Session {
+    client: VaultClient,
+    logged_in: bool,
+}
+
+impl std::fmt::Debug for VaultProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultProvider")
+            .field("source", &self.source)
+            .field("logins", &self.logins.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A field value of a KV secret: strings are kept as secrets, anything else is ignored without
+/// being echoed in an error.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Field {
+    Text(SecretString),
+    Other(serde::de::IgnoredAny),
+}
+
+impl VaultProvider {
+    /// Builds the HTTP client for `source`. Nothing is sent until the first fetch.
+    ///
+    /// The client ignores the `VAULT_*` environment variables: everything comes from `source`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Invalid`] for an address that is not an `http`/`https` URL, or a CA file
+    /// that cannot be read or parsed.
+    pub fn new(source: VaultSource) -> Result<Self, KeyError> {
+        crate::tls::ensure_crypto_provider();
+        let parsed = url::Url::parse(&source.address);
+        let shown = match &parsed {
+            Ok(url) => {
+                // Never show credentials embedded in the address.
+                let mut shown = url.clone();
+                let _ = shown.set_username("");
+                let _ = shown.set_password(None);
+                shown.to_string()
+            }
+            Err(_) => "(invalid address)".to_owned(),
+        };
+        let description = format!(
+            "vault {} {}/{}#{}",
+            shown.trim_end_matches('/'),
+            source.mount,
+            source.path,
+            source.field
+        );
+        let url =
+            parsed.map_err(|e| KeyError::invalid(&description, format!("bad address: {e}")))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(KeyError::invalid(
+                &description,
+                "the address must not contain credentials; configure `auth` instead",
+            ));
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(KeyError::invalid(
+                &description,
+                "the address must start with http:// or https://",
+            ));
+        }
+        let mut builder = VaultClientSettingsBuilder::default();
+        builder
+            .address(url.as_str())
+            .token(match &source.auth {
+                VaultAuth::Token(token) => token.expose_secret().to_owned(),
+                _ => String::new(),
+            })
+            .verify(true)
+            .ca_certs(
+                source
+                    .ca_cert
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect(),
+            )
+            .timeout(Some(std::time::Duration::from_secs(10)));
+        if let Some(ns) = &source.namespace {
+            builder.set_namespace(ns.clone());
+        }
+        let settings = builder
+            .build()
+            .map_err(|e| KeyError::invalid(&description, format!("client settings: {e}")))?;
+        let client = VaultClient::new(settings)
+            .map_err(|e| KeyError::invalid(&description, error_chain(&e)))?;
+        let logged_in = matches!(source.auth, VaultAuth::Token(_));
+        Ok(VaultProvider {
+            source,
+            description,
+            client: tokio::sync::Mutex::new(Session { client, logged_in }),
+            logins: AtomicU64::new(0),
+        })
+    }
+
+    /// How many times the provider logged in (AppRole / Kubernetes auth). For diagnostics and
+    /// tests.
+    pub fn logins(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
+    }
+
+    async fn login(&self, session: &mut Session) -> Result<(), KeyError> {
+        let auth = match &self.source.auth {
+            VaultAuth::Token(_) => {
+                return Err(KeyError::forbidden(
+                    &self.description,
+                    "the Vault token was refused (expired or revoked?) and a fixed token \
+                     cannot log in again; configure AppRole or Kubernetes auth",
+                ));
+            }
+            VaultAuth::AppRole {
+                role_id,
+                secret_id,
+                mount,
+            } => vaultrs::auth::approle::login(
+                &session.client,
+                mount,
+                role_id,
+                secret_id.expose_secret(),
+            )
+            .await
+            .map_err(|e| self.classify(&e, "AppRole login"))?,
+            VaultAuth::Kubernetes {
+                role,
+                jwt_path,
+                mount,
+            } => {
+                let jwt = tokio::fs::read(jwt_path).await.map_err(|e| {
+                    KeyError::from_io(
+                        &self.description,
+                        &std::io::Error::new(
+                            e.kind(),
+                            format!("service-account token {}: {e}", jwt_path.display()),
+                        ),
+                    )
+                })?;
+                let jwt = Zeroizing::new(jwt);
+                let jwt = std::str::from_utf8(&jwt)
+                    .map_err(|_| {
+                        KeyError::invalid(
+                            &self.description,
+                            "the service-account token is not UTF-8",
+                        )
+                    })?
+                    .trim();
+                vaultrs::auth::kubernetes::login(&session.client, mount, role, jwt)
+                    .await
+                    .map_err(|e| self.classify(&e, "Kubernetes login"))?
+            }
+        };
+        let token = Zeroizing::new(auth.client_token);
+        session.client.set_token(&token);
+        session.logged_in = true;
+        let n = self.logins.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(
+            provider = %self.description,
+            logins = n,
+            lease_seconds = auth.lease_duration,
+            "logged in to Vault"
+        );
+        Ok(())
+    }
+
+    async fn read(&self, session: &Session) -> Result<SecretString, ReadError> {
+        let fields: HashMap<String, Field> =
+            vaultrs::kv2::read(&session.client, &self.source.mount, &self.source.path)
+                .await
+                .map_err(|e| match e {
+                    ClientError::APIError { code: 403, .. } => ReadError::Denied,
+                    other => ReadError::Other(self.classify(&other, "read")),
+                })?;
+        match fields.get(&self.source.field) {
+            Some(Field::Text(value)) => {
+                key_from_bytes(&self.description, value.expose_secret().as_bytes())
+                    .map_err(ReadError::Other)
+            }
+            Some(Field::Other(_)) => Err(ReadError::Other(KeyError::invalid(
+                &self.description,
+                format!("field `{}` is not a string", self.source.field),
+            ))),
+            None => Err(ReadError::Other(KeyError::not_found(
+                &self.description,
+                format!("the secret has no field `{}`", self.source.field),
+            ))),
+        }
+    }
+
+    fn classify(&self, err: &ClientError, what: &str) -> KeyError {
+        let detail = format!("{what}: {}", error_chain(err));
+        match err {
+            ClientError::APIError { code, .. } => match code {
+                404 => KeyError::not_found(&self.description, detail),
+                400 | 401 | 403 => KeyError::forbidden(&self.description, detail),
+                429 | 500.. => KeyError::unavailable(&self.description, detail),
+                _ => KeyError::invalid(&self.description, detail),
+            },
+            ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => {
+                KeyError::not_found(&self.description, detail)
+            }
+            ClientError::JsonParseError { .. } => KeyError::invalid(&self.description, detail),
+            _ => KeyError::unavailable(&self.description, detail),
+        }
+    }
+}
+
+enum ReadError {
+    /// 403: the token may have expired.
+    Denied,
+    Other(KeyError),
+}
+
+/// `err` and its sources, for an error message. vaultrs errors carry Vault's `errors` array,
+/// which holds messages such as "permission denied", never secret values.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    if let Some(ClientError::APIError { errors, .. }) = err.downcast_ref::<ClientError>()
+        && !errors.is_empty()
+    {
+        text.push_str(": ");
+        text.push_str(&errors.join("; "));
+    }
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[async_trait]
+impl ApiKeyProvider for VaultProvider {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn fetch(&self) -> Result<SecretString, KeyError> {
+        let mut session = self.client.lock().await;
+        if !session.logged_in {
+            self.login(&mut session).await?;
+        }
+        match self.read(&session).await {
+            Ok(key) => return Ok(key),
+            Err(ReadError::Other(err)) => return Err(err),
+            Err(ReadError::Denied) => {}
+        }
+        if matches!(self.source.auth, VaultAuth::Token(_)) {
+            return Err(KeyError::forbidden(
+                &self.description,
+                "Vault answered 403 permission denied (token expired or revoked, or the \
+                 policy does not allow reading this path)",
+            ));
+        }
+        tracing::info!(
+            provider = %self.description,
+            "Vault answered 403; logging in again (token expired?)"
+        );
+        session.logged_in = false;
+        self.login(&mut session).await?;
+        match self.read(&session).await {
+            Ok(key) => Ok(key),
+            Err(ReadError::Other(err)) => Err(err),
+            Err(ReadError::Denied) => Err(KeyError::forbidden(
+                &self.description,
+                "Vault answered 403 permission denied after a fresh login: the policy does \
+                 not allow reading this path",
+            )),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The Vault provider against a real OpenBao dev server (`bao`, spawned per test).
+#![cfg(feature = "vault")]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawdstrike_keys::{
+    ApiKeyProvider, KeyError, KeyHolder, KeySource, RefreshOptions, RefreshOutcome, VaultAuth,
+    VaultProvider, VaultSource,
+};
+use common::bao::Bao;
+use common::{eventually, random_key};
+use secrecy::{ExposeSecret, SecretString};
+
+fn token_source(bao: &Bao, path: &str) -> VaultSource {
+    VaultSource::new(
+        &bao.address,
+        path,
+        "api_key",
+        VaultAuth::Token(SecretString::from(bao.root_token.clone())),
+    )
+}
+
+#[tokio::test]
+async fn reads_a_kv2_field_with_a_token() {
+    let bao = Bao::start().await;
+    let key = random_key("vault-read");
+    bao.put("datadog", "api_key", &key).await;
+
+    let provider = VaultProvider::new(token_source(&bao, "datadog")).unwrap();
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    assert!(provider.describe().contains("secret/datadog#api_key"));
+
+    // Missing field and missing path are NotFound, naming what is missing.
+    let mut source = token_source(&bao, "datadog");
+    source.field = "app_key".into();
+    let err = VaultProvider::new(source)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("app_key"), "{err}");
+    let err = VaultProvider::new(token_source(&bao, "nowhere"))
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_rotation_is_picked_up_by_the_schedule_and_by_a_rejection() {
+    let bao = Bao::start().await;
+    let first = random_key("vault-rot1");
+    bao.put("datadog", "api_key", &first).await;
+    let source = KeySource::Vault(token_source(&bao, "datadog"));
+    let options = RefreshOptions::default()
+        .with_interval(Duration::from_millis(50))
+        .with_first_delay_max(Duration::from_millis(50));
+    let holder = KeyHolder::from_source(source, options).await.unwrap();
+    assert_eq!(holder.current().expose(), first);
+
+    // Scheduled refresh.
+    let mut generations = holder.subscribe();
+    let refresher = holder.spawn_refresher();
+    let second = random_key("vault-rot2");
+    bao.put("datadog", "api_key", &second).await;
+    tokio::time::timeout(Duration::from_secs(10), generations.changed())
+        .await
+        .expect("the scheduled refresh publishes the new key")
+        .unwrap();
+    assert_eq!(holder.current().expose(), second);
+    drop(refresher);
+
+    // Rejection-triggered refresh.
+    let rejected = holder.current();
+    let third = random_key("vault-rot3");
+    bao.put("datadog", "api_key", &third).await;
+    assert_eq!(
+        holder.refresh_after_rejection(rejected.generation()).await,
+        RefreshOutcome::Changed {
+            generation: rejected.generation() + 1
+        }
+    );
+    assert_eq!(holder.current().expose(), third);
+}
+
+#[tokio::test]
+async fn approle_login_reads_the_key() {
+    let bao = Bao::start().await;
+    let key = random_key("vault-approle");
+    bao.put("datadog", "api_key", &key).await;
+    let (role_id, secret_id) = bao.approle("datadog", |_| {}).await;
+
+    let source = VaultSource::new(
+        &bao.address,
+        "datadog",
+        "api_key",
+        VaultAuth::approle(role_id, SecretString::from(secret_id)),
+    );
+    let provider = VaultProvider::new(source).unwrap();
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    assert_eq!(provider.logins(), 1);
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    assert_eq!(provider.logins(), 1, "the token is reused while valid");
+}
+
+#[tokio::test]
+async fn a_used_up_token_gets_403_and_the_provider_logs_in_again() {
+    // A token valid for one request: the second read gets the same 403 as an expired token.
+    let bao = Bao::start().await;
+    let key = random_key("vault-uses");
+    bao.put("datadog", "api_key", &key).await;
+    let (role_id, secret_id) = bao
+        .approle("datadog", |role| {
+            role.token_num_uses(1u64);
+        })
+        .await;
+    let provider = VaultProvider::new(VaultSource::new(
+        &bao.address,
+        "datadog",
+        "api_key",
+        VaultAuth::approle(role_id, SecretString::from(secret_id)),
+    ))
+    .unwrap();
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    assert_eq!(provider.logins(), 1);
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    assert_eq!(
+        provider.logins(),
+        2,
+        "403, then a fresh login and one retry"
+    );
+}
+
+#[tokio::test]
+async fn a_short_ttl_token_expires_and_is_renewed_by_logging_in_again() {
+    let bao = Bao::start().await;
+    let key = random_key("vault-ttl");
+    bao.put("datadog", "api_key", &key).await;
+    let (role_id, secret_id) = bao
+        .approle("datadog", |role| {
+            role.token_ttl("1s").token_max_ttl("1s");
+        })
+        .await;
+    let provider = VaultProvider::new(VaultSource::new(
+        &bao.address,
+        "datadog",
+        "api_key",
+        VaultAuth::approle(role_id, SecretString::from(secret_id)),
+    ))
+    .unwrap();
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    assert_eq!(provider.logins(), 1);
+    // Keep reading: every read succeeds, and once the 1 s token expires a new login happens.
+    eventually(
+        "a second login after the token expired",
+        Duration::from_secs(20),
+        || async {
+            assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+            provider.logins() >= 2
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_policy_denial_is_forbidden_after_one_relogin_and_the_last_key_stays() {
+    let bao = Bao::start().await;
+    let key = random_key("vault-deny");
+    bao.put("datadog", "api_key", &key).await;
+    bao.put("other", "api_key", "unused").await;
+    let (role_id, secret_id) = bao.approle("datadog", |_| {}).await;
+    let provider = VaultProvider::new(VaultSource::new(
+        &bao.address,
+        "other",
+        "api_key",
+        VaultAuth::approle(role_id, SecretString::from(secret_id)),
+    ))
+    .unwrap();
+    let err = provider.fetch().await.unwrap_err();
+    assert!(matches!(err, KeyError::Forbidden { .. }), "{err}");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("policy"), "{err}");
+    assert_eq!(
+        provider.logins(),
+        2,
+        "logged in, got 403, logged in again once, gave up"
+    );
+
+    // A fixed token that is revoked: Forbidden, and the holder keeps the last good key.
+    let child = vaultrs::token::new(&bao.root(), None)
+        .await
+        .unwrap()
+        .client_token;
+    let holder = KeyHolder::new(
+        Arc::new(
+            VaultProvider::new(VaultSource::new(
+                &bao.address,
+                "datadog",
+                "api_key",
+                VaultAuth::Token(SecretString::from(child.clone())),
+            ))
+            .unwrap(),
+        ),
+        RefreshOptions::default(),
+    )
+    .await
+    .unwrap();
+    vaultrs::token::revoke(&bao.root(), &child).await.unwrap();
+    match holder.refresh_after_rejection(1).await {
+        RefreshOutcome::Failed(KeyError::Forbidden { .. }) => {}
+        other => panic!("expected Failed(Forbidden), got {other:?}"),
+    }
+    assert_eq!(holder.current().expose(), key);
+}
+
+#[tokio::test]
+async fn tls_with_a_custom_ca() {
+    let bao = Bao::start_tls().await;
+    let key = random_key("vault-tls");
+    bao.put("datadog", "api_key", &key).await;
+    let ca = bao.ca_cert.clone().unwrap();
+
+    let provider = VaultProvider::new(token_source(&bao, "datadog").with_ca_cert(&ca)).unwrap();
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+
+    // Without the CA the server's certificate is not trusted.
+    let err = VaultProvider::new(token_source(&bao, "datadog"))
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+
+    // A CA file that does not exist is a clear configuration error.
+    let err = VaultProvider::new(token_source(&bao, "datadog").with_ca_cert("/nonexistent/ca.pem"))
+        .unwrap_err();
+    assert!(matches!(err, KeyError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_address_is_invalid_and_an_unreachable_one_is_transient() {
+    let err = VaultProvider::new(VaultSource::new(
+        "not a url",
+        "p",
+        "f",
+        VaultAuth::Token(SecretString::from("t")),
+    ))
+    .unwrap_err();
+    assert!(matches!(err, KeyError::Invalid { .. }), "{err}");
+
+    // Credentials in the address are refused, and not echoed.
+    let err = VaultProvider::new(VaultSource::new(
+        "https://user:pa55word@vault:8200",
+        "p",
+        "f",
+        VaultAuth::Token(SecretString::from("t")),
+    ))
+    .unwrap_err();
+    assert!(matches!(err, KeyError::Invalid { .. }), "{err}");
+    assert!(!err.to_string().contains("pa55word"), "{err}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = VaultProvider::new(VaultSource::new(
+        format!("http://127.0.0.1:{port}"),
+        "p",
+        "f",
+        VaultAuth::Token(SecretString::from("t")),
+    ))
+    .unwrap()
+    .fetch()
+    .await
+    .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+}

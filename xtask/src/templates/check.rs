@@ -1,0 +1,594 @@
+//! The checks of one dashboard, monitor or rule: structure (typed models), semantics (query
+//! names, conditions, thresholds, tags, handles, key-like strings) and, for our own templates,
+//! the catalogue (metrics, tags, log facets).
+
+use clawdstrike_datadog::catalogue::{self, MetricKind};
+use serde_json::Value;
+
+use super::model::{self, DetectionMethod, MonitorType, RuleAggregation};
+use super::queries::{self, Comparator};
+use super::{Issue, Kind, escape_pointer};
+
+/// What the catalogue check needs: the metric prefix the exporter is configured with.
+#[derive(Debug, Clone)]
+pub(crate) struct CatalogueContext {
+    pub(crate) metric_prefix: String,
+}
+
+/// Checks one document of `kind`. With a catalogue context, also checks it against the
+/// catalogue and the template policy (monitors notify someone).
+pub(crate) fn check_document(kind: Kind, doc: &Value, catalogue: Option<&CatalogueContext>) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    match kind {
+        Kind::Dashboard => check_dashboard(doc, catalogue, &mut issues),
+        Kind::Monitor => check_monitor(doc, catalogue, &mut issues),
+        Kind::Rule => check_rule(doc, catalogue, &mut issues),
+    }
+    check_key_like(doc, "", &mut issues);
+    issues
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dashboards
+// ---------------------------------------------------------------------------------------------
+
+fn check_dashboard(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issue>) {
+    if let Err(err) = model::parse::<model::Dashboard>(doc) {
+        issues.push(Issue::new(err.pointer, err.message));
+    }
+    if let Some(Value::Array(widgets)) = doc.get("widgets") {
+        check_widgets(widgets, "/widgets", ctx, issues);
+    }
+    check_tags(doc.get("tags"), "/tags", issues);
+}
+
+fn check_widgets(widgets: &[Value], base: &str, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issue>) {
+    for (n, widget) in widgets.iter().enumerate() {
+        let pointer = format!("{base}/{n}");
+        if let Err(err) = model::parse::<model::Widget>(widget) {
+            issues.push(Issue::new(format!("{pointer}{}", err.pointer), err.message));
+            continue;
+        }
+        let definition = &widget["definition"];
+        let def_pointer = format!("{pointer}/definition");
+        let Some(kind) = definition.get("type").and_then(Value::as_str) else {
+            issues.push(Issue::new(&def_pointer, "missing field `type` (the widget type)"));
+            continue;
+        };
+        match model::parse_widget_definition(kind, definition) {
+            Err(err) => issues.push(Issue::new(format!("{def_pointer}{}", err.pointer), err.message)),
+            Ok(model::Definition::Group(group)) => {
+                check_widgets(&group.widgets, &format!("{def_pointer}/widgets"), ctx, issues);
+            }
+            Ok(model::Definition::Other) => check_definition(kind, definition, &def_pointer, ctx, issues),
+        }
+    }
+}
+
+/// Semantic checks of one (structurally valid) widget definition.
+fn check_definition(kind: &str, def: &Value, pointer: &str, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issue>) {
+    let mut requests: Vec<(String, &Value)> = Vec::new();
+    match def.get("requests") {
+        Some(Value::Array(items)) => {
+            for (n, r) in items.iter().enumerate() {
+                requests.push((format!("{pointer}/requests/{n}"), r));
+            }
+        }
+        Some(Value::Object(map)) => {
+            for (key, r) in map {
+                requests.push((format!("{pointer}/requests/{}", escape_pointer(key)), r));
+            }
+        }
+        _ => {}
+    }
+    if kind != "list_stream" && kind != "topology_map" && kind != "funnel" {
+        for (rp, request) in &requests {
+            check_request(request, rp, ctx, issues);
+        }
+    }
+    let Some(ctx) = ctx else { return };
+    match kind {
+        "log_stream" => {
+            if let Some(query) = def.get("query").and_then(Value::as_str) {
+                check_log_search(query, &format!("{pointer}/query"), issues);
+            }
+            if let Some(Value::Array(columns)) = def.get("columns") {
+                for (n, column) in columns.iter().enumerate() {
+                    let column = column.as_str().unwrap_or_default();
+                    let bare = column.strip_prefix("core_").or_else(|| column.strip_prefix("tag_")).unwrap_or(column);
+                    if !["timestamp", "message", "date", "content"].contains(&bare) {
+                        check_facet(bare, &format!("{pointer}/columns/{n}"), issues);
+                    }
+                }
+            }
+        }
+        "list_stream" => {
+            for (rp, request) in &requests {
+                if request.pointer("/query/data_source").and_then(Value::as_str) == Some("logs_stream") {
+                    if let Some(query) = request.pointer("/query/query_string").and_then(Value::as_str) {
+                        check_log_search(query, &format!("{rp}/query/query_string"), issues);
+                    }
+                }
+            }
+        }
+        _ => {
+            let _ = ctx;
+        }
+    }
+}
+
+/// Checks a widget request: `q` xor `queries`, query names, formulas, and the catalogue.
+fn check_request(request: &Value, pointer: &str, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issue>) {
+    let queries = request.get("queries").and_then(Value::as_array);
+    if request.get("q").is_some() && queries.is_some() {
+        issues.push(Issue::new(format!("{pointer}/q"), "a request has either `q` or `queries` (with `formulas`), not both"));
+    }
+    if let (Some(ctx), Some(q)) = (ctx, request.get("q").and_then(Value::as_str)) {
+        check_metric_query(q, &format!("{pointer}/q"), ctx, issues);
+    }
+    let Some(queries) = queries else { return };
+    let mut names: Vec<&str> = Vec::new();
+    for (n, query) in queries.iter().enumerate() {
+        let qp = format!("{pointer}/queries/{n}");
+        let name = query.get("name").and_then(Value::as_str).unwrap_or_default();
+        if names.contains(&name) {
+            issues.push(Issue::new(format!("{qp}/name"), format!("query name `{name}` is used twice in this request")));
+        }
+        names.push(name);
+        let source = query.get("data_source").and_then(Value::as_str).unwrap_or_default();
+        if source == "metrics" || source == "cloud_cost" {
+            match query.get("query").and_then(Value::as_str) {
+                None => issues.push(Issue::new(&qp, format!("a `{source}` query needs `query`"))),
+                Some(q) => {
+                    if let (Some(ctx), "metrics") = (ctx, source) {
+                        check_metric_query(q, &format!("{qp}/query"), ctx, issues);
+                    }
+                }
+            }
+        } else {
+            if query.get("compute").is_none() {
+                issues.push(Issue::new(&qp, format!("a `{source}` query needs `compute` (e.g. {{\"aggregation\": \"count\"}})")));
+            }
+            if ctx.is_some() && source == "logs" {
+                if let Some(search) = query.pointer("/search/query").and_then(Value::as_str) {
+                    check_log_search(search, &format!("{qp}/search/query"), issues);
+                }
+                if let Some(metric) = query.pointer("/compute/metric").and_then(Value::as_str) {
+                    check_facet(metric, &format!("{qp}/compute/metric"), issues);
+                }
+                if let Some(Value::Array(groups)) = query.get("group_by") {
+                    for (g, group) in groups.iter().enumerate() {
+                        if let Some(facet) = group.get("facet").and_then(Value::as_str) {
+                            check_facet(facet, &format!("{qp}/group_by/{g}/facet"), issues);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match request.get("formulas").and_then(Value::as_array) {
+        None => issues.push(Issue::new(pointer, "a request with `queries` needs `formulas` (e.g. [{\"formula\": \"<query name>\"}])")),
+        Some(formulas) => {
+            for (n, formula) in formulas.iter().enumerate() {
+                let fp = format!("{pointer}/formulas/{n}/formula");
+                let text = formula.get("formula").and_then(Value::as_str).unwrap_or_default();
+                check_names(text, &names, "formula", &fp, issues);
+            }
+        }
+    }
+}
+
+/// Parses an expression and checks it names only `defined` queries.
+fn check_names(text: &str, defined: &[&str], what: &str, pointer: &str, issues: &mut Vec<Issue>) {
+    match super::expr::names_used(text) {
+        Err(message) => issues.push(Issue::new(pointer, format!("{what} `{text}` does not parse: {message}"))),
+        Ok(used) => {
+            for name in used {
+                if !defined.contains(&name.as_str()) {
+                    issues.push(Issue::new(
+                        pointer,
+                        format!("{what} `{text}` names `{name}`, which is not a query here (queries: {})", defined.join(", ")),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitors
+// ---------------------------------------------------------------------------------------------
+
+fn check_monitor(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issue>) {
+    let monitor = match model::parse::<model::Monitor>(doc) {
+        Ok(monitor) => monitor,
+        Err(err) => {
+            issues.push(Issue::new(err.pointer, err.message));
+            return;
+        }
+    };
+    check_tags(doc.get("tags"), "/tags", issues);
+    let message = monitor.message.as_deref().unwrap_or_default();
+    check_mustache(message, "/message", issues);
+    let threshold_kinds = [MonitorType::MetricAlert, MonitorType::QueryAlert, MonitorType::LogAlert];
+    let comparison = queries::split_comparison(&monitor.query);
+    if threshold_kinds.contains(&monitor.kind) && comparison.is_none() {
+        issues.push(Issue::new("/query", "the query must end with a comparison to a number, like `> 100`"));
+    }
+    if let Some((left, _, _)) = &comparison {
+        match monitor.kind {
+            MonitorType::MetricAlert | MonitorType::QueryAlert => {
+                if let Err(message) = queries::check_metric_monitor_head(left) {
+                    issues.push(Issue::new("/query", message));
+                } else if let Some(ctx) = ctx {
+                    check_metric_query(left, "/query", ctx, issues);
+                }
+            }
+            MonitorType::LogAlert => match queries::parse_log_monitor(left) {
+                Err(message) => issues.push(Issue::new("/query", message)),
+                Ok(parsed) => {
+                    if ctx.is_some() {
+                        check_log_search(&parsed.search, "/query", issues);
+                        for facet in &parsed.facets {
+                            check_facet(facet, "/query", issues);
+                        }
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+    if let Some((_, cmp, threshold)) = comparison {
+        if threshold_kinds.contains(&monitor.kind) {
+            let thresholds = monitor.options.as_ref().and_then(|o| o.thresholds.as_ref());
+            check_thresholds(thresholds, cmp, threshold, issues);
+        }
+    }
+    if let Some(ctx) = ctx {
+        let _ = ctx;
+        if !HANDLE_PREFIXES.iter().any(|p| message.contains(p)) {
+            issues.push(Issue::new("/message", "the message notifies nobody: add a handle such as [[notify.critical]] or [[notify.warning]]"));
+        }
+        if monitor.kind == MonitorType::LogAlert {
+            check_message_attributes(message, "/message", issues);
+        }
+    }
+}
+
+fn check_thresholds(thresholds: Option<&model::Thresholds>, cmp: Comparator, threshold: f64, issues: &mut Vec<Issue>) {
+    let symbol = cmp.symbol();
+    let Some(t) = thresholds else {
+        issues.push(Issue::new("/options", format!("missing `thresholds`; `critical` must equal the query's threshold {threshold}")));
+        return;
+    };
+    match t.critical {
+        None => issues.push(Issue::new("/options/thresholds", format!("missing `critical`; it must equal the query's threshold {threshold}"))),
+        Some(critical) if critical != threshold => issues.push(Issue::new(
+            "/options/thresholds/critical",
+            format!("critical threshold {critical} differs from the query's threshold `{symbol} {threshold}`"),
+        )),
+        Some(_) => {}
+    }
+    let Some(above) = cmp.fires_above() else { return };
+    let (side, word) = if above { ("below", "above") } else { ("above", "below") };
+    let beyond = |value: f64, limit: f64| if above { value < limit } else { value > limit };
+    if let Some(warning) = t.warning {
+        if !beyond(warning, threshold) {
+            issues.push(Issue::new(
+                "/options/thresholds/warning",
+                format!("warning threshold {warning} must be {side} the critical threshold {threshold} for `{symbol}` (alerts fire {word} it)"),
+            ));
+        }
+    }
+    if let Some(recovery) = t.critical_recovery {
+        if !beyond(recovery, threshold) {
+            issues.push(Issue::new(
+                "/options/thresholds/critical_recovery",
+                format!("critical recovery threshold {recovery} must be {side} the critical threshold {threshold} for `{symbol}`"),
+            ));
+        }
+    }
+    if let Some(recovery) = t.warning_recovery {
+        match t.warning {
+            None => issues.push(Issue::new("/options/thresholds/warning_recovery", "a warning recovery threshold needs a warning threshold")),
+            Some(warning) if !beyond(recovery, warning) => issues.push(Issue::new(
+                "/options/thresholds/warning_recovery",
+                format!("warning recovery threshold {recovery} must be {side} the warning threshold {warning} for `{symbol}`"),
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Checks that `{{#section}}` / `{{^section}}` blocks of a monitor message are closed in order.
+fn check_mustache(message: &str, pointer: &str, issues: &mut Vec<Issue>) {
+    let mut open: Vec<&str> = Vec::new();
+    let mut rest = message;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            issues.push(Issue::new(pointer, "unterminated `{{` in the message"));
+            return;
+        };
+        let tag = after[..end].trim();
+        if let Some(name) = tag.strip_prefix('#').or_else(|| tag.strip_prefix('^')) {
+            open.push(name.split_whitespace().next().unwrap_or_default());
+        } else if let Some(name) = tag.strip_prefix('/') {
+            match open.pop() {
+                Some(top) if top == name.trim() => {}
+                Some(top) => {
+                    issues.push(Issue::new(pointer, format!("`{{{{/{}}}}}` closes `{{{{#{top}}}}}`", name.trim())));
+                    return;
+                }
+                None => {
+                    issues.push(Issue::new(pointer, format!("`{{{{/{}}}}}` closes nothing", name.trim())));
+                    return;
+                }
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    if let Some(top) = open.pop() {
+        issues.push(Issue::new(pointer, format!("`{{{{#{top}}}}}` is never closed")));
+    }
+}
+
+/// `{{log.attributes.X}}` and `{{log.tags.X}}` in a log monitor message must be ours.
+fn check_message_attributes(message: &str, pointer: &str, issues: &mut Vec<Issue>) {
+    let mut rest = message;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { return };
+        let tag = after[..end].trim();
+        if let Some(path) = tag.strip_prefix("log.attributes.") {
+            if catalogue::find_attribute(path).is_none() {
+                issues.push(Issue::new(pointer, format!("`{{{{{tag}}}}}`: `{path}` is not an attribute we send")));
+            }
+        } else if let Some(key) = tag.strip_prefix("log.tags.") {
+            if !is_log_tag_key(key) {
+                issues.push(Issue::new(pointer, format!("`{{{{{tag}}}}}`: `{key}` is not a tag we set")));
+            }
+        }
+        rest = &after[end + 2..];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules
+// ---------------------------------------------------------------------------------------------
+
+fn check_rule(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issue>) {
+    let rule = match model::parse::<model::Rule>(doc) {
+        Ok(rule) => rule,
+        Err(err) => {
+            issues.push(Issue::new(err.pointer, err.message));
+            return;
+        }
+    };
+    check_tags(doc.get("tags"), "/tags", issues);
+    let method = rule.options.detection_method.unwrap_or(DetectionMethod::Threshold);
+    // Query names: explicit, else a, b, c... by position (Datadog's default).
+    let mut names: Vec<String> = Vec::new();
+    for (n, query) in rule.queries.iter().enumerate() {
+        let name = query.name.clone().unwrap_or_else(|| char::from(b'a' + (n % 26) as u8).to_string());
+        if names.contains(&name) {
+            issues.push(Issue::new(format!("/queries/{n}/name"), format!("query name `{name}` is used twice")));
+        }
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
+            issues.push(Issue::new(format!("/queries/{n}/name"), format!("query name `{name}` must be letters, digits and `_`, not starting with a digit")));
+        }
+        names.push(name);
+        let aggregation = query.aggregation.unwrap_or(RuleAggregation::Count);
+        let distinct = query.distinct_fields.as_ref().is_some_and(|d| !d.is_empty());
+        if aggregation == RuleAggregation::Cardinality && !distinct {
+            issues.push(Issue::new(format!("/queries/{n}"), "a `cardinality` query needs `distinctFields` (what to count distinct values of)"));
+        }
+        if aggregation == RuleAggregation::NewValue {
+            if method != DetectionMethod::NewValue {
+                issues.push(Issue::new(format!("/queries/{n}/aggregation"), "a `new_value` query needs `options.detectionMethod: new_value`"));
+            }
+            let has_metrics = query.metrics.as_ref().is_some_and(|m| !m.is_empty()) || query.metric.is_some();
+            if !has_metrics {
+                issues.push(Issue::new(format!("/queries/{n}"), "a `new_value` query needs `metrics`: the fields whose new values it detects"));
+            }
+        }
+        if let Some(ctx) = ctx {
+            let _ = ctx;
+            check_log_search(&query.query, &format!("/queries/{n}/query"), issues);
+            for (field, list) in [("groupByFields", &query.group_by_fields), ("distinctFields", &query.distinct_fields), ("metrics", &query.metrics)] {
+                for (m, facet) in list.iter().flatten().enumerate() {
+                    check_facet(facet, &format!("/queries/{n}/{field}/{m}"), issues);
+                }
+            }
+            if let Some(metric) = &query.metric {
+                check_facet(metric, &format!("/queries/{n}/metric"), issues);
+            }
+        }
+    }
+    if method == DetectionMethod::NewValue && !rule.queries.iter().any(|q| q.aggregation == Some(RuleAggregation::NewValue)) {
+        issues.push(Issue::new("/options/detectionMethod", "a `new_value` rule needs a query with `aggregation: new_value`"));
+    }
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    if rule.cases.is_empty() {
+        issues.push(Issue::new("/cases", "a rule needs at least one case"));
+    }
+    for (n, case) in rule.cases.iter().enumerate() {
+        match case.condition.as_deref() {
+            Some(condition) if !condition.trim().is_empty() => {
+                check_names(condition, &name_refs, "condition", &format!("/cases/{n}/condition"), issues);
+            }
+            _ => {
+                if method == DetectionMethod::Threshold {
+                    issues.push(Issue::new(format!("/cases/{n}"), "a threshold rule's case needs a `condition` over its queries, like `a > 0`"));
+                }
+            }
+        }
+        for (m, handle) in case.notifications.iter().flatten().enumerate() {
+            if let Err(message) = check_handle(handle) {
+                issues.push(Issue::new(format!("/cases/{n}/notifications/{m}"), message));
+            }
+        }
+    }
+    let options = &rule.options;
+    if method == DetectionMethod::Threshold && options.evaluation_window.is_none_or(|w| w.0 == 0) {
+        issues.push(Issue::new("/options", "a threshold rule needs a non-zero `evaluationWindow`"));
+    }
+    if let (Some(keep_alive), Some(max)) = (options.keep_alive, options.max_signal_duration) {
+        if keep_alive > max {
+            issues.push(Issue::new("/options/keepAlive", format!("keepAlive {} s exceeds maxSignalDuration {} s", keep_alive.0, max.0)));
+        }
+    }
+    if let (Some(window), Some(keep_alive)) = (options.evaluation_window, options.keep_alive) {
+        if window > keep_alive {
+            issues.push(Issue::new("/options/evaluationWindow", format!("evaluationWindow {} s exceeds keepAlive {} s", window.0, keep_alive.0)));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared: tags, handles, key-like strings, the catalogue
+// ---------------------------------------------------------------------------------------------
+
+/// The notification handle prefixes Datadog understands.
+const HANDLE_PREFIXES: &[&str] = &["@pagerduty-", "@slack-", "@opsgenie-", "@webhook-", "@teams-", "@oncall-", "@jira-", "@servicenow-"];
+
+/// Checks a notification handle (`@pagerduty-security`, `@slack-security`, `@team@example.com`).
+pub(crate) fn check_handle(handle: &str) -> Result<(), String> {
+    let known = HANDLE_PREFIXES.iter().any(|p| handle.starts_with(p) && handle.len() > p.len());
+    let email = handle.strip_prefix('@').is_some_and(|rest| rest.split_once('@').is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.')));
+    let clean = !handle.contains(char::is_whitespace);
+    if (known || email) && clean {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{handle}` is not a notification handle (expected {} or an @email address)",
+            HANDLE_PREFIXES.iter().map(|p| format!("{p}<name>")).collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
+/// Whether `tag` is a tag Datadog stores as written (lowercase; letters, digits, `_-:./`;
+/// starting with a letter; at most 200 characters).
+pub(crate) fn is_valid_tag(tag: &str) -> bool {
+    tag.len() <= 200
+        && tag.starts_with(|c: char| c.is_ascii_lowercase())
+        && tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-:./".contains(c))
+}
+
+pub(crate) fn invalid_tag_message(tag: &str) -> String {
+    format!("tag `{tag}` is not a valid Datadog tag (lowercase letters, digits and `_-:./`, starting with a letter, at most 200 characters); Datadog would rewrite it")
+}
+
+fn check_tags(tags: Option<&Value>, pointer: &str, issues: &mut Vec<Issue>) {
+    let Some(Value::Array(tags)) = tags else { return };
+    for (n, tag) in tags.iter().enumerate() {
+        let tag = tag.as_str().unwrap_or_default();
+        if !is_valid_tag(tag) {
+            issues.push(Issue::new(format!("{pointer}/{n}"), invalid_tag_message(tag)));
+        }
+    }
+}
+
+/// Reports strings that look like Datadog API keys (32 hex) or application keys (40 hex).
+fn check_key_like(value: &Value, pointer: &str, issues: &mut Vec<Issue>) {
+    match value {
+        Value::String(s) => {
+            if let Some(len) = key_like_run(s) {
+                let what = if len == 32 { "a Datadog API key (32 hex characters)" } else { "a Datadog application key (40 hex characters)" };
+                issues.push(Issue::new(pointer, format!("looks like {what}: never put keys in templates; publish reads them from DD_API_KEY and DD_APP_KEY")));
+            }
+        }
+        Value::Array(items) => {
+            for (n, item) in items.iter().enumerate() {
+                check_key_like(item, &format!("{pointer}/{n}"), issues);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                check_key_like(item, &format!("{pointer}/{}", escape_pointer(key)), issues);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The length of the first standalone run of exactly 32 or 40 hex digits in `s`.
+pub(crate) fn key_like_run(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_alphanumeric() {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            let word = &bytes[start..i];
+            if (word.len() == 32 || word.len() == 40) && word.iter().all(u8::is_ascii_hexdigit) && word.iter().any(u8::is_ascii_digit) {
+                return Some(word.len());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// Checks every metric a metric query reads against the catalogue.
+fn check_metric_query(query: &str, pointer: &str, ctx: &CatalogueContext, issues: &mut Vec<Issue>) {
+    let refs = queries::metric_refs(query);
+    if refs.is_empty() {
+        issues.push(Issue::new(pointer, format!("no metric found in `{query}` (expected `aggregator:metric{{filter}}`)")));
+    }
+    for r in refs {
+        let Some(metric) = catalogue::find_metric(&ctx.metric_prefix, &r.name) else {
+            issues.push(Issue::new(pointer, format!("metric `{}` is not one we emit (the catalogue, under prefix `{}`)", r.name, ctx.metric_prefix)));
+            continue;
+        };
+        let carried: Vec<&str> = metric.tags.iter().chain(catalogue::COMMON_METRIC_TAGS).copied().collect();
+        for (place, keys) in [("filters on", &r.filter_keys), ("groups by", &r.group_keys)] {
+            for key in keys {
+                if !carried.contains(&key.as_str()) {
+                    issues.push(Issue::new(
+                        pointer,
+                        format!("`{}` {place} tag `{key}`, which the metric does not carry (its tags: {})", r.name, carried.join(", ")),
+                    ));
+                }
+            }
+        }
+        if r.aggregator.starts_with('p') && metric.kind != MetricKind::Distribution {
+            issues.push(Issue::new(pointer, format!("`{}:{}`: percentiles need a distribution, and `{}` is a {:?}", r.aggregator, r.name, r.name, metric.kind)));
+        }
+    }
+}
+
+/// The bare keys a log search may use besides our tags.
+const SEARCH_RESERVED: &[&str] = &["service", "status", "source", "host"];
+
+fn is_log_tag_key(key: &str) -> bool {
+    catalogue::LOG_TAGS.iter().any(|t| t.key == key)
+}
+
+/// Checks the keys of a log search against the catalogue.
+fn check_log_search(query: &str, pointer: &str, issues: &mut Vec<Issue>) {
+    for term in queries::search_terms(query) {
+        check_facet(&term.key, pointer, issues);
+        if term.key == "status" {
+            let value = term.value.trim_matches('"');
+            if !catalogue::STATUS_VALUES.contains(&value) {
+                issues.push(Issue::new(pointer, format!("`status:{value}`: we send status {}", catalogue::STATUS_VALUES.join(", "))));
+            }
+        }
+    }
+}
+
+/// Checks a facet (`@security.guard`) or a bare key (`service`, a tag key).
+fn check_facet(facet: &str, pointer: &str, issues: &mut Vec<Issue>) {
+    if let Some(path) = facet.strip_prefix('@') {
+        if catalogue::find_attribute(path).is_none() {
+            issues.push(Issue::new(pointer, format!("log facet `@{path}` is not an attribute we send (see the catalogue)")));
+        }
+    } else if !SEARCH_RESERVED.contains(&facet) && !is_log_tag_key(facet) {
+        let hint = if catalogue::find_attribute(facet).is_some() { format!(" (did you mean the attribute `@{facet}`?)") } else { String::new() };
+        issues.push(Issue::new(pointer, format!("log tag `{facet}` is not a tag we set{hint}")));
+    }
+}
