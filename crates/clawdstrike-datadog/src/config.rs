@@ -388,6 +388,7 @@ impl DatadogConfig {
             tags,
             metadata_max_bytes: self.logs.metadata_max_bytes.unwrap_or(DEFAULT_METADATA_MAX_BYTES),
             max_item_bytes: MAX_ITEM_BYTES,
+            trace_correlation: self.apm.enabled,
         };
         let mut pipeline = ExporterConfig {
             queue: self.queue.clone(),

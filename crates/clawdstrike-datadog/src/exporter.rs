@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clawdstrike_export::{ExportResult, Exporter, Failure, Health, Record, default_size_estimate};
-use clawdstrike_keys::{KeyHolder, RefreshOutcome};
+use clawdstrike_keys::{KeyHolder, RefreshOptions, RefreshOutcome, RefresherHandle};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, USER_AGENT};
 
 use crate::classify::{Verdict, classify, retry_after};
 use crate::encode::{Compression, EncodedRequest, RequestLimits, finish, pack};
+use crate::config::ResolvedConfig;
 use crate::format::LogFormatter;
+use crate::metrics::SecurityAggregator;
 
 /// How often at most we probe the intake with a key Datadog already rejected.
 const REJECTED_KEY_PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -109,6 +111,29 @@ struct Inner {
     key: KeyHolder,
     stats: Arc<TransportStats>,
     rejection: Mutex<Rejection>,
+    security: Option<Arc<SecurityAggregator>>,
+    /// Keeps the scheduled key refresh running as long as the exporter lives.
+    _refresher: Option<RefresherHandle>,
+}
+
+/// Why an exporter could not be built from configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The API key could not be loaded.
+    #[error("exporter `{exporter}`: cannot load the API key: {source}")]
+    Key {
+        /// The exporter.
+        exporter: String,
+        /// Why (never the key).
+        source: clawdstrike_keys::KeyError,
+    },
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 /// A transport setup error (the HTTP client could not be built).
@@ -141,10 +166,67 @@ impl DatadogExporter {
     /// # Errors
     /// [`ClientError`] if the HTTP client cannot be built.
     pub fn new(options: DatadogExporterOptions, key: KeyHolder) -> Result<Self, ClientError> {
+        Self::assemble(options, key, None, None)
+    }
+
+    fn assemble(
+        options: DatadogExporterOptions,
+        key: KeyHolder,
+        security: Option<Arc<SecurityAggregator>>,
+        refresher: Option<RefresherHandle>,
+    ) -> Result<Self, ClientError> {
         let client = http_client(options.timeout, options.connect_timeout)?;
         let stats = Arc::new(TransportStats::default());
         stats.key_valid.store(true, Ordering::Relaxed);
-        Ok(Self { inner: Arc::new(Inner { options, client, key, stats, rejection: Mutex::new(Rejection::default()) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                options,
+                client,
+                key,
+                stats,
+                rejection: Mutex::new(Rejection::default()),
+                security,
+                _refresher: refresher,
+            }),
+        })
+    }
+
+    /// Builds an exporter from resolved configuration: loads the API key through its provider
+    /// (and keeps it refreshed on a schedule), and counts delivered events for the security
+    /// metrics when metrics are enabled.
+    ///
+    /// # Errors
+    /// [`BuildError::Key`] when the first key fetch fails; [`BuildError::Client`].
+    pub async fn from_config(name: &str, resolved: &ResolvedConfig) -> Result<Self, BuildError> {
+        let key = KeyHolder::from_source(resolved.api_key.clone(), RefreshOptions::default())
+            .await
+            .map_err(|source| BuildError::Key { exporter: name.to_owned(), source })?;
+        Self::from_config_with_key(name, resolved, key)
+    }
+
+    /// Like [`from_config`](Self::from_config) with a key holder the caller built.
+    ///
+    /// # Errors
+    /// [`BuildError::Client`].
+    pub fn from_config_with_key(name: &str, resolved: &ResolvedConfig, key: KeyHolder) -> Result<Self, BuildError> {
+        let refresher = key.spawn_refresher();
+        let security = resolved.metrics.enabled.then(|| Arc::new(SecurityAggregator::new(resolved.format.env.clone())));
+        let options = DatadogExporterOptions {
+            name: name.to_owned(),
+            logs_endpoint: resolved.logs_endpoint.clone(),
+            api_base: resolved.api_base.clone(),
+            formatter: LogFormatter::new(resolved.format.clone()),
+            compression: resolved.compression,
+            limits: resolved.request.limits(),
+            timeout: Duration::from_millis(resolved.request.timeout_ms),
+            connect_timeout: Duration::from_millis(resolved.request.connect_timeout_ms),
+        };
+        Ok(Self::assemble(options, key, security, Some(refresher))?)
+    }
+
+    /// The security-metrics aggregator (counts of delivered events), when metrics are enabled.
+    pub fn security_aggregator(&self) -> Option<Arc<SecurityAggregator>> {
+        self.inner.security.clone()
     }
 
     /// The transport counters.
@@ -269,6 +351,9 @@ impl Inner {
                 match verdict {
                     Verdict::Accepted => {
                         self.mark_key_accepted();
+                        if let Some(security) = &self.security {
+                            security.record_delivered(batch, &request.indices);
+                        }
                         self.stats.events_sent.fetch_add(request.indices.len() as u64, Ordering::Relaxed);
                         self.stats.events_truncated.fetch_add(request.truncated as u64, Ordering::Relaxed);
                         return all(None);

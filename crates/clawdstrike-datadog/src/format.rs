@@ -59,6 +59,8 @@ pub struct FormatOptions {
     pub metadata_max_bytes: usize,
     /// Cap on one item (default and maximum 1,000,000 bytes).
     pub max_item_bytes: usize,
+    /// Attach `dd.*`/`otel.trace_id` when a trace context is known (default true).
+    pub trace_correlation: bool,
 }
 
 impl Default for FormatOptions {
@@ -72,6 +74,7 @@ impl Default for FormatOptions {
             tags: Vec::new(),
             metadata_max_bytes: DEFAULT_METADATA_MAX_BYTES,
             max_item_bytes: MAX_ITEM_BYTES,
+            trace_correlation: true,
         }
     }
 }
@@ -364,7 +367,11 @@ impl Serialize for Item<'_> {
         {
             m.serialize_entry("file", &Obj(&[("path", Some(cap(path, c)))]))?;
         }
-        let trace = self.record.trace.or_else(|| apm::trace_from_metadata(&e.metadata));
+        let trace = if o.trace_correlation {
+            self.record.trace.or_else(|| apm::trace_from_metadata(&e.metadata))
+        } else {
+            None
+        };
         if let Some(trace) = trace {
             m.serialize_entry("dd", &Dd { trace, o })?;
             m.serialize_entry("otel", &Obj(&[("trace_id", Some(apm::otel_trace_id(trace.trace_id).as_str()))]))?;

@@ -113,6 +113,10 @@
 //! holds back every exporter of the fan-out (one event is taken by all exporters or none).
 //! Give an exporter that may stall a drop policy or a queue large enough to ride it out.
 //!
+//! Memory: per exporter the pipeline holds at most
+//! `queue.capacity + (1 + concurrency) * batch.max_events` events (the queue, the batch being
+//! assembled, the batches in flight); a drop policy keeps it there whatever the producer does.
+//!
 //! # Durable-buffer seam
 //!
 //! A write-ahead log (a later addition) slots in without changing the queue: it appends each

@@ -299,7 +299,7 @@ fn every_event_is_accounted_for_exactly_once() {
         .stack_size(64 << 20)
         .spawn(|| {
             let config = ProptestConfig {
-                cases: 128,
+                cases: 256,
                 failure_persistence: None,
                 ..ProptestConfig::default()
             };

@@ -733,6 +733,10 @@ async fn stats_track_latency_in_flight_and_queue_depth() {
     assert_eq!(stats.queue_depth, 25);
     assert_eq!(stats.accepted, 35);
     exporter.release();
+    assert_eq!(
+        p.health_checks().await,
+        vec![("slow".to_owned(), clawdstrike_export::Health::Healthy)]
+    );
     let report = p.shutdown(Duration::from_secs(10)).await.remove(0);
     assert_eq!(report.delivered, 35);
     let stats = p.stats().remove(0);

@@ -411,6 +411,7 @@ async fn fetch_validated(
     provider: &dyn ApiKeyProvider,
     description: &str,
 ) -> Result<SecretString, KeyError> {
+    tracing::trace!(provider = %description, "fetching API key");
     let key = provider.fetch().await?;
     if key.expose_secret().trim().is_empty() {
         return Err(KeyError::invalid(description, "the key is empty"));

@@ -1,0 +1,181 @@
+//! The exporter against the fake intake over loopback: volume, limits, codecs, faults, keys.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use clawdstrike_datadog::encode::Codec;
+use clawdstrike_export::{Exporter, Health};
+use clawdstrike_fakeintake::{Endpoint, FaultAction};
+use clawdstrike_keys::{KeyHolder, RefreshOptions, SecretString};
+use common::*;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn ids(events: &[clawdstrike_schema::SecurityEvent]) -> BTreeSet<String> {
+    events.iter().map(|e| e.event_id.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_events_arrive_exactly_once_within_the_limits() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let events = events(100_000);
+    h.submit_all(&events).await;
+    let reports = h.pipeline.shutdown(DEADLINE).await;
+    assert_eq!(reports[0].delivered, 100_000, "{reports:?}");
+    assert_eq!(reports[0].dead_lettered + reports[0].left_behind, 0);
+    assert_eq!(h.intake.unique_event_ids(), 100_000);
+    assert!(h.intake.duplicates().is_empty(), "duplicates: {}", h.intake.duplicates().len());
+    let logs: Vec<_> = h.intake.requests().into_iter().filter(|r| r.endpoint == Endpoint::Logs).collect();
+    assert!(!logs.is_empty());
+    for r in &logs {
+        assert!(r.items.unwrap() <= 1_000, "{} items", r.items.unwrap());
+        assert!(r.uncompressed_bytes.unwrap() <= 5_000_000);
+        assert_eq!(r.content_encoding.as_deref(), Some("zstd"));
+        assert_eq!(r.status, Some(202));
+    }
+    assert!(h.intake.log_items().iter().all(|i| !i.truncated_by_intake));
+    let snapshot = h.exporter.transport_stats().snapshot();
+    assert_eq!(snapshot.events_sent, 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_codec_round_trips() {
+    for codec in [Codec::None, Codec::Gzip, Codec::Deflate, Codec::Zstd] {
+        let h = Harness::start(codec, static_key(KEY_A), fast_pipeline()).await;
+        let events = events(500);
+        h.submit_all(&events).await;
+        let reports = h.pipeline.shutdown(DEADLINE).await;
+        assert_eq!(reports[0].delivered, 500, "{codec:?}");
+        let got: BTreeSet<String> =
+            h.intake.log_items().iter().map(|i| i.value["event_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(got, ids(&events), "{codec:?}");
+        // The item that arrived is byte-for-byte the one we formatted.
+        let first = h.intake.log_items_with_id(&events[0].event_id.to_string());
+        assert_eq!(first[0].value["message"], format!("[{}] BLOCKED: {}", events[0].decision.guard, events[0].decision.reason));
+        assert_eq!(first[0].value["hostname"], "test-host");
+        for r in h.intake.requests().iter().filter(|r| r.endpoint == Endpoint::Logs) {
+            assert_eq!(r.content_encoding.as_deref(), codec.content_encoding(), "{codec:?}");
+            assert!(r.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("dd-evp-origin") && v == "clawdstrike-datadog"));
+        }
+    }
+}
+
+/// Each transient fault, injected on the first requests: zero events lost, none dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_lose_nothing() {
+    let cases: Vec<(&str, FaultAction)> = vec![
+        ("408", FaultAction::status(408)),
+        ("429", FaultAction::status(429)),
+        ("429 + Retry-After", FaultAction::status_with_retry_after(429, 1)),
+        ("500", FaultAction::status(500)),
+        ("502", FaultAction::status(502)),
+        ("503", FaultAction::status(503)),
+        ("504", FaultAction::status(504)),
+        ("reset", FaultAction::Reset),
+        ("timeout", FaultAction::Stall),
+        ("413", FaultAction::status(413)),
+    ];
+    for (name, action) in cases {
+        let h = Harness::start(Codec::Gzip, static_key(KEY_A), fast_pipeline().with_max_batch_events(200)).await;
+        h.intake.fail_next(Endpoint::Logs, 3, action);
+        let events = events(1_000);
+        h.submit_all(&events).await;
+        let reports = h.pipeline.shutdown(DEADLINE).await;
+        h.intake.release_stalled();
+        assert_eq!(reports[0].delivered, 1_000, "{name}: {reports:?}");
+        assert_eq!(h.intake.unique_event_ids(), 1_000, "{name}");
+        assert!(h.dead_letters().is_empty(), "{name}");
+        let faulted = h.intake.stats().faults_injected;
+        assert_eq!(faulted, 3, "{name}: the faults were consumed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_400_is_dead_lettered_with_the_server_reason() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline().with_max_batch_events(50)).await;
+    h.intake.fail_next(Endpoint::Logs, 1, FaultAction::status_with_body(400, "{\"errors\":[\"bad payload\"]}"));
+    let events = events(50);
+    h.submit_all(&events).await;
+    let reports = h.pipeline.shutdown(DEADLINE).await;
+    assert_eq!(reports[0].dead_lettered, 50, "{reports:?}");
+    let dlq = h.dead_letters();
+    assert_eq!(dlq.len(), 50);
+    for d in &dlq {
+        let error = d["error"].as_str().unwrap();
+        assert!(error.starts_with("HTTP 400") && error.contains("bad payload"), "{error}");
+        assert_eq!(d["retryable"], false);
+        assert_eq!(d["exporter"], "datadog_test");
+    }
+    let dead: BTreeSet<String> = dlq.iter().map(|d| d["event"]["event_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(dead, ids(&events));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_splits_until_the_parts_fit_and_a_lone_oversized_event_is_dead_lettered() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline().with_max_batch_events(64)).await;
+    // 64 → 32+32 → ... : seven 413s in a row force splitting down to a single event.
+    h.intake.fail_next(Endpoint::Logs, 7, FaultAction::status(413));
+    let events = events(64);
+    h.submit_all(&events).await;
+    let reports = h.pipeline.shutdown(DEADLINE).await;
+    let r = &reports[0];
+    assert_eq!(r.delivered + r.dead_lettered, 64, "{r:?}");
+    assert_eq!(r.dead_lettered, 1, "only the event that was still refused alone is dead-lettered");
+    assert!(h.dead_letters()[0]["error"].as_str().unwrap().starts_with("HTTP 413: a single event"));
+    assert_eq!(h.intake.unique_event_ids(), 63);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_after_rotation_is_delivered_with_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
+    let source = clawdstrike_keys::KeySource::File(key_file.clone());
+    let holder = KeyHolder::from_source(source, RefreshOptions::default().with_min_interval(Duration::ZERO)).await.unwrap();
+    let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
+    // Rotate: Datadog now only accepts B, and the secret store has B.
+    h.intake.set_api_keys([SecretString::from(KEY_B)]);
+    std::fs::write(&key_file, format!("{KEY_B}\n")).unwrap();
+    let events = events(2_000);
+    h.submit_all(&events).await;
+    let reports = h.pipeline.shutdown(DEADLINE).await;
+    assert_eq!(reports[0].delivered, 2_000, "{reports:?}");
+    assert!(h.dead_letters().is_empty());
+    assert_eq!(holder.current().expose(), KEY_B);
+    assert!(h.intake.stats().responses_by_status.get(&403).copied().unwrap_or(0) >= 1);
+    assert_eq!(h.exporter.health_check().await, Health::Healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_without_a_new_key_dead_letters_degrades_and_stops_hammering() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline().with_max_batch_events(100)).await;
+    assert_eq!(h.exporter.health_check().await, Health::Healthy);
+    h.intake.revoke_api_key(KEY_A);
+    let events = events(5_000);
+    h.submit_all(&events).await;
+    let reports = h.pipeline.shutdown(DEADLINE).await;
+    assert_eq!(reports[0].dead_lettered, 5_000, "{reports:?}");
+    assert_eq!(reports[0].delivered, 0);
+    // 50 batches, but only those already in flight when the first 403 came back (at most the
+    // concurrency, 4) reached the intake: the key is known bad until it changes.
+    let log_requests = h.intake.requests().iter().filter(|r| r.endpoint == Endpoint::Logs).count();
+    assert!(log_requests <= 4, "{log_requests} requests with a rejected key");
+    assert!(h.dead_letters()[0]["error"].as_str().unwrap().contains("rejected the API key"));
+    assert!(matches!(h.exporter.health_check().await, Health::Degraded { .. }));
+    assert!(!h.exporter.transport_stats().snapshot().key_valid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_intake_is_unknown_health_not_invalid() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let resolved = {
+        let mut r = resolved(&h.intake, Codec::Zstd);
+        r.api_base = "http://127.0.0.1:9".to_owned();
+        r
+    };
+    let exporter =
+        clawdstrike_datadog::exporter::DatadogExporter::from_config_with_key("down", &resolved, static_key(KEY_A)).unwrap();
+    assert!(matches!(exporter.health_check().await, Health::Unknown { .. }));
+}
