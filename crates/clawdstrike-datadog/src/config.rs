@@ -421,3 +421,94 @@ impl DatadogConfig {
 
 /// Several exporters by name (`exporters: { datadog_us: {...}, datadog_eu: {...} }`).
 pub type Exporters = BTreeMap<String, DatadogConfig>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn interpolation_reads_variables_defaults_and_escapes() {
+        let e = env(&[("A", "1")]);
+        assert_eq!(interpolate("x-${A}-${B:-two}-$$-$", &e).unwrap(), "x-1-two-$-$");
+        let err = interpolate("${MISSING}", &e).unwrap_err();
+        assert!(err.contains("`MISSING` is not set"), "{err}");
+        assert!(interpolate("${A", &e).unwrap_err().contains("unterminated"));
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let err = DatadogConfig::from_yaml("site: datadoghq.moon\n", &|_| None).unwrap_err();
+        assert_eq!(err.path, "site");
+        assert!(err.to_string().contains("unknown Datadog site `datadoghq.moon`"), "{err}");
+        let err = DatadogConfig::from_yaml("logs: { servce: x }\n", &|_| None).unwrap_err();
+        assert_eq!(err.path, "logs.servce");
+        assert!(err.message.contains("unknown field `servce`"), "{err}");
+        let err = DatadogConfig::from_yaml("compression: { codec: brotli }\n", &|_| None).unwrap_err();
+        assert_eq!(err.path, "compression.codec");
+        let err = DatadogConfig::from_yaml("api_key: ${NOPE}\n", &|_| None).unwrap_err();
+        assert_eq!(err.path, "api_key");
+        assert!(err.message.contains("`NOPE` is not set"));
+    }
+
+    #[test]
+    fn dd_environment_conventions_are_defaults_and_the_file_wins() {
+        let e = env(&[
+            ("DD_SITE", "datadoghq.eu"),
+            ("DD_SERVICE", "svc-env"),
+            ("DD_ENV", "staging"),
+            ("DD_VERSION", "9.9"),
+            ("DD_TAGS", "team:a region:b,zone:c"),
+            ("DD_HOSTNAME", "host-env"),
+        ]);
+        let r = DatadogConfig::from_yaml("logs: { tags: [x:y] }", &e).unwrap().resolve(&e).unwrap();
+        assert_eq!(r.site, Site::Eu1);
+        assert_eq!(r.logs_endpoint, "https://http-intake.logs.datadoghq.eu/api/v2/logs");
+        assert_eq!(r.api_base, "https://api.datadoghq.eu");
+        assert_eq!(r.format.service, "svc-env");
+        assert_eq!(r.format.env.as_deref(), Some("staging"));
+        assert_eq!(r.format.version.as_deref(), Some("9.9"));
+        assert_eq!(r.format.hostname, "host-env");
+        assert_eq!(r.format.tags, ["x:y", "team:a", "region:b", "zone:c"]);
+        let r = DatadogConfig::from_yaml("site: us5.datadoghq.com\nlogs: { service: svc-file, hostname: h }", &e)
+            .unwrap()
+            .resolve(&e)
+            .unwrap();
+        assert_eq!(r.site, Site::Us5);
+        assert_eq!(r.format.service, "svc-file");
+        assert_eq!(r.format.hostname, "h");
+        let err = DatadogConfig::default().resolve(&env(&[("DD_SITE", "nope")])).unwrap_err();
+        assert!(err.to_string().contains("from DD_SITE"), "{err}");
+    }
+
+    #[test]
+    fn url_overrides_and_design_document_shape() {
+        let yaml = "
+enabled: true
+api_key: ${DD_API_KEY}
+site: datadoghq.com
+logs_url: http://127.0.0.1:9000/
+api_url: http://127.0.0.1:9001
+logs: { service: clawdstrike-prod, source: clawdstrike, tags: [env:production, team:security] }
+metrics: { enabled: true, prefix: clawdstrike, tags: [env:production] }
+apm: { enabled: true, env: production }
+compression: { codec: gzip, level: 6 }
+batch: { max_events: 500, flush_interval_ms: 5000 }
+retry: { initial_backoff_ms: 1000 }
+";
+        let e = env(&[("DD_API_KEY", "k")]);
+        let r = DatadogConfig::from_yaml(yaml, &e).unwrap().resolve(&e).unwrap();
+        assert_eq!(r.logs_endpoint, "http://127.0.0.1:9000/api/v2/logs");
+        assert_eq!(r.api_base, "http://127.0.0.1:9001");
+        assert_eq!(r.pipeline.batch.max_events, 500);
+        assert_eq!(r.compression.effective_level(), 6);
+        assert!(!format!("{:?}", r.api_key).contains('k') || !format!("{:?}", r.api_key).contains("\"k\""));
+        let err = DatadogConfig::from_yaml("logs_url: ftp://x", &e).unwrap().resolve(&e).unwrap_err();
+        assert_eq!(err.path, "logs_url");
+    }
+}

@@ -2,8 +2,10 @@
 //! events per CPU-second (user + system time of the whole process, from `/proc/self/stat`).
 //!
 //! ```text
-//! cargo run -p clawdstrike-export --example overhead --release -- 2000000
+//! cargo run -p clawdstrike-export --example overhead --release -- 2000000 [EXPORTERS] [PRODUCERS]
 //! ```
+//!
+//! `EXPORTERS` (default 1) no-op exporters in a fan-out; `PRODUCERS` (default 1) tasks submitting.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,12 +15,12 @@ use clawdstrike_export::{ExportResult, Exporter, ExporterConfig, Pipeline, Recor
 use clawdstrike_schema::{EventType, ResourceType, SecurityEvent, Severity};
 
 #[derive(Debug)]
-struct Noop;
+struct Noop(String);
 
 #[async_trait]
 impl Exporter for Noop {
     fn name(&self) -> &str {
-        "noop"
+        &self.0
     }
 
     fn estimate_size(&self, _record: &Record) -> usize {
@@ -66,22 +68,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .resource(ResourceType::File, "/home/user/.ssh/id_rsa")
             .build()?,
     );
-    let pipeline = Pipeline::builder()
-        .with_exporter(Arc::new(Noop), ExporterConfig::default())
-        .build()?;
+    let exporters: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
+    let producers: u64 = std::env::args()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut builder = Pipeline::builder();
+    for i in 0..exporters {
+        builder = builder.with_exporter(
+            Arc::new(Noop(format!("noop-{i}"))),
+            ExporterConfig::default(),
+        );
+    }
+    let pipeline = builder.build()?;
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    for _ in 0..n {
-        pipeline.submit(Record::new(Arc::clone(&event))).await?;
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let pipeline = pipeline.clone();
+        let event = Arc::clone(&event);
+        let share = n / producers + u64::from(p < n % producers);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..share {
+                pipeline.submit(Record::new(Arc::clone(&event))).await?;
+            }
+            Ok::<_, clawdstrike_export::SubmitError>(())
+        }));
     }
-    let report = pipeline.shutdown(Duration::from_secs(60)).await.remove(0);
+    for task in tasks {
+        task.await??;
+    }
+    let reports = pipeline.shutdown(Duration::from_secs(60)).await;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
-    assert_eq!(report.delivered, n, "every event delivered");
+    for report in &reports {
+        assert_eq!(report.delivered, n, "every event delivered");
+    }
     #[allow(clippy::cast_precision_loss)]
     let n_f = n as f64;
     println!(
-        "{n} events through a no-op exporter (default config, block): wall {wall:.3} s = {:.0} events/s; \
+        "{n} events, {producers} producer(s), fan-out to {exporters} no-op exporter(s) (default config, block): wall {wall:.3} s = {:.0} events/s; \
          CPU {cpu:.2} s = {:.0} events per CPU-second (per core)",
         n_f / wall,
         if cpu > 0.0 { n_f / cpu } else { f64::INFINITY },

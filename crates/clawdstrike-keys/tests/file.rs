@@ -96,38 +96,3 @@ async fn surrounding_whitespace_is_trimmed_and_empty_files_refused() {
     assert!(matches!(err, KeyError::Invalid { .. }), "{err}");
     assert!(err.to_string().contains("empty"), "{err}");
 }
-
-#[cfg(unix)]
-#[tokio::test]
-async fn a_file_readable_by_others_is_warned_about_once() {
-    use std::os::unix::fs::PermissionsExt;
-    let capture = common::LogCapture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(capture.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let dir = tempfile::tempdir().unwrap();
-    let private = dir.path().join("private");
-    std::fs::write(&private, "private-key").unwrap();
-    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
-    FileProvider::new(&private).fetch().await.unwrap();
-    assert!(!capture.text().contains("readable"), "{}", capture.text());
-
-    let shared = dir.path().join("shared");
-    std::fs::write(&shared, "shared-key").unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let provider = FileProvider::new(&shared);
-    provider.fetch().await.unwrap();
-    provider.fetch().await.unwrap();
-    let text = capture.text();
-    assert_eq!(
-        text.matches("readable by its group or by others").count(),
-        1,
-        "{text}"
-    );
-    assert!(text.contains("644"), "{text}");
-    assert!(!text.contains("shared-key"), "{text}");
-}

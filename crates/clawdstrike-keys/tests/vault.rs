@@ -282,3 +282,75 @@ async fn a_bad_address_is_invalid_and_an_unreachable_one_is_transient() {
     .unwrap_err();
     assert!(err.is_transient(), "{err}");
 }
+
+/// Kubernetes auth for real: OpenBao validates the service-account token by calling the
+/// TokenReview API of the emulated Kubernetes API server.
+#[cfg(feature = "kubernetes")]
+#[tokio::test]
+async fn kubernetes_auth_logs_in_with_the_service_account_token() {
+    use common::fake_apiserver::{FakeApiServer, service_account_jwt};
+    let apiserver = FakeApiServer::start("monitoring").await;
+    let jwt = service_account_jwt("monitoring", "clawdstrike");
+    apiserver.add_service_account_token(&jwt, "monitoring", "clawdstrike");
+
+    let bao = Bao::start_tls().await;
+    let key = random_key("vault-k8s-auth");
+    bao.put("datadog", "api_key", &key).await;
+    bao.kubernetes_auth(&apiserver.url, "datadog", "monitoring", "clawdstrike")
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_path = dir.path().join("token");
+    std::fs::write(&jwt_path, format!("{jwt}\n")).unwrap();
+    let auth = VaultAuth::Kubernetes {
+        role: "clawdstrike".into(),
+        jwt_path: jwt_path.clone(),
+        mount: "kubernetes".into(),
+    };
+    let ca = bao.ca_cert.clone().unwrap();
+    let source = VaultSource::new(&bao.address, "datadog", "api_key", auth).with_ca_cert(&ca);
+    let provider = VaultProvider::new(source).unwrap();
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    assert_eq!(provider.logins(), 1);
+    assert!(
+        apiserver.token_reviews() >= 1,
+        "Vault asked the API server to review the token"
+    );
+
+    // A token the API server does not accept: a clear Forbidden error.
+    std::fs::write(&jwt_path, service_account_jwt("monitoring", "intruder")).unwrap();
+    let source = VaultSource::new(
+        &bao.address,
+        "datadog",
+        "api_key",
+        VaultAuth::Kubernetes {
+            role: "clawdstrike".into(),
+            jwt_path,
+            mount: "kubernetes".into(),
+        },
+    )
+    .with_ca_cert(&ca);
+    let err = VaultProvider::new(source)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KeyError::Forbidden { .. }), "{err}");
+    assert!(err.to_string().contains("Kubernetes login"), "{err}");
+
+    // Outside a pod the default token file is missing: NotFound, naming it.
+    let source = VaultSource::new(
+        &bao.address,
+        "datadog",
+        "api_key",
+        VaultAuth::kubernetes("clawdstrike"),
+    )
+    .with_ca_cert(&ca);
+    let err = VaultProvider::new(source)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("serviceaccount/token"), "{err}");
+}

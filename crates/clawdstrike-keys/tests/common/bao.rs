@@ -164,6 +164,58 @@ impl Bao {
     }
 }
 
+impl Bao {
+    /// Enables Kubernetes auth against the API server at `kubernetes_host` and creates role
+    /// `role` for service account `namespace/name`, with the policy reading `secret/data/<path>`.
+    pub async fn kubernetes_auth(
+        &self,
+        kubernetes_host: &str,
+        path: &str,
+        namespace: &str,
+        name: &str,
+    ) {
+        let root = self.root();
+        vaultrs::sys::auth::enable(&root, "kubernetes", "kubernetes", None)
+            .await
+            .expect("enable kubernetes auth");
+        // Outside a pod there is no local CA or JWT to pick up. The host is plain HTTP, but
+        // Vault insists on a CA: any valid PEM does, e.g. this server's own when under TLS.
+        let ca = self
+            .ca_cert
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).expect("CA file"))
+            .expect("kubernetes_auth needs a server started with start_tls");
+        let mut config =
+            vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder();
+        config.disable_local_ca_jwt(true).kubernetes_ca_cert(ca);
+        vaultrs::auth::kubernetes::configure(
+            &root,
+            "kubernetes",
+            kubernetes_host,
+            Some(&mut config),
+        )
+        .await
+        .expect("configure kubernetes auth");
+        let policy = format!("path \"secret/data/{path}\" {{ capabilities = [\"read\"] }}");
+        vaultrs::sys::policy::set(&root, "read-key-k8s", &policy)
+            .await
+            .expect("policy");
+        let mut role =
+            vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest::builder();
+        role.bound_service_account_names(vec![name.to_owned()])
+            .bound_service_account_namespaces(vec![namespace.to_owned()])
+            .token_policies(vec!["read-key-k8s".to_owned()]);
+        vaultrs::auth::kubernetes::role::create(
+            &root,
+            "kubernetes",
+            "clawdstrike",
+            Some(&mut role),
+        )
+        .await
+        .expect("create kubernetes role");
+    }
+}
+
 impl Drop for Bao {
     fn drop(&mut self) {
         let _ = self.child.kill();

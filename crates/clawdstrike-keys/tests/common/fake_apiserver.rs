@@ -26,6 +26,9 @@ struct State {
     history: Vec<(u64, &'static str, String)>,
     watchers: Vec<(String, mpsc::UnboundedSender<Bytes>)>,
     forbidden: bool,
+    /// Service-account tokens the TokenReview API accepts: token → (namespace, name, uid).
+    service_accounts: BTreeMap<String, (String, String, String)>,
+    token_reviews: usize,
     /// Query strings of LIST and WATCH requests.
     collection_queries: Vec<String>,
     watch_connections: usize,
@@ -91,7 +94,12 @@ impl FakeApiServer {
                             let state = state.clone();
                             let changed = changed.clone();
                             let ns = ns.clone();
-                            async move { Ok::<_, Infallible>(handle(&state, &changed, &ns, req)) }
+                            async move {
+                                if req.uri().path() == TOKEN_REVIEWS {
+                                    return Ok::<_, Infallible>(token_review(&state, req).await);
+                                }
+                                Ok::<_, Infallible>(handle(&state, &changed, &ns, req))
+                            }
                         });
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), service)
@@ -146,6 +154,19 @@ impl FakeApiServer {
     /// Ends every open watch stream (like an API server restart or a load-balancer timeout).
     pub fn drop_watches(&self) {
         self.state.lock().unwrap().watchers.clear();
+    }
+
+    /// Makes the TokenReview API accept `token` as service account `namespace/name`.
+    pub fn add_service_account_token(&self, token: &str, namespace: &str, name: &str) {
+        let uid = format!("uid-{name}");
+        self.state.lock().unwrap().service_accounts.insert(
+            token.to_owned(),
+            (namespace.to_owned(), name.to_owned(), uid),
+        );
+    }
+
+    pub fn token_reviews(&self) -> usize {
+        self.state.lock().unwrap().token_reviews
     }
 
     pub fn watch_connections(&self) -> usize {
@@ -332,4 +353,65 @@ fn handle(
         .header("content-type", "application/json")
         .body(BodyExt::boxed(body))
         .unwrap()
+}
+
+const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews`, as Vault's Kubernetes auth calls it.
+async fn token_review(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let token = review["spec"]["token"].as_str().unwrap_or_default();
+    let mut st = state.lock().unwrap();
+    st.token_reviews += 1;
+    let status = match st.service_accounts.get(token) {
+        Some((ns, name, uid)) => json!({
+            "authenticated": true,
+            "user": {
+                "username": format!("system:serviceaccount:{ns}:{name}"),
+                "uid": uid,
+                "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}")],
+            },
+            "audiences": review["spec"]["audiences"].clone(),
+        }),
+        None => json!({ "authenticated": false, "error": "invalid bearer token" }),
+    };
+    json_response(&json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "metadata": { "creationTimestamp": null },
+        "spec": review["spec"].clone(),
+        "status": status,
+    }))
+}
+
+/// A service-account JWT with the claims Vault's Kubernetes auth reads (not signed by a real
+/// key: Vault delegates verification to the TokenReview API).
+pub fn service_account_jwt(namespace: &str, name: &str) -> String {
+    fn b64url(bytes: &[u8]) -> String {
+        b64(bytes)
+            .trim_end_matches('=')
+            .replace('+', "-")
+            .replace('/', "_")
+    }
+    let header = json!({ "alg": "RS256", "kid": "test" });
+    let claims = json!({
+        "iss": "kubernetes/serviceaccount",
+        "kubernetes.io/serviceaccount/namespace": namespace,
+        "kubernetes.io/serviceaccount/secret.name": format!("{name}-token"),
+        "kubernetes.io/serviceaccount/service-account.name": name,
+        "kubernetes.io/serviceaccount/service-account.uid": format!("uid-{name}"),
+        "sub": format!("system:serviceaccount:{namespace}:{name}"),
+    });
+    format!(
+        "{}.{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes()),
+        b64url(&[7u8; 256])
+    )
 }

@@ -1,0 +1,53 @@
+//! The API key never appears in logs (captured at TRACE level, our crates and the HTTP stack),
+//! in `Debug` output, or in errors, across rotation, rejection and health checks.
+
+mod common;
+
+use std::time::Duration;
+
+use clawdstrike_datadog::encode::Codec;
+use clawdstrike_export::Exporter;
+use clawdstrike_fakeintake::{Endpoint, FaultAction};
+use clawdstrike_keys::{KeyHolder, KeySource, RefreshOptions, SecretString};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_never_appear_in_trace_logs_debug_or_errors() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, KEY_A).unwrap();
+    let holder = KeyHolder::from_source(KeySource::File(key_file.clone()), RefreshOptions::default().with_min_interval(Duration::ZERO))
+        .await
+        .unwrap();
+    let h = Harness::start(Codec::Gzip, holder.clone(), fast_pipeline().with_max_batch_events(100)).await;
+
+    // Faults, rotation, then revocation, then health checks in every state.
+    h.intake.fail_next(Endpoint::Logs, 2, FaultAction::status(503));
+    h.submit_all(&events(300)).await;
+    h.intake.set_api_keys([SecretString::from(KEY_B)]);
+    std::fs::write(&key_file, KEY_B).unwrap();
+    h.submit_all(&events(300)).await;
+    let healthy = h.exporter.health_check().await;
+    h.intake.revoke_api_key(KEY_B);
+    h.submit_all(&events(300)).await;
+    let degraded = h.exporter.health_check().await;
+    let reports = h.pipeline.shutdown(Duration::from_secs(60)).await;
+
+    let mut texts = vec![
+        String::from_utf8_lossy(&logs.lock().unwrap()).into_owned(),
+        format!("{:?}", h.exporter),
+        format!("{:?}", holder),
+        format!("{:?} {:?} {:?}", healthy, degraded, reports),
+        std::fs::read_to_string(h.dead_letter_path()).unwrap_or_default(),
+    ];
+    texts.extend(h.dead_letters().iter().map(|d| d["error"].to_string()));
+    assert!(texts[0].len() > 10_000, "the capture must have seen TRACE output ({} bytes)", texts[0].len());
+    assert!(texts[0].contains("TRACE"), "TRACE level was captured");
+    for text in &texts {
+        for key in [KEY_A, KEY_B, APP_KEY] {
+            assert!(!text.contains(key), "a key leaked into: {}", &text[..text.len().min(300)]);
+        }
+    }
+    assert!(reports[0].dead_lettered > 0, "the revocation scenario ran");
+}
