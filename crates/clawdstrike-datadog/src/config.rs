@@ -17,7 +17,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use clawdstrike_export::{BatchConfig, DeadLetterConfig, ExporterConfig, FilterConfig, QueueConfig, RetryConfig};
+use clawdstrike_export::{
+    BatchConfig, DeadLetterConfig, ExporterConfig, FilterConfig, QueueConfig, RetryConfig,
+};
 use clawdstrike_keys::KeySource;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -70,18 +72,26 @@ pub fn interpolate(text: &str, env: Env<'_>) -> Result<String, String> {
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in `{}`", redact_refs(text)))?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in `{}`", redact_refs(text)))?;
             let reference = &body[..end];
             let (name, default) = match reference.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (reference, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{reference}}}` is not a valid variable reference"));
+                return Err(format!(
+                    "`${{{reference}}}` is not a valid variable reference"
+                ));
             }
             match env(name).or_else(|| default.map(str::to_owned)) {
                 Some(value) => out.push_str(&value),
-                None => return Err(format!("environment variable `{name}` is not set (referenced as `${{{name}}}`)")),
+                None => {
+                    return Err(format!(
+                        "environment variable `{name}` is not set (referenced as `${{{name}}}`)"
+                    ));
+                }
             }
             rest = &body[end + 1..];
         } else {
@@ -95,14 +105,28 @@ pub fn interpolate(text: &str, env: Env<'_>) -> Result<String, String> {
 
 /// Keeps only the `${...}` references of a string (for error messages; never values).
 fn redact_refs(text: &str) -> String {
-    if text.len() > 80 { format!("{}…", &text[..text.char_indices().nth(80).map_or(text.len(), |(i, _)| i)]) } else { text.to_owned() }
+    if text.len() > 80 {
+        format!(
+            "{}…",
+            &text[..text.char_indices().nth(80).map_or(text.len(), |(i, _)| i)]
+        )
+    } else {
+        text.to_owned()
+    }
 }
 
-fn interpolate_value(value: &mut serde_yaml_ng::Value, path: &mut Vec<String>, env: Env<'_>) -> Result<(), ConfigError> {
+fn interpolate_value(
+    value: &mut serde_yaml_ng::Value,
+    path: &mut Vec<String>,
+    env: Env<'_>,
+) -> Result<(), ConfigError> {
     use serde_yaml_ng::Value;
     match value {
         Value::String(s) => {
-            *s = interpolate(s, env).map_err(|message| ConfigError { path: path.join("."), message })?;
+            *s = interpolate(s, env).map_err(|message| ConfigError {
+                path: path.join("."),
+                message,
+            })?;
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -130,8 +154,11 @@ fn interpolate_value(value: &mut serde_yaml_ng::Value, path: &mut Vec<String>, e
 /// # Errors
 /// [`ConfigError`] for YAML syntax errors, unset variables, unknown keys and bad values.
 pub fn from_yaml<T: DeserializeOwned>(text: &str, env: Env<'_>) -> Result<T, ConfigError> {
-    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
-        .map_err(|e| ConfigError { path: String::new(), message: format!("not valid YAML: {e}") })?;
+    let mut value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
+            path: String::new(),
+            message: format!("not valid YAML: {e}"),
+        })?;
     if value.is_null() {
         value = serde_yaml_ng::Value::Mapping(Default::default());
     }
@@ -174,6 +201,8 @@ pub struct MetricsConfig {
     pub tags: Vec<String>,
     /// Aggregation and flush interval in milliseconds (default 10,000).
     pub flush_interval_ms: u64,
+    /// `api` (default) or `{ dogstatsd: "udp://127.0.0.1:8125" | "unix:///var/run/datadog/dsd.socket" }`.
+    pub transport: Option<crate::metrics::MetricsTransport>,
 }
 
 impl Default for MetricsConfig {
@@ -183,6 +212,7 @@ impl Default for MetricsConfig {
             prefix: crate::catalogue::DEFAULT_METRIC_PREFIX.to_owned(),
             tags: Vec::new(),
             flush_interval_ms: 10_000,
+            transport: None,
         }
     }
 }
@@ -203,7 +233,12 @@ pub struct ApmConfig {
 
 impl Default for ApmConfig {
     fn default() -> Self {
-        Self { enabled: true, env: None, version: None, service: None }
+        Self {
+            enabled: true,
+            env: None,
+            version: None,
+            service: None,
+        }
     }
 }
 
@@ -235,7 +270,11 @@ impl Default for RequestConfig {
 impl RequestConfig {
     /// The limits, clamped to Datadog's.
     pub fn limits(&self) -> RequestLimits {
-        RequestLimits { max_items: self.max_items, max_bytes: self.max_bytes }.clamped()
+        RequestLimits {
+            max_items: self.max_items,
+            max_bytes: self.max_bytes,
+        }
+        .clamped()
     }
 }
 
@@ -298,7 +337,8 @@ pub struct DatadogConfig {
 
 impl Default for DatadogConfig {
     fn default() -> Self {
-        from_yaml("{}", &|_| None).unwrap_or_else(|e| unreachable!("the empty configuration is valid: {e}"))
+        from_yaml("{}", &|_| None)
+            .unwrap_or_else(|e| unreachable!("the empty configuration is valid: {e}"))
     }
 }
 
@@ -357,11 +397,16 @@ impl DatadogConfig {
     /// # Errors
     /// [`ConfigError`] for an unknown `DD_SITE`, a bad URL override or invalid framework settings.
     pub fn resolve(&self, env: Env<'_>) -> Result<ResolvedConfig, ConfigError> {
-        let err = |path: &str, message: String| ConfigError { path: path.to_owned(), message };
+        let err = |path: &str, message: String| ConfigError {
+            path: path.to_owned(),
+            message,
+        };
         let site = match self.site {
             Some(site) => site,
             None => match env("DD_SITE") {
-                Some(s) => s.parse().map_err(|e: crate::site::UnknownSite| err("site", format!("from DD_SITE: {e}")))?,
+                Some(s) => s.parse().map_err(|e: crate::site::UnknownSite| {
+                    err("site", format!("from DD_SITE: {e}"))
+                })?,
                 None => Site::default(),
             },
         };
@@ -372,21 +417,49 @@ impl DatadogConfig {
                 return Err(err(path, format!("`{url}` is not an http(s) URL")));
             }
         }
-        let logs_base = self.logs_url.as_deref().map_or_else(|| site.logs_base_url(), trim_url);
-        let api_base = self.api_url.as_deref().map_or_else(|| site.api_base_url(), trim_url);
+        let logs_base = self
+            .logs_url
+            .as_deref()
+            .map_or_else(|| site.logs_base_url(), trim_url);
+        let api_base = self
+            .api_url
+            .as_deref()
+            .map_or_else(|| site.api_base_url(), trim_url);
         let mut tags = self.logs.tags.clone();
         if let Some(dd_tags) = env("DD_TAGS") {
-            tags.extend(dd_tags.split([' ', ',']).filter(|t| !t.is_empty()).map(str::to_owned));
+            tags.extend(
+                dd_tags
+                    .split([' ', ','])
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            );
         }
-        let service = self.logs.service.clone().or_else(|| env("DD_SERVICE")).unwrap_or_else(|| crate::catalogue::DEFAULT_SOURCE.to_owned());
+        let service = self
+            .logs
+            .service
+            .clone()
+            .or_else(|| env("DD_SERVICE"))
+            .unwrap_or_else(|| crate::catalogue::DEFAULT_SOURCE.to_owned());
         let format = FormatOptions {
             service,
-            source: self.logs.source.clone().unwrap_or_else(|| crate::catalogue::DEFAULT_SOURCE.to_owned()),
-            hostname: self.logs.hostname.clone().or_else(|| env("DD_HOSTNAME")).unwrap_or_else(system_hostname),
+            source: self
+                .logs
+                .source
+                .clone()
+                .unwrap_or_else(|| crate::catalogue::DEFAULT_SOURCE.to_owned()),
+            hostname: self
+                .logs
+                .hostname
+                .clone()
+                .or_else(|| env("DD_HOSTNAME"))
+                .unwrap_or_else(system_hostname),
             env: self.apm.env.clone().or_else(|| env("DD_ENV")),
             version: self.apm.version.clone().or_else(|| env("DD_VERSION")),
             tags,
-            metadata_max_bytes: self.logs.metadata_max_bytes.unwrap_or(DEFAULT_METADATA_MAX_BYTES),
+            metadata_max_bytes: self
+                .logs
+                .metadata_max_bytes
+                .unwrap_or(DEFAULT_METADATA_MAX_BYTES),
             max_item_bytes: MAX_ITEM_BYTES,
             trace_correlation: self.apm.enabled,
         };
@@ -402,12 +475,18 @@ impl DatadogConfig {
             pipeline.concurrency = c;
         }
         pipeline.validate().map_err(|e| err("", e.to_string()))?;
-        let app_key = self.app_key.clone().or_else(|| env("DD_APP_KEY").map(|_| KeySource::env_default_app()));
+        let app_key = self
+            .app_key
+            .clone()
+            .or_else(|| env("DD_APP_KEY").map(|_| KeySource::env_default_app()));
         Ok(ResolvedConfig {
             site,
             logs_endpoint: format!("{logs_base}/api/v2/logs"),
             api_base,
-            api_key: self.api_key.clone().unwrap_or_else(KeySource::env_default_api),
+            api_key: self
+                .api_key
+                .clone()
+                .unwrap_or_else(KeySource::env_default_api),
             app_key,
             format,
             compression: self.compression,
@@ -428,14 +507,20 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
     #[test]
     fn interpolation_reads_variables_defaults_and_escapes() {
         let e = env(&[("A", "1")]);
-        assert_eq!(interpolate("x-${A}-${B:-two}-$$-$", &e).unwrap(), "x-1-two-$-$");
+        assert_eq!(
+            interpolate("x-${A}-${B:-two}-$$-$", &e).unwrap(),
+            "x-1-two-$-$"
+        );
         let err = interpolate("${MISSING}", &e).unwrap_err();
         assert!(err.contains("`MISSING` is not set"), "{err}");
         assert!(interpolate("${A", &e).unwrap_err().contains("unterminated"));
@@ -445,11 +530,16 @@ mod tests {
     fn errors_name_the_bad_key() {
         let err = DatadogConfig::from_yaml("site: datadoghq.moon\n", &|_| None).unwrap_err();
         assert_eq!(err.path, "site");
-        assert!(err.to_string().contains("unknown Datadog site `datadoghq.moon`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown Datadog site `datadoghq.moon`"),
+            "{err}"
+        );
         let err = DatadogConfig::from_yaml("logs: { servce: x }\n", &|_| None).unwrap_err();
         assert_eq!(err.path, "logs.servce");
         assert!(err.message.contains("unknown field `servce`"), "{err}");
-        let err = DatadogConfig::from_yaml("compression: { codec: brotli }\n", &|_| None).unwrap_err();
+        let err =
+            DatadogConfig::from_yaml("compression: { codec: brotli }\n", &|_| None).unwrap_err();
         assert_eq!(err.path, "compression.codec");
         let err = DatadogConfig::from_yaml("api_key: ${NOPE}\n", &|_| None).unwrap_err();
         assert_eq!(err.path, "api_key");
@@ -466,23 +556,34 @@ mod tests {
             ("DD_TAGS", "team:a region:b,zone:c"),
             ("DD_HOSTNAME", "host-env"),
         ]);
-        let r = DatadogConfig::from_yaml("logs: { tags: [x:y] }", &e).unwrap().resolve(&e).unwrap();
+        let r = DatadogConfig::from_yaml("logs: { tags: [x:y] }", &e)
+            .unwrap()
+            .resolve(&e)
+            .unwrap();
         assert_eq!(r.site, Site::Eu1);
-        assert_eq!(r.logs_endpoint, "https://http-intake.logs.datadoghq.eu/api/v2/logs");
+        assert_eq!(
+            r.logs_endpoint,
+            "https://http-intake.logs.datadoghq.eu/api/v2/logs"
+        );
         assert_eq!(r.api_base, "https://api.datadoghq.eu");
         assert_eq!(r.format.service, "svc-env");
         assert_eq!(r.format.env.as_deref(), Some("staging"));
         assert_eq!(r.format.version.as_deref(), Some("9.9"));
         assert_eq!(r.format.hostname, "host-env");
         assert_eq!(r.format.tags, ["x:y", "team:a", "region:b", "zone:c"]);
-        let r = DatadogConfig::from_yaml("site: us5.datadoghq.com\nlogs: { service: svc-file, hostname: h }", &e)
-            .unwrap()
-            .resolve(&e)
-            .unwrap();
+        let r = DatadogConfig::from_yaml(
+            "site: us5.datadoghq.com\nlogs: { service: svc-file, hostname: h }",
+            &e,
+        )
+        .unwrap()
+        .resolve(&e)
+        .unwrap();
         assert_eq!(r.site, Site::Us5);
         assert_eq!(r.format.service, "svc-file");
         assert_eq!(r.format.hostname, "h");
-        let err = DatadogConfig::default().resolve(&env(&[("DD_SITE", "nope")])).unwrap_err();
+        let err = DatadogConfig::default()
+            .resolve(&env(&[("DD_SITE", "nope")]))
+            .unwrap_err();
         assert!(err.to_string().contains("from DD_SITE"), "{err}");
     }
 
@@ -502,13 +603,22 @@ batch: { max_events: 500, flush_interval_ms: 5000 }
 retry: { initial_backoff_ms: 1000 }
 ";
         let e = env(&[("DD_API_KEY", "k")]);
-        let r = DatadogConfig::from_yaml(yaml, &e).unwrap().resolve(&e).unwrap();
+        let r = DatadogConfig::from_yaml(yaml, &e)
+            .unwrap()
+            .resolve(&e)
+            .unwrap();
         assert_eq!(r.logs_endpoint, "http://127.0.0.1:9000/api/v2/logs");
         assert_eq!(r.api_base, "http://127.0.0.1:9001");
         assert_eq!(r.pipeline.batch.max_events, 500);
         assert_eq!(r.compression.effective_level(), 6);
-        assert!(!format!("{:?}", r.api_key).contains('k') || !format!("{:?}", r.api_key).contains("\"k\""));
-        let err = DatadogConfig::from_yaml("logs_url: ftp://x", &e).unwrap().resolve(&e).unwrap_err();
+        assert!(
+            !format!("{:?}", r.api_key).contains('k')
+                || !format!("{:?}", r.api_key).contains("\"k\"")
+        );
+        let err = DatadogConfig::from_yaml("logs_url: ftp://x", &e)
+            .unwrap()
+            .resolve(&e)
+            .unwrap_err();
         assert_eq!(err.path, "logs_url");
     }
 }

@@ -74,14 +74,20 @@ pub struct Compression {
 
 impl Default for Compression {
     fn default() -> Self {
-        Self { codec: Codec::Zstd, level: None }
+        Self {
+            codec: Codec::Zstd,
+            level: None,
+        }
     }
 }
 
 impl Compression {
     /// Settings for `codec` at `level`.
     pub fn new(codec: Codec, level: i32) -> Self {
-        Self { codec, level: Some(level) }
+        Self {
+            codec,
+            level: Some(level),
+        }
     }
 
     /// The level in force.
@@ -134,7 +140,10 @@ pub struct RequestLimits {
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { max_items: MAX_ITEMS_PER_REQUEST, max_bytes: MAX_BYTES_PER_REQUEST }
+        Self {
+            max_items: MAX_ITEMS_PER_REQUEST,
+            max_bytes: MAX_BYTES_PER_REQUEST,
+        }
     }
 }
 
@@ -143,7 +152,9 @@ impl RequestLimits {
     pub fn clamped(self) -> Self {
         Self {
             max_items: self.max_items.clamp(1, MAX_ITEMS_PER_REQUEST),
-            max_bytes: self.max_bytes.clamp(crate::format::MAX_ITEM_BYTES + 2, MAX_BYTES_PER_REQUEST),
+            max_bytes: self
+                .max_bytes
+                .clamp(crate::format::MAX_ITEM_BYTES + 2, MAX_BYTES_PER_REQUEST),
         }
     }
 }
@@ -173,11 +184,20 @@ pub struct EncodedRequest {
 }
 
 /// Packs the records at `indices` into as few JSON arrays as the limits allow.
-pub fn pack(formatter: &LogFormatter, batch: &[Record], indices: &[usize], limits: RequestLimits) -> Vec<Payload> {
+pub fn pack(
+    formatter: &LogFormatter,
+    batch: &[Record],
+    indices: &[usize],
+    limits: RequestLimits,
+) -> Vec<Payload> {
     let limits = limits.clamped();
     let mut payloads = Vec::new();
     let mut scratch = Scratch::default();
-    let mut current = Payload { json: Vec::with_capacity(64 * 1024), indices: Vec::new(), truncated: 0 };
+    let mut current = Payload {
+        json: Vec::with_capacity(64 * 1024),
+        indices: Vec::new(),
+        truncated: 0,
+    };
     current.json.push(b'[');
     for &index in indices {
         let mark = current.json.len();
@@ -195,7 +215,14 @@ pub fn pack(formatter: &LogFormatter, batch: &[Record], indices: &[usize], limit
             next.extend_from_slice(&current.json[item_start..]);
             current.json.truncate(mark);
             current.json.push(b']');
-            let done = std::mem::replace(&mut current, Payload { json: next, indices: Vec::new(), truncated: 0 });
+            let done = std::mem::replace(
+                &mut current,
+                Payload {
+                    json: next,
+                    indices: Vec::new(),
+                    truncated: 0,
+                },
+            );
             payloads.push(done);
         }
         current.indices.push(index);
@@ -215,5 +242,10 @@ pub fn pack(formatter: &LogFormatter, batch: &[Record], indices: &[usize], limit
 pub fn finish(payload: Payload, compression: &Compression) -> std::io::Result<EncodedRequest> {
     let uncompressed_len = payload.json.len();
     let body = compression.compress(payload.json)?;
-    Ok(EncodedRequest { body: Bytes::from(body), uncompressed_len, indices: payload.indices, truncated: payload.truncated })
+    Ok(EncodedRequest {
+        body: Bytes::from(body),
+        uncompressed_len,
+        indices: payload.indices,
+        truncated: payload.truncated,
+    })
 }

@@ -12,8 +12,8 @@ use clawdstrike_keys::{KeyHolder, RefreshOptions, RefreshOutcome, RefresherHandl
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, USER_AGENT};
 
 use crate::classify::{Verdict, classify, retry_after};
-use crate::encode::{Compression, EncodedRequest, RequestLimits, finish, pack};
 use crate::config::ResolvedConfig;
+use crate::encode::{Compression, EncodedRequest, RequestLimits, finish, pack};
 use crate::format::LogFormatter;
 use crate::metrics::SecurityAggregator;
 
@@ -53,7 +53,18 @@ pub struct TransportStats {
     bytes_compressed: AtomicU64,
     requests: Mutex<BTreeMap<String, u64>>,
     key_valid: AtomicBool,
+    latencies: Mutex<LatencySamples>,
 }
+
+/// Batch export latencies (milliseconds) since the last read, reservoir-sampled beyond a cap.
+#[derive(Debug, Default)]
+struct LatencySamples {
+    values: Vec<f64>,
+    seen: u64,
+}
+
+/// Most latency samples kept per metrics interval.
+const MAX_LATENCY_SAMPLES: usize = 4_096;
 
 /// A snapshot of [`TransportStats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,6 +89,25 @@ impl TransportStats {
         *requests.entry(status.to_owned()).or_default() += 1;
     }
 
+    fn record_latency(&self, millis: f64) {
+        let mut samples = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        samples.seen += 1;
+        if samples.values.len() < MAX_LATENCY_SAMPLES {
+            samples.values.push(millis);
+        } else {
+            let slot = rand::random_range(0..samples.seen);
+            if let Some(v) = samples.values.get_mut(slot as usize) {
+                *v = millis;
+            }
+        }
+    }
+
+    /// Takes the batch latencies (ms) recorded since the last call (a uniform sample of at
+    /// most 4,096).
+    pub fn take_latencies(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|e| e.into_inner())).values
+    }
+
     /// A snapshot of the counters.
     pub fn snapshot(&self) -> TransportSnapshot {
         TransportSnapshot {
@@ -85,7 +115,11 @@ impl TransportStats {
             events_truncated: self.events_truncated.load(Ordering::Relaxed),
             bytes_uncompressed: self.bytes_uncompressed.load(Ordering::Relaxed),
             bytes_compressed: self.bytes_compressed.load(Ordering::Relaxed),
-            requests: self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            requests: self
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             key_valid: self.key_valid.load(Ordering::Relaxed),
         }
     }
@@ -146,7 +180,10 @@ pub struct ClientError(String);
 ///
 /// # Errors
 /// [`ClientError`] if the TLS stack cannot be initialised.
-pub fn http_client(timeout: Duration, connect_timeout: Duration) -> Result<reqwest::Client, ClientError> {
+pub fn http_client(
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, ClientError> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(connect_timeout)
@@ -200,7 +237,10 @@ impl DatadogExporter {
     pub async fn from_config(name: &str, resolved: &ResolvedConfig) -> Result<Self, BuildError> {
         let key = KeyHolder::from_source(resolved.api_key.clone(), RefreshOptions::default())
             .await
-            .map_err(|source| BuildError::Key { exporter: name.to_owned(), source })?;
+            .map_err(|source| BuildError::Key {
+                exporter: name.to_owned(),
+                source,
+            })?;
         Self::from_config_with_key(name, resolved, key)
     }
 
@@ -208,9 +248,16 @@ impl DatadogExporter {
     ///
     /// # Errors
     /// [`BuildError::Client`].
-    pub fn from_config_with_key(name: &str, resolved: &ResolvedConfig, key: KeyHolder) -> Result<Self, BuildError> {
+    pub fn from_config_with_key(
+        name: &str,
+        resolved: &ResolvedConfig,
+        key: KeyHolder,
+    ) -> Result<Self, BuildError> {
         let refresher = key.spawn_refresher();
-        let security = resolved.metrics.enabled.then(|| Arc::new(SecurityAggregator::new(resolved.format.env.clone())));
+        let security = resolved
+            .metrics
+            .enabled
+            .then(|| Arc::new(SecurityAggregator::new(resolved.format.env.clone())));
         let options = DatadogExporterOptions {
             name: name.to_owned(),
             logs_endpoint: resolved.logs_endpoint.clone(),
@@ -243,6 +290,11 @@ impl DatadogExporter {
     pub fn options(&self) -> &DatadogExporterOptions {
         &self.inner.options
     }
+
+    /// The HTTP client (shared with the metrics reporter).
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.inner.client
+    }
 }
 
 impl Inner {
@@ -271,7 +323,9 @@ impl Inner {
             tracing::error!(exporter = %self.options.name, generation, "Datadog rejected the API key and no new key is available; events are dead-lettered until the key changes");
         }
         rejection.generation = Some(generation);
-        rejection.next_probe.get_or_insert(Instant::now() + REJECTED_KEY_PROBE_INTERVAL);
+        rejection
+            .next_probe
+            .get_or_insert(Instant::now() + REJECTED_KEY_PROBE_INTERVAL);
         self.stats.key_valid.store(false, Ordering::Relaxed);
     }
 
@@ -285,12 +339,24 @@ impl Inner {
     }
 
     /// Formats and compresses the records at `indices` off the async runtime.
-    async fn encode(self: &Arc<Self>, batch: &Arc<Vec<Record>>, indices: Vec<usize>) -> Result<Vec<EncodedRequest>, Failure> {
+    async fn encode(
+        self: &Arc<Self>,
+        batch: &Arc<Vec<Record>>,
+        indices: Vec<usize>,
+    ) -> Result<Vec<EncodedRequest>, Failure> {
         let inner = Arc::clone(self);
         let batch = Arc::clone(batch);
         let work = move || {
-            let payloads = pack(&inner.options.formatter, &batch, &indices, inner.options.limits);
-            payloads.into_iter().map(|p| finish(p, &inner.options.compression)).collect::<Result<Vec<_>, _>>()
+            let payloads = pack(
+                &inner.options.formatter,
+                &batch,
+                &indices,
+                inner.options.limits,
+            );
+            payloads
+                .into_iter()
+                .map(|p| finish(p, &inner.options.compression))
+                .collect::<Result<Vec<_>, _>>()
         };
         match tokio::task::spawn_blocking(work).await {
             Ok(Ok(requests)) => Ok(requests),
@@ -300,20 +366,35 @@ impl Inner {
     }
 
     /// Sends one request body once with the current key.
-    async fn post(&self, request: &EncodedRequest, key: &clawdstrike_keys::CurrentKey) -> Result<reqwest::Response, reqwest::Error> {
+    async fn post(
+        &self,
+        request: &EncodedRequest,
+        key: &clawdstrike_keys::CurrentKey,
+    ) -> Result<reqwest::Response, reqwest::Error> {
         let mut builder = self
             .client
             .post(&self.options.logs_endpoint)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header("DD-EVP-ORIGIN", HeaderValue::from_static(ORIGIN))
-            .header("DD-EVP-ORIGIN-VERSION", HeaderValue::from_static(env!("CARGO_PKG_VERSION")))
-            .header(USER_AGENT, HeaderValue::from_static(concat!("clawdstrike-datadog/", env!("CARGO_PKG_VERSION"))));
+            .header(
+                "DD-EVP-ORIGIN-VERSION",
+                HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+            )
+            .header(
+                USER_AGENT,
+                HeaderValue::from_static(concat!(
+                    "clawdstrike-datadog/",
+                    env!("CARGO_PKG_VERSION")
+                )),
+            );
         match HeaderValue::from_str(key.expose()) {
             Ok(mut value) => {
                 value.set_sensitive(true);
                 builder = builder.header("DD-API-KEY", value);
             }
-            Err(_) => tracing::error!(exporter = %self.options.name, "the API key contains characters not allowed in an HTTP header"),
+            Err(_) => {
+                tracing::error!(exporter = %self.options.name, "the API key contains characters not allowed in an HTTP header")
+            }
         }
         if let Some(encoding) = self.options.compression.codec.content_encoding() {
             builder = builder.header(CONTENT_ENCODING, HeaderValue::from_static(encoding));
@@ -329,12 +410,22 @@ impl Inner {
         request: EncodedRequest,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcomes> + Send + 'a>> {
         Box::pin(async move {
-            let all = |failure: Option<Failure>| request.indices.iter().map(|&i| (i, failure.clone())).collect::<Outcomes>();
+            let all = |failure: Option<Failure>| {
+                request
+                    .indices
+                    .iter()
+                    .map(|&i| (i, failure.clone()))
+                    .collect::<Outcomes>()
+            };
             let mut key = self.key.current();
             let mut refreshed = false;
             loop {
-                self.stats.bytes_uncompressed.fetch_add(request.uncompressed_len as u64, Ordering::Relaxed);
-                self.stats.bytes_compressed.fetch_add(request.body.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .bytes_uncompressed
+                    .fetch_add(request.uncompressed_len as u64, Ordering::Relaxed);
+                self.stats
+                    .bytes_compressed
+                    .fetch_add(request.body.len() as u64, Ordering::Relaxed);
                 let response = match self.post(&request, &key).await {
                     Ok(response) => response,
                     Err(e) => {
@@ -354,13 +445,20 @@ impl Inner {
                         if let Some(security) = &self.security {
                             security.record_delivered(batch, &request.indices);
                         }
-                        self.stats.events_sent.fetch_add(request.indices.len() as u64, Ordering::Relaxed);
-                        self.stats.events_truncated.fetch_add(request.truncated as u64, Ordering::Relaxed);
+                        self.stats
+                            .events_sent
+                            .fetch_add(request.indices.len() as u64, Ordering::Relaxed);
+                        self.stats
+                            .events_truncated
+                            .fetch_add(request.truncated as u64, Ordering::Relaxed);
                         return all(None);
                     }
                     Verdict::Retry { .. } => {
                         let reason = format!("HTTP {status}{}", body_reason(response).await);
-                        return all(Some(Failure::Retryable { reason: reason.into(), retry_after: hint }));
+                        return all(Some(Failure::Retryable {
+                            reason: reason.into(),
+                            retry_after: hint,
+                        }));
                     }
                     Verdict::Reject => {
                         let reason = format!("HTTP {status}{}", body_reason(response).await);
@@ -376,7 +474,9 @@ impl Inner {
                                     tracing::info!(exporter = %self.options.name, generation = key.generation(), "retrying with the refreshed API key");
                                     continue;
                                 }
-                                other => tracing::warn!(exporter = %self.options.name, outcome = ?other, "API key rejected and no new key"),
+                                other => {
+                                    tracing::warn!(exporter = %self.options.name, outcome = ?other, "API key rejected and no new key")
+                                }
                             }
                         }
                         self.mark_key_rejected(key.generation());
@@ -392,27 +492,50 @@ impl Inner {
 
     /// 413: split the request's events in halves and send each; a single event that is still
     /// too large fails permanently.
-    async fn split(self: &Arc<Self>, batch: &Arc<Vec<Record>>, request: EncodedRequest) -> Outcomes {
+    async fn split(
+        self: &Arc<Self>,
+        batch: &Arc<Vec<Record>>,
+        request: EncodedRequest,
+    ) -> Outcomes {
         if request.indices.len() <= 1 {
-            let reason = format!("HTTP 413: a single event of {} bytes is too large for the intake", request.uncompressed_len);
-            return request.indices.iter().map(|&i| (i, Some(Failure::permanent(reason.clone())))).collect();
+            let reason = format!(
+                "HTTP 413: a single event of {} bytes is too large for the intake",
+                request.uncompressed_len
+            );
+            return request
+                .indices
+                .iter()
+                .map(|&i| (i, Some(Failure::permanent(reason.clone()))))
+                .collect();
         }
         tracing::warn!(exporter = %self.options.name, events = request.indices.len(), "HTTP 413: splitting the request in halves");
         let mid = request.indices.len() / 2;
         let mut outcomes = Vec::with_capacity(request.indices.len());
-        for half in [request.indices[..mid].to_vec(), request.indices[mid..].to_vec()] {
+        for half in [
+            request.indices[..mid].to_vec(),
+            request.indices[mid..].to_vec(),
+        ] {
             // Pack each half into exactly one request: the halves are below the limits already.
-            let limits = RequestLimits { max_items: half.len(), max_bytes: usize::MAX };
+            let limits = RequestLimits {
+                max_items: half.len(),
+                max_bytes: usize::MAX,
+            };
             let inner = Arc::clone(self);
             let batch_ref = Arc::clone(batch);
             let encoded = tokio::task::spawn_blocking(move || {
                 let mut payloads = pack(&inner.options.formatter, &batch_ref, &half, limits);
-                payloads.pop().map(|p| finish(p, &inner.options.compression))
+                payloads
+                    .pop()
+                    .map(|p| finish(p, &inner.options.compression))
             })
             .await;
             match encoded {
                 Ok(Some(Ok(req))) => outcomes.extend(self.send(batch, req).await),
-                Ok(Some(Err(e))) => outcomes.extend(request.indices[..0].iter().map(|&i| (i, Some(Failure::retryable(e.to_string()))))),
+                Ok(Some(Err(e))) => outcomes.extend(
+                    request.indices[..0]
+                        .iter()
+                        .map(|&i| (i, Some(Failure::retryable(e.to_string())))),
+                ),
                 _ => {}
             }
         }
@@ -483,6 +606,7 @@ impl Exporter for DatadogExporter {
                 )),
             );
         }
+        let started = Instant::now();
         let batch = Arc::new(batch.to_vec());
         let requests = match inner.encode(&batch, (0..batch.len()).collect()).await {
             Ok(requests) => requests,
@@ -494,10 +618,18 @@ impl Exporter for DatadogExporter {
                 result.set(index, outcome);
             }
         }
+        inner
+            .stats
+            .record_latency(started.elapsed().as_secs_f64() * 1_000.0);
         result
     }
 
     async fn health_check(&self) -> Health {
-        crate::health::validate(&self.inner.client, &self.inner.options.api_base, &self.inner.key).await
+        crate::health::validate(
+            &self.inner.client,
+            &self.inner.options.api_base,
+            &self.inner.key,
+        )
+        .await
     }
 }

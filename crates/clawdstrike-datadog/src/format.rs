@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use clawdstrike_export::{Record, TraceContext};
 use clawdstrike_schema::{ResourceType, SecurityEvent, Severity};
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::apm;
 use crate::tags::{self, label_key, push_required_tag, push_tag, tag_key};
@@ -35,7 +35,11 @@ pub fn message(event: &SecurityEvent) -> String {
     format!(
         "[{}] {}: {}",
         event.decision.guard,
-        if event.decision.allowed { "ALLOWED" } else { "BLOCKED" },
+        if event.decision.allowed {
+            "ALLOWED"
+        } else {
+            "BLOCKED"
+        },
         event.decision.reason
     )
 }
@@ -133,7 +137,11 @@ impl LogFormatter {
             push_tag(&mut t, "env", e);
             (!t.is_empty()).then_some(t)
         });
-        Self { options, static_tags, env_tag }
+        Self {
+            options,
+            static_tags,
+            env_tag,
+        }
     }
 
     /// The options in force.
@@ -162,7 +170,15 @@ impl LogFormatter {
         push_required_tag(out, "guard", &event.decision.guard);
         push_tag(out, "severity", event.decision.severity.as_str());
         push_tag(out, "outcome", event.outcome.as_str());
-        push_tag(out, "allowed", if event.decision.allowed { "true" } else { "false" });
+        push_tag(
+            out,
+            "allowed",
+            if event.decision.allowed {
+                "true"
+            } else {
+                "false"
+            },
+        );
         if let Some(tenant) = &event.session.tenant_id {
             push_tag(out, "tenant", tenant);
         }
@@ -175,10 +191,16 @@ impl LogFormatter {
         let label_keys: Vec<String> = if self.static_tags.is_empty() {
             Vec::new()
         } else {
-            event.labels.keys().take(max_labels).filter_map(|k| label_key(k)).collect()
+            event
+                .labels
+                .keys()
+                .take(max_labels)
+                .filter_map(|k| label_key(k))
+                .collect()
         };
         for (key, tag) in &self.static_tags {
-            let ours = crate::catalogue::LOG_TAGS.iter().any(|t| t.key == key) && (key != "env" || has_env);
+            let ours = crate::catalogue::LOG_TAGS.iter().any(|t| t.key == key)
+                && (key != "env" || has_env);
             if !ours && !label_keys.iter().any(|k| k == key) {
                 if !out.is_empty() {
                     out.push(',');
@@ -196,12 +218,19 @@ impl LogFormatter {
     /// Serialises `record` as one log item at the end of `out`. Never exceeds
     /// `max_item_bytes`: an oversized item is rewritten with capped strings, a metadata preview
     /// and `truncated: true`.
-    pub fn write_item(&self, record: &Record, scratch: &mut Scratch, out: &mut Vec<u8>) -> ItemInfo {
+    pub fn write_item(
+        &self,
+        record: &Record,
+        scratch: &mut Scratch,
+        out: &mut Vec<u8>,
+    ) -> ItemInfo {
         let event = &record.event;
         let start = out.len();
         let metadata_bytes = json_len(&event.metadata);
         let metadata = if metadata_bytes > self.options.metadata_max_bytes {
-            MetadataMode::Preview { original_bytes: metadata_bytes }
+            MetadataMode::Preview {
+                original_bytes: metadata_bytes,
+            }
         } else {
             MetadataMode::Full
         };
@@ -214,26 +243,39 @@ impl LogFormatter {
         self.build_tags(event, limits.max_labels, &mut scratch.tags);
         self.serialize(record, &scratch.tags, &limits, out);
         if out.len() - start <= self.options.max_item_bytes {
-            return ItemInfo { bytes: out.len() - start, truncated: limits.truncated };
+            return ItemInfo {
+                bytes: out.len() - start,
+                truncated: limits.truncated,
+            };
         }
         // Too big: cap every string, keep a metadata preview, fewer labels; halve until it fits.
         limits.truncated = true;
         limits.max_labels = 32;
-        limits.metadata = MetadataMode::Preview { original_bytes: metadata_bytes };
+        limits.metadata = MetadataMode::Preview {
+            original_bytes: metadata_bytes,
+        };
         limits.string_cap = self.options.max_item_bytes / 64;
         self.build_tags(event, limits.max_labels, &mut scratch.tags);
         loop {
             out.truncate(start);
             self.serialize(record, &scratch.tags, &limits, out);
             if out.len() - start <= self.options.max_item_bytes || limits.string_cap <= 16 {
-                return ItemInfo { bytes: out.len() - start, truncated: true };
+                return ItemInfo {
+                    bytes: out.len() - start,
+                    truncated: true,
+                };
             }
             limits.string_cap /= 2;
         }
     }
 
     fn serialize(&self, record: &Record, ddtags: &str, limits: &Limits, out: &mut Vec<u8>) {
-        let item = Item { f: self, record, ddtags, limits };
+        let item = Item {
+            f: self,
+            record,
+            ddtags,
+            limits,
+        };
         let mut ser = serde_json::Serializer::new(out);
         // Serialising into a Vec cannot fail: all map keys are strings.
         let _ = item.serialize(&mut ser);
@@ -311,7 +353,11 @@ impl Serialize for Item<'_> {
         m.serialize_entry("event_category", e.event_category.as_str())?;
         m.serialize_entry("action", cap(&e.action, c))?;
         m.serialize_entry("schema_version", cap(&e.schema_version, c))?;
-        opt_entry!(m, "ingested_at", e.ingested_at.map(|t| t.to_rfc3339_millis()));
+        opt_entry!(
+            m,
+            "ingested_at",
+            e.ingested_at.map(|t| t.to_rfc3339_millis())
+        );
         m.serialize_entry("security", &Security { e, c })?;
         m.serialize_entry(
             "agent",
@@ -327,8 +373,14 @@ impl Serialize for Item<'_> {
             &Obj(&[
                 ("id", Some(cap(&e.session.id, c))),
                 ("user_id", e.session.user_id.as_deref().map(|v| cap(v, c))),
-                ("tenant_id", e.session.tenant_id.as_deref().map(|v| cap(v, c))),
-                ("environment", e.session.environment.as_deref().map(|v| cap(v, c))),
+                (
+                    "tenant_id",
+                    e.session.tenant_id.as_deref().map(|v| cap(v, c)),
+                ),
+                (
+                    "environment",
+                    e.session.environment.as_deref().map(|v| cap(v, c)),
+                ),
             ]),
         )?;
         m.serialize_entry("resource", &Resource { e, c })?;
@@ -339,10 +391,21 @@ impl Serialize for Item<'_> {
             MetadataMode::Full => m.serialize_entry("metadata", &e.metadata)?,
             MetadataMode::Preview { original_bytes } => m.serialize_entry(
                 "metadata",
-                &MetadataPreview { original_bytes, preview_cap: c.min(1024), value: &e.metadata },
+                &MetadataPreview {
+                    original_bytes,
+                    preview_cap: c.min(1024),
+                    value: &e.metadata,
+                },
             )?,
         }
-        m.serialize_entry("labels", &Labels { e, c, max: self.limits.max_labels })?;
+        m.serialize_entry(
+            "labels",
+            &Labels {
+                e,
+                c,
+                max: self.limits.max_labels,
+            },
+        )?;
         if self.limits.truncated {
             m.serialize_entry("truncated", &true)?;
         }
@@ -368,13 +431,21 @@ impl Serialize for Item<'_> {
             m.serialize_entry("file", &Obj(&[("path", Some(cap(path, c)))]))?;
         }
         let trace = if o.trace_correlation {
-            self.record.trace.or_else(|| apm::trace_from_metadata(&e.metadata))
+            self.record
+                .trace
+                .or_else(|| apm::trace_from_metadata(&e.metadata))
         } else {
             None
         };
         if let Some(trace) = trace {
             m.serialize_entry("dd", &Dd { trace, o })?;
-            m.serialize_entry("otel", &Obj(&[("trace_id", Some(apm::otel_trace_id(trace.trace_id).as_str()))]))?;
+            m.serialize_entry(
+                "otel",
+                &Obj(&[(
+                    "trace_id",
+                    Some(apm::otel_trace_id(trace.trace_id).as_str()),
+                )]),
+            )?;
         }
         m.end()
     }
@@ -407,7 +478,11 @@ impl Serialize for Security<'_> {
         m.serialize_entry("severity", d.severity.as_str())?;
         m.serialize_entry("outcome", self.e.outcome.as_str())?;
         m.serialize_entry("reason", cap(&d.reason, c))?;
-        opt_entry!(m, "policy_hash", d.policy_hash.as_deref().map(|v| cap(v, c)));
+        opt_entry!(
+            m,
+            "policy_hash",
+            d.policy_hash.as_deref().map(|v| cap(v, c))
+        );
         opt_entry!(m, "ruleset", d.ruleset.as_deref().map(|v| cap(v, c)));
         m.end()
     }
@@ -443,7 +518,10 @@ impl Serialize for Threat<'_> {
         if let Some(i) = &t.indicator {
             m.serialize_entry(
                 "indicator",
-                &Obj(&[("type", Some(i.indicator_type.as_str())), ("value", Some(cap(&i.value, c)))]),
+                &Obj(&[
+                    ("type", Some(i.indicator_type.as_str())),
+                    ("value", Some(cap(&i.value, c))),
+                ]),
             )?;
         }
         opt_entry!(m, "tactic", t.tactic.as_deref().map(|v| cap(v, c)));
@@ -461,7 +539,14 @@ impl Serialize for Network<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = &self.e.resource;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("destination", &Destination { host: r.host.as_deref(), port: r.port, c: self.c })?;
+        m.serialize_entry(
+            "destination",
+            &Destination {
+                host: r.host.as_deref(),
+                port: r.port,
+                c: self.c,
+            },
+        )?;
         m.end()
     }
 }
@@ -513,7 +598,13 @@ struct MetadataPreview<'a> {
 impl Serialize for MetadataPreview<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut text = Vec::new();
-        let _ = serde_json::to_writer(LimitedWriter { out: &mut text, left: self.preview_cap }, self.value);
+        let _ = serde_json::to_writer(
+            LimitedWriter {
+                out: &mut text,
+                left: self.preview_cap,
+            },
+            self.value,
+        );
         let preview = String::from_utf8_lossy(&text);
         let mut m = s.serialize_map(Some(3))?;
         m.serialize_entry("truncated", &true)?;

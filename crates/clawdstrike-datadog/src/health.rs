@@ -11,22 +11,40 @@ pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder)
     let current = key.current();
     let mut value = match HeaderValue::from_str(current.expose()) {
         Ok(v) => v,
-        Err(_) => return Health::Degraded { reason: "the API key contains characters not allowed in an HTTP header".to_owned() },
+        Err(_) => {
+            return Health::Degraded {
+                reason: "the API key contains characters not allowed in an HTTP header".to_owned(),
+            };
+        }
     };
     value.set_sensitive(true);
     let url = format!("{api_base}/api/v1/validate");
     let response = match client.get(&url).header("DD-API-KEY", value).send().await {
         Ok(r) => r,
-        Err(e) => return Health::Unknown { reason: format!("cannot reach {url}: {e}") },
+        Err(e) => {
+            return Health::Unknown {
+                reason: format!("cannot reach {url}: {e}"),
+            };
+        }
     };
     let status = response.status();
     match status.as_u16() {
         200 => match response.json::<serde_json::Value>().await {
-            Ok(body) if body.get("valid") == Some(&serde_json::Value::Bool(true)) => Health::Healthy,
-            Ok(body) => Health::Degraded { reason: format!("{url} answered 200 without valid:true: {body}") },
-            Err(e) => Health::Unknown { reason: format!("{url} answered 200 with an unreadable body: {e}") },
+            Ok(body) if body.get("valid") == Some(&serde_json::Value::Bool(true)) => {
+                Health::Healthy
+            }
+            Ok(body) => Health::Degraded {
+                reason: format!("{url} answered 200 without valid:true: {body}"),
+            },
+            Err(e) => Health::Unknown {
+                reason: format!("{url} answered 200 with an unreadable body: {e}"),
+            },
         },
-        401 | 403 => Health::Degraded { reason: format!("Datadog rejected the API key (HTTP {status} from /api/v1/validate)") },
-        _ => Health::Unknown { reason: format!("{url} answered HTTP {status}") },
+        401 | 403 => Health::Degraded {
+            reason: format!("Datadog rejected the API key (HTTP {status} from /api/v1/validate)"),
+        },
+        _ => Health::Unknown {
+            reason: format!("{url} answered HTTP {status}"),
+        },
     }
 }

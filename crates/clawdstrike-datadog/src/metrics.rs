@@ -67,7 +67,10 @@ pub struct SecurityAggregator {
 impl SecurityAggregator {
     /// An aggregator; `default_env` tags events whose session has no environment.
     pub fn new(default_env: Option<String>) -> Self {
-        Self { counts: Mutex::default(), default_env: default_env.map(Arc::from) }
+        Self {
+            counts: Mutex::default(),
+            default_env: default_env.map(Arc::from),
+        }
     }
 
     /// Counts the delivered records at `indices` of `batch`.
@@ -80,7 +83,11 @@ impl SecurityAggregator {
                 severity: e.decision.severity,
                 outcome: e.outcome,
                 event_type: e.event_type,
-                env: e.session.environment.as_deref().or(self.default_env.as_deref()),
+                env: e
+                    .session
+                    .environment
+                    .as_deref()
+                    .or(self.default_env.as_deref()),
                 tenant: e.session.tenant_id.as_deref(),
             };
             let c = local.entry(key).or_default();
@@ -124,8 +131,16 @@ impl SecurityAggregator {
             if let Some(tenant) = &k.tenant {
                 push_tag(&mut tags, "tenant", tenant);
             }
-            let tags: Vec<String> = tags.split(',').filter(|t| !t.is_empty()).map(str::to_owned).chain(extra_tags.iter().cloned()).collect();
-            for (metric, value) in catalogue::SECURITY_METRICS.iter().zip([c.total, c.allowed, c.denied]) {
+            let tags: Vec<String> = tags
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .chain(extra_tags.iter().cloned())
+                .collect();
+            for (metric, value) in catalogue::SECURITY_METRICS
+                .iter()
+                .zip([c.total, c.allowed, c.denied])
+            {
                 if value > 0 {
                     points.push(Point::new(prefix, metric, value as f64, tags.clone()));
                 }
@@ -153,7 +168,13 @@ pub struct Point {
 impl Point {
     /// A point of a catalogue metric.
     pub fn new(prefix: &str, metric: &Metric, value: f64, tags: Vec<String>) -> Self {
-        Self { metric: catalogue::metric_name(prefix, metric), kind: metric.kind, value, tags, unit: metric.unit }
+        Self {
+            metric: catalogue::metric_name(prefix, metric),
+            kind: metric.kind,
+            value,
+            tags,
+            unit: metric.unit,
+        }
     }
 }
 
@@ -186,7 +207,12 @@ struct Series<'a> {
 
 /// Encodes gauge and count points as `/api/v2/series` bodies (gzip), each within Datadog's
 /// limits (512,000 bytes compressed, 5,242,880 uncompressed), splitting as needed.
-pub fn encode_series(points: &[Point], timestamp: i64, host: &str, interval_secs: u64) -> Vec<Vec<u8>> {
+pub fn encode_series(
+    points: &[Point],
+    timestamp: i64,
+    host: &str,
+    interval_secs: u64,
+) -> Vec<Vec<u8>> {
     let json = |pts: &[Point]| -> Vec<u8> {
         let series: Vec<Series<'_>> = pts
             .iter()
@@ -194,9 +220,15 @@ pub fn encode_series(points: &[Point], timestamp: i64, host: &str, interval_secs
             .map(|p| Series {
                 metric: &p.metric,
                 kind: if p.kind == MetricKind::Count { 1 } else { 3 },
-                points: [SeriesPoint { timestamp, value: p.value }],
+                points: [SeriesPoint {
+                    timestamp,
+                    value: p.value,
+                }],
                 tags: &p.tags,
-                resources: [Resource { name: host, kind: "host" }],
+                resources: [Resource {
+                    name: host,
+                    kind: "host",
+                }],
                 unit: p.unit,
                 interval: (p.kind == MetricKind::Count).then_some(interval_secs),
             })
@@ -211,7 +243,10 @@ pub fn encode_series(points: &[Point], timestamp: i64, host: &str, interval_secs
         }
         let body = json(chunk);
         let compressed = gzip(&body);
-        if (body.len() > MAX_SERIES_UNCOMPRESSED_BYTES || compressed.len() > MAX_SERIES_COMPRESSED_BYTES) && chunk.len() > 1 {
+        if (body.len() > MAX_SERIES_UNCOMPRESSED_BYTES
+            || compressed.len() > MAX_SERIES_COMPRESSED_BYTES)
+            && chunk.len() > 1
+        {
             let (a, b) = chunk.split_at(chunk.len() / 2);
             stack.push(b);
             stack.push(a);
@@ -224,7 +259,10 @@ pub fn encode_series(points: &[Point], timestamp: i64, host: &str, interval_secs
 
 /// Gzip at level 6.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::new(6));
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::new(6),
+    );
     let _ = enc.write_all(data);
     enc.finish().unwrap_or_default()
 }
@@ -254,6 +292,496 @@ pub struct MetricsRetry {
 
 impl Default for MetricsRetry {
     fn default() -> Self {
-        Self { attempts: 3, backoff: Duration::from_secs(1) }
+        Self {
+            attempts: 3,
+            backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where metrics go.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MetricsTransport {
+    /// Datadog's HTTP API (`/api/v2/series`, `/api/v1/distribution_points`), the default.
+    Api,
+    /// DogStatsD to a local Datadog Agent: `udp://127.0.0.1:8125` or `unix:///path/dsd.socket`.
+    Dogstatsd(String),
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Points (series and distributions) sent and accepted.
+    pub sent: u64,
+    /// Points dropped after their retry budget ran out.
+    pub dropped: u64,
+}
+
+/// Publishes one Datadog exporter's security and health metrics every flush interval, on its
+/// own task, with its own retry budget: a failing metrics endpoint never delays logs.
+pub struct MetricsReporter {
+    prefix: String,
+    tags: Vec<String>,
+    host: String,
+    exporter: String,
+    interval: Duration,
+    api_base: String,
+    client: reqwest::Client,
+    key: clawdstrike_keys::KeyHolder,
+    security: Arc<SecurityAggregator>,
+    transport: Arc<crate::exporter::TransportStats>,
+    pipeline_stats: StatsSource,
+    queue_capacity: usize,
+    retry: MetricsRetry,
+    dogstatsd: Option<String>,
+    deltas: HashMap<String, u64>,
+    dropped_points: u64,
+}
+
+/// Where the reporter reads the framework's counters for its exporter.
+pub type StatsSource = Arc<dyn Fn() -> Option<clawdstrike_export::ExporterStats> + Send + Sync>;
+
+impl std::fmt::Debug for MetricsReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsReporter")
+            .field("prefix", &self.prefix)
+            .field("exporter", &self.exporter)
+            .field("interval", &self.interval)
+            .field("api_base", &self.api_base)
+            .field("dogstatsd", &self.dogstatsd)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The running reporter; [`shutdown`](Self::shutdown) flushes one last time.
+#[derive(Debug)]
+pub struct MetricsHandle {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<MetricsReporter>,
+}
+
+impl MetricsHandle {
+    /// Stops the schedule and sends what is left, within `deadline`.
+    pub async fn shutdown_within(self, deadline: Duration) -> FlushReport {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(mut reporter) => tokio::time::timeout(deadline, reporter.flush())
+                .await
+                .unwrap_or_default(),
+            Err(_) => FlushReport::default(),
+        }
+    }
+
+    /// [`shutdown_within`](Self::shutdown_within) ten seconds.
+    pub async fn shutdown(self) -> FlushReport {
+        self.shutdown_within(Duration::from_secs(10)).await
+    }
+}
+
+impl MetricsReporter {
+    /// A reporter for `exporter`, or `None` when metrics are disabled in `resolved`.
+    /// `stats` returns the framework's counters for this exporter (e.g. from
+    /// `Pipeline::stats()`, found by name).
+    pub fn for_exporter(
+        exporter: &crate::exporter::DatadogExporter,
+        resolved: &crate::config::ResolvedConfig,
+        stats: StatsSource,
+    ) -> Option<MetricsReporter> {
+        let security = exporter.security_aggregator()?;
+        let m = &resolved.metrics;
+        let mut tags: Vec<String> = m
+            .tags
+            .iter()
+            .filter_map(|t| crate::tags::normalise_tag(t))
+            .collect();
+        let mut common = String::new();
+        if let Some(env) = &resolved.format.env {
+            push_tag(&mut common, "env", env);
+        }
+        push_tag(&mut common, "service", &resolved.format.service);
+        if let Some(version) = &resolved.format.version {
+            push_tag(&mut common, "version", version);
+        }
+        for t in common.split(',').filter(|t| !t.is_empty()) {
+            if !tags
+                .iter()
+                .any(|x| crate::tags::tag_key(x) == crate::tags::tag_key(t))
+            {
+                tags.push(t.to_owned());
+            }
+        }
+        Some(MetricsReporter {
+            prefix: m.prefix.clone(),
+            tags,
+            host: resolved.format.hostname.clone(),
+            exporter: exporter.options().name.clone(),
+            interval: Duration::from_millis(m.flush_interval_ms.max(100)),
+            api_base: resolved.api_base.clone(),
+            client: exporter.client().clone(),
+            key: exporter.key_holder().clone(),
+            security,
+            transport: exporter.transport_stats(),
+            pipeline_stats: stats,
+            queue_capacity: resolved.pipeline.queue.capacity,
+            retry: MetricsRetry::default(),
+            dogstatsd: match &m.transport {
+                Some(MetricsTransport::Dogstatsd(addr)) => Some(addr.clone()),
+                _ => None,
+            },
+            deltas: HashMap::new(),
+            dropped_points: 0,
+        })
+    }
+
+    /// Overrides the retry budget of metric requests.
+    pub fn with_retry(mut self, retry: MetricsRetry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Runs the schedule on its own task.
+    pub fn spawn(mut self) -> MetricsHandle {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(self.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = ticker.tick() => {
+                        // A flush that outlives the interval must not pile up behind itself.
+                        let _ = self.flush().await;
+                    }
+                }
+            }
+            self
+        });
+        MetricsHandle { stop, task }
+    }
+
+    fn count_delta(&mut self, name: &str, now: u64) -> u64 {
+        let before = self.deltas.insert(name.to_owned(), now).unwrap_or(0);
+        now.saturating_sub(before)
+    }
+
+    /// Everything to send now: security counts and exporter health.
+    fn collect(&mut self) -> (Vec<Point>, Vec<f64>) {
+        let prefix = self.prefix.clone();
+        let mut points = self.security.take(&prefix, &self.tags);
+        let with = |extra: &[(&str, &str)], base: &[String]| -> Vec<String> {
+            let mut t = String::new();
+            for (k, v) in extra {
+                push_tag(&mut t, k, v);
+            }
+            t.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .chain(base.iter().cloned())
+                .collect()
+        };
+        let exporter_tags = with(&[("exporter", &self.exporter)], &self.tags);
+        let metric = |name: &str| {
+            catalogue::EXPORTER_METRICS
+                .iter()
+                .find(|m| m.name == name)
+                .expect("catalogue metric")
+        };
+        let snapshot = self.transport.snapshot();
+        for (name, value) in [
+            ("exporter.events.sent", snapshot.events_sent),
+            ("exporter.events.truncated", snapshot.events_truncated),
+            ("exporter.bytes.uncompressed", snapshot.bytes_uncompressed),
+        ] {
+            let delta = self.count_delta(name, value);
+            points.push(Point::new(
+                &prefix,
+                metric(name),
+                delta as f64,
+                exporter_tags.clone(),
+            ));
+        }
+        let delta = self.count_delta("exporter.bytes.compressed", snapshot.bytes_compressed);
+        points.push(Point::new(
+            &prefix,
+            metric("exporter.bytes.compressed"),
+            delta as f64,
+            exporter_tags.clone(),
+        ));
+        for (status, count) in &snapshot.requests {
+            let delta = self.count_delta(&format!("requests:{status}"), *count);
+            if delta > 0 {
+                let tags = with(
+                    &[
+                        ("exporter", &self.exporter),
+                        ("endpoint", "logs"),
+                        ("status_code", status),
+                    ],
+                    &self.tags,
+                );
+                points.push(Point::new(
+                    &prefix,
+                    metric("exporter.requests"),
+                    delta as f64,
+                    tags,
+                ));
+            }
+        }
+        points.push(Point::new(
+            &prefix,
+            metric("exporter.api_key.valid"),
+            if snapshot.key_valid { 1.0 } else { 0.0 },
+            exporter_tags.clone(),
+        ));
+        points.push(Point::new(
+            &prefix,
+            metric("exporter.queue.capacity"),
+            self.queue_capacity as f64,
+            exporter_tags.clone(),
+        ));
+        if let Some(stats) = (self.pipeline_stats)() {
+            let retried = self.count_delta("exporter.retries", stats.retried);
+            points.push(Point::new(
+                &prefix,
+                metric("exporter.retries"),
+                retried as f64,
+                exporter_tags.clone(),
+            ));
+            let dead = self.count_delta("exporter.dead_letters", stats.dead_lettered);
+            points.push(Point::new(
+                &prefix,
+                metric("exporter.dead_letters"),
+                dead as f64,
+                exporter_tags.clone(),
+            ));
+            for (reason, count) in stats.dropped.iter() {
+                let reason = reason.as_str().to_owned();
+                let delta = self.count_delta(&format!("dropped:{reason}"), count);
+                if delta > 0 {
+                    let tags = with(
+                        &[("exporter", &self.exporter), ("reason", &reason)],
+                        &self.tags,
+                    );
+                    points.push(Point::new(
+                        &prefix,
+                        metric("exporter.dropped"),
+                        delta as f64,
+                        tags,
+                    ));
+                }
+            }
+            points.push(Point::new(
+                &prefix,
+                metric("exporter.queue.depth"),
+                stats.queue_depth as f64,
+                exporter_tags.clone(),
+            ));
+            points.push(Point::new(
+                &prefix,
+                metric("exporter.in_flight"),
+                stats.in_flight_batches as f64,
+                exporter_tags.clone(),
+            ));
+        }
+        if self.dropped_points > 0 {
+            points.push(Point::new(
+                &prefix,
+                metric("exporter.metrics.dropped"),
+                self.dropped_points as f64,
+                exporter_tags,
+            ));
+            self.dropped_points = 0;
+        }
+        (points, self.transport.take_latencies())
+    }
+
+    /// Collects and sends one interval's metrics now (the schedule calls this).
+    pub async fn flush(&mut self) -> FlushReport {
+        let (points, latencies) = self.collect();
+        let timestamp = chrono::Utc::now().timestamp();
+        let interval = self.interval.as_secs().max(1);
+        let latency_metric = catalogue::EXPORTER_METRICS
+            .iter()
+            .find(|m| m.name == "exporter.batch.latency")
+            .expect("catalogue");
+        let mut report = FlushReport::default();
+        if let Some(address) = self.dogstatsd.clone() {
+            let latency_name = catalogue::metric_name(&self.prefix, latency_metric);
+            let mut exporter_tags = String::new();
+            push_tag(&mut exporter_tags, "exporter", &self.exporter);
+            let lines = dogstatsd_lines(
+                &points,
+                &latency_name,
+                &latencies,
+                &exporter_tags,
+                &self.tags,
+            );
+            match send_dogstatsd(&address, &lines).await {
+                Ok(()) => report.sent += (points.len() + latencies.len()) as u64,
+                Err(e) => {
+                    tracing::warn!(exporter = %self.exporter, error = %e, "DogStatsD send failed; metric points dropped");
+                    report.dropped += (points.len() + latencies.len()) as u64;
+                }
+            }
+        } else {
+            for body in encode_series(&points, timestamp, &self.host, interval) {
+                let n = count_series(&body);
+                if self.post("/api/v2/series", body).await {
+                    report.sent += n;
+                } else {
+                    report.dropped += n;
+                }
+            }
+            if !latencies.is_empty() {
+                let mut tags = Vec::new();
+                let mut t = String::new();
+                push_tag(&mut t, "exporter", &self.exporter);
+                tags.push(t);
+                tags.extend(self.tags.iter().cloned());
+                let body = serde_json::json!({ "series": [{
+                    "metric": catalogue::metric_name(&self.prefix, latency_metric),
+                    "points": [[timestamp, latencies]],
+                    "tags": tags,
+                    "host": self.host,
+                }]});
+                let n = latencies.len() as u64;
+                if self
+                    .post(
+                        "/api/v1/distribution_points",
+                        gzip(&serde_json::to_vec(&body).unwrap_or_default()),
+                    )
+                    .await
+                {
+                    report.sent += n;
+                } else {
+                    report.dropped += n;
+                }
+            }
+        }
+        self.dropped_points += report.dropped;
+        report
+    }
+
+    /// POSTs one gzip body with the retry budget; false when it ran out.
+    async fn post(&self, path: &str, body: Vec<u8>) -> bool {
+        let url = format!("{}{path}", self.api_base);
+        let body = bytes::Bytes::from(body);
+        let mut backoff = self.retry.backoff;
+        for attempt in 1..=self.retry.attempts.max(1) {
+            let key = self.key.current();
+            let mut value = match reqwest::header::HeaderValue::from_str(key.expose()) {
+                Ok(v) => v,
+                Err(_) => return false,
+            };
+            value.set_sensitive(true);
+            let result = self
+                .client
+                .post(&url)
+                .header("DD-API-KEY", value)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                .body(body.clone())
+                .send()
+                .await;
+            match result {
+                Ok(r) if r.status().is_success() => return true,
+                Ok(r) if matches!(r.status().as_u16(), 400 | 401 | 403 | 413) => {
+                    tracing::warn!(exporter = %self.exporter, status = %r.status(), %path, "metrics request refused; points dropped");
+                    return false;
+                }
+                Ok(r) => {
+                    tracing::debug!(exporter = %self.exporter, status = %r.status(), attempt, %path, "metrics request failed")
+                }
+                Err(e) => {
+                    tracing::debug!(exporter = %self.exporter, error = %e, attempt, %path, "metrics request failed")
+                }
+            }
+            if attempt < self.retry.attempts {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        tracing::warn!(exporter = %self.exporter, %path, "metrics retry budget exhausted; points dropped");
+        false
+    }
+}
+
+fn count_series(gz: &[u8]) -> u64 {
+    use std::io::Read;
+    let mut text = Vec::new();
+    let _ = flate2::read::GzDecoder::new(gz).read_to_end(&mut text);
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["series"].as_array().map(|a| a.len() as u64))
+        .unwrap_or(0)
+}
+
+/// DogStatsD lines (`name:value|c|#tag,tag`) for points and latency samples.
+pub fn dogstatsd_lines(
+    points: &[Point],
+    latency_metric: &str,
+    latencies: &[f64],
+    exporter_tag: &str,
+    tags: &[String],
+) -> Vec<String> {
+    let mut lines = Vec::with_capacity(points.len() + latencies.len());
+    for p in points {
+        let kind = match p.kind {
+            MetricKind::Count => "c",
+            MetricKind::Gauge => "g",
+            MetricKind::Distribution => "d",
+        };
+        let tags = p.tags.join(",");
+        if tags.is_empty() {
+            lines.push(format!("{}:{}|{kind}", p.metric, p.value));
+        } else {
+            lines.push(format!("{}:{}|{kind}|#{tags}", p.metric, p.value));
+        }
+    }
+    let mut all_tags = vec![exporter_tag.to_owned()];
+    all_tags.extend(tags.iter().cloned());
+    let tag_text = all_tags.join(",");
+    for v in latencies {
+        lines.push(format!("{latency_metric}:{v}|d|#{tag_text}"));
+    }
+    lines
+}
+
+/// Sends DogStatsD lines, packed into datagrams of at most 8 KiB.
+async fn send_dogstatsd(address: &str, lines: &[String]) -> std::io::Result<()> {
+    let mut datagrams: Vec<String> = Vec::new();
+    for line in lines {
+        match datagrams.last_mut() {
+            Some(d) if d.len() + 1 + line.len() <= 8_192 => {
+                d.push('\n');
+                d.push_str(line);
+            }
+            _ => datagrams.push(line.clone()),
+        }
+    }
+    if let Some(target) = address.strip_prefix("udp://") {
+        let socket = tokio::net::UdpSocket::bind(if target.starts_with('[') {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        })
+        .await?;
+        socket.connect(target).await?;
+        for d in &datagrams {
+            socket.send(d.as_bytes()).await?;
+        }
+        Ok(())
+    } else if let Some(path) = address.strip_prefix("unix://") {
+        let socket = tokio::net::UnixDatagram::unbound()?;
+        for d in &datagrams {
+            socket.send_to(d.as_bytes(), path).await?;
+        }
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("DogStatsD address `{address}` must start with udp:// or unix://"),
+        ))
     }
 }

@@ -30,8 +30,17 @@ pub enum Site {
 
 impl Site {
     /// Every site.
-    pub const ALL: &'static [Site] =
-        &[Site::Us1, Site::Us3, Site::Us5, Site::Eu1, Site::Ap1, Site::Ap2, Site::Uk1, Site::Gov, Site::Gov2];
+    pub const ALL: &'static [Site] = &[
+        Site::Us1,
+        Site::Us3,
+        Site::Us5,
+        Site::Eu1,
+        Site::Ap1,
+        Site::Ap2,
+        Site::Uk1,
+        Site::Gov,
+        Site::Gov2,
+    ];
 
     /// The site's domain, as in `DD_SITE`.
     pub const fn domain(self) -> &'static str {
@@ -67,7 +76,9 @@ impl fmt::Display for Site {
 
 /// An unknown `site`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown Datadog site `{0}`; expected one of: datadoghq.com, us3.datadoghq.com, us5.datadoghq.com, datadoghq.eu, ap1.datadoghq.com, ap2.datadoghq.com, uk1.datadoghq.com, ddog-gov.com, us2.ddog-gov.com")]
+#[error(
+    "unknown Datadog site `{0}`; expected one of: datadoghq.com, us3.datadoghq.com, us5.datadoghq.com, datadoghq.eu, ap1.datadoghq.com, ap2.datadoghq.com, uk1.datadoghq.com, ddog-gov.com, us2.ddog-gov.com"
+)]
 pub struct UnknownSite(pub String);
 
 impl FromStr for Site {
@@ -77,7 +88,11 @@ impl FromStr for Site {
         let wanted = s.trim().trim_end_matches('/').to_ascii_lowercase();
         let wanted = wanted.strip_prefix("https://").unwrap_or(&wanted);
         let wanted = wanted.strip_prefix("app.").unwrap_or(wanted);
-        Site::ALL.iter().copied().find(|site| site.domain() == wanted).ok_or_else(|| UnknownSite(s.to_owned()))
+        Site::ALL
+            .iter()
+            .copied()
+            .find(|site| site.domain() == wanted)
+            .ok_or_else(|| UnknownSite(s.to_owned()))
     }
 }
 
@@ -102,15 +117,27 @@ mod tests {
     fn every_site_round_trips_and_builds_its_hosts() {
         for site in Site::ALL {
             assert_eq!(site.domain().parse::<Site>().unwrap(), *site);
-            assert_eq!(site.logs_base_url(), format!("https://http-intake.logs.{}", site.domain()));
-            assert_eq!(site.api_base_url(), format!("https://api.{}", site.domain()));
+            assert_eq!(
+                site.logs_base_url(),
+                format!("https://http-intake.logs.{}", site.domain())
+            );
+            assert_eq!(
+                site.api_base_url(),
+                format!("https://api.{}", site.domain())
+            );
         }
-        assert_eq!("datadoghq.eu".parse::<Site>().unwrap().logs_base_url(), "https://http-intake.logs.datadoghq.eu");
+        assert_eq!(
+            "datadoghq.eu".parse::<Site>().unwrap().logs_base_url(),
+            "https://http-intake.logs.datadoghq.eu"
+        );
     }
 
     #[test]
     fn unknown_site_is_an_error_not_us1() {
         let err = "datadoghq.co".parse::<Site>().unwrap_err();
-        assert!(err.to_string().contains("unknown Datadog site `datadoghq.co`"));
+        assert!(
+            err.to_string()
+                .contains("unknown Datadog site `datadoghq.co`")
+        );
     }
 }

@@ -17,11 +17,12 @@ fn push_normalised(out: &mut String, s: &str, allow_colon: bool, max_chars: usiz
         if written >= max_chars {
             break;
         }
-        let mapped = if c.is_alphanumeric() || matches!(c, '-' | '.' | '/') || (allow_colon && c == ':') {
-            Some(c)
-        } else {
-            None
-        };
+        let mapped =
+            if c.is_alphanumeric() || matches!(c, '-' | '.' | '/') || (allow_colon && c == ':') {
+                Some(c)
+            } else {
+                None
+            };
         match mapped {
             Some(c) => {
                 for lower in c.to_lowercase() {
@@ -101,8 +102,13 @@ pub fn normalise_tag(tag: &str) -> Option<String> {
 /// collide with a tag we set or one of Datadog's reserved keys. `None` when unusable.
 pub fn label_key(key: &str) -> Option<String> {
     let key = normalise_key(key)?;
-    let reserved = RESERVED_TAG_KEYS.contains(&key.as_str()) || LOG_TAGS.iter().any(|t| t.key == key);
-    Some(if reserved { format!("label_{key}") } else { key })
+    let reserved =
+        RESERVED_TAG_KEYS.contains(&key.as_str()) || LOG_TAGS.iter().any(|t| t.key == key);
+    Some(if reserved {
+        format!("label_{key}")
+    } else {
+        key
+    })
 }
 
 /// The key of a normalised tag (`env` of `env:prod`).
@@ -113,13 +119,17 @@ pub fn tag_key(tag: &str) -> &str {
 /// True if `tag` is a valid normalised Datadog tag.
 pub fn is_valid_tag(tag: &str) -> bool {
     let mut chars = tag.chars();
-    let Some(first) = chars.next() else { return false };
+    let Some(first) = chars.next() else {
+        return false;
+    };
     // Lowercase = a fixed point of lowercasing (some capitals, like U+1D546, have no lowercase).
     let lowercase = |c: char| c.to_lowercase().eq(std::iter::once(c));
     first.is_alphabetic()
         && lowercase(first)
         && tag.chars().count() <= MAX_TAG_CHARS
-        && tag.chars().all(|c| (c.is_alphanumeric() && lowercase(c)) || matches!(c, '_' | '-' | ':' | '.' | '/'))
+        && tag.chars().all(|c| {
+            (c.is_alphanumeric() && lowercase(c)) || matches!(c, '_' | '-' | ':' | '.' | '/')
+        })
 }
 
 #[cfg(test)]
@@ -143,7 +153,10 @@ mod tests {
 
     #[test]
     fn keys_must_start_with_a_letter_and_lose_colons() {
-        assert_eq!(normalise_key("9 Cost:Center").as_deref(), Some("cost_center"));
+        assert_eq!(
+            normalise_key("9 Cost:Center").as_deref(),
+            Some("cost_center")
+        );
         assert_eq!(normalise_key("123"), None);
         assert_eq!(normalise_key("Team"), Some("team".to_owned()));
     }

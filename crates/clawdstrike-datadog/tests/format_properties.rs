@@ -22,9 +22,16 @@ fn formatter() -> LogFormatter {
 
 fn item(f: &LogFormatter, event: &SecurityEvent) -> (serde_json::Value, usize) {
     let mut out = Vec::new();
-    let info = f.write_item(&Record::new(event.clone()), &mut Scratch::default(), &mut out);
+    let info = f.write_item(
+        &Record::new(event.clone()),
+        &mut Scratch::default(),
+        &mut out,
+    );
     assert_eq!(info.bytes, out.len());
-    (serde_json::from_slice(&out).expect("a log item is valid JSON"), out.len())
+    (
+        serde_json::from_slice(&out).expect("a log item is valid JSON"),
+        out.len(),
+    )
 }
 
 proptest! {
@@ -93,7 +100,11 @@ fn a_huge_event_is_truncated_visibly_below_1mb() {
         .agent_id("agent-1")
         .session_id("s")
         .action("shell")
-        .denied("shell_command", clawdstrike_schema::Severity::High, big.clone())
+        .denied(
+            "shell_command",
+            clawdstrike_schema::Severity::High,
+            big.clone(),
+        )
         .resource(clawdstrike_schema::ResourceType::Process, big.clone())
         .metadata(serde_json::json!({ "blob": big }))
         .build()
@@ -123,7 +134,12 @@ fn large_metadata_alone_becomes_a_preview() {
     let (item, _) = item(&f, &event);
     assert_eq!(item["truncated"], true);
     assert_eq!(item["metadata"]["truncated"], true);
-    assert!(item["metadata"]["preview"].as_str().unwrap().starts_with("{\"blob\":\"xxx"));
+    assert!(
+        item["metadata"]["preview"]
+            .as_str()
+            .unwrap()
+            .starts_with("{\"blob\":\"xxx")
+    );
     // Everything else is intact.
     assert_eq!(item["resource"]["name"], "ls");
 }
@@ -142,7 +158,11 @@ fn shared_records_format_identically() {
     );
     let mut a = Vec::new();
     let mut b = Vec::new();
-    f.write_item(&Record::new(Arc::clone(&event)), &mut Scratch::default(), &mut a);
+    f.write_item(
+        &Record::new(Arc::clone(&event)),
+        &mut Scratch::default(),
+        &mut a,
+    );
     f.write_item(&Record::new(event), &mut Scratch::default(), &mut b);
     assert_eq!(a, b);
 }

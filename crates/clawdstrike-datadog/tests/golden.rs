@@ -16,7 +16,8 @@ fn shared() -> PathBuf {
 }
 
 fn items() -> Vec<serde_json::Value> {
-    let file = std::fs::File::open(shared().join("fixtures/events.ndjson")).expect("shared fixtures");
+    let file =
+        std::fs::File::open(shared().join("fixtures/events.ndjson")).expect("shared fixtures");
     let formatter = LogFormatter::new(FormatOptions {
         hostname: "node-7".into(),
         env: Some("prod".into()),
@@ -28,7 +29,9 @@ fn items() -> Vec<serde_json::Value> {
     NdjsonReader::new(std::io::BufReader::new(file))
         .enumerate()
         .map(|(i, r)| {
-            let NdjsonRecord::Event(decoded) = r.unwrap() else { panic!("fixture line {} rejected", i + 1) };
+            let NdjsonRecord::Event(decoded) = r.unwrap() else {
+                panic!("fixture line {} rejected", i + 1)
+            };
             let mut record = Record::new(decoded.event);
             // Every fifth event carries a trace, to pin the APM attributes too.
             if i % 5 == 0 {
@@ -51,7 +54,11 @@ fn every_fixture_event_maps_to_its_reviewed_log_item() {
     let actual = items();
     assert_eq!(actual.len(), 42);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&golden_path, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
+        std::fs::write(
+            &golden_path,
+            serde_json::to_string_pretty(&actual).unwrap() + "\n",
+        )
+        .unwrap();
     }
     let expected: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&golden_path).expect("golden file")).unwrap();
@@ -66,7 +73,11 @@ fn leaf_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
     match value.as_object() {
         Some(map) if !prefix.starts_with("metadata") && !prefix.starts_with("labels") => {
             for (k, v) in map {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 leaf_paths(v, &path, out);
             }
         }
@@ -84,11 +95,16 @@ fn the_formatter_emits_exactly_the_catalogue() {
             if RESERVED_KEYS.contains(&path.as_str()) {
                 continue;
             }
-            let attr = find_attribute(&path).unwrap_or_else(|| panic!("`{path}` is emitted but not in the catalogue"));
+            let attr = find_attribute(&path)
+                .unwrap_or_else(|| panic!("`{path}` is emitted but not in the catalogue"));
             seen.insert(attr.path);
         }
     }
     for attr in LOG_ATTRIBUTES.iter().filter(|a| a.always) {
-        assert!(seen.contains(attr.path), "catalogue says `{}` is always present, but no item has it", attr.path);
+        assert!(
+            seen.contains(attr.path),
+            "catalogue says `{}` is always present, but no item has it",
+            attr.path
+        );
     }
 }

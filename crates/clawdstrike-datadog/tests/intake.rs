@@ -17,17 +17,43 @@ fn ids(events: &[clawdstrike_schema::SecurityEvent]) -> BTreeSet<String> {
     events.iter().map(|e| e.event_id.to_string()).collect()
 }
 
+/// Issue 5's volume run and issue 6's metric accounting in one pass (100,000 events is the
+/// slowest test here; running it once keeps CI short).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_thousand_events_arrive_exactly_once_within_the_limits() {
+async fn hundred_thousand_events_arrive_exactly_once_and_metrics_count_them_exactly() {
     let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let pipeline = h.pipeline.clone();
+    let stats: clawdstrike_datadog::metrics::StatsSource = std::sync::Arc::new(move || {
+        pipeline
+            .stats()
+            .into_iter()
+            .find(|s| s.name == "datadog_test")
+    });
+    let mut resolved = resolved(&h.intake, Codec::Zstd);
+    resolved.metrics.flush_interval_ms = 200;
+    let reporter =
+        clawdstrike_datadog::metrics::MetricsReporter::for_exporter(&h.exporter, &resolved, stats)
+            .unwrap()
+            .spawn();
     let events = events(100_000);
     h.submit_all(&events).await;
     let reports = h.pipeline.shutdown(DEADLINE).await;
+    let flushed = reporter.shutdown().await;
+    assert_eq!(flushed.dropped, 0);
     assert_eq!(reports[0].delivered, 100_000, "{reports:?}");
     assert_eq!(reports[0].dead_lettered + reports[0].left_behind, 0);
     assert_eq!(h.intake.unique_event_ids(), 100_000);
-    assert!(h.intake.duplicates().is_empty(), "duplicates: {}", h.intake.duplicates().len());
-    let logs: Vec<_> = h.intake.requests().into_iter().filter(|r| r.endpoint == Endpoint::Logs).collect();
+    assert!(
+        h.intake.duplicates().is_empty(),
+        "duplicates: {}",
+        h.intake.duplicates().len()
+    );
+    let logs: Vec<_> = h
+        .intake
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::Logs)
+        .collect();
     assert!(!logs.is_empty());
     for r in &logs {
         assert!(r.items.unwrap() <= 1_000, "{} items", r.items.unwrap());
@@ -38,6 +64,55 @@ async fn hundred_thousand_events_arrive_exactly_once_within_the_limits() {
     assert!(h.intake.log_items().iter().all(|i| !i.truncated_by_intake));
     let snapshot = h.exporter.transport_stats().snapshot();
     assert_eq!(snapshot.events_sent, 100_000);
+
+    // Metric counts equal the events delivered, per guard, severity and outcome, exactly.
+    let sum = |metric: &str, tag: &str| h.intake.metric_sum(metric, &[tag]) as u64;
+    assert_eq!(
+        h.intake.metric_sum("clawdstrike.events.total", &[]) as u64,
+        100_000
+    );
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    for e in &events {
+        *by.entry(format!("guard:{}", e.decision.guard)).or_default() += 1;
+        *by.entry(format!("severity:{}", e.decision.severity))
+            .or_default() += 1;
+        *by.entry(format!("outcome:{}", e.outcome)).or_default() += 1;
+    }
+    for (tag, expected) in &by {
+        assert_eq!(sum("clawdstrike.events.total", tag), *expected, "{tag}");
+    }
+    let denied = events.iter().filter(|e| !e.decision.allowed).count() as u64;
+    assert_eq!(
+        h.intake.metric_sum("clawdstrike.events.denied", &[]) as u64,
+        denied
+    );
+    assert_eq!(
+        h.intake.metric_sum("clawdstrike.events.allowed", &[]) as u64,
+        100_000 - denied
+    );
+    assert_eq!(
+        h.intake.metric_sum(
+            "clawdstrike.exporter.events.sent",
+            &["exporter:datadog_test"]
+        ) as u64,
+        100_000
+    );
+    // Every series request stayed within Datadog's limits.
+    for r in h
+        .intake
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == Endpoint::Series)
+    {
+        assert!(r.compressed_bytes <= 512_000 && r.uncompressed_bytes.unwrap() <= 5_242_880);
+        assert_eq!(r.status, Some(202));
+    }
+    assert!(
+        h.intake
+            .series()
+            .iter()
+            .any(|s| s.metric == "clawdstrike.exporter.queue.depth")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,16 +123,37 @@ async fn every_codec_round_trips() {
         h.submit_all(&events).await;
         let reports = h.pipeline.shutdown(DEADLINE).await;
         assert_eq!(reports[0].delivered, 500, "{codec:?}");
-        let got: BTreeSet<String> =
-            h.intake.log_items().iter().map(|i| i.value["event_id"].as_str().unwrap().to_owned()).collect();
+        let got: BTreeSet<String> = h
+            .intake
+            .log_items()
+            .iter()
+            .map(|i| i.value["event_id"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(got, ids(&events), "{codec:?}");
         // The item that arrived is byte-for-byte the one we formatted.
         let first = h.intake.log_items_with_id(&events[0].event_id.to_string());
-        assert_eq!(first[0].value["message"], format!("[{}] BLOCKED: {}", events[0].decision.guard, events[0].decision.reason));
+        assert_eq!(
+            first[0].value["message"],
+            format!(
+                "[{}] BLOCKED: {}",
+                events[0].decision.guard, events[0].decision.reason
+            )
+        );
         assert_eq!(first[0].value["hostname"], "test-host");
-        for r in h.intake.requests().iter().filter(|r| r.endpoint == Endpoint::Logs) {
-            assert_eq!(r.content_encoding.as_deref(), codec.content_encoding(), "{codec:?}");
-            assert!(r.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("dd-evp-origin") && v == "clawdstrike-datadog"));
+        for r in h
+            .intake
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == Endpoint::Logs)
+        {
+            assert_eq!(
+                r.content_encoding.as_deref(),
+                codec.content_encoding(),
+                "{codec:?}"
+            );
+            assert!(r.headers.iter().any(
+                |(k, v)| k.eq_ignore_ascii_case("dd-evp-origin") && v == "clawdstrike-datadog"
+            ));
         }
     }
 }
@@ -68,7 +164,10 @@ async fn transient_faults_lose_nothing() {
     let cases: Vec<(&str, FaultAction)> = vec![
         ("408", FaultAction::status(408)),
         ("429", FaultAction::status(429)),
-        ("429 + Retry-After", FaultAction::status_with_retry_after(429, 1)),
+        (
+            "429 + Retry-After",
+            FaultAction::status_with_retry_after(429, 1),
+        ),
         ("500", FaultAction::status(500)),
         ("502", FaultAction::status(502)),
         ("503", FaultAction::status(503)),
@@ -78,7 +177,12 @@ async fn transient_faults_lose_nothing() {
         ("413", FaultAction::status(413)),
     ];
     for (name, action) in cases {
-        let h = Harness::start(Codec::Gzip, static_key(KEY_A), fast_pipeline().with_max_batch_events(200)).await;
+        let h = Harness::start(
+            Codec::Gzip,
+            static_key(KEY_A),
+            fast_pipeline().with_max_batch_events(200),
+        )
+        .await;
         h.intake.fail_next(Endpoint::Logs, 3, action);
         let events = events(1_000);
         h.submit_all(&events).await;
@@ -94,8 +198,17 @@ async fn transient_faults_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_400_is_dead_lettered_with_the_server_reason() {
-    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline().with_max_batch_events(50)).await;
-    h.intake.fail_next(Endpoint::Logs, 1, FaultAction::status_with_body(400, "{\"errors\":[\"bad payload\"]}"));
+    let h = Harness::start(
+        Codec::Zstd,
+        static_key(KEY_A),
+        fast_pipeline().with_max_batch_events(50),
+    )
+    .await;
+    h.intake.fail_next(
+        Endpoint::Logs,
+        1,
+        FaultAction::status_with_body(400, "{\"errors\":[\"bad payload\"]}"),
+    );
     let events = events(50);
     h.submit_all(&events).await;
     let reports = h.pipeline.shutdown(DEADLINE).await;
@@ -104,26 +217,46 @@ async fn http_400_is_dead_lettered_with_the_server_reason() {
     assert_eq!(dlq.len(), 50);
     for d in &dlq {
         let error = d["error"].as_str().unwrap();
-        assert!(error.starts_with("HTTP 400") && error.contains("bad payload"), "{error}");
+        assert!(
+            error.starts_with("HTTP 400") && error.contains("bad payload"),
+            "{error}"
+        );
         assert_eq!(d["retryable"], false);
         assert_eq!(d["exporter"], "datadog_test");
     }
-    let dead: BTreeSet<String> = dlq.iter().map(|d| d["event"]["event_id"].as_str().unwrap().to_owned()).collect();
+    let dead: BTreeSet<String> = dlq
+        .iter()
+        .map(|d| d["event"]["event_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(dead, ids(&events));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_413_splits_until_the_parts_fit_and_a_lone_oversized_event_is_dead_lettered() {
-    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline().with_max_batch_events(64)).await;
+    let h = Harness::start(
+        Codec::Zstd,
+        static_key(KEY_A),
+        fast_pipeline().with_max_batch_events(64),
+    )
+    .await;
     // 64 → 32+32 → ... : seven 413s in a row force splitting down to a single event.
-    h.intake.fail_next(Endpoint::Logs, 7, FaultAction::status(413));
+    h.intake
+        .fail_next(Endpoint::Logs, 7, FaultAction::status(413));
     let events = events(64);
     h.submit_all(&events).await;
     let reports = h.pipeline.shutdown(DEADLINE).await;
     let r = &reports[0];
     assert_eq!(r.delivered + r.dead_lettered, 64, "{r:?}");
-    assert_eq!(r.dead_lettered, 1, "only the event that was still refused alone is dead-lettered");
-    assert!(h.dead_letters()[0]["error"].as_str().unwrap().starts_with("HTTP 413: a single event"));
+    assert_eq!(
+        r.dead_lettered, 1,
+        "only the event that was still refused alone is dead-lettered"
+    );
+    assert!(
+        h.dead_letters()[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTP 413: a single event")
+    );
     assert_eq!(h.intake.unique_event_ids(), 63);
 }
 
@@ -133,7 +266,12 @@ async fn a_403_after_rotation_is_delivered_with_the_new_key() {
     let key_file = dir.path().join("api-key");
     std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
     let source = clawdstrike_keys::KeySource::File(key_file.clone());
-    let holder = KeyHolder::from_source(source, RefreshOptions::default().with_min_interval(Duration::ZERO)).await.unwrap();
+    let holder = KeyHolder::from_source(
+        source,
+        RefreshOptions::default().with_min_interval(Duration::ZERO),
+    )
+    .await
+    .unwrap();
     let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
     // Rotate: Datadog now only accepts B, and the secret store has B.
     h.intake.set_api_keys([SecretString::from(KEY_B)]);
@@ -144,13 +282,26 @@ async fn a_403_after_rotation_is_delivered_with_the_new_key() {
     assert_eq!(reports[0].delivered, 2_000, "{reports:?}");
     assert!(h.dead_letters().is_empty());
     assert_eq!(holder.current().expose(), KEY_B);
-    assert!(h.intake.stats().responses_by_status.get(&403).copied().unwrap_or(0) >= 1);
+    assert!(
+        h.intake
+            .stats()
+            .responses_by_status
+            .get(&403)
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
     assert_eq!(h.exporter.health_check().await, Health::Healthy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_without_a_new_key_dead_letters_degrades_and_stops_hammering() {
-    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline().with_max_batch_events(100)).await;
+    let h = Harness::start(
+        Codec::Zstd,
+        static_key(KEY_A),
+        fast_pipeline().with_max_batch_events(100),
+    )
+    .await;
     assert_eq!(h.exporter.health_check().await, Health::Healthy);
     h.intake.revoke_api_key(KEY_A);
     let events = events(5_000);
@@ -160,10 +311,26 @@ async fn a_403_without_a_new_key_dead_letters_degrades_and_stops_hammering() {
     assert_eq!(reports[0].delivered, 0);
     // 50 batches, but only those already in flight when the first 403 came back (at most the
     // concurrency, 4) reached the intake: the key is known bad until it changes.
-    let log_requests = h.intake.requests().iter().filter(|r| r.endpoint == Endpoint::Logs).count();
-    assert!(log_requests <= 4, "{log_requests} requests with a rejected key");
-    assert!(h.dead_letters()[0]["error"].as_str().unwrap().contains("rejected the API key"));
-    assert!(matches!(h.exporter.health_check().await, Health::Degraded { .. }));
+    let log_requests = h
+        .intake
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == Endpoint::Logs)
+        .count();
+    assert!(
+        log_requests <= 4,
+        "{log_requests} requests with a rejected key"
+    );
+    assert!(
+        h.dead_letters()[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("rejected the API key")
+    );
+    assert!(matches!(
+        h.exporter.health_check().await,
+        Health::Degraded { .. }
+    ));
     assert!(!h.exporter.transport_stats().snapshot().key_valid);
 }
 
@@ -175,7 +342,14 @@ async fn an_unreachable_intake_is_unknown_health_not_invalid() {
         r.api_base = "http://127.0.0.1:9".to_owned();
         r
     };
-    let exporter =
-        clawdstrike_datadog::exporter::DatadogExporter::from_config_with_key("down", &resolved, static_key(KEY_A)).unwrap();
-    assert!(matches!(exporter.health_check().await, Health::Unknown { .. }));
+    let exporter = clawdstrike_datadog::exporter::DatadogExporter::from_config_with_key(
+        "down",
+        &resolved,
+        static_key(KEY_A),
+    )
+    .unwrap();
+    assert!(matches!(
+        exporter.health_check().await,
+        Health::Unknown { .. }
+    ));
 }

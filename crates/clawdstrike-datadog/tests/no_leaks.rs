@@ -17,13 +17,22 @@ async fn keys_never_appear_in_trace_logs_debug_or_errors() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("api-key");
     std::fs::write(&key_file, KEY_A).unwrap();
-    let holder = KeyHolder::from_source(KeySource::File(key_file.clone()), RefreshOptions::default().with_min_interval(Duration::ZERO))
-        .await
-        .unwrap();
-    let h = Harness::start(Codec::Gzip, holder.clone(), fast_pipeline().with_max_batch_events(100)).await;
+    let holder = KeyHolder::from_source(
+        KeySource::File(key_file.clone()),
+        RefreshOptions::default().with_min_interval(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    let h = Harness::start(
+        Codec::Gzip,
+        holder.clone(),
+        fast_pipeline().with_max_batch_events(100),
+    )
+    .await;
 
     // Faults, rotation, then revocation, then health checks in every state.
-    h.intake.fail_next(Endpoint::Logs, 2, FaultAction::status(503));
+    h.intake
+        .fail_next(Endpoint::Logs, 2, FaultAction::status(503));
     h.submit_all(&events(300)).await;
     h.intake.set_api_keys([SecretString::from(KEY_B)]);
     std::fs::write(&key_file, KEY_B).unwrap();
@@ -42,11 +51,19 @@ async fn keys_never_appear_in_trace_logs_debug_or_errors() {
         std::fs::read_to_string(h.dead_letter_path()).unwrap_or_default(),
     ];
     texts.extend(h.dead_letters().iter().map(|d| d["error"].to_string()));
-    assert!(texts[0].len() > 10_000, "the capture must have seen TRACE output ({} bytes)", texts[0].len());
+    assert!(
+        texts[0].len() > 10_000,
+        "the capture must have seen TRACE output ({} bytes)",
+        texts[0].len()
+    );
     assert!(texts[0].contains("TRACE"), "TRACE level was captured");
     for text in &texts {
         for key in [KEY_A, KEY_B, APP_KEY] {
-            assert!(!text.contains(key), "a key leaked into: {}", &text[..text.len().min(300)]);
+            assert!(
+                !text.contains(key),
+                "a key leaked into: {}",
+                &text[..text.len().min(300)]
+            );
         }
     }
     assert!(reports[0].dead_lettered > 0, "the revocation scenario ran");

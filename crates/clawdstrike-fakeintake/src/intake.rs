@@ -216,19 +216,15 @@ impl FakeIntake {
             .collect()
     }
 
-    /// The kept log items whose `event_id` (the id attribute) is `id`.
+    /// The kept log items whose `event_id` (the id attribute) is `id`. Only the matching
+    /// items are parsed, so this stays cheap with many items kept.
     pub fn log_items_with_id(&self, id: &str) -> Vec<LogItem> {
-        let attr = self.shared.settings.id_attribute.clone();
-        self.log_items()
-            .into_iter()
-            .filter(|i| match i.value.get(&attr) {
-                Some(Value::String(s)) => s == id,
-                Some(other) if !other.is_null() => {
-                    let text = other.to_string();
-                    text == id
-                }
-                _ => false,
-            })
+        let attr = self.shared.settings.id_attribute.as_str();
+        lock(&self.shared.rec)
+            .items
+            .iter()
+            .filter(|k| k.raw_id(attr).as_deref() == Some(id))
+            .map(|k| k.to_item())
             .collect()
     }
 

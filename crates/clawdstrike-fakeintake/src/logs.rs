@@ -140,7 +140,7 @@ pub(crate) fn decode_error(req: &mut Req<'_>, e: DecodeError, cap: usize) -> Res
 }
 
 /// The string (or number, stringified) value of top-level attribute `key` of a JSON object.
-fn probe_id<'a>(item: &'a str, key: &str) -> Option<Cow<'a, str>> {
+pub(crate) fn probe_id<'a>(item: &'a str, key: &str) -> Option<Cow<'a, str>> {
     let mut de = serde_json::Deserializer::from_str(item);
     IdProbe { key }.deserialize(&mut de).ok().flatten()
 }

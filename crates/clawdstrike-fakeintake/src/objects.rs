@@ -367,8 +367,7 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>, kind: ObjectKind) -> Re
                 return req.refuse_all(400, errors);
             }
             let stored = lock(&shared.objects).insert(kind, body);
-            let code = 200;
-            http::json(code, &wrap(kind, stored))
+            http::json(200, &stored)
         }
         (Method::POST, "validate") if kind == ObjectKind::Monitor => {
             let body = match req.json_body(max) {
@@ -395,7 +394,7 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>, kind: ObjectKind) -> Re
             }
         }
         (Method::GET, id) => match lock(&shared.objects).get(kind, id) {
-            Some(v) => http::json(200, &wrap(kind, v.clone())),
+            Some(v) => http::json(200, v),
             None => not_found(req, kind),
         },
         (Method::PUT, id) => {
@@ -428,7 +427,7 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>, kind: ObjectKind) -> Re
                 return req.refuse_all(400, errors);
             }
             match objects.update(kind, id, body) {
-                Some(v) => http::json(200, &wrap(kind, v)),
+                Some(v) => http::json(200, &v),
                 None => {
                     drop(objects);
                     not_found(req, kind)
@@ -459,11 +458,6 @@ fn not_found(req: &mut Req<'_>, kind: ObjectKind) -> Resp {
         ObjectKind::SecurityRule => "Rule",
     };
     req.refuse(404, format!("{what} not found"))
-}
-
-/// Rules answer `{"id":..., ...}` at the top level like dashboards and monitors do.
-fn wrap(_kind: ObjectKind, v: Value) -> Value {
-    v
 }
 
 fn list(shared: &Shared, req: &mut Req<'_>, kind: ObjectKind) -> Resp {

@@ -71,6 +71,12 @@ pub(crate) struct KeptItem {
 }
 
 impl KeptItem {
+    /// The id attribute's value, read without parsing the whole item into a tree.
+    pub(crate) fn raw_id(&self, attr: &str) -> Option<String> {
+        let raw = std::str::from_utf8(&self.body[self.start..self.start + self.len]).ok()?;
+        crate::logs::probe_id(raw, attr).map(std::borrow::Cow::into_owned)
+    }
+
     pub(crate) fn to_item(&self) -> LogItem {
         let raw = &self.body[self.start..self.start + self.len];
         LogItem {

@@ -17,7 +17,11 @@ pub(crate) struct CatalogueContext {
 
 /// Checks one document of `kind`. With a catalogue context, also checks it against the
 /// catalogue and the template policy (monitors notify someone).
-pub(crate) fn check_document(kind: Kind, doc: &Value, catalogue: Option<&CatalogueContext>) -> Vec<Issue> {
+pub(crate) fn check_document(
+    kind: Kind,
+    doc: &Value,
+    catalogue: Option<&CatalogueContext>,
+) -> Vec<Issue> {
     let mut issues = Vec::new();
     match kind {
         Kind::Dashboard => check_dashboard(doc, catalogue, &mut issues),
@@ -42,7 +46,12 @@ fn check_dashboard(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec
     check_tags(doc.get("tags"), "/tags", issues);
 }
 
-fn check_widgets(widgets: &[Value], base: &str, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issue>) {
+fn check_widgets(
+    widgets: &[Value],
+    base: &str,
+    ctx: Option<&CatalogueContext>,
+    issues: &mut Vec<Issue>,
+) {
     for (n, widget) in widgets.iter().enumerate() {
         let pointer = format!("{base}/{n}");
         if let Err(err) = model::parse::<model::Widget>(widget) {
@@ -52,21 +61,40 @@ fn check_widgets(widgets: &[Value], base: &str, ctx: Option<&CatalogueContext>, 
         let definition = &widget["definition"];
         let def_pointer = format!("{pointer}/definition");
         let Some(kind) = definition.get("type").and_then(Value::as_str) else {
-            issues.push(Issue::new(&def_pointer, "missing field `type` (the widget type)"));
+            issues.push(Issue::new(
+                &def_pointer,
+                "missing field `type` (the widget type)",
+            ));
             continue;
         };
         match model::parse_widget_definition(kind, definition) {
-            Err(err) => issues.push(Issue::new(format!("{def_pointer}{}", err.pointer), err.message)),
+            Err(err) => issues.push(Issue::new(
+                format!("{def_pointer}{}", err.pointer),
+                err.message,
+            )),
             Ok(model::Definition::Group(group)) => {
-                check_widgets(&group.widgets, &format!("{def_pointer}/widgets"), ctx, issues);
+                check_widgets(
+                    &group.widgets,
+                    &format!("{def_pointer}/widgets"),
+                    ctx,
+                    issues,
+                );
             }
-            Ok(model::Definition::Other) => check_definition(kind, definition, &def_pointer, ctx, issues),
+            Ok(model::Definition::Other) => {
+                check_definition(kind, definition, &def_pointer, ctx, issues)
+            }
         }
     }
 }
 
 /// Semantic checks of one (structurally valid) widget definition.
-fn check_definition(kind: &str, def: &Value, pointer: &str, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issue>) {
+fn check_definition(
+    kind: &str,
+    def: &Value,
+    pointer: &str,
+    ctx: Option<&CatalogueContext>,
+    issues: &mut Vec<Issue>,
+) {
     let mut requests: Vec<(String, &Value)> = Vec::new();
     match def.get("requests") {
         Some(Value::Array(items)) => {
@@ -95,7 +123,10 @@ fn check_definition(kind: &str, def: &Value, pointer: &str, ctx: Option<&Catalog
             if let Some(Value::Array(columns)) = def.get("columns") {
                 for (n, column) in columns.iter().enumerate() {
                     let column = column.as_str().unwrap_or_default();
-                    let bare = column.strip_prefix("core_").or_else(|| column.strip_prefix("tag_")).unwrap_or(column);
+                    let bare = column
+                        .strip_prefix("core_")
+                        .or_else(|| column.strip_prefix("tag_"))
+                        .unwrap_or(column);
                     if !["timestamp", "message", "date", "content"].contains(&bare) {
                         check_facet(bare, &format!("{pointer}/columns/{n}"), issues);
                     }
@@ -104,10 +135,15 @@ fn check_definition(kind: &str, def: &Value, pointer: &str, ctx: Option<&Catalog
         }
         "list_stream" => {
             for (rp, request) in &requests {
-                if request.pointer("/query/data_source").and_then(Value::as_str) == Some("logs_stream") {
-                    if let Some(query) = request.pointer("/query/query_string").and_then(Value::as_str) {
-                        check_log_search(query, &format!("{rp}/query/query_string"), issues);
-                    }
+                if request
+                    .pointer("/query/data_source")
+                    .and_then(Value::as_str)
+                    == Some("logs_stream")
+                    && let Some(query) = request
+                        .pointer("/query/query_string")
+                        .and_then(Value::as_str)
+                {
+                    check_log_search(query, &format!("{rp}/query/query_string"), issues);
                 }
             }
         }
@@ -118,10 +154,18 @@ fn check_definition(kind: &str, def: &Value, pointer: &str, ctx: Option<&Catalog
 }
 
 /// Checks a widget request: `q` xor `queries`, query names, formulas, and the catalogue.
-fn check_request(request: &Value, pointer: &str, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issue>) {
+fn check_request(
+    request: &Value,
+    pointer: &str,
+    ctx: Option<&CatalogueContext>,
+    issues: &mut Vec<Issue>,
+) {
     let queries = request.get("queries").and_then(Value::as_array);
     if request.get("q").is_some() && queries.is_some() {
-        issues.push(Issue::new(format!("{pointer}/q"), "a request has either `q` or `queries` (with `formulas`), not both"));
+        issues.push(Issue::new(
+            format!("{pointer}/q"),
+            "a request has either `q` or `queries` (with `formulas`), not both",
+        ));
     }
     if let (Some(ctx), Some(q)) = (ctx, request.get("q").and_then(Value::as_str)) {
         check_metric_query(q, &format!("{pointer}/q"), ctx, issues);
@@ -130,12 +174,21 @@ fn check_request(request: &Value, pointer: &str, ctx: Option<&CatalogueContext>,
     let mut names: Vec<&str> = Vec::new();
     for (n, query) in queries.iter().enumerate() {
         let qp = format!("{pointer}/queries/{n}");
-        let name = query.get("name").and_then(Value::as_str).unwrap_or_default();
+        let name = query
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if names.contains(&name) {
-            issues.push(Issue::new(format!("{qp}/name"), format!("query name `{name}` is used twice in this request")));
+            issues.push(Issue::new(
+                format!("{qp}/name"),
+                format!("query name `{name}` is used twice in this request"),
+            ));
         }
         names.push(name);
-        let source = query.get("data_source").and_then(Value::as_str).unwrap_or_default();
+        let source = query
+            .get("data_source")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if source == "metrics" || source == "cloud_cost" {
             match query.get("query").and_then(Value::as_str) {
                 None => issues.push(Issue::new(&qp, format!("a `{source}` query needs `query`"))),
@@ -147,7 +200,12 @@ fn check_request(request: &Value, pointer: &str, ctx: Option<&CatalogueContext>,
             }
         } else {
             if query.get("compute").is_none() {
-                issues.push(Issue::new(&qp, format!("a `{source}` query needs `compute` (e.g. {{\"aggregation\": \"count\"}})")));
+                issues.push(Issue::new(
+                    &qp,
+                    format!(
+                        "a `{source}` query needs `compute` (e.g. {{\"aggregation\": \"count\"}})"
+                    ),
+                ));
             }
             if ctx.is_some() && source == "logs" {
                 if let Some(search) = query.pointer("/search/query").and_then(Value::as_str) {
@@ -167,11 +225,17 @@ fn check_request(request: &Value, pointer: &str, ctx: Option<&CatalogueContext>,
         }
     }
     match request.get("formulas").and_then(Value::as_array) {
-        None => issues.push(Issue::new(pointer, "a request with `queries` needs `formulas` (e.g. [{\"formula\": \"<query name>\"}])")),
+        None => issues.push(Issue::new(
+            pointer,
+            "a request with `queries` needs `formulas` (e.g. [{\"formula\": \"<query name>\"}])",
+        )),
         Some(formulas) => {
             for (n, formula) in formulas.iter().enumerate() {
                 let fp = format!("{pointer}/formulas/{n}/formula");
-                let text = formula.get("formula").and_then(Value::as_str).unwrap_or_default();
+                let text = formula
+                    .get("formula")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 check_names(text, &names, "formula", &fp, issues);
             }
         }
@@ -181,7 +245,10 @@ fn check_request(request: &Value, pointer: &str, ctx: Option<&CatalogueContext>,
 /// Parses an expression and checks it names only `defined` queries.
 fn check_names(text: &str, defined: &[&str], what: &str, pointer: &str, issues: &mut Vec<Issue>) {
     match super::expr::names_used(text) {
-        Err(message) => issues.push(Issue::new(pointer, format!("{what} `{text}` does not parse: {message}"))),
+        Err(message) => issues.push(Issue::new(
+            pointer,
+            format!("{what} `{text}` does not parse: {message}"),
+        )),
         Ok(used) => {
             for name in used {
                 if !defined.contains(&name.as_str()) {
@@ -210,10 +277,17 @@ fn check_monitor(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<I
     check_tags(doc.get("tags"), "/tags", issues);
     let message = monitor.message.as_deref().unwrap_or_default();
     check_mustache(message, "/message", issues);
-    let threshold_kinds = [MonitorType::MetricAlert, MonitorType::QueryAlert, MonitorType::LogAlert];
+    let threshold_kinds = [
+        MonitorType::MetricAlert,
+        MonitorType::QueryAlert,
+        MonitorType::LogAlert,
+    ];
     let comparison = queries::split_comparison(&monitor.query);
     if threshold_kinds.contains(&monitor.kind) && comparison.is_none() {
-        issues.push(Issue::new("/query", "the query must end with a comparison to a number, like `> 100`"));
+        issues.push(Issue::new(
+            "/query",
+            "the query must end with a comparison to a number, like `> 100`",
+        ));
     }
     if let Some((left, _, _)) = &comparison {
         match monitor.kind {
@@ -238,11 +312,11 @@ fn check_monitor(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<I
             _ => {}
         }
     }
-    if let Some((_, cmp, threshold)) = comparison {
-        if threshold_kinds.contains(&monitor.kind) {
-            let thresholds = monitor.options.as_ref().and_then(|o| o.thresholds.as_ref());
-            check_thresholds(thresholds, cmp, threshold, issues);
-        }
+    if let Some((_, cmp, threshold)) = comparison
+        && threshold_kinds.contains(&monitor.kind)
+    {
+        let thresholds = monitor.options.as_ref().and_then(|o| o.thresholds.as_ref());
+        check_thresholds(thresholds, cmp, threshold, issues);
     }
     if let Some(ctx) = ctx {
         let _ = ctx;
@@ -255,10 +329,20 @@ fn check_monitor(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<I
     }
 }
 
-fn check_thresholds(thresholds: Option<&model::Thresholds>, cmp: Comparator, threshold: f64, issues: &mut Vec<Issue>) {
+fn check_thresholds(
+    thresholds: Option<&model::Thresholds>,
+    cmp: Comparator,
+    threshold: f64,
+    issues: &mut Vec<Issue>,
+) {
     let symbol = cmp.symbol();
     let Some(t) = thresholds else {
-        issues.push(Issue::new("/options", format!("missing `thresholds`; `critical` must equal the query's threshold {threshold}")));
+        issues.push(Issue::new(
+            "/options",
+            format!(
+                "missing `thresholds`; `critical` must equal the query's threshold {threshold}"
+            ),
+        ));
         return;
     };
     match t.critical {
@@ -269,24 +353,30 @@ fn check_thresholds(thresholds: Option<&model::Thresholds>, cmp: Comparator, thr
         )),
         Some(_) => {}
     }
-    let Some(above) = cmp.fires_above() else { return };
-    let (side, word) = if above { ("below", "above") } else { ("above", "below") };
+    let Some(above) = cmp.fires_above() else {
+        return;
+    };
+    let (side, word) = if above {
+        ("below", "above")
+    } else {
+        ("above", "below")
+    };
     let beyond = |value: f64, limit: f64| if above { value < limit } else { value > limit };
-    if let Some(warning) = t.warning {
-        if !beyond(warning, threshold) {
-            issues.push(Issue::new(
+    if let Some(warning) = t.warning
+        && !beyond(warning, threshold)
+    {
+        issues.push(Issue::new(
                 "/options/thresholds/warning",
                 format!("warning threshold {warning} must be {side} the critical threshold {threshold} for `{symbol}` (alerts fire {word} it)"),
             ));
-        }
     }
-    if let Some(recovery) = t.critical_recovery {
-        if !beyond(recovery, threshold) {
-            issues.push(Issue::new(
+    if let Some(recovery) = t.critical_recovery
+        && !beyond(recovery, threshold)
+    {
+        issues.push(Issue::new(
                 "/options/thresholds/critical_recovery",
                 format!("critical recovery threshold {recovery} must be {side} the critical threshold {threshold} for `{symbol}`"),
             ));
-        }
     }
     if let Some(recovery) = t.warning_recovery {
         match t.warning {
@@ -317,11 +407,17 @@ fn check_mustache(message: &str, pointer: &str, issues: &mut Vec<Issue>) {
             match open.pop() {
                 Some(top) if top == name.trim() => {}
                 Some(top) => {
-                    issues.push(Issue::new(pointer, format!("`{{{{/{}}}}}` closes `{{{{#{top}}}}}`", name.trim())));
+                    issues.push(Issue::new(
+                        pointer,
+                        format!("`{{{{/{}}}}}` closes `{{{{#{top}}}}}`", name.trim()),
+                    ));
                     return;
                 }
                 None => {
-                    issues.push(Issue::new(pointer, format!("`{{{{/{}}}}}` closes nothing", name.trim())));
+                    issues.push(Issue::new(
+                        pointer,
+                        format!("`{{{{/{}}}}}` closes nothing", name.trim()),
+                    ));
                     return;
                 }
             }
@@ -329,7 +425,10 @@ fn check_mustache(message: &str, pointer: &str, issues: &mut Vec<Issue>) {
         rest = &after[end + 2..];
     }
     if let Some(top) = open.pop() {
-        issues.push(Issue::new(pointer, format!("`{{{{#{top}}}}}` is never closed")));
+        issues.push(Issue::new(
+            pointer,
+            format!("`{{{{#{top}}}}}` is never closed"),
+        ));
     }
 }
 
@@ -342,12 +441,18 @@ fn check_message_attributes(message: &str, pointer: &str, issues: &mut Vec<Issue
         let tag = after[..end].trim();
         if let Some(path) = tag.strip_prefix("log.attributes.") {
             if catalogue::find_attribute(path).is_none() {
-                issues.push(Issue::new(pointer, format!("`{{{{{tag}}}}}`: `{path}` is not an attribute we send")));
+                issues.push(Issue::new(
+                    pointer,
+                    format!("`{{{{{tag}}}}}`: `{path}` is not an attribute we send"),
+                ));
             }
-        } else if let Some(key) = tag.strip_prefix("log.tags.") {
-            if !is_log_tag_key(key) {
-                issues.push(Issue::new(pointer, format!("`{{{{{tag}}}}}`: `{key}` is not a tag we set")));
-            }
+        } else if let Some(key) = tag.strip_prefix("log.tags.")
+            && !is_log_tag_key(key)
+        {
+            issues.push(Issue::new(
+                pointer,
+                format!("`{{{{{tag}}}}}`: `{key}` is not a tag we set"),
+            ));
         }
         rest = &after[end + 2..];
     }
@@ -366,36 +471,70 @@ fn check_rule(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issu
         }
     };
     check_tags(doc.get("tags"), "/tags", issues);
-    let method = rule.options.detection_method.unwrap_or(DetectionMethod::Threshold);
+    let method = rule
+        .options
+        .detection_method
+        .unwrap_or(DetectionMethod::Threshold);
     // Query names: explicit, else a, b, c... by position (Datadog's default).
     let mut names: Vec<String> = Vec::new();
     for (n, query) in rule.queries.iter().enumerate() {
-        let name = query.name.clone().unwrap_or_else(|| char::from(b'a' + (n % 26) as u8).to_string());
+        let name = query
+            .name
+            .clone()
+            .unwrap_or_else(|| char::from(b'a' + (n % 26) as u8).to_string());
         if names.contains(&name) {
-            issues.push(Issue::new(format!("/queries/{n}/name"), format!("query name `{name}` is used twice")));
+            issues.push(Issue::new(
+                format!("/queries/{n}/name"),
+                format!("query name `{name}` is used twice"),
+            ));
         }
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
-            issues.push(Issue::new(format!("/queries/{n}/name"), format!("query name `{name}` must be letters, digits and `_`, not starting with a digit")));
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            issues.push(Issue::new(
+                format!("/queries/{n}/name"),
+                format!(
+                    "query name `{name}` must be letters, digits and `_`, not starting with a digit"
+                ),
+            ));
         }
         names.push(name);
         let aggregation = query.aggregation.unwrap_or(RuleAggregation::Count);
-        let distinct = query.distinct_fields.as_ref().is_some_and(|d| !d.is_empty());
+        let distinct = query
+            .distinct_fields
+            .as_ref()
+            .is_some_and(|d| !d.is_empty());
         if aggregation == RuleAggregation::Cardinality && !distinct {
-            issues.push(Issue::new(format!("/queries/{n}"), "a `cardinality` query needs `distinctFields` (what to count distinct values of)"));
+            issues.push(Issue::new(
+                format!("/queries/{n}"),
+                "a `cardinality` query needs `distinctFields` (what to count distinct values of)",
+            ));
         }
         if aggregation == RuleAggregation::NewValue {
             if method != DetectionMethod::NewValue {
-                issues.push(Issue::new(format!("/queries/{n}/aggregation"), "a `new_value` query needs `options.detectionMethod: new_value`"));
+                issues.push(Issue::new(
+                    format!("/queries/{n}/aggregation"),
+                    "a `new_value` query needs `options.detectionMethod: new_value`",
+                ));
             }
-            let has_metrics = query.metrics.as_ref().is_some_and(|m| !m.is_empty()) || query.metric.is_some();
+            let has_metrics =
+                query.metrics.as_ref().is_some_and(|m| !m.is_empty()) || query.metric.is_some();
             if !has_metrics {
-                issues.push(Issue::new(format!("/queries/{n}"), "a `new_value` query needs `metrics`: the fields whose new values it detects"));
+                issues.push(Issue::new(
+                    format!("/queries/{n}"),
+                    "a `new_value` query needs `metrics`: the fields whose new values it detects",
+                ));
             }
         }
         if let Some(ctx) = ctx {
             let _ = ctx;
             check_log_search(&query.query, &format!("/queries/{n}/query"), issues);
-            for (field, list) in [("groupByFields", &query.group_by_fields), ("distinctFields", &query.distinct_fields), ("metrics", &query.metrics)] {
+            for (field, list) in [
+                ("groupByFields", &query.group_by_fields),
+                ("distinctFields", &query.distinct_fields),
+                ("metrics", &query.metrics),
+            ] {
                 for (m, facet) in list.iter().flatten().enumerate() {
                     check_facet(facet, &format!("/queries/{n}/{field}/{m}"), issues);
                 }
@@ -405,8 +544,16 @@ fn check_rule(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issu
             }
         }
     }
-    if method == DetectionMethod::NewValue && !rule.queries.iter().any(|q| q.aggregation == Some(RuleAggregation::NewValue)) {
-        issues.push(Issue::new("/options/detectionMethod", "a `new_value` rule needs a query with `aggregation: new_value`"));
+    if method == DetectionMethod::NewValue
+        && !rule
+            .queries
+            .iter()
+            .any(|q| q.aggregation == Some(RuleAggregation::NewValue))
+    {
+        issues.push(Issue::new(
+            "/options/detectionMethod",
+            "a `new_value` rule needs a query with `aggregation: new_value`",
+        ));
     }
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     if rule.cases.is_empty() {
@@ -415,7 +562,13 @@ fn check_rule(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issu
     for (n, case) in rule.cases.iter().enumerate() {
         match case.condition.as_deref() {
             Some(condition) if !condition.trim().is_empty() => {
-                check_names(condition, &name_refs, "condition", &format!("/cases/{n}/condition"), issues);
+                check_names(
+                    condition,
+                    &name_refs,
+                    "condition",
+                    &format!("/cases/{n}/condition"),
+                    issues,
+                );
             }
             _ => {
                 if method == DetectionMethod::Threshold {
@@ -431,17 +584,32 @@ fn check_rule(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issu
     }
     let options = &rule.options;
     if method == DetectionMethod::Threshold && options.evaluation_window.is_none_or(|w| w.0 == 0) {
-        issues.push(Issue::new("/options", "a threshold rule needs a non-zero `evaluationWindow`"));
+        issues.push(Issue::new(
+            "/options",
+            "a threshold rule needs a non-zero `evaluationWindow`",
+        ));
     }
-    if let (Some(keep_alive), Some(max)) = (options.keep_alive, options.max_signal_duration) {
-        if keep_alive > max {
-            issues.push(Issue::new("/options/keepAlive", format!("keepAlive {} s exceeds maxSignalDuration {} s", keep_alive.0, max.0)));
-        }
+    if let (Some(keep_alive), Some(max)) = (options.keep_alive, options.max_signal_duration)
+        && keep_alive > max
+    {
+        issues.push(Issue::new(
+            "/options/keepAlive",
+            format!(
+                "keepAlive {} s exceeds maxSignalDuration {} s",
+                keep_alive.0, max.0
+            ),
+        ));
     }
-    if let (Some(window), Some(keep_alive)) = (options.evaluation_window, options.keep_alive) {
-        if window > keep_alive {
-            issues.push(Issue::new("/options/evaluationWindow", format!("evaluationWindow {} s exceeds keepAlive {} s", window.0, keep_alive.0)));
-        }
+    if let (Some(window), Some(keep_alive)) = (options.evaluation_window, options.keep_alive)
+        && window > keep_alive
+    {
+        issues.push(Issue::new(
+            "/options/evaluationWindow",
+            format!(
+                "evaluationWindow {} s exceeds keepAlive {} s",
+                window.0, keep_alive.0
+            ),
+        ));
     }
 }
 
@@ -450,19 +618,37 @@ fn check_rule(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issu
 // ---------------------------------------------------------------------------------------------
 
 /// The notification handle prefixes Datadog understands.
-const HANDLE_PREFIXES: &[&str] = &["@pagerduty-", "@slack-", "@opsgenie-", "@webhook-", "@teams-", "@oncall-", "@jira-", "@servicenow-"];
+const HANDLE_PREFIXES: &[&str] = &[
+    "@pagerduty-",
+    "@slack-",
+    "@opsgenie-",
+    "@webhook-",
+    "@teams-",
+    "@oncall-",
+    "@jira-",
+    "@servicenow-",
+];
 
 /// Checks a notification handle (`@pagerduty-security`, `@slack-security`, `@team@example.com`).
 pub(crate) fn check_handle(handle: &str) -> Result<(), String> {
-    let known = HANDLE_PREFIXES.iter().any(|p| handle.starts_with(p) && handle.len() > p.len());
-    let email = handle.strip_prefix('@').is_some_and(|rest| rest.split_once('@').is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.')));
+    let known = HANDLE_PREFIXES
+        .iter()
+        .any(|p| handle.starts_with(p) && handle.len() > p.len());
+    let email = handle.strip_prefix('@').is_some_and(|rest| {
+        rest.split_once('@')
+            .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
+    });
     let clean = !handle.contains(char::is_whitespace);
     if (known || email) && clean {
         Ok(())
     } else {
         Err(format!(
             "`{handle}` is not a notification handle (expected {} or an @email address)",
-            HANDLE_PREFIXES.iter().map(|p| format!("{p}<name>")).collect::<Vec<_>>().join(", ")
+            HANDLE_PREFIXES
+                .iter()
+                .map(|p| format!("{p}<name>"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 }
@@ -472,19 +658,28 @@ pub(crate) fn check_handle(handle: &str) -> Result<(), String> {
 pub(crate) fn is_valid_tag(tag: &str) -> bool {
     tag.len() <= 200
         && tag.starts_with(|c: char| c.is_ascii_lowercase())
-        && tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-:./".contains(c))
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-:./".contains(c))
 }
 
 pub(crate) fn invalid_tag_message(tag: &str) -> String {
-    format!("tag `{tag}` is not a valid Datadog tag (lowercase letters, digits and `_-:./`, starting with a letter, at most 200 characters); Datadog would rewrite it")
+    format!(
+        "tag `{tag}` is not a valid Datadog tag (lowercase letters, digits and `_-:./`, starting with a letter, at most 200 characters); Datadog would rewrite it"
+    )
 }
 
 fn check_tags(tags: Option<&Value>, pointer: &str, issues: &mut Vec<Issue>) {
-    let Some(Value::Array(tags)) = tags else { return };
+    let Some(Value::Array(tags)) = tags else {
+        return;
+    };
     for (n, tag) in tags.iter().enumerate() {
         let tag = tag.as_str().unwrap_or_default();
         if !is_valid_tag(tag) {
-            issues.push(Issue::new(format!("{pointer}/{n}"), invalid_tag_message(tag)));
+            issues.push(Issue::new(
+                format!("{pointer}/{n}"),
+                invalid_tag_message(tag),
+            ));
         }
     }
 }
@@ -494,7 +689,11 @@ fn check_key_like(value: &Value, pointer: &str, issues: &mut Vec<Issue>) {
     match value {
         Value::String(s) => {
             if let Some(len) = key_like_run(s) {
-                let what = if len == 32 { "a Datadog API key (32 hex characters)" } else { "a Datadog application key (40 hex characters)" };
+                let what = if len == 32 {
+                    "a Datadog API key (32 hex characters)"
+                } else {
+                    "a Datadog application key (40 hex characters)"
+                };
                 issues.push(Issue::new(pointer, format!("looks like {what}: never put keys in templates; publish reads them from DD_API_KEY and DD_APP_KEY")));
             }
         }
@@ -523,7 +722,10 @@ pub(crate) fn key_like_run(s: &str) -> Option<usize> {
                 i += 1;
             }
             let word = &bytes[start..i];
-            if (word.len() == 32 || word.len() == 40) && word.iter().all(u8::is_ascii_hexdigit) && word.iter().any(u8::is_ascii_digit) {
+            if (word.len() == 32 || word.len() == 40)
+                && word.iter().all(u8::is_ascii_hexdigit)
+                && word.iter().any(u8::is_ascii_digit)
+            {
                 return Some(word.len());
             }
         } else {
@@ -537,14 +739,28 @@ pub(crate) fn key_like_run(s: &str) -> Option<usize> {
 fn check_metric_query(query: &str, pointer: &str, ctx: &CatalogueContext, issues: &mut Vec<Issue>) {
     let refs = queries::metric_refs(query);
     if refs.is_empty() {
-        issues.push(Issue::new(pointer, format!("no metric found in `{query}` (expected `aggregator:metric{{filter}}`)")));
+        issues.push(Issue::new(
+            pointer,
+            format!("no metric found in `{query}` (expected `aggregator:metric{{filter}}`)"),
+        ));
     }
     for r in refs {
         let Some(metric) = catalogue::find_metric(&ctx.metric_prefix, &r.name) else {
-            issues.push(Issue::new(pointer, format!("metric `{}` is not one we emit (the catalogue, under prefix `{}`)", r.name, ctx.metric_prefix)));
+            issues.push(Issue::new(
+                pointer,
+                format!(
+                    "metric `{}` is not one we emit (the catalogue, under prefix `{}`)",
+                    r.name, ctx.metric_prefix
+                ),
+            ));
             continue;
         };
-        let carried: Vec<&str> = metric.tags.iter().chain(catalogue::COMMON_METRIC_TAGS).copied().collect();
+        let carried: Vec<&str> = metric
+            .tags
+            .iter()
+            .chain(catalogue::COMMON_METRIC_TAGS)
+            .copied()
+            .collect();
         for (place, keys) in [("filters on", &r.filter_keys), ("groups by", &r.group_keys)] {
             for key in keys {
                 if !carried.contains(&key.as_str()) {
@@ -556,7 +772,13 @@ fn check_metric_query(query: &str, pointer: &str, ctx: &CatalogueContext, issues
             }
         }
         if r.aggregator.starts_with('p') && metric.kind != MetricKind::Distribution {
-            issues.push(Issue::new(pointer, format!("`{}:{}`: percentiles need a distribution, and `{}` is a {:?}", r.aggregator, r.name, r.name, metric.kind)));
+            issues.push(Issue::new(
+                pointer,
+                format!(
+                    "`{}:{}`: percentiles need a distribution, and `{}` is a {:?}",
+                    r.aggregator, r.name, r.name, metric.kind
+                ),
+            ));
         }
     }
 }
@@ -575,7 +797,13 @@ fn check_log_search(query: &str, pointer: &str, issues: &mut Vec<Issue>) {
         if term.key == "status" {
             let value = term.value.trim_matches('"');
             if !catalogue::STATUS_VALUES.contains(&value) {
-                issues.push(Issue::new(pointer, format!("`status:{value}`: we send status {}", catalogue::STATUS_VALUES.join(", "))));
+                issues.push(Issue::new(
+                    pointer,
+                    format!(
+                        "`status:{value}`: we send status {}",
+                        catalogue::STATUS_VALUES.join(", ")
+                    ),
+                ));
             }
         }
     }
@@ -585,10 +813,20 @@ fn check_log_search(query: &str, pointer: &str, issues: &mut Vec<Issue>) {
 fn check_facet(facet: &str, pointer: &str, issues: &mut Vec<Issue>) {
     if let Some(path) = facet.strip_prefix('@') {
         if catalogue::find_attribute(path).is_none() {
-            issues.push(Issue::new(pointer, format!("log facet `@{path}` is not an attribute we send (see the catalogue)")));
+            issues.push(Issue::new(
+                pointer,
+                format!("log facet `@{path}` is not an attribute we send (see the catalogue)"),
+            ));
         }
     } else if !SEARCH_RESERVED.contains(&facet) && !is_log_tag_key(facet) {
-        let hint = if catalogue::find_attribute(facet).is_some() { format!(" (did you mean the attribute `@{facet}`?)") } else { String::new() };
-        issues.push(Issue::new(pointer, format!("log tag `{facet}` is not a tag we set{hint}")));
+        let hint = if catalogue::find_attribute(facet).is_some() {
+            format!(" (did you mean the attribute `@{facet}`?)")
+        } else {
+            String::new()
+        };
+        issues.push(Issue::new(
+            pointer,
+            format!("log tag `{facet}` is not a tag we set{hint}"),
+        ));
     }
 }

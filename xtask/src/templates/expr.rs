@@ -31,13 +31,18 @@ fn tokenize(input: &str) -> Result<Vec<Token>, String> {
                 i += 1;
             }
             tokens.push(Token::Ident(chars[start..i].iter().collect()));
-        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
                 i += 1;
             }
             tokens.push(Token::Number);
         } else if c == '\'' || c == '"' {
-            let end = chars[i + 1..].iter().position(|&d| d == c).ok_or_else(|| format!("unterminated string at column {}", i + 1))?;
+            let end = chars[i + 1..]
+                .iter()
+                .position(|&d| d == c)
+                .ok_or_else(|| format!("unterminated string at column {}", i + 1))?;
             i += end + 2;
             tokens.push(Token::Str);
         } else {
@@ -68,7 +73,12 @@ fn tokenize(input: &str) -> Result<Vec<Token>, String> {
                 '(' => Token::Open,
                 ')' => Token::Close,
                 ',' => Token::Comma,
-                other => return Err(format!("unexpected character `{other}` at column {}", i + 1)),
+                other => {
+                    return Err(format!(
+                        "unexpected character `{other}` at column {}",
+                        i + 1
+                    ));
+                }
             });
             i += 1;
         }
@@ -88,17 +98,23 @@ impl Parser {
     }
 
     fn eat_op(&mut self, ops: &[&str]) -> bool {
-        if let Some(Token::Op(op)) = self.peek() {
-            if ops.contains(op) {
-                self.pos += 1;
-                return true;
-            }
+        if let Some(Token::Op(op)) = self.peek()
+            && ops.contains(op)
+        {
+            self.pos += 1;
+            return true;
         }
         false
     }
 
     fn binary(&mut self, level: usize) -> Result<(), String> {
-        const LEVELS: &[&[&str]] = &[&["||"], &["&&"], &[">", ">=", "<", "<=", "==", "!="], &["+", "-"], &["*", "/", "%"]];
+        const LEVELS: &[&[&str]] = &[
+            &["||"],
+            &["&&"],
+            &[">", ">=", "<", "<=", "==", "!="],
+            &["+", "-"],
+            &["*", "/", "%"],
+        ];
         if level == LEVELS.len() {
             return self.unary();
         }
@@ -136,7 +152,11 @@ impl Parser {
                                 self.pos += 1;
                                 return Ok(());
                             }
-                            _ => return Err(format!("expected `,` or `)` in the arguments of `{name}`")),
+                            _ => {
+                                return Err(format!(
+                                    "expected `,` or `)` in the arguments of `{name}`"
+                                ));
+                            }
                         }
                     }
                 }
@@ -176,10 +196,17 @@ pub(crate) fn names_used(input: &str) -> Result<Vec<String>, String> {
     if tokens.is_empty() {
         return Err("empty expression".to_owned());
     }
-    let mut parser = Parser { tokens, pos: 0, names: Vec::new() };
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        names: Vec::new(),
+    };
     parser.binary(0)?;
     if let Some(token) = parser.peek() {
-        return Err(format!("unexpected {} after a complete expression", describe(token)));
+        return Err(format!(
+            "unexpected {} after a complete expression",
+            describe(token)
+        ));
     }
     Ok(parser.names)
 }
@@ -190,18 +217,33 @@ mod tests {
 
     #[test]
     fn conditions_and_formulas_parse() {
-        assert_eq!(names_used("attempts >= 10 && paths >= 5").unwrap(), ["attempts", "paths"]);
-        assert_eq!(names_used("100 * depth / capacity").unwrap(), ["depth", "capacity"]);
+        assert_eq!(
+            names_used("attempts >= 10 && paths >= 5").unwrap(),
+            ["attempts", "paths"]
+        );
+        assert_eq!(
+            names_used("100 * depth / capacity").unwrap(),
+            ["depth", "capacity"]
+        );
         assert_eq!(names_used("top(a, 10, 'sum', 'desc')").unwrap(), ["a"]);
         assert_eq!(names_used("!(a > 0) || -b < 1.5").unwrap(), ["a", "b"]);
     }
 
     #[test]
     fn malformed_expressions_fail() {
-        assert_eq!(names_used("a >").unwrap_err(), "unexpected end of expression");
-        assert_eq!(names_used("a > 0 )").unwrap_err(), "unexpected `)` after a complete expression");
+        assert_eq!(
+            names_used("a >").unwrap_err(),
+            "unexpected end of expression"
+        );
+        assert_eq!(
+            names_used("a > 0 )").unwrap_err(),
+            "unexpected `)` after a complete expression"
+        );
         assert_eq!(names_used("(a > 0").unwrap_err(), "missing `)`");
-        assert_eq!(names_used("a $ 0").unwrap_err(), "unexpected character `$` at column 3");
+        assert_eq!(
+            names_used("a $ 0").unwrap_err(),
+            "unexpected character `$` at column 3"
+        );
         assert_eq!(names_used("  ").unwrap_err(), "empty expression");
     }
 }

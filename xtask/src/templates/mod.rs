@@ -17,6 +17,8 @@ pub(crate) mod sync;
 pub(crate) mod values;
 
 #[cfg(test)]
+mod sync_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
@@ -39,7 +41,10 @@ pub(crate) struct Issue {
 
 impl Issue {
     pub(crate) fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Issue { pointer: pointer.into(), message: message.into() }
+        Issue {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -110,7 +115,10 @@ impl Kind {
 /// Reads a JSON or YAML file into a JSON value.
 pub(crate) fn load_document(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
     if ext == "yaml" || ext == "yml" {
         serde_yaml_ng::from_str::<Value>(&text).map_err(|e| format!("invalid YAML: {e}"))
     } else {
@@ -119,11 +127,20 @@ pub(crate) fn load_document(path: &Path) -> Result<Value, String> {
 }
 
 fn is_template_file(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("json" | "yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("json" | "yaml" | "yml")
+    )
 }
 
 fn sorted_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
     files.sort();
     files
 }
@@ -151,42 +168,78 @@ pub(crate) struct TemplateSet {
 impl TemplateSet {
     /// Loads `dir` (the `templates/` folder). File names are shown relative to its parent.
     pub(crate) fn load(dir: &Path) -> TemplateSet {
-        let top = dir.file_name().and_then(|n| n.to_str()).unwrap_or("templates").to_owned();
+        let top = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("templates")
+            .to_owned();
         let display = |rel: &str| format!("{top}/{rel}");
         let mut problems = Vec::new();
         let mut push = |file: &str, issues: Vec<Issue>| {
             for i in issues {
-                problems.push(Problem { file: file.to_owned(), pointer: i.pointer, message: i.message });
+                problems.push(Problem {
+                    file: file.to_owned(),
+                    pointer: i.pointer,
+                    message: i.message,
+                });
             }
         };
 
         let mut values = Vec::new();
+        let mut values_files = 0;
         for path in sorted_files(&dir.join("values")) {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             let file = display(&format!("values/{name}"));
             if !is_template_file(&path) {
-                push(&file, vec![Issue::new("", "not a values file (expected .yaml, .yml or .json)")]);
+                push(
+                    &file,
+                    vec![Issue::new(
+                        "",
+                        "not a values file (expected .yaml, .yml or .json)",
+                    )],
+                );
                 continue;
             }
-            let parsed = load_document(&path).and_then(|doc| model::parse::<Values>(&doc).map_err(|e| format!("{}\u{0}{}", e.pointer, e.message)));
+            let parsed = load_document(&path).and_then(|doc| {
+                model::parse::<Values>(&doc).map_err(|e| format!("{}\u{0}{}", e.pointer, e.message))
+            });
             match parsed {
                 Ok(v) => {
                     let mut issues = Vec::new();
                     v.check(&mut issues);
-                    push(&file, issues);
-                    values.push((file, v));
+                    // Templates are rendered only with good values: a bad value would make
+                    // every template that uses it fail too.
+                    if issues.is_empty() {
+                        values.push((file, v));
+                    } else {
+                        push(&file, issues);
+                    }
                 }
                 Err(message) => push(&file, vec![split_issue(&message)]),
             }
+            values_files += 1;
         }
-        if values.is_empty() {
-            push(&display("values"), vec![Issue::new("", "no values file: add values/<environment>.yaml")]);
+        if values_files == 0 {
+            push(
+                &display("values"),
+                vec![Issue::new(
+                    "",
+                    "no values file: add values/<environment>.yaml",
+                )],
+            );
         }
 
         let compliance_path = dir.join("compliance.yaml");
         let compliance = if compliance_path.exists() {
             let file = display("compliance.yaml");
-            match load_document(&compliance_path).and_then(|doc| model::parse::<Compliance>(&doc).map_err(|e| format!("{}\u{0}{}", e.pointer, e.message))) {
+            match load_document(&compliance_path).and_then(|doc| {
+                model::parse::<Compliance>(&doc)
+                    .map_err(|e| format!("{}\u{0}{}", e.pointer, e.message))
+            }) {
                 Ok(c) => {
                     let mut issues = Vec::new();
                     c.check(&mut issues);
@@ -205,25 +258,56 @@ impl TemplateSet {
         let mut templates = Vec::new();
         for kind in Kind::ALL {
             for path in sorted_files(&dir.join(kind.dir())) {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
                 let file = display(&format!("{}/{name}", kind.dir()));
                 if !is_template_file(&path) {
-                    push(&file, vec![Issue::new("", "not a template (expected .json, .yaml or .yml)")]);
+                    push(
+                        &file,
+                        vec![Issue::new(
+                            "",
+                            "not a template (expected .json, .yaml or .yml)",
+                        )],
+                    );
                     continue;
                 }
-                let stem = path.file_stem().and_then(|n| n.to_str()).unwrap_or_default();
+                let stem = path
+                    .file_stem()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
                 let id = format!("{}/{stem}", kind.dir());
                 if templates.iter().any(|t: &Template| t.id == id) {
-                    push(&file, vec![Issue::new("", format!("another file has the same name: template ids (`{id}`) must be unique"))]);
+                    push(
+                        &file,
+                        vec![Issue::new(
+                            "",
+                            format!(
+                                "another file has the same name: template ids (`{id}`) must be unique"
+                            ),
+                        )],
+                    );
                     continue;
                 }
                 match load_document(&path) {
-                    Ok(raw) => templates.push(Template { kind, id, file, raw }),
+                    Ok(raw) => templates.push(Template {
+                        kind,
+                        id,
+                        file,
+                        raw,
+                    }),
                     Err(message) => push(&file, vec![Issue::new("", message)]),
                 }
             }
         }
-        TemplateSet { values, compliance, templates, problems }
+        TemplateSet {
+            values,
+            compliance,
+            templates,
+            problems,
+        }
     }
 
     /// Renders `template` with `values`: compliance groups expanded, placeholders replaced.
@@ -245,7 +329,9 @@ impl TemplateSet {
             let mut seen: BTreeMap<Issue, Vec<&str>> = BTreeMap::new();
             for (values_file, values) in &self.values {
                 let (doc, mut issues) = self.render(template, values);
-                let ctx = CatalogueContext { metric_prefix: values.metric_prefix.clone() };
+                let ctx = CatalogueContext {
+                    metric_prefix: values.metric_prefix.clone(),
+                };
                 issues.extend(check::check_document(template.kind, &doc, Some(&ctx)));
                 issues.dedup();
                 for issue in issues {
@@ -261,7 +347,11 @@ impl TemplateSet {
                 } else {
                     format!("{} (rendered with {})", issue.message, files.join(", "))
                 };
-                problems.push(Problem { file: template.file.clone(), pointer: issue.pointer, message });
+                problems.push(Problem {
+                    file: template.file.clone(),
+                    pointer: issue.pointer,
+                    message,
+                });
             }
         }
         problems
@@ -271,7 +361,9 @@ impl TemplateSet {
     pub(crate) fn values_for(&self, env: &str) -> Option<&Values> {
         self.values
             .iter()
-            .find(|(file, v)| v.env == env || Path::new(file).file_stem().and_then(|s| s.to_str()) == Some(env))
+            .find(|(file, v)| {
+                v.env == env || Path::new(file).file_stem().and_then(|s| s.to_str()) == Some(env)
+            })
             .map(|(_, v)| v)
     }
 }
@@ -284,6 +376,7 @@ fn split_issue(message: &str) -> Issue {
 }
 
 /// Checks the templates directory; returns every problem.
+#[cfg(test)]
 pub(crate) fn check_templates(dir: &Path) -> Vec<Problem> {
     TemplateSet::load(dir).check_all()
 }
@@ -296,7 +389,11 @@ pub(crate) fn check_structural(files: &[PathBuf]) -> Vec<Problem> {
         let doc = match load_document(path) {
             Ok(doc) => doc,
             Err(message) => {
-                problems.push(Problem { file, pointer: String::new(), message });
+                problems.push(Problem {
+                    file,
+                    pointer: String::new(),
+                    message,
+                });
                 continue;
             }
         };
@@ -309,14 +406,21 @@ pub(crate) fn check_structural(files: &[PathBuf]) -> Vec<Problem> {
             continue;
         };
         for issue in check::check_document(kind, &doc, None) {
-            problems.push(Problem { file: file.clone(), pointer: issue.pointer, message: issue.message });
+            problems.push(Problem {
+                file: file.clone(),
+                pointer: issue.pointer,
+                message: issue.message,
+            });
         }
     }
     problems
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask templates", about = "Datadog dashboards, monitors and detection rules as code")]
+#[command(
+    name = "cargo xtask templates",
+    about = "Datadog dashboards, monitors and detection rules as code"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -363,7 +467,10 @@ enum Command {
 pub(crate) fn run(args: &[String]) -> ExitCode {
     let mut argv = vec!["cargo xtask templates".to_owned()];
     let first = args.first().map(String::as_str);
-    if !matches!(first, Some("check" | "publish" | "pull" | "diff" | "help" | "--help" | "-h")) {
+    if !matches!(
+        first,
+        Some("check" | "publish" | "pull" | "diff" | "help" | "--help" | "-h")
+    ) {
         argv.push("check".to_owned());
     }
     argv.extend(args.iter().cloned());
@@ -371,17 +478,31 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if err.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match cli.command {
-        Command::Check { structural: Some(files), .. } => report(&check_structural(&files), files.len(), "file"),
-        Command::Check { structural: None, dir } => {
+        Command::Check {
+            structural: Some(files),
+            ..
+        } => report(&check_structural(&files), files.len(), "file"),
+        Command::Check {
+            structural: None,
+            dir,
+        } => {
             let set = TemplateSet::load(&dir);
             let problems = set.check_all();
             report(&problems, set.templates.len(), "template")
         }
-        Command::Publish { remote, apply, prune } => sync::main(remote, sync::Action::Publish { apply, prune }),
+        Command::Publish {
+            remote,
+            apply,
+            prune,
+        } => sync::main(remote, sync::Action::Publish { apply, prune }),
         Command::Pull { remote, out } => sync::main(remote, sync::Action::Pull { out }),
         Command::Diff { remote } => sync::main(remote, sync::Action::Diff),
     }
@@ -395,7 +516,10 @@ fn report(problems: &[Problem], checked: usize, what: &str) -> ExitCode {
         for p in problems {
             eprintln!("{p}");
         }
-        eprintln!("templates: {} problem(s) in {checked} {what}(s)", problems.len());
+        eprintln!(
+            "templates: {} problem(s) in {checked} {what}(s)",
+            problems.len()
+        );
         ExitCode::FAILURE
     }
 }

@@ -36,17 +36,18 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(value: &Value) -> Result<T, Mo
                     pointer.push('/');
                     pointer.push_str(&super::escape_pointer(key));
                 }
-                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+                serde_path_to_error::Segment::Enum { .. }
+                | serde_path_to_error::Segment::Unknown => {}
             }
         }
         let message = err.inner().to_string();
         // Point at the unknown key itself, not at the object holding it.
-        if let Some(rest) = message.strip_prefix("unknown field `") {
-            if let Some((field, _)) = rest.split_once('`') {
-                let tail = format!("/{}", super::escape_pointer(field));
-                if !pointer.ends_with(&tail) {
-                    pointer.push_str(&tail);
-                }
+        if let Some(rest) = message.strip_prefix("unknown field `")
+            && let Some((field, _)) = rest.split_once('`')
+        {
+            let tail = format!("/{}", super::escape_pointer(field));
+            if !pointer.ends_with(&tail) {
+                pointer.push_str(&tail);
             }
         }
         ModelError { pointer, message }
@@ -262,6 +263,7 @@ pub(crate) enum ChangeType {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // Datadog's names
 pub(crate) enum CompareTo {
     HourBefore,
     DayBefore,
@@ -601,6 +603,7 @@ pub(crate) struct ListStreamQuery {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // Datadog's names
 pub(crate) enum ListStreamSource {
     LogsStream,
     AuditStream,
@@ -676,7 +679,10 @@ pub(crate) struct GroupDef {
     pub(crate) show_title: Option<bool>,
 }
 
-definition!(AlertGraphDef { alert_id: String, viz_type: AlertVizType });
+definition!(AlertGraphDef {
+    alert_id: String,
+    viz_type: AlertVizType
+});
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -975,7 +981,10 @@ pub(crate) enum Definition {
 
 /// Checks a widget `definition` of type `kind` (the `type` key removed from `definition`).
 /// The error pointer is relative to the definition.
-pub(crate) fn parse_widget_definition(kind: &str, definition: &Value) -> Result<Definition, ModelError> {
+pub(crate) fn parse_widget_definition(
+    kind: &str,
+    definition: &Value,
+) -> Result<Definition, ModelError> {
     let mut body = definition.clone();
     if let Value::Object(map) = &mut body {
         map.remove("type");
@@ -1018,7 +1027,11 @@ pub(crate) fn parse_widget_definition(kind: &str, definition: &Value) -> Result<
             pointer: "/type".to_owned(),
             message: format!(
                 "unknown widget type `{other}`{}, expected one of {}",
-                if other == "pie" { " (Datadog has no pie widget: use `sunburst`)" } else { "" },
+                if other == "pie" {
+                    " (Datadog has no pie widget: use `sunburst`)"
+                } else {
+                    ""
+                },
                 WIDGET_TYPES.join(", ")
             ),
         }),
@@ -1111,7 +1124,9 @@ impl TryFrom<i64> for Priority {
         if (1..=5).contains(&value) {
             Ok(Priority(value))
         } else {
-            Err(format!("invalid priority {value}, expected 1 (highest) to 5"))
+            Err(format!(
+                "invalid priority {value}, expected 1 (highest) to 5"
+            ))
         }
     }
 }
@@ -1381,7 +1396,9 @@ pub(crate) enum DetectionMethod {
 
 /// The durations (seconds) Datadog allows for `evaluationWindow`, `keepAlive` and
 /// `maxSignalDuration`.
-pub(crate) const WINDOWS: &[u64] = &[0, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+pub(crate) const WINDOWS: &[u64] = &[
+    0, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+];
 
 /// One of [`WINDOWS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -1395,7 +1412,10 @@ impl TryFrom<u64> for Window {
             Ok(Window(value))
         } else {
             let allowed: Vec<String> = WINDOWS.iter().map(u64::to_string).collect();
-            Err(format!("invalid duration {value} s, expected one of {}", allowed.join(", ")))
+            Err(format!(
+                "invalid duration {value} s, expected one of {}",
+                allowed.join(", ")
+            ))
         }
     }
 }

@@ -4,7 +4,9 @@
 //! `logs("...").index("*").rollup("count").last("5m") > 0`).
 
 /// The space aggregators of a metric query.
-const SPACE_AGGREGATORS: &[&str] = &["avg", "sum", "min", "max", "count", "p50", "p75", "p90", "p95", "p99"];
+const SPACE_AGGREGATORS: &[&str] = &[
+    "avg", "sum", "min", "max", "count", "p50", "p75", "p90", "p95", "p99",
+];
 
 /// One metric a query reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +53,10 @@ pub(crate) fn metric_refs(query: &str) -> Vec<MetricRef> {
         let mut filter_keys = Vec::new();
         let mut group_keys = Vec::new();
         if chars.get(j) == Some(&'{') {
-            let close = chars[j..].iter().position(|&c| c == '}').map_or(chars.len(), |p| j + p);
+            let close = chars[j..]
+                .iter()
+                .position(|&c| c == '}')
+                .map_or(chars.len(), |p| j + p);
             let filter: String = chars[j + 1..close].iter().collect();
             filter_keys = filter_tag_keys(&filter);
             j = close + 1;
@@ -66,14 +71,26 @@ pub(crate) fn metric_refs(query: &str) -> Vec<MetricRef> {
                     k += 1;
                 }
                 if chars.get(k) == Some(&'{') {
-                    let close = chars[k..].iter().position(|&c| c == '}').map_or(chars.len(), |p| k + p);
+                    let close = chars[k..]
+                        .iter()
+                        .position(|&c| c == '}')
+                        .map_or(chars.len(), |p| k + p);
                     let groups: String = chars[k + 1..close].iter().collect();
-                    group_keys = groups.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect();
+                    group_keys = groups
+                        .split(',')
+                        .map(|g| g.trim().to_owned())
+                        .filter(|g| !g.is_empty())
+                        .collect();
                     j = close + 1;
                 }
             }
         }
-        refs.push(MetricRef { aggregator: (*aggregator).to_owned(), name, filter_keys, group_keys });
+        refs.push(MetricRef {
+            aggregator: (*aggregator).to_owned(),
+            name,
+            filter_keys,
+            group_keys,
+        });
         i = j;
     }
     refs
@@ -84,8 +101,14 @@ fn filter_tag_keys(filter: &str) -> Vec<String> {
     let tokens: Vec<&str> = filter.split([',', ' ']).filter(|t| !t.is_empty()).collect();
     let mut keys = Vec::new();
     for (n, token) in tokens.iter().enumerate() {
-        let token = token.trim_start_matches(['!', '(', '-']).trim_end_matches(')');
-        if token.is_empty() || token == "*" || token.starts_with('$') || ["AND", "OR", "NOT", "IN"].contains(&token) {
+        let token = token
+            .trim_start_matches(['!', '(', '-'])
+            .trim_end_matches(')');
+        if token.is_empty()
+            || token == "*"
+            || token.starts_with('$')
+            || ["AND", "OR", "NOT", "IN"].contains(&token)
+        {
             continue;
         }
         if let Some((key, _)) = token.split_once(':') {
@@ -121,7 +144,9 @@ pub(crate) fn search_terms(query: &str) -> Vec<SearchTerm> {
             continue;
         }
         let start = i;
-        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '@' | '_' | '.' | '-')) {
+        while i < chars.len()
+            && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '@' | '_' | '.' | '-'))
+        {
             i += 1;
         }
         if i < chars.len() && chars[i] == ':' && i > start {
@@ -266,7 +291,20 @@ pub(crate) struct LogMonitorQuery {
     pub(crate) facets: Vec<String>,
 }
 
-const ROLLUPS: &[&str] = &["count", "cardinality", "sum", "avg", "min", "max", "median", "pc75", "pc90", "pc95", "pc98", "pc99"];
+const ROLLUPS: &[&str] = &[
+    "count",
+    "cardinality",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "median",
+    "pc75",
+    "pc90",
+    "pc95",
+    "pc98",
+    "pc99",
+];
 
 /// Parses the left side of a log monitor query.
 pub(crate) fn parse_log_monitor(left: &str) -> Result<LogMonitorQuery, String> {
@@ -276,7 +314,10 @@ pub(crate) fn parse_log_monitor(left: &str) -> Result<LogMonitorQuery, String> {
         return Err("a log monitor query starts with `logs(\"<search>\")`".to_owned());
     }
     let end = skip_quoted(&chars, prefix.len() - 1);
-    let search: String = chars[prefix.len()..end.saturating_sub(1)].iter().collect::<String>().replace("\\\"", "\"");
+    let search: String = chars[prefix.len()..end.saturating_sub(1)]
+        .iter()
+        .collect::<String>()
+        .replace("\\\"", "\"");
     if chars.get(end) != Some(&')') {
         return Err("`logs(\"<search>\")` is not closed".to_owned());
     }
@@ -288,7 +329,11 @@ pub(crate) fn parse_log_monitor(left: &str) -> Result<LogMonitorQuery, String> {
         if chars[i] != '.' {
             return Err(format!("expected `.method(...)` at column {}", i + 1));
         }
-        let open = chars[i..].iter().position(|&c| c == '(').map(|p| i + p).ok_or("a method call has no `(`")?;
+        let open = chars[i..]
+            .iter()
+            .position(|&c| c == '(')
+            .map(|p| i + p)
+            .ok_or("a method call has no `(`")?;
         let method: String = chars[i + 1..open].iter().collect();
         let mut args = Vec::new();
         let mut j = open + 1;
@@ -312,19 +357,32 @@ pub(crate) fn parse_log_monitor(left: &str) -> Result<LogMonitorQuery, String> {
         match method.as_str() {
             "index" => {}
             "rollup" => {
-                let Some(first) = args.first() else { return Err("`.rollup()` needs a method".to_owned()) };
+                let Some(first) = args.first() else {
+                    return Err("`.rollup()` needs a method".to_owned());
+                };
                 if !ROLLUPS.contains(&first.as_str()) {
-                    return Err(format!("unknown rollup `{first}`, expected one of {}", ROLLUPS.join(", ")));
+                    return Err(format!(
+                        "unknown rollup `{first}`, expected one of {}",
+                        ROLLUPS.join(", ")
+                    ));
                 }
                 facets.extend(args.iter().skip(1).cloned());
                 rollup = Some(first.clone());
             }
-            "by" => facets.extend(args.iter().flat_map(|a| a.split(',').map(|f| f.trim().to_owned()))),
+            "by" => facets.extend(
+                args.iter()
+                    .flat_map(|a| a.split(',').map(|f| f.trim().to_owned())),
+            ),
             "last" => {
                 let window = args.first().cloned().unwrap_or_default();
                 let digits = window.trim_end_matches(['m', 'h', 'd']);
-                if digits.is_empty() || digits.len() == window.len() || digits.parse::<u32>().is_err() {
-                    return Err(format!("`.last(\"{window}\")` needs a window like \"5m\", \"1h\" or \"1d\""));
+                if digits.is_empty()
+                    || digits.len() == window.len()
+                    || digits.parse::<u32>().is_err()
+                {
+                    return Err(format!(
+                        "`.last(\"{window}\")` needs a window like \"5m\", \"1h\" or \"1d\""
+                    ));
                 }
                 last = Some(window);
             }
@@ -333,7 +391,9 @@ pub(crate) fn parse_log_monitor(left: &str) -> Result<LogMonitorQuery, String> {
         i = j;
     }
     if rollup.is_none() {
-        return Err("a log monitor query needs `.rollup(\"count\")` (or another rollup)".to_owned());
+        return Err(
+            "a log monitor query needs `.rollup(\"count\")` (or another rollup)".to_owned(),
+        );
     }
     if last.is_none() {
         return Err("a log monitor query needs `.last(\"5m\")` (its evaluation window)".to_owned());
@@ -342,11 +402,21 @@ pub(crate) fn parse_log_monitor(left: &str) -> Result<LogMonitorQuery, String> {
 }
 
 /// The time aggregations a metric monitor query starts with (`avg(last_5m):`).
-const TIME_AGGREGATIONS: &[&str] = &["avg(", "sum(", "min(", "max(", "change(", "pct_change(", "percentile("];
+const TIME_AGGREGATIONS: &[&str] = &[
+    "avg(",
+    "sum(",
+    "min(",
+    "max(",
+    "change(",
+    "pct_change(",
+    "percentile(",
+];
 
 /// Checks the `time_aggr(time_window):` head of a metric monitor query.
 pub(crate) fn check_metric_monitor_head(left: &str) -> Result<(), String> {
-    let ok = TIME_AGGREGATIONS.iter().any(|agg| left.starts_with(agg)) && left.contains("):") && left.contains("last_");
+    let ok = TIME_AGGREGATIONS.iter().any(|agg| left.starts_with(agg))
+        && left.contains("):")
+        && left.contains("last_");
     if ok {
         Ok(())
     } else {
@@ -360,21 +430,27 @@ mod tests {
 
     #[test]
     fn metric_refs_find_names_filters_and_groups() {
-        let refs = metric_refs("avg(last_5m):100 * avg:p.exporter.queue.depth{env:prod,!status_code:202} by {exporter} / max:p.b{*}");
+        let refs = metric_refs(
+            "avg(last_5m):100 * avg:p.exporter.queue.depth{env:prod,!status_code:202} by {exporter} / max:p.b{*}",
+        );
         assert_eq!(refs.len(), 2);
         assert_eq!(refs[0].name, "p.exporter.queue.depth");
         assert_eq!(refs[0].filter_keys, ["env", "status_code"]);
         assert_eq!(refs[0].group_keys, ["exporter"]);
         assert_eq!(refs[1].aggregator, "max");
         assert!(refs[1].filter_keys.is_empty());
-        let refs = metric_refs("top(sum:a.b{guard IN (x,y) AND env:z} by {severity,guard}.as_count(), 5, 'sum', 'desc')");
+        let refs = metric_refs(
+            "top(sum:a.b{guard IN (x,y) AND env:z} by {severity,guard}.as_count(), 5, 'sum', 'desc')",
+        );
         assert_eq!(refs[0].filter_keys, ["guard", "env"]);
         assert_eq!(refs[0].group_keys, ["severity", "guard"]);
     }
 
     #[test]
     fn search_terms_find_keys() {
-        let terms = search_terms("service:x -@security.guard:(a OR b) \"free: text\" status:critical word @a.b:\"q r\"");
+        let terms = search_terms(
+            "service:x -@security.guard:(a OR b) \"free: text\" status:critical word @a.b:\"q r\"",
+        );
         let keys: Vec<&str> = terms.iter().map(|t| t.key.as_str()).collect();
         assert_eq!(keys, ["service", "@security.guard", "status", "@a.b"]);
         assert_eq!(terms[1].value, "(a OR b)");
@@ -383,12 +459,26 @@ mod tests {
     #[test]
     fn monitor_queries_split_and_parse() {
         let (left, cmp, n) = split_comparison("sum(last_5m):sum:a{x:y}.as_count() >= 10").unwrap();
-        assert_eq!((left.as_str(), cmp, n), ("sum(last_5m):sum:a{x:y}.as_count()", Comparator::AboveOrEqual, 10.0));
-        let (left, _, _) = split_comparison("logs(\"a:b > 3\").index(\"*\").rollup(\"count\").by(\"@x,@y\").last(\"5m\") > 0").unwrap();
+        assert_eq!(
+            (left.as_str(), cmp, n),
+            (
+                "sum(last_5m):sum:a{x:y}.as_count()",
+                Comparator::AboveOrEqual,
+                10.0
+            )
+        );
+        let (left, _, _) = split_comparison(
+            "logs(\"a:b > 3\").index(\"*\").rollup(\"count\").by(\"@x,@y\").last(\"5m\") > 0",
+        )
+        .unwrap();
         let parsed = parse_log_monitor(&left).unwrap();
         assert_eq!(parsed.search, "a:b > 3");
         assert_eq!(parsed.facets, ["@x", "@y"]);
-        assert!(parse_log_monitor("logs(\"a\").index(\"*\").last(\"5m\")").unwrap_err().contains("rollup"));
+        assert!(
+            parse_log_monitor("logs(\"a\").index(\"*\").last(\"5m\")")
+                .unwrap_err()
+                .contains("rollup")
+        );
         assert!(check_metric_monitor_head("sum:a{*}").is_err());
     }
 }

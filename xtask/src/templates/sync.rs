@@ -67,7 +67,10 @@ pub(crate) enum Action {
 /// The CLI entry: resolves site and keys, runs `action`, maps the outcome to an exit code
 /// (0 fine, 1 drift or partial failure, 2 cannot run).
 pub(crate) fn main(remote: RemoteArgs, action: Action) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("templates: cannot start the async runtime: {e}");
@@ -84,7 +87,9 @@ pub(crate) fn main(remote: RemoteArgs, action: Action) -> ExitCode {
         };
         let mut out = std::io::stdout();
         let result = match action {
-            Action::Publish { apply, prune } => publish(&client, &remote.dir, &remote.env, apply, prune, &mut out).await,
+            Action::Publish { apply, prune } => {
+                publish(&client, &remote.dir, &remote.env, apply, prune, &mut out).await
+            }
             Action::Diff => diff(&client, &remote.dir, &remote.env, &mut out).await,
             Action::Pull { out: dir } => pull(&client, &remote.env, &dir, &mut out).await,
         };
@@ -99,19 +104,35 @@ pub(crate) fn main(remote: RemoteArgs, action: Action) -> ExitCode {
     })
 }
 
-async fn client_for(remote: &RemoteArgs) -> Result<ConfigClient, String> {
+pub(crate) async fn client_for(remote: &RemoteArgs) -> Result<ConfigClient, String> {
     let base = match &remote.api_url {
         Some(url) => url.clone(),
-        None => remote.site.parse::<Site>().map_err(|e| e.to_string())?.api_base_url(),
+        None => remote
+            .site
+            .parse::<Site>()
+            .map_err(|e| e.to_string())?
+            .api_base_url(),
     };
-    let source = |file: &Option<PathBuf>, default: KeySource| file.clone().map_or(default, KeySource::File);
-    let api = KeyHolder::from_source(source(&remote.api_key_file, KeySource::env_default_api()), RefreshOptions::default())
-        .await
-        .map_err(|e| format!("the API key: {e}"))?;
-    let app = KeyHolder::from_source(source(&remote.app_key_file, KeySource::env_default_app()), RefreshOptions::default())
-        .await
-        .map_err(|e| format!("the application key: {e}"))?;
-    ConfigClient::new(base, api.current().secret().clone(), app.current().secret().clone()).map_err(|e| e.to_string())
+    let source =
+        |file: &Option<PathBuf>, default: KeySource| file.clone().map_or(default, KeySource::File);
+    let api = KeyHolder::from_source(
+        source(&remote.api_key_file, KeySource::env_default_api()),
+        RefreshOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("the API key: {e}"))?;
+    let app = KeyHolder::from_source(
+        source(&remote.app_key_file, KeySource::env_default_app()),
+        RefreshOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("the application key: {e}"))?;
+    ConfigClient::new(
+        base,
+        api.current().secret().clone(),
+        app.current().secret().clone(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Whether a run found everything as it should be.
@@ -145,7 +166,10 @@ pub(crate) fn desired_objects(dir: &Path, env: &str) -> Result<Vec<Desired>, Str
     let set = TemplateSet::load(dir);
     let problems: Vec<Problem> = set.check_all();
     if !problems.is_empty() {
-        let mut message = format!("the templates have {} problem(s); run `cargo xtask templates`:", problems.len());
+        let mut message = format!(
+            "the templates have {} problem(s); run `cargo xtask templates`:",
+            problems.len()
+        );
         for p in problems.iter().take(20) {
             let _ = write!(message, "\n  {p}");
         }
@@ -153,33 +177,66 @@ pub(crate) fn desired_objects(dir: &Path, env: &str) -> Result<Vec<Desired>, Str
     }
     let values = set.values_for(env).ok_or_else(|| {
         let known: Vec<&str> = set.values.iter().map(|(_, v)| v.env.as_str()).collect();
-        format!("no values file for environment `{env}` (known: {})", known.join(", "))
+        format!(
+            "no values file for environment `{env}` (known: {})",
+            known.join(", ")
+        )
     })?;
     let mut desired = Vec::new();
     for template in &set.templates {
         let (mut body, _) = set.render(template, values);
-        add_identity(template.kind, &template.id, &values.env, &values.tags, &mut body);
-        desired.push(Desired { kind: template.kind, template_id: template.id.clone(), body });
+        add_identity(
+            template.kind,
+            &template.id,
+            &values.env,
+            &values.tags,
+            &mut body,
+        );
+        desired.push(Desired {
+            kind: template.kind,
+            template_id: template.id.clone(),
+            body,
+        });
     }
     Ok(desired)
 }
 
 fn add_identity(kind: Kind, template_id: &str, env: &str, extra_tags: &[String], body: &mut Value) {
-    let Some(obj) = body.as_object_mut() else { return };
+    let Some(obj) = body.as_object_mut() else {
+        return;
+    };
     match kind {
         Kind::Dashboard => {
-            let description = obj.get("description").and_then(Value::as_str).unwrap_or_default().trim_end().to_owned();
+            let description = obj
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .trim_end()
+                .to_owned();
             let marker = format!("{DASHBOARD_MARKER} template_id={template_id} env={env}");
-            let text = if description.is_empty() { marker } else { format!("{description}\n\n{marker}") };
+            let text = if description.is_empty() {
+                marker
+            } else {
+                format!("{description}\n\n{marker}")
+            };
             obj.insert("description".to_owned(), Value::String(text));
         }
         Kind::Monitor | Kind::Rule => {
             let mut tags: Vec<String> = obj
                 .get("tags")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
-            for tag in extra_tags.iter().cloned().chain([MANAGED_TAG.to_owned(), format!("template_id:{template_id}"), format!("template_env:{env}")]) {
+            for tag in extra_tags.iter().cloned().chain([
+                MANAGED_TAG.to_owned(),
+                format!("template_id:{template_id}"),
+                format!("template_env:{env}"),
+            ]) {
                 if !tags.contains(&tag) {
                     tags.push(tag);
                 }
@@ -194,7 +251,10 @@ pub(crate) fn identity_of(kind: Kind, object: &Value) -> Option<(String, String)
     match kind {
         Kind::Dashboard => {
             let description = object.get("description").and_then(Value::as_str)?;
-            let line = description.lines().rev().find(|l| l.trim_start().starts_with(DASHBOARD_MARKER))?;
+            let line = description
+                .lines()
+                .rev()
+                .find(|l| l.trim_start().starts_with(DASHBOARD_MARKER))?;
             let mut template_id = None;
             let mut env = None;
             for word in line.split_whitespace() {
@@ -207,29 +267,54 @@ pub(crate) fn identity_of(kind: Kind, object: &Value) -> Option<(String, String)
             Some((template_id?, env?))
         }
         Kind::Monitor | Kind::Rule => {
-            let tags: Vec<&str> = object.get("tags")?.as_array()?.iter().filter_map(Value::as_str).collect();
+            let tags: Vec<&str> = object
+                .get("tags")?
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
             if !tags.contains(&MANAGED_TAG) {
                 return None;
             }
-            let find = |prefix: &str| tags.iter().find_map(|t| t.strip_prefix(prefix)).map(str::to_owned);
+            let find = |prefix: &str| {
+                tags.iter()
+                    .find_map(|t| t.strip_prefix(prefix))
+                    .map(str::to_owned)
+            };
             Some((find("template_id:")?, find("template_env:")?))
         }
     }
 }
 
 /// Every managed object of `env` in Datadog (dashboards fetched in full).
-pub(crate) async fn fetch_managed(client: &ConfigClient, env: &str) -> Result<Vec<Remote>, ConfigApiError> {
+pub(crate) async fn fetch_managed(
+    client: &ConfigClient,
+    env: &str,
+) -> Result<Vec<Remote>, ConfigApiError> {
     let mut remote = Vec::new();
     for kind in Kind::ALL {
         let api = kind.api();
         for summary in client.list(api).await? {
-            let Some((template_id, object_env)) = identity_of(kind, &summary) else { continue };
+            let Some((template_id, object_env)) = identity_of(kind, &summary) else {
+                continue;
+            };
             if object_env != env {
                 continue;
             }
-            let Some(id) = api.id_of(&summary) else { continue };
-            let body = if kind == Kind::Dashboard { client.get(api, &id).await? } else { summary };
-            remote.push(Remote { kind, template_id, id, body });
+            let Some(id) = api.id_of(&summary) else {
+                continue;
+            };
+            let body = if kind == Kind::Dashboard {
+                client.get(api, &id).await?
+            } else {
+                summary
+            };
+            remote.push(Remote {
+                kind,
+                template_id,
+                id,
+                body,
+            });
         }
     }
     Ok(remote)
@@ -239,10 +324,20 @@ pub(crate) async fn fetch_managed(client: &ConfigClient, env: &str) -> Result<Ve
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
     Create(Desired),
-    Update { desired: Desired, remote: Remote, drift: Vec<String> },
-    Unchanged { desired: Desired, remote: Remote },
+    Update {
+        desired: Desired,
+        remote: Remote,
+        drift: Vec<String>,
+    },
+    Unchanged {
+        desired: Desired,
+        remote: Remote,
+    },
     /// Managed, but no template has its identity (or a duplicate of one that has).
-    Orphan { remote: Remote, duplicate: bool },
+    Orphan {
+        remote: Remote,
+        duplicate: bool,
+    },
 }
 
 /// Matches `desired` with `remote` by identity.
@@ -250,7 +345,10 @@ pub(crate) fn plan(desired: &[Desired], remote: &[Remote]) -> Vec<Change> {
     let mut changes = Vec::new();
     let mut used = vec![false; remote.len()];
     for d in desired {
-        let found = remote.iter().enumerate().find(|(n, r)| !used[*n] && r.kind == d.kind && r.template_id == d.template_id);
+        let found = remote
+            .iter()
+            .enumerate()
+            .find(|(n, r)| !used[*n] && r.kind == d.kind && r.template_id == d.template_id);
         match found {
             None => changes.push(Change::Create(d.clone())),
             Some((n, r)) => {
@@ -258,17 +356,29 @@ pub(crate) fn plan(desired: &[Desired], remote: &[Remote]) -> Vec<Change> {
                 let mut drift = Vec::new();
                 compare(&d.body, &r.body, "", &mut drift);
                 if drift.is_empty() {
-                    changes.push(Change::Unchanged { desired: d.clone(), remote: r.clone() });
+                    changes.push(Change::Unchanged {
+                        desired: d.clone(),
+                        remote: r.clone(),
+                    });
                 } else {
-                    changes.push(Change::Update { desired: d.clone(), remote: r.clone(), drift });
+                    changes.push(Change::Update {
+                        desired: d.clone(),
+                        remote: r.clone(),
+                        drift,
+                    });
                 }
             }
         }
     }
     for (n, r) in remote.iter().enumerate() {
         if !used[n] {
-            let duplicate = desired.iter().any(|d| d.kind == r.kind && d.template_id == r.template_id);
-            changes.push(Change::Orphan { remote: r.clone(), duplicate });
+            let duplicate = desired
+                .iter()
+                .any(|d| d.kind == r.kind && d.template_id == r.template_id);
+            changes.push(Change::Orphan {
+                remote: r.clone(),
+                duplicate,
+            });
         }
     }
     changes
@@ -276,7 +386,11 @@ pub(crate) fn plan(desired: &[Desired], remote: &[Remote]) -> Vec<Change> {
 
 fn short(value: &Value) -> String {
     let text = value.to_string();
-    if text.chars().count() > 120 { format!("{}…", text.chars().take(120).collect::<String>()) } else { text }
+    if text.chars().count() > 120 {
+        format!("{}…", text.chars().take(120).collect::<String>())
+    } else {
+        text
+    }
 }
 
 /// Records where `actual` (Datadog) differs from `desired` (the template), ignoring keys only
@@ -288,15 +402,25 @@ pub(crate) fn compare(desired: &Value, actual: &Value, pointer: &str, drift: &mu
                 let here = format!("{pointer}/{}", escape_pointer(key));
                 match a.get(key) {
                     None if dv.is_null() => {}
-                    None => drift.push(format!("{here}: missing in Datadog (template: {})", short(dv))),
+                    None => drift.push(format!(
+                        "{here}: missing in Datadog (template: {})",
+                        short(dv)
+                    )),
                     Some(av) if key == "tags" => {
                         let set = |v: &Value| {
-                            let mut tags: Vec<String> = v.as_array().map(|a| a.iter().map(|t| t.to_string()).collect()).unwrap_or_default();
+                            let mut tags: Vec<String> = v
+                                .as_array()
+                                .map(|a| a.iter().map(|t| t.to_string()).collect())
+                                .unwrap_or_default();
                             tags.sort();
                             tags
                         };
                         if set(dv) != set(av) {
-                            drift.push(format!("{here}: Datadog has {}, template has {}", short(av), short(dv)));
+                            drift.push(format!(
+                                "{here}: Datadog has {}, template has {}",
+                                short(av),
+                                short(dv)
+                            ));
                         }
                     }
                     Some(av) => compare(dv, av, &here, drift),
@@ -310,7 +434,12 @@ pub(crate) fn compare(desired: &Value, actual: &Value, pointer: &str, drift: &mu
         }
         (Value::Number(d), Value::Number(a)) if d.as_f64() == a.as_f64() => {}
         _ if desired == actual => {}
-        _ => drift.push(format!("{}: Datadog has {}, template has {}", if pointer.is_empty() { "/" } else { pointer }, short(actual), short(desired))),
+        _ => drift.push(format!(
+            "{}: Datadog has {}, template has {}",
+            if pointer.is_empty() { "/" } else { pointer },
+            short(actual),
+            short(desired)
+        )),
     }
 }
 
@@ -326,9 +455,18 @@ fn print_plan(changes: &[Change], out: &mut dyn Write) -> (usize, usize, usize, 
                 create += 1;
                 writeln!(out, "  + create {}", describe(d.kind, &d.template_id))
             }
-            Change::Update { desired, remote, drift } => {
+            Change::Update {
+                desired,
+                remote,
+                drift,
+            } => {
                 update += 1;
-                let _ = writeln!(out, "  ~ update {} (id {})", describe(desired.kind, &desired.template_id), remote.id);
+                let _ = writeln!(
+                    out,
+                    "  ~ update {} (id {})",
+                    describe(desired.kind, &desired.template_id),
+                    remote.id
+                );
                 for line in drift {
                     let _ = writeln!(out, "      {line}");
                 }
@@ -336,12 +474,26 @@ fn print_plan(changes: &[Change], out: &mut dyn Write) -> (usize, usize, usize, 
             }
             Change::Unchanged { desired, remote } => {
                 same += 1;
-                writeln!(out, "  = unchanged {} (id {})", describe(desired.kind, &desired.template_id), remote.id)
+                writeln!(
+                    out,
+                    "  = unchanged {} (id {})",
+                    describe(desired.kind, &desired.template_id),
+                    remote.id
+                )
             }
             Change::Orphan { remote, duplicate } => {
                 orphans += 1;
-                let why = if *duplicate { "a duplicate of a managed object" } else { "its template is gone" };
-                writeln!(out, "  - orphan {} (id {}): {why}; --apply --prune deletes it", describe(remote.kind, &remote.template_id), remote.id)
+                let why = if *duplicate {
+                    "a duplicate of a managed object"
+                } else {
+                    "its template is gone"
+                };
+                writeln!(
+                    out,
+                    "  - orphan {} (id {}): {why}; --apply --prune deletes it",
+                    describe(remote.kind, &remote.template_id),
+                    remote.id
+                )
             }
         };
     }
@@ -350,9 +502,21 @@ fn print_plan(changes: &[Change], out: &mut dyn Write) -> (usize, usize, usize, 
 
 /// `publish`: validate, plan, and with `apply` create and update (and with `prune` delete
 /// orphans). Reports progress to `out`.
-pub(crate) async fn publish(client: &ConfigClient, dir: &Path, env: &str, apply: bool, prune: bool, out: &mut dyn Write) -> Result<Outcome, String> {
+pub(crate) async fn publish(
+    client: &ConfigClient,
+    dir: &Path,
+    env: &str,
+    apply: bool,
+    prune: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, String> {
     let desired = desired_objects(dir, env)?;
-    let _ = writeln!(out, "publish: environment {env} → {} ({} objects in the templates)", client.base_url(), desired.len());
+    let _ = writeln!(
+        out,
+        "publish: environment {env} → {} ({} objects in the templates)",
+        client.base_url(),
+        desired.len()
+    );
 
     // 1. Validate with Datadog first.
     let mut invalid: Vec<String> = Vec::new();
@@ -367,47 +531,92 @@ pub(crate) async fn publish(client: &ConfigClient, dir: &Path, env: &str, apply:
                 let _ = writeln!(out, "  validated {}", describe(d.kind, &d.template_id));
             }
             Validation::Invalid(errors) => {
-                let _ = writeln!(out, "  INVALID {}: {}", describe(d.kind, &d.template_id), errors.join("; "));
+                let _ = writeln!(
+                    out,
+                    "  INVALID {}: {}",
+                    describe(d.kind, &d.template_id),
+                    errors.join("; ")
+                );
                 invalid.push(d.template_id.clone());
             }
         }
     }
 
     // 2. Plan.
-    let remote = fetch_managed(client, env).await.map_err(|e| e.to_string())?;
+    let remote = fetch_managed(client, env)
+        .await
+        .map_err(|e| e.to_string())?;
     let changes = plan(&desired, &remote);
     let _ = writeln!(out, "plan:");
     let (create, update, same, orphans) = print_plan(&changes, out);
-    let _ = writeln!(out, "plan: {create} to create, {update} to update, {same} unchanged, {orphans} orphaned, {} invalid", invalid.len());
+    let _ = writeln!(
+        out,
+        "plan: {create} to create, {update} to update, {same} unchanged, {orphans} orphaned, {} invalid",
+        invalid.len()
+    );
     if !apply {
-        let _ = writeln!(out, "publish: dry run, nothing changed (run with --apply to apply)");
-        return Ok(if create + update + orphans + invalid.len() == 0 { Outcome::Clean } else { Outcome::Dirty });
+        let _ = writeln!(
+            out,
+            "publish: dry run, nothing changed (run with --apply to apply)"
+        );
+        return Ok(if create + update + orphans + invalid.len() == 0 {
+            Outcome::Clean
+        } else {
+            Outcome::Dirty
+        });
     }
 
     // 3. Apply, one object at a time; a failure does not stop the others.
-    let todo = changes.iter().filter(|c| matches!(c, Change::Create(_) | Change::Update { .. }) || (prune && matches!(c, Change::Orphan { .. }))).count();
+    let todo = changes
+        .iter()
+        .filter(|c| {
+            matches!(c, Change::Create(_) | Change::Update { .. })
+                || (prune && matches!(c, Change::Orphan { .. }))
+        })
+        .count();
     let mut done = 0;
     let mut failures = Vec::new();
     for change in &changes {
         let (label, result) = match change {
             Change::Create(d) if invalid.contains(&d.template_id) => {
-                failures.push(format!("{}: not created, Datadog's validation rejected it", describe(d.kind, &d.template_id)));
+                failures.push(format!(
+                    "{}: not created, Datadog's validation rejected it",
+                    describe(d.kind, &d.template_id)
+                ));
                 continue;
             }
             Change::Update { desired: d, .. } if invalid.contains(&d.template_id) => {
-                failures.push(format!("{}: not updated, Datadog's validation rejected it", describe(d.kind, &d.template_id)));
+                failures.push(format!(
+                    "{}: not updated, Datadog's validation rejected it",
+                    describe(d.kind, &d.template_id)
+                ));
                 continue;
             }
             Change::Create(d) => {
-                let result = client.create(d.kind.api(), &d.body).await.map(|created| format!("created {} (id {})", describe(d.kind, &d.template_id), d.kind.api().id_of(&created).unwrap_or_default()));
+                let result = client.create(d.kind.api(), &d.body).await.map(|created| {
+                    format!(
+                        "created {} (id {})",
+                        describe(d.kind, &d.template_id),
+                        d.kind.api().id_of(&created).unwrap_or_default()
+                    )
+                });
                 (describe(d.kind, &d.template_id), result)
             }
-            Change::Update { desired: d, remote: r, .. } => {
-                let result = client.update(d.kind.api(), &r.id, &d.body).await.map(|_| format!("updated {} (id {})", describe(d.kind, &d.template_id), r.id));
+            Change::Update {
+                desired: d,
+                remote: r,
+                ..
+            } => {
+                let result = client
+                    .update(d.kind.api(), &r.id, &d.body)
+                    .await
+                    .map(|_| format!("updated {} (id {})", describe(d.kind, &d.template_id), r.id));
                 (describe(d.kind, &d.template_id), result)
             }
             Change::Orphan { remote: r, .. } if prune => {
-                let result = client.delete(r.kind.api(), &r.id).await.map(|()| format!("deleted {} (id {})", describe(r.kind, &r.template_id), r.id));
+                let result = client.delete(r.kind.api(), &r.id).await.map(|()| {
+                    format!("deleted {} (id {})", describe(r.kind, &r.template_id), r.id)
+                });
                 (describe(r.kind, &r.template_id), result)
             }
             Change::Orphan { .. } | Change::Unchanged { .. } => continue,
@@ -427,7 +636,12 @@ pub(crate) async fn publish(client: &ConfigClient, dir: &Path, env: &str, apply:
         let _ = writeln!(out, "publish: applied {done} change(s)");
         Ok(Outcome::Clean)
     } else {
-        let _ = writeln!(out, "publish: {} of {} change(s) failed:", failures.len(), todo + invalid.len());
+        let _ = writeln!(
+            out,
+            "publish: {} of {} change(s) failed:",
+            failures.len(),
+            todo + invalid.len()
+        );
         for f in &failures {
             let _ = writeln!(out, "  {f}");
         }
@@ -436,9 +650,16 @@ pub(crate) async fn publish(client: &ConfigClient, dir: &Path, env: &str, apply:
 }
 
 /// `diff`: reports drift; [`Outcome::Dirty`] when any object differs, is missing or orphaned.
-pub(crate) async fn diff(client: &ConfigClient, dir: &Path, env: &str, out: &mut dyn Write) -> Result<Outcome, String> {
+pub(crate) async fn diff(
+    client: &ConfigClient,
+    dir: &Path,
+    env: &str,
+    out: &mut dyn Write,
+) -> Result<Outcome, String> {
     let desired = desired_objects(dir, env)?;
-    let remote = fetch_managed(client, env).await.map_err(|e| e.to_string())?;
+    let remote = fetch_managed(client, env)
+        .await
+        .map_err(|e| e.to_string())?;
     let changes = plan(&desired, &remote);
     let _ = writeln!(out, "diff: environment {env} at {}", client.base_url());
     let (create, update, same, orphans) = print_plan(&changes, out);
@@ -446,42 +667,93 @@ pub(crate) async fn diff(client: &ConfigClient, dir: &Path, env: &str, out: &mut
         let _ = writeln!(out, "diff: no drift ({same} objects in sync)");
         Ok(Outcome::Clean)
     } else {
-        let _ = writeln!(out, "diff: DRIFT: {create} missing in Datadog, {update} changed in Datadog, {orphans} orphaned ({same} in sync)");
+        let _ = writeln!(
+            out,
+            "diff: DRIFT: {create} missing in Datadog, {update} changed in Datadog, {orphans} orphaned ({same} in sync)"
+        );
         Ok(Outcome::Dirty)
     }
 }
 
 /// Fields Datadog sets itself; `pull` leaves them out so the files can be published again.
 const READ_ONLY: &[&str] = &[
-    "id", "url", "author_handle", "author_name", "created_at", "modified_at", "created", "modified", "creator", "deleted", "org_id",
-    "overall_state", "overall_state_modified", "matching_downtimes", "state", "multi", "createdAt", "creationAuthorId", "updateAuthorId",
-    "isDefault", "isDeleted", "isDeprecated", "version", "defaultTags", "deleted_at",
+    "id",
+    "url",
+    "author_handle",
+    "author_name",
+    "created_at",
+    "modified_at",
+    "created",
+    "modified",
+    "creator",
+    "deleted",
+    "org_id",
+    "overall_state",
+    "overall_state_modified",
+    "matching_downtimes",
+    "state",
+    "multi",
+    "createdAt",
+    "creationAuthorId",
+    "updateAuthorId",
+    "isDefault",
+    "isDeleted",
+    "isDeprecated",
+    "version",
+    "defaultTags",
+    "deleted_at",
 ];
 
 /// `pull`: writes every managed object of `env` to `<out_dir>/<kind>/<name>.json`, as Datadog
 /// holds it (read-only fields left out).
-pub(crate) async fn pull(client: &ConfigClient, env: &str, out_dir: &Path, out: &mut dyn Write) -> Result<Outcome, String> {
-    let remote = fetch_managed(client, env).await.map_err(|e| e.to_string())?;
+pub(crate) async fn pull(
+    client: &ConfigClient,
+    env: &str,
+    out_dir: &Path,
+    out: &mut dyn Write,
+) -> Result<Outcome, String> {
+    let remote = fetch_managed(client, env)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut written = 0;
     for r in &remote {
         let mut body = r.body.clone();
         if let Value::Object(map) = &mut body {
-            let kept: Map<String, Value> = std::mem::take(map).into_iter().filter(|(k, _)| !READ_ONLY.contains(&k.as_str())).collect();
+            let kept: Map<String, Value> = std::mem::take(map)
+                .into_iter()
+                .filter(|(k, _)| !READ_ONLY.contains(&k.as_str()))
+                .collect();
             *map = kept;
         }
         let name = r.template_id.rsplit('/').next().unwrap_or(&r.template_id);
         if name.is_empty() || name.contains("..") || name.contains(['/', '\\']) {
-            let _ = writeln!(out, "  skipped {} (id {}): unusable template id", r.kind.api().name(), r.id);
+            let _ = writeln!(
+                out,
+                "  skipped {} (id {}): unusable template id",
+                r.kind.api().name(),
+                r.id
+            );
             continue;
         }
         let folder = out_dir.join(r.kind.dir());
-        std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
         let path = folder.join(format!("{name}.json"));
         let text = serde_json::to_string_pretty(&body).map_err(|e| e.to_string())? + "\n";
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         written += 1;
-        let _ = writeln!(out, "  pulled {} (id {}) → {}", describe(r.kind, &r.template_id), r.id, path.display());
+        let _ = writeln!(
+            out,
+            "  pulled {} (id {}) → {}",
+            describe(r.kind, &r.template_id),
+            r.id,
+            path.display()
+        );
     }
-    let _ = writeln!(out, "pull: {written} object(s) written to {}", out_dir.display());
+    let _ = writeln!(
+        out,
+        "pull: {written} object(s) written to {}",
+        out_dir.display()
+    );
     Ok(Outcome::Clean)
 }

@@ -45,7 +45,13 @@ pub(crate) struct Notify {
 }
 
 /// The placeholder names, for error messages.
-pub(crate) const PLACEHOLDERS: &[&str] = &["env", "service", "metric_prefix", "notify.critical", "notify.warning"];
+pub(crate) const PLACEHOLDERS: &[&str] = &[
+    "env",
+    "service",
+    "metric_prefix",
+    "notify.critical",
+    "notify.warning",
+];
 
 impl Values {
     fn lookup(&self, name: &str) -> Option<&str> {
@@ -63,24 +69,40 @@ impl Values {
     pub(crate) fn check(&self, issues: &mut Vec<Issue>) {
         for (pointer, value) in [("/env", &self.env), ("/service", &self.service)] {
             if !super::check::is_valid_tag(&format!("x:{value}")) || value.is_empty() {
-                issues.push(Issue::new(pointer, format!("`{value}` is not a valid tag value (lowercase letters, digits, `_-./`)")));
+                issues.push(Issue::new(
+                    pointer,
+                    format!(
+                        "`{value}` is not a valid tag value (lowercase letters, digits, `_-./`)"
+                    ),
+                ));
             }
         }
         let prefix_ok = self.metric_prefix.is_empty()
-            || (self.metric_prefix.starts_with(|c: char| c.is_ascii_alphabetic())
-                && self.metric_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            || (self
+                .metric_prefix
+                .starts_with(|c: char| c.is_ascii_alphabetic())
+                && self
+                    .metric_prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
                 && !self.metric_prefix.ends_with('.'));
         if !prefix_ok {
             issues.push(Issue::new("/metric_prefix", format!("`{}` is not a valid metric prefix (letters, digits, `_` and `.`, starting with a letter)", self.metric_prefix)));
         }
-        for (pointer, handle) in [("/notify/critical", &self.notify.critical), ("/notify/warning", &self.notify.warning)] {
+        for (pointer, handle) in [
+            ("/notify/critical", &self.notify.critical),
+            ("/notify/warning", &self.notify.warning),
+        ] {
             if let Err(message) = super::check::check_handle(handle) {
                 issues.push(Issue::new(pointer, message));
             }
         }
         for (n, tag) in self.tags.iter().enumerate() {
             if !super::check::is_valid_tag(tag) {
-                issues.push(Issue::new(format!("/tags/{n}"), super::check::invalid_tag_message(tag)));
+                issues.push(Issue::new(
+                    format!("/tags/{n}"),
+                    super::check::invalid_tag_message(tag),
+                ));
             }
         }
     }
@@ -89,14 +111,10 @@ impl Values {
 /// Replaces every `[[name]]` in the strings of `value`; unknown names become issues.
 pub(crate) fn render(value: &mut Value, values: &Values, pointer: &str, issues: &mut Vec<Issue>) {
     match value {
-        Value::String(s) => {
-            if s.contains("[[") {
-                match render_str(s, values) {
-                    Ok(rendered) => *s = rendered,
-                    Err(message) => issues.push(Issue::new(pointer, message)),
-                }
-            }
-        }
+        Value::String(s) if s.contains("[[") => match render_str(s, values) {
+            Ok(rendered) => *s = rendered,
+            Err(message) => issues.push(Issue::new(pointer, message)),
+        },
         Value::Array(items) => {
             for (n, item) in items.iter_mut().enumerate() {
                 render(item, values, &format!("{pointer}/{n}"), issues);
@@ -104,7 +122,12 @@ pub(crate) fn render(value: &mut Value, values: &Values, pointer: &str, issues: 
         }
         Value::Object(map) => {
             for (key, item) in map.iter_mut() {
-                render(item, values, &format!("{pointer}/{}", escape_pointer(key)), issues);
+                render(
+                    item,
+                    values,
+                    &format!("{pointer}/{}", escape_pointer(key)),
+                    issues,
+                );
             }
         }
         _ => {}
@@ -122,7 +145,10 @@ fn render_str(input: &str, values: &Values) -> Result<String, String> {
         };
         let name = after[..end].trim();
         let Some(value) = values.lookup(name) else {
-            return Err(format!("unknown placeholder `[[{name}]]`; known: {}", PLACEHOLDERS.join(", ")));
+            return Err(format!(
+                "unknown placeholder `[[{name}]]`; known: {}",
+                PLACEHOLDERS.join(", ")
+            ));
         };
         out.push_str(value);
         rest = &after[end + 2..];
@@ -163,21 +189,41 @@ impl Compliance {
     pub(crate) fn check(&self, issues: &mut Vec<Issue>) {
         for (guard, frameworks) in &self.guards {
             let guard_pointer = format!("/guards/{}", escape_pointer(guard));
-            if guard.is_empty() || !guard.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-                issues.push(Issue::new(&guard_pointer, format!("guard `{guard}` is not a guard name (lowercase letters, digits and `_`)")));
+            if guard.is_empty()
+                || !guard
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                issues.push(Issue::new(
+                    &guard_pointer,
+                    format!(
+                        "guard `{guard}` is not a guard name (lowercase letters, digits and `_`)"
+                    ),
+                ));
             }
             for (framework_id, controls) in frameworks {
                 let framework_pointer = format!("{guard_pointer}/{}", escape_pointer(framework_id));
                 let Some(framework) = self.frameworks.iter().find(|f| &f.id == framework_id) else {
-                    issues.push(Issue::new(&framework_pointer, format!("unknown framework `{framework_id}`; defined: {}", self.framework_ids())));
+                    issues.push(Issue::new(
+                        &framework_pointer,
+                        format!(
+                            "unknown framework `{framework_id}`; defined: {}",
+                            self.framework_ids()
+                        ),
+                    ));
                     continue;
                 };
                 for (n, control) in controls.iter().enumerate() {
                     if !framework.controls.iter().any(|c| &c.id == control) {
-                        let defined: Vec<&str> = framework.controls.iter().map(|c| c.id.as_str()).collect();
+                        let defined: Vec<&str> =
+                            framework.controls.iter().map(|c| c.id.as_str()).collect();
                         issues.push(Issue::new(
                             format!("{framework_pointer}/{n}"),
-                            format!("unknown {} control `{control}`; defined: {}", framework.name, defined.join(", ")),
+                            format!(
+                                "unknown {} control `{control}`; defined: {}",
+                                framework.name,
+                                defined.join(", ")
+                            ),
                         ));
                     }
                 }
@@ -196,14 +242,22 @@ impl Compliance {
     }
 
     fn framework_ids(&self) -> String {
-        self.frameworks.iter().map(|f| f.id.as_str()).collect::<Vec<_>>().join(", ")
+        self.frameworks
+            .iter()
+            .map(|f| f.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The guards mapped to `control` of `framework`, sorted.
     pub(crate) fn guards_for(&self, framework: &str, control: &str) -> Vec<&str> {
         self.guards
             .iter()
-            .filter(|(_, frameworks)| frameworks.get(framework).is_some_and(|controls| controls.iter().any(|c| c == control)))
+            .filter(|(_, frameworks)| {
+                frameworks
+                    .get(framework)
+                    .is_some_and(|controls| controls.iter().any(|c| c == control))
+            })
             .map(|(guard, _)| guard.as_str())
             .collect()
     }
@@ -214,8 +268,16 @@ impl Compliance {
         let mut widgets = Vec::new();
         for control in &framework.controls {
             let guards = self.guards_for(&framework.id, &control.id);
-            table.push_str(&format!("| **{}** {} | {} |\n", control.id, control.title, guards.join(", ")));
-            let search = format!("service:[[service]] env:[[env]] @security.guard:({})", guards.join(" OR "));
+            table.push_str(&format!(
+                "| **{}** {} | {} |\n",
+                control.id,
+                control.title,
+                guards.join(", ")
+            ));
+            let search = format!(
+                "service:[[service]] env:[[env]] @security.guard:({})",
+                guards.join(" OR ")
+            );
             widgets.push(json!({
                 "definition": {
                     "type": "toplist",
@@ -254,23 +316,53 @@ impl Compliance {
     }
 
     /// Expands every `{"[[compliance]]": "<framework>"}` widget of a dashboard.
-    pub(crate) fn expand(compliance: Option<&Compliance>, dashboard: &mut Value, issues: &mut Vec<Issue>) {
-        fn walk(compliance: Option<&Compliance>, widgets: &mut Value, pointer: &str, issues: &mut Vec<Issue>) {
+    pub(crate) fn expand(
+        compliance: Option<&Compliance>,
+        dashboard: &mut Value,
+        issues: &mut Vec<Issue>,
+    ) {
+        fn walk(
+            compliance: Option<&Compliance>,
+            widgets: &mut Value,
+            pointer: &str,
+            issues: &mut Vec<Issue>,
+        ) {
             let Value::Array(items) = widgets else { return };
             for (n, widget) in items.iter_mut().enumerate() {
                 let here = format!("{pointer}/{n}");
-                let directive = widget.as_object().filter(|m| m.len() == 1).and_then(|m| m.get("[[compliance]]")).cloned();
+                let directive = widget
+                    .as_object()
+                    .filter(|m| m.len() == 1)
+                    .and_then(|m| m.get("[[compliance]]"))
+                    .cloned();
                 if let Some(directive) = directive {
                     let id = directive.as_str().unwrap_or_default();
-                    match compliance.and_then(|c| c.frameworks.iter().find(|f| f.id == id).map(|f| (c, f))) {
+                    match compliance
+                        .and_then(|c| c.frameworks.iter().find(|f| f.id == id).map(|f| (c, f)))
+                    {
                         Some((c, framework)) => *widget = c.group_widget(framework),
                         None => {
-                            let defined = compliance.map(Compliance::framework_ids).unwrap_or_else(|| "none (no templates/compliance.yaml)".to_owned());
-                            issues.push(Issue::new(format!("{here}/{}", escape_pointer("[[compliance]]")), format!("unknown compliance framework `{id}`; defined: {defined}")));
+                            let defined =
+                                compliance
+                                    .map(Compliance::framework_ids)
+                                    .unwrap_or_else(|| {
+                                        "none (no templates/compliance.yaml)".to_owned()
+                                    });
+                            issues.push(Issue::new(
+                                format!("{here}/{}", escape_pointer("[[compliance]]")),
+                                format!("unknown compliance framework `{id}`; defined: {defined}"),
+                            ));
+                            // Stand in a note, so the widget checks do not report it again.
+                            *widget = json!({ "definition": { "type": "note", "content": format!("unknown compliance framework `{id}`") } });
                         }
                     }
                 } else if let Some(inner) = widget.pointer_mut("/definition/widgets") {
-                    walk(compliance, inner, &format!("{here}/definition/widgets"), issues);
+                    walk(
+                        compliance,
+                        inner,
+                        &format!("{here}/definition/widgets"),
+                        issues,
+                    );
                 }
             }
         }

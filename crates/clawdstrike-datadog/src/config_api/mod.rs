@@ -103,7 +103,12 @@ pub struct ConfigApiError {
 
 impl ConfigApiError {
     fn new(what: &str, status: Option<u16>, message: impl Into<String>) -> Self {
-        ConfigApiError { what: what.to_owned(), status, message: message.into(), retry_after: None }
+        ConfigApiError {
+            what: what.to_owned(),
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// The HTTP status, when Datadog answered.
@@ -177,20 +182,45 @@ impl ConfigClient {
     ///
     /// Defaults: a 429 is waited out for at most 60 s at a time, and a request is sent at most
     /// 5 times. Errors when the base URL is not http(s) or the TLS stack cannot start.
-    pub fn new(base_url: impl Into<String>, api_key: SecretString, app_key: SecretString) -> Result<Self, ConfigApiError> {
+    pub fn new(
+        base_url: impl Into<String>,
+        api_key: SecretString,
+        app_key: SecretString,
+    ) -> Result<Self, ConfigApiError> {
         let base_url = base_url.into().trim_end_matches('/').to_owned();
         if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(ConfigApiError::new("configuration", None, "the base URL must start with https:// or http://"));
+            return Err(ConfigApiError::new(
+                "configuration",
+                None,
+                "the base URL must start with https:// or http://",
+            ));
         }
         if base_url.contains('@') {
-            return Err(ConfigApiError::new("configuration", None, "the base URL must not carry credentials"));
+            return Err(ConfigApiError::new(
+                "configuration",
+                None,
+                "the base URL must not carry credentials",
+            ));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("clawdstrike-datadog/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ConfigApiError::new("configuration", None, format!("cannot build the HTTP client: {e}")))?;
-        Ok(ConfigClient { http, base_url, api_key, app_key, max_rate_limit_wait: Duration::from_secs(60), max_attempts: 5 })
+            .map_err(|e| {
+                ConfigApiError::new(
+                    "configuration",
+                    None,
+                    format!("cannot build the HTTP client: {e}"),
+                )
+            })?;
+        Ok(ConfigClient {
+            http,
+            base_url,
+            api_key,
+            app_key,
+            max_rate_limit_wait: Duration::from_secs(60),
+            max_attempts: 5,
+        })
     }
 
     /// The longest a single 429 is waited out (default 60 s).
@@ -212,9 +242,17 @@ impl ConfigClient {
 
     fn headers(&self) -> Result<HeaderMap, ConfigApiError> {
         let mut headers = HeaderMap::new();
-        for (name, key) in [("DD-API-KEY", &self.api_key), ("DD-APPLICATION-KEY", &self.app_key)] {
-            let mut value = HeaderValue::from_str(key.expose_secret())
-                .map_err(|_| ConfigApiError::new("configuration", None, format!("the {name} value is not a valid header value")))?;
+        for (name, key) in [
+            ("DD-API-KEY", &self.api_key),
+            ("DD-APPLICATION-KEY", &self.app_key),
+        ] {
+            let mut value = HeaderValue::from_str(key.expose_secret()).map_err(|_| {
+                ConfigApiError::new(
+                    "configuration",
+                    None,
+                    format!("the {name} value is not a valid header value"),
+                )
+            })?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
@@ -223,21 +261,37 @@ impl ConfigClient {
     }
 
     /// Sends one request, waiting out 429s. Returns the status and the body (`Null` if empty).
-    async fn send(&self, method: Method, path_and_query: &str, body: Option<&Value>) -> Result<(u16, Value), ConfigApiError> {
-        let what = format!("{method} {}", path_and_query.split('?').next().unwrap_or(path_and_query));
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ConfigApiError> {
+        let what = format!(
+            "{method} {}",
+            path_and_query.split('?').next().unwrap_or(path_and_query)
+        );
         let url = format!("{}{path_and_query}", self.base_url);
         let bytes = match body {
-            Some(b) => Some(serde_json::to_vec(b).map_err(|e| ConfigApiError::new(&what, None, format!("cannot encode the body: {e}")))?),
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| {
+                ConfigApiError::new(&what, None, format!("cannot encode the body: {e}"))
+            })?),
             None => None,
         };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut request = self.http.request(method.clone(), &url).headers(self.headers()?);
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .headers(self.headers()?);
             if let Some(bytes) = &bytes {
                 request = request.body(bytes.clone());
             }
-            let response = request.send().await.map_err(|e| ConfigApiError::new(&what, None, describe_transport(&e)))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| ConfigApiError::new(&what, None, describe_transport(&e)))?;
             let status = response.status().as_u16();
             let reset = response
                 .headers()
@@ -245,31 +299,57 @@ impl ConfigClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = response.bytes().await.map_err(|e| ConfigApiError::new(&what, Some(status), describe_transport(&e)))?;
-            let json: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| ConfigApiError::new(&what, Some(status), describe_transport(&e)))?;
+            let json: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&body).unwrap_or(Value::Null)
+            };
             if status == 429 {
-                let wait = reset.unwrap_or(Duration::from_secs(1)).min(self.max_rate_limit_wait);
+                let wait = reset
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(self.max_rate_limit_wait);
                 if attempt < self.max_attempts {
                     tracing::info!(request = %what, wait_s = wait.as_secs(), attempt, "Datadog rate limit: waiting for the window to reset");
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                let mut err = ConfigApiError::new(&what, Some(429), format!("rate limited {attempt} times; giving up"));
+                let mut err = ConfigApiError::new(
+                    &what,
+                    Some(429),
+                    format!("rate limited {attempt} times; giving up"),
+                );
                 err.retry_after = reset;
                 return Err(err);
             }
             if (200..300).contains(&status) || status == 400 {
                 return Ok((status, json));
             }
-            return Err(ConfigApiError::new(&what, Some(status), error_text(&json, &body)));
+            return Err(ConfigApiError::new(
+                &what,
+                Some(status),
+                error_text(&json, &body),
+            ));
         }
     }
 
-    async fn expect_ok(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ConfigApiError> {
+    async fn expect_ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ConfigApiError> {
         let what = format!("{method} {path}");
         let (status, json) = self.send(method, path, body).await?;
         if status == 400 {
-            return Err(ConfigApiError::new(&what, Some(400), errors_of(&json).join("; ")));
+            return Err(ConfigApiError::new(
+                &what,
+                Some(400),
+                errors_of(&json).join("; "),
+            ));
         }
         Ok(json)
     }
@@ -280,12 +360,22 @@ impl ConfigClient {
         match kind {
             ObjectKind::Dashboard => {
                 let json = self.expect_ok(Method::GET, kind.path(), None).await?;
-                Ok(json.get("dashboards").and_then(Value::as_array).cloned().unwrap_or_default())
+                Ok(json
+                    .get("dashboards")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default())
             }
             ObjectKind::Monitor => {
                 let mut all = Vec::new();
                 for page in 0.. {
-                    let json = self.expect_ok(Method::GET, &format!("{}?page={page}&page_size={PAGE_SIZE}", kind.path()), None).await?;
+                    let json = self
+                        .expect_ok(
+                            Method::GET,
+                            &format!("{}?page={page}&page_size={PAGE_SIZE}", kind.path()),
+                            None,
+                        )
+                        .await?;
                     let items = json.as_array().cloned().unwrap_or_default();
                     let n = items.len();
                     let before = all.len();
@@ -299,9 +389,16 @@ impl ConfigClient {
             ObjectKind::Rule => {
                 let mut all = Vec::new();
                 for page in 0.. {
-                    let path = format!("{}?page%5Bsize%5D={PAGE_SIZE}&page%5Bnumber%5D={page}", kind.path());
+                    let path = format!(
+                        "{}?page%5Bsize%5D={PAGE_SIZE}&page%5Bnumber%5D={page}",
+                        kind.path()
+                    );
                     let json = self.expect_ok(Method::GET, &path, None).await?;
-                    let items = json.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+                    let items = json
+                        .get("data")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
                     let n = items.len();
                     let before = all.len();
                     merge_new(&mut all, items, kind);
@@ -316,7 +413,12 @@ impl ConfigClient {
 
     /// One object by id. A missing object is an error with [`ConfigApiError::is_not_found`].
     pub async fn get(&self, kind: ObjectKind, id: &str) -> Result<Value, ConfigApiError> {
-        self.expect_ok(Method::GET, &format!("{}/{}", kind.path(), encode_segment(id)), None).await
+        self.expect_ok(
+            Method::GET,
+            &format!("{}/{}", kind.path(), encode_segment(id)),
+            None,
+        )
+        .await
     }
 
     /// Creates an object; returns it as Datadog stored it (with its `id`).
@@ -325,13 +427,29 @@ impl ConfigClient {
     }
 
     /// Replaces object `id` with `body`; returns it as Datadog stored it.
-    pub async fn update(&self, kind: ObjectKind, id: &str, body: &Value) -> Result<Value, ConfigApiError> {
-        self.expect_ok(Method::PUT, &format!("{}/{}", kind.path(), encode_segment(id)), Some(body)).await
+    pub async fn update(
+        &self,
+        kind: ObjectKind,
+        id: &str,
+        body: &Value,
+    ) -> Result<Value, ConfigApiError> {
+        self.expect_ok(
+            Method::PUT,
+            &format!("{}/{}", kind.path(), encode_segment(id)),
+            Some(body),
+        )
+        .await
     }
 
     /// Deletes object `id`.
     pub async fn delete(&self, kind: ObjectKind, id: &str) -> Result<(), ConfigApiError> {
-        self.expect_ok(Method::DELETE, &format!("{}/{}", kind.path(), encode_segment(id)), None).await.map(|_| ())
+        self.expect_ok(
+            Method::DELETE,
+            &format!("{}/{}", kind.path(), encode_segment(id)),
+            None,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Validates a monitor (`POST /api/v1/monitor/validate`).
@@ -341,12 +459,17 @@ impl ConfigClient {
 
     /// Validates a detection rule (`POST /api/v2/security_monitoring/rules/validation`).
     pub async fn validate_rule(&self, body: &Value) -> Result<Validation, ConfigApiError> {
-        self.validate("/api/v2/security_monitoring/rules/validation", body).await
+        self.validate("/api/v2/security_monitoring/rules/validation", body)
+            .await
     }
 
     async fn validate(&self, path: &str, body: &Value) -> Result<Validation, ConfigApiError> {
         let (status, json) = self.send(Method::POST, path, Some(body)).await?;
-        if status == 400 { Ok(Validation::Invalid(errors_of(&json))) } else { Ok(Validation::Valid) }
+        if status == 400 {
+            Ok(Validation::Invalid(errors_of(&json)))
+        } else {
+            Ok(Validation::Valid)
+        }
     }
 }
 
@@ -379,7 +502,11 @@ fn errors_of(json: &Value) -> Vec<String> {
             .iter()
             .map(|e| match e {
                 Value::String(s) => s.clone(),
-                Value::Object(o) => o.get("detail").or_else(|| o.get("title")).and_then(Value::as_str).map_or_else(|| e.to_string(), str::to_owned),
+                Value::Object(o) => o
+                    .get("detail")
+                    .or_else(|| o.get("title"))
+                    .and_then(Value::as_str)
+                    .map_or_else(|| e.to_string(), str::to_owned),
                 other => other.to_string(),
             })
             .collect(),
@@ -393,7 +520,11 @@ fn error_text(json: &Value, body: &[u8]) -> String {
     } else {
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
-        if text.is_empty() { "no body".to_owned() } else { text.chars().take(300).collect() }
+        if text.is_empty() {
+            "no body".to_owned()
+        } else {
+            text.chars().take(300).collect()
+        }
     }
 }
 
@@ -412,7 +543,11 @@ fn describe_transport(err: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
 }
 
 #[cfg(test)]
@@ -437,13 +572,26 @@ mod tests {
         let key = || SecretString::from("k");
         assert!(ConfigClient::new("ftp://x", key(), key()).is_err());
         assert!(ConfigClient::new("https://user:pw@x", key(), key()).is_err());
-        assert_eq!(ConfigClient::new("https://api.datadoghq.com/", key(), key()).unwrap().base_url(), "https://api.datadoghq.com");
+        assert_eq!(
+            ConfigClient::new("https://api.datadoghq.com/", key(), key())
+                .unwrap()
+                .base_url(),
+            "https://api.datadoghq.com"
+        );
     }
 
     #[test]
     fn ids_and_errors() {
-        assert_eq!(ObjectKind::Monitor.id_of(&serde_json::json!({"id": 12})).as_deref(), Some("12"));
+        assert_eq!(
+            ObjectKind::Monitor
+                .id_of(&serde_json::json!({"id": 12}))
+                .as_deref(),
+            Some("12")
+        );
         assert_eq!(encode_segment("abc-123/x"), "abc-123%2Fx");
-        assert_eq!(errors_of(&serde_json::json!({"errors": ["a", {"detail": "b"}]})), ["a", "b"]);
+        assert_eq!(
+            errors_of(&serde_json::json!({"errors": ["a", {"detail": "b"}]})),
+            ["a", "b"]
+        );
     }
 }

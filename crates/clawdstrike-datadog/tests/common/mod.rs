@@ -26,7 +26,8 @@ pub fn shared() -> PathBuf {
 
 /// The 42 fixture events.
 pub fn fixtures() -> Vec<SecurityEvent> {
-    let file = std::fs::File::open(shared().join("fixtures/events.ndjson")).expect("shared fixtures");
+    let file =
+        std::fs::File::open(shared().join("fixtures/events.ndjson")).expect("shared fixtures");
     NdjsonReader::new(std::io::BufReader::new(file))
         .map(|r| match r.unwrap() {
             NdjsonRecord::Event(e) => e.event,
@@ -77,17 +78,33 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(codec: Codec, key: KeyHolder, pipeline: ExporterConfig) -> Harness {
-        let intake = FakeIntake::start(SecretString::from(KEY_A), SecretString::from(APP_KEY)).await.unwrap();
+        let intake = FakeIntake::start(SecretString::from(KEY_A), SecretString::from(APP_KEY))
+            .await
+            .unwrap();
         Self::with_intake(intake, codec, key, pipeline).await
     }
 
-    pub async fn with_intake(intake: FakeIntake, codec: Codec, key: KeyHolder, pipeline: ExporterConfig) -> Harness {
+    pub async fn with_intake(
+        intake: FakeIntake,
+        codec: Codec,
+        key: KeyHolder,
+        pipeline: ExporterConfig,
+    ) -> Harness {
         let resolved = resolved(&intake, codec);
-        let exporter = DatadogExporter::from_config_with_key("datadog_test", &resolved, key).unwrap();
+        let exporter =
+            DatadogExporter::from_config_with_key("datadog_test", &resolved, key).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = pipeline.with_dead_letter_path(dir.path().join("dlq.jsonl"));
-        let built = Pipeline::builder().with_exporter(Arc::new(exporter.clone()), config).build().unwrap();
-        Harness { intake, exporter, pipeline: built, dead_letters: Some(dir) }
+        let built = Pipeline::builder()
+            .with_exporter(Arc::new(exporter.clone()), config)
+            .build()
+            .unwrap();
+        Harness {
+            intake,
+            exporter,
+            pipeline: built,
+            dead_letters: Some(dir),
+        }
     }
 
     pub async fn submit_all(&self, events: &[SecurityEvent]) {
@@ -107,7 +124,10 @@ impl Harness {
 
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -145,5 +165,17 @@ impl std::io::Write for Capture {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Waits (bounded) until the exporter has seen `n` events accepted by the intake.
+pub async fn wait_sent(exporter: &DatadogExporter, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while exporter.transport_stats().snapshot().events_sent < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the exporter never saw {n} events accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

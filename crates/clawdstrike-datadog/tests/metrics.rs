@@ -1,0 +1,199 @@
+//! Metrics transport: limits, failure isolation, DogStatsD, and trace-id conversion.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawdstrike_datadog::apm::{
+    dd_span_id, dd_trace_id, format_traceparent, otel_trace_id, parse_traceparent,
+};
+use clawdstrike_datadog::catalogue::{MetricKind, SECURITY_METRICS};
+use clawdstrike_datadog::encode::Codec;
+use clawdstrike_datadog::metrics::{
+    MAX_SERIES_COMPRESSED_BYTES, MAX_SERIES_UNCOMPRESSED_BYTES, MetricsReporter, MetricsRetry,
+    MetricsTransport, Point, StatsSource, encode_series,
+};
+use clawdstrike_export::TraceContext;
+use clawdstrike_fakeintake::FaultAction;
+use clawdstrike_fakeintake::FaultTarget;
+use common::*;
+use proptest::prelude::*;
+
+#[test]
+fn large_series_payloads_are_split_within_the_limits() {
+    // 60,000 distinct series with long tags: far over one request.
+    let points: Vec<Point> = (0..60_000)
+        .map(|i| {
+            Point::new(
+                "clawdstrike",
+                &SECURITY_METRICS[0],
+                i as f64,
+                vec![format!("guard:g{i}"), format!("tenant:{}", "t".repeat(100))],
+            )
+        })
+        .collect();
+    let bodies = encode_series(&points, 1_700_000_000, "host", 10);
+    assert!(bodies.len() > 1);
+    let mut total = 0;
+    for gz in &bodies {
+        assert!(gz.len() <= MAX_SERIES_COMPRESSED_BYTES);
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
+        assert!(text.len() <= MAX_SERIES_UNCOMPRESSED_BYTES);
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        let series = v["series"].as_array().unwrap();
+        assert_eq!(series[0]["type"], 1);
+        assert_eq!(series[0]["interval"], 10);
+        total += series.len();
+    }
+    assert_eq!(total, 60_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_metrics_endpoint_never_delays_logs() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    // Every metrics request hangs until released: Datadog's metrics API down "for minutes".
+    h.intake
+        .fail_next(FaultTarget::Metrics, 100_000, FaultAction::Stall);
+    let pipeline = h.pipeline.clone();
+    let stats: StatsSource = Arc::new(move || pipeline.stats().into_iter().next());
+    let mut resolved = resolved(&h.intake, Codec::Zstd);
+    resolved.metrics.flush_interval_ms = 100;
+    let reporter = MetricsReporter::for_exporter(&h.exporter, &resolved, stats)
+        .unwrap()
+        .with_retry(MetricsRetry {
+            attempts: 2,
+            backoff: Duration::from_millis(10),
+        })
+        .spawn();
+    // Wait until the reporter is stuck on the intake, then ship logs.
+    h.intake
+        .wait_until(Duration::from_secs(30), |s| s.stalled_now > 0)
+        .await
+        .unwrap();
+    let events = events(3_000);
+    h.submit_all(&events).await;
+    h.intake
+        .wait_for_items(3_000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        h.intake.stats().stalled_now > 0,
+        "metrics were still stalled while all logs arrived"
+    );
+    let reports = h.pipeline.shutdown(Duration::from_secs(30)).await;
+    assert_eq!(reports[0].delivered, 3_000);
+    let flushed = reporter.shutdown_within(Duration::from_millis(200)).await;
+    h.intake.release_stalled();
+    assert_eq!(flushed.sent, 0);
+    assert_eq!(h.intake.unique_event_ids(), 3_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_failures_are_dropped_with_a_count_after_their_own_budget() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    h.intake
+        .fail_next(FaultTarget::Metrics, 100_000, FaultAction::status(503));
+    let stats: StatsSource = Arc::new(|| None);
+    let resolved = resolved(&h.intake, Codec::Zstd);
+    let mut reporter = MetricsReporter::for_exporter(&h.exporter, &resolved, stats)
+        .unwrap()
+        .with_retry(MetricsRetry {
+            attempts: 3,
+            backoff: Duration::from_millis(1),
+        });
+    h.submit_all(&events(10)).await;
+    wait_sent(&h.exporter, 10).await;
+    let first = reporter.flush().await;
+    assert_eq!(first.sent, 0);
+    assert!(first.dropped > 0);
+    // Three attempts per request, no more.
+    let series_requests = h
+        .intake
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
+        .count();
+    assert_eq!(series_requests, 3);
+    // The next successful flush reports how many points were dropped.
+    h.intake.clear_faults();
+    let second = reporter.flush().await;
+    assert!(second.sent > 0);
+    assert_eq!(
+        h.intake
+            .metric_sum("clawdstrike.exporter.metrics.dropped", &[]) as u64,
+        first.dropped
+    );
+    h.pipeline.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dogstatsd_over_udp() {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let mut resolved = resolved(&h.intake, Codec::Zstd);
+    resolved.metrics.transport = Some(MetricsTransport::Dogstatsd(format!("udp://{addr}")));
+    let mut reporter =
+        MetricsReporter::for_exporter(&h.exporter, &resolved, Arc::new(|| None)).unwrap();
+    h.submit_all(&events(42)).await;
+    wait_sent(&h.exporter, 42).await;
+    let report = reporter.flush().await;
+    assert!(report.sent > 0);
+    let mut text = String::new();
+    let mut buf = vec![0u8; 65_536];
+    while !text.contains("clawdstrike.exporter.events.sent") {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        text.push('\n');
+    }
+    let total: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("clawdstrike.events.total:"))
+        .map(|l| l.split(['|', ':']).nth(1).unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(total, 42.0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("clawdstrike.exporter.events.sent:42|c|#exporter:datadog_test")),
+        "{text}"
+    );
+    assert_eq!(
+        h.intake
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
+            .count(),
+        0
+    );
+    h.pipeline.shutdown(Duration::from_secs(10)).await;
+}
+
+#[test]
+fn every_catalogue_metric_kind_is_known() {
+    assert!(SECURITY_METRICS.iter().all(|m| m.kind == MetricKind::Count));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn trace_and_span_ids_convert_as_defined(trace_id in 1u128.., span_id in 1u64.., sampled in any::<bool>()) {
+        let ctx = TraceContext { trace_id, span_id, sampled };
+        // dd.trace_id: the lower 64 bits, unsigned decimal.
+        prop_assert_eq!(dd_trace_id(trace_id), (trace_id & u128::from(u64::MAX)).to_string());
+        prop_assert_eq!(dd_trace_id(trace_id).parse::<u64>().unwrap(), trace_id as u64);
+        prop_assert_eq!(dd_span_id(span_id).parse::<u64>().unwrap(), span_id);
+        // otel.trace_id: 32 lowercase hex digits of the full id.
+        let hex = otel_trace_id(trace_id);
+        prop_assert_eq!(hex.len(), 32);
+        prop_assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        prop_assert_eq!(u128::from_str_radix(&hex, 16).unwrap(), trace_id);
+        // traceparent round trip.
+        prop_assert_eq!(parse_traceparent(&format_traceparent(&ctx)), Some(ctx));
+    }
+}

@@ -1,0 +1,150 @@
+//! Backfill: NDJSON files or stdin, read to the end on a reader thread, bad lines to the
+//! rejects file, good events submitted with backpressure. A progress line on stderr when it is
+//! a terminal.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clawdstrike_export::{Pipeline, Record};
+use clawdstrike_schema::{NdjsonOptions, NdjsonReader, NdjsonRecord};
+use tokio::sync::{mpsc, watch};
+
+use crate::rejects::{Reject, Rejects};
+
+/// What a reader thread sends.
+#[derive(Debug)]
+enum Item {
+    Event(Box<clawdstrike_schema::SecurityEvent>),
+    Rejected(clawdstrike_schema::RejectedLine),
+    Progress(u64),
+    Failed(String),
+}
+
+/// What a backfill did.
+#[derive(Debug, Default)]
+pub(crate) struct BackfillReport {
+    /// Events submitted.
+    pub(crate) submitted: u64,
+    /// Lines rejected.
+    pub(crate) rejected: u64,
+    /// Stopped by a signal before the end of the input.
+    pub(crate) interrupted: bool,
+    /// Read errors (file missing, I/O).
+    pub(crate) errors: Vec<String>,
+}
+
+/// Ships every source in order (`-` is stdin). Stops early when `stop` turns true.
+pub(crate) async fn run(
+    sources: &[PathBuf],
+    max_line_bytes: usize,
+    pipeline: &Pipeline,
+    rejects: &Rejects,
+    stop: &mut watch::Receiver<bool>,
+) -> BackfillReport {
+    let mut report = BackfillReport::default();
+    let progress = std::io::stderr().is_terminal();
+    for source in sources {
+        if *stop.borrow() {
+            report.interrupted = true;
+            break;
+        }
+        let name = source.display().to_string();
+        let (reader, total): (Box<dyn BufRead + Send>, Option<u64>) = if name == "-" {
+            (Box::new(BufReader::with_capacity(1 << 16, std::io::stdin())), None)
+        } else {
+            match std::fs::File::open(source) {
+                Ok(f) => {
+                    let len = f.metadata().ok().map(|m| m.len());
+                    (Box::new(BufReader::with_capacity(1 << 16, f)), len)
+                }
+                Err(e) => {
+                    report.errors.push(format!("cannot open {name}: {e}"));
+                    continue;
+                }
+            }
+        };
+        let (tx, mut rx) = mpsc::channel::<Item>(1024);
+        let halt = Arc::new(AtomicBool::new(false));
+        let thread_halt = Arc::clone(&halt);
+        let options = NdjsonOptions::default().with_max_line_bytes(max_line_bytes);
+        let thread = std::thread::spawn(move || {
+            let mut lines = NdjsonReader::with_options(reader, options);
+            let mut last_progress = Instant::now();
+            while !thread_halt.load(Ordering::Relaxed) {
+                let item = match lines.next() {
+                    None => break,
+                    Some(Ok(NdjsonRecord::Event(e))) => Item::Event(Box::new(e.event)),
+                    Some(Ok(NdjsonRecord::Rejected(bad))) => Item::Rejected(bad),
+                    Some(Err(e)) => Item::Failed(e.to_string()),
+                };
+                let failed = matches!(item, Item::Failed(_));
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+                if last_progress.elapsed() > Duration::from_millis(200) {
+                    last_progress = Instant::now();
+                    let _ = tx.blocking_send(Item::Progress(lines.offset()));
+                }
+            }
+        });
+        let mut shown = Instant::now();
+        loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = stop.wait_for(|s| *s) => { report.interrupted = true; None }
+            };
+            let Some(item) = item else { break };
+            match item {
+                Item::Event(event) => {
+                    let submitted = tokio::select! {
+                        r = pipeline.submit(Record::new(*event)) => r.is_ok(),
+                        _ = stop.wait_for(|s| *s) => { report.interrupted = true; false }
+                    };
+                    if report.interrupted {
+                        break;
+                    }
+                    if submitted {
+                        report.submitted += 1;
+                    }
+                }
+                Item::Rejected(bad) => {
+                    report.rejected += 1;
+                    rejects.write(&Reject {
+                        source: &name,
+                        line: bad.line,
+                        offset: bad.offset,
+                        error: bad.error.to_string(),
+                        raw: &bad.raw,
+                        truncated: bad.truncated,
+                    });
+                }
+                Item::Progress(offset) => {
+                    if progress && shown.elapsed() > Duration::from_millis(200) {
+                        shown = Instant::now();
+                        let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+                        let pct = total.filter(|t| *t > 0).map(|t| format!(" ({:.0}%)", offset as f64 * 100.0 / t as f64)).unwrap_or_default();
+                        eprint!("\r{name}: {offset}{of} bytes{pct}, {} events, {} rejected   ", report.submitted, report.rejected);
+                        let _ = std::io::stderr().flush();
+                    }
+                }
+                Item::Failed(e) => report.errors.push(format!("reading {name}: {e}")),
+            }
+        }
+        halt.store(true, Ordering::Relaxed);
+        drop(rx);
+        // The thread ends at its next line (stdin may block: it is detached then).
+        if !report.interrupted {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if progress {
+            eprintln!("\r{name}: done, {} events, {} rejected            ", report.submitted, report.rejected);
+        }
+        if report.interrupted {
+            break;
+        }
+    }
+    report
+}

@@ -1,0 +1,236 @@
+//! The forwarder's configuration file: the design document's `exporters:` map plus the
+//! forwarder's own keys (input, rejects, shutdown deadline, buffer).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clawdstrike_datadog::config::{ConfigError, DatadogConfig, Env, ResolvedConfig};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Name of the exporter built from the `DD_*` environment when the file has no `exporters:`.
+pub(crate) const DEFAULT_EXPORTER: &str = "datadog";
+/// Default HTTP body limit: 5 MiB.
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// Default shutdown deadline: 30 s.
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+/// Default rejects file.
+pub(crate) const DEFAULT_REJECTS: &str = "rejects.ndjson";
+/// Environment variable holding the HTTP bearer token when the file sets none.
+pub(crate) const TOKEN_ENV: &str = "CLAWDSTRIKE_DD_TOKEN";
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ForwarderConfig {
+    /// Datadog exporters by name (several = several regions or accounts).
+    pub(crate) exporters: Option<BTreeMap<String, DatadogConfig>>,
+    /// Inputs.
+    pub(crate) input: InputConfig,
+    /// Rejects file (default `rejects.ndjson` in the working directory).
+    pub(crate) rejects: Option<PathBuf>,
+    /// Shutdown deadline in milliseconds (default 30,000).
+    pub(crate) shutdown_timeout_ms: Option<u64>,
+    /// Durable buffer (`{ type: disk, path, max_bytes }`).
+    pub(crate) buffer: Option<BufferConfig>,
+}
+
+/// `input:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct InputConfig {
+    /// The HTTP listener.
+    pub(crate) http: HttpInputConfig,
+    /// Longest accepted NDJSON line in bytes (default 1 MiB).
+    pub(crate) max_line_bytes: Option<usize>,
+}
+
+/// `input.http:`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct HttpInputConfig {
+    /// Address to listen on (`--listen` overrides).
+    pub(crate) listen: Option<SocketAddr>,
+    /// Bearer token (default `CLAWDSTRIKE_DD_TOKEN`); required unless bound to loopback.
+    pub(crate) token: Option<SecretString>,
+    /// Largest request body in bytes (default 5 MiB).
+    pub(crate) max_body_bytes: Option<usize>,
+}
+
+impl std::fmt::Debug for HttpInputConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpInputConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// `buffer:` (the durable buffer of issue 9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BufferConfig {
+    /// `memory` (the default) or `disk`.
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    /// Directory of the write-ahead log.
+    #[serde(default)]
+    pub(crate) path: Option<PathBuf>,
+    /// Size cap in bytes.
+    #[serde(default)]
+    pub(crate) max_bytes: Option<u64>,
+}
+
+/// One exporter, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct ExporterEntry {
+    /// Its name.
+    pub(crate) name: String,
+    /// The file's form (for `check`).
+    pub(crate) config: DatadogConfig,
+    /// Defaults and environment applied.
+    pub(crate) resolved: ResolvedConfig,
+}
+
+/// The configuration with every default applied.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Enabled exporters, in name order.
+    pub(crate) exporters: Vec<ExporterEntry>,
+    /// Disabled exporters (named, for `check`).
+    pub(crate) disabled: Vec<String>,
+    /// The raw file (for the input keys).
+    pub(crate) file: ForwarderConfig,
+    /// Where the configuration came from.
+    pub(crate) source: String,
+}
+
+impl Settings {
+    /// Shutdown deadline.
+    pub(crate) fn shutdown_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.file.shutdown_timeout_ms.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS))
+    }
+
+    /// Rejects file.
+    pub(crate) fn rejects_path(&self) -> PathBuf {
+        self.file.rejects.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_REJECTS))
+    }
+}
+
+/// Loads `path` (or, without one, the `DD_*` environment alone) and resolves every exporter.
+///
+/// # Errors
+/// [`ConfigError`] naming the key path.
+pub(crate) fn load(path: Option<&Path>, env: Env<'_>) -> Result<Settings, ConfigError> {
+    let (file, source) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            (clawdstrike_datadog::config::from_yaml::<ForwarderConfig>(&text, env)?, path.display().to_string())
+        }
+        None => (ForwarderConfig::default(), "DD_* environment (no --config)".to_owned()),
+    };
+    from_file(file, source, env)
+}
+
+/// Resolves a parsed file.
+///
+/// # Errors
+/// [`ConfigError`] naming the key path.
+pub(crate) fn from_file(file: ForwarderConfig, source: String, env: Env<'_>) -> Result<Settings, ConfigError> {
+    if let Some(buffer) = &file.buffer {
+        match buffer.kind.as_str() {
+            "memory" => {}
+            "disk" => {
+                return Err(ConfigError {
+                    path: "buffer.type".to_owned(),
+                    message: "`disk` is not available in this build yet (the write-ahead log is issue 9); use `memory` or remove `buffer`".to_owned(),
+                });
+            }
+            other => {
+                return Err(ConfigError { path: "buffer.type".to_owned(), message: format!("unknown buffer type `{other}`, expected `memory` or `disk`") });
+            }
+        }
+    }
+    if file.input.max_line_bytes == Some(0) {
+        return Err(ConfigError { path: "input.max_line_bytes".to_owned(), message: "must be at least 1".to_owned() });
+    }
+    if file.input.http.max_body_bytes == Some(0) {
+        return Err(ConfigError { path: "input.http.max_body_bytes".to_owned(), message: "must be at least 1".to_owned() });
+    }
+    let exporters = file.exporters.clone().unwrap_or_else(|| BTreeMap::from([(DEFAULT_EXPORTER.to_owned(), DatadogConfig::default())]));
+    let mut entries = Vec::new();
+    let mut disabled = Vec::new();
+    for (name, config) in exporters {
+        if !config.enabled {
+            disabled.push(name);
+            continue;
+        }
+        let resolved = config.resolve(env).map_err(|e| ConfigError {
+            path: if e.path.is_empty() { format!("exporters.{name}") } else { format!("exporters.{name}.{}", e.path) },
+            message: e.message,
+        })?;
+        entries.push(ExporterEntry { name, config, resolved });
+    }
+    if entries.is_empty() {
+        return Err(ConfigError { path: "exporters".to_owned(), message: "no enabled exporter".to_owned() });
+    }
+    Ok(Settings { exporters: entries, disabled, file, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let file = clawdstrike_datadog::config::from_yaml::<ForwarderConfig>(yaml, &env)?;
+        from_file(file, "test".to_owned(), &env)
+    }
+
+    #[test]
+    fn the_design_documents_multi_region_shape_loads() {
+        let yaml = "
+exporters:
+  datadog_us: { api_key: ${DD_US_API_KEY}, site: datadoghq.com, logs: { service: clawdstrike, tags: [region:us] } }
+  datadog_eu: { api_key: ${DD_EU_API_KEY}, site: datadoghq.eu, logs: { tags: [region:eu] } }
+  old: { enabled: false }
+input: { http: { listen: 127.0.0.1:8126, max_body_bytes: 1000 }, max_line_bytes: 4096 }
+rejects: /tmp/r.ndjson
+shutdown_timeout_ms: 5000
+";
+        let s = parse(yaml, &[("DD_US_API_KEY", "a"), ("DD_EU_API_KEY", "b")]).unwrap();
+        let names: Vec<_> = s.exporters.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["datadog_eu", "datadog_us"]);
+        assert_eq!(s.disabled, ["old"]);
+        assert_eq!(s.exporters[0].resolved.logs_endpoint, "https://http-intake.logs.datadoghq.eu/api/v2/logs");
+        assert_eq!(s.shutdown_timeout().as_millis(), 5000);
+        assert_eq!(s.rejects_path(), PathBuf::from("/tmp/r.ndjson"));
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let err = parse("exporters: { eu: { site: datadoghq.moon } }", &[]).unwrap_err();
+        assert_eq!(err.path, "exporters.eu.site");
+        let err = parse("input: { http: { lisen: x } }", &[]).unwrap_err();
+        assert_eq!(err.path, "input.http.lisen");
+        let err = parse("buffer: { type: tape }", &[]).unwrap_err();
+        assert_eq!(err.path, "buffer.type");
+        let err = parse("exporters: { eu: { api_key: ${NOPE} } }", &[]).unwrap_err();
+        assert_eq!(err.path, "exporters.eu.api_key");
+    }
+
+    #[test]
+    fn without_exporters_one_comes_from_the_environment() {
+        let s = parse("", &[("DD_SITE", "us5.datadoghq.com")]).unwrap();
+        assert_eq!(s.exporters.len(), 1);
+        assert_eq!(s.exporters[0].name, DEFAULT_EXPORTER);
+        assert_eq!(s.exporters[0].resolved.api_base, "https://api.us5.datadoghq.com");
+        assert_eq!(s.rejects_path(), PathBuf::from(DEFAULT_REJECTS));
+    }
+}

@@ -1,0 +1,392 @@
+//! `publish`, `diff` and `pull` end to end against the fake intake, started in-process.
+
+use std::path::PathBuf;
+
+use clawdstrike_datadog::config_api::ConfigClient;
+use clawdstrike_fakeintake::{Endpoint, FakeIntake, FaultAction, ObjectKind};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use super::sync::{self, Outcome, RemoteArgs};
+
+const API_KEY: &str = "e2e-api-key";
+const APP_KEY: &str = "e2e-app-key";
+
+fn templates() -> PathBuf {
+    crate::project_root().join("templates")
+}
+
+async fn start() -> (FakeIntake, ConfigClient) {
+    let intake = FakeIntake::start(API_KEY, APP_KEY)
+        .await
+        .expect("the fake intake starts");
+    let client = ConfigClient::new(
+        intake.base_url(),
+        SecretString::from(API_KEY),
+        SecretString::from(APP_KEY),
+    )
+    .unwrap();
+    (intake, client)
+}
+
+async fn run_publish(client: &ConfigClient, env: &str, apply: bool) -> (Outcome, String) {
+    let mut out = Vec::new();
+    let outcome = sync::publish(client, &templates(), env, apply, false, &mut out)
+        .await
+        .expect("publish runs");
+    (outcome, String::from_utf8(out).unwrap())
+}
+
+async fn run_diff(client: &ConfigClient, env: &str) -> (Outcome, String) {
+    let mut out = Vec::new();
+    let outcome = sync::diff(client, &templates(), env, &mut out)
+        .await
+        .expect("diff runs");
+    (outcome, String::from_utf8(out).unwrap())
+}
+
+fn counts(intake: &FakeIntake) -> [usize; 3] {
+    [
+        ObjectKind::Dashboard,
+        ObjectKind::Monitor,
+        ObjectKind::SecurityRule,
+    ]
+    .map(|k| intake.objects(k).len())
+}
+
+fn monitor_id(intake: &FakeIntake, template_id: &str) -> String {
+    let tag = format!("template_id:{template_id}");
+    let monitor = intake
+        .objects(ObjectKind::Monitor)
+        .into_iter()
+        .find(|m| {
+            m["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == tag.as_str())
+        })
+        .expect("the monitor exists");
+    monitor["id"].to_string()
+}
+
+#[tokio::test]
+async fn publish_twice_creates_once_then_diff_detects_drift_and_pull_exports_it() {
+    let (intake, client) = start().await;
+
+    // A dry run validates and plans, and changes nothing.
+    let (outcome, out) = run_publish(&client, "production", false).await;
+    assert_eq!(outcome, Outcome::Dirty, "{out}");
+    assert!(
+        out.contains("plan: 16 to create, 0 to update, 0 unchanged, 0 orphaned, 0 invalid"),
+        "{out}"
+    );
+    assert!(
+        out.contains("validated monitor monitors/high-denial-rate"),
+        "{out}"
+    );
+    assert!(
+        out.contains("validated rule rules/new-egress-destination"),
+        "{out}"
+    );
+    assert_eq!(counts(&intake), [0, 0, 0]);
+
+    // --apply creates every object once.
+    let (outcome, out) = run_publish(&client, "production", true).await;
+    assert_eq!(outcome, Outcome::Clean, "{out}");
+    assert!(out.contains("[16/16] created"), "{out}");
+    assert_eq!(counts(&intake), [3, 8, 5]);
+
+    // Again: nothing new, nothing changed.
+    let (outcome, out) = run_publish(&client, "production", true).await;
+    assert_eq!(outcome, Outcome::Clean, "{out}");
+    assert!(
+        out.contains("plan: 0 to create, 0 to update, 16 unchanged, 0 orphaned, 0 invalid"),
+        "{out}"
+    );
+    assert_eq!(counts(&intake), [3, 8, 5]);
+
+    // What Datadog holds is the rendered template with its identity.
+    let id = monitor_id(&intake, "monitors/high-denial-rate");
+    let stored = intake.object(ObjectKind::Monitor, &id).unwrap();
+    assert_eq!(
+        stored["query"],
+        "sum(last_10m):sum:clawdstrike.events.denied{env:production} by {guard}.as_count() > 100"
+    );
+    for tag in [
+        "managed_by:clawdstrike-templates",
+        "template_id:monitors/high-denial-rate",
+        "template_env:production",
+        "team:security",
+    ] {
+        assert!(
+            stored["tags"].as_array().unwrap().iter().any(|t| t == tag),
+            "{tag} missing from {}",
+            stored["tags"]
+        );
+    }
+    let dashboard = intake
+        .objects(ObjectKind::Dashboard)
+        .into_iter()
+        .find(|d| d["title"] == "Clawdstrike security posture (production)")
+        .unwrap();
+    assert!(dashboard["description"].as_str().unwrap().ends_with(
+        "[clawdstrike-templates] template_id=dashboards/security-posture env=production"
+    ));
+
+    // No drift.
+    let (outcome, out) = run_diff(&client, "production").await;
+    assert_eq!(outcome, Outcome::Clean, "{out}");
+    assert!(out.contains("diff: no drift (16 objects in sync)"), "{out}");
+
+    // Someone edits the monitor in Datadog: diff fails and says where.
+    assert!(intake.modify_object(ObjectKind::Monitor, &id, |m| {
+        m["options"]["thresholds"]["warning"] = json!(60);
+        m["name"] = json!("edited by hand");
+    }));
+    let (outcome, out) = run_diff(&client, "production").await;
+    assert_eq!(outcome, Outcome::Dirty, "{out}");
+    assert!(
+        out.contains(&format!(
+            "~ update monitor monitors/high-denial-rate (id {id})"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("/name: Datadog has \"edited by hand\", template has \"[Clawdstrike] High policy denial rate (production)\""), "{out}");
+    assert!(
+        out.contains("/options/thresholds/warning: Datadog has 60, template has 50"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "diff: DRIFT: 0 missing in Datadog, 1 changed in Datadog, 0 orphaned (15 in sync)"
+        ),
+        "{out}"
+    );
+
+    // pull brings the edited object back into files, without Datadog's read-only fields,
+    // in a form `check --structural` accepts.
+    let backup = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    assert_eq!(
+        sync::pull(&client, "production", backup.path(), &mut out)
+            .await
+            .unwrap(),
+        Outcome::Clean
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("pull: 16 object(s) written"), "{out}");
+    let pulled: Value = serde_json::from_str(
+        &std::fs::read_to_string(backup.path().join("monitors/high-denial-rate.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pulled["name"], "edited by hand");
+    assert_eq!(pulled["options"]["thresholds"]["warning"], 60);
+    assert!(pulled.get("id").is_none() && pulled.get("created").is_none());
+    let files: Vec<PathBuf> = ["dashboards", "monitors", "rules"]
+        .iter()
+        .flat_map(|kind| {
+            std::fs::read_dir(backup.path().join(kind))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+        })
+        .collect();
+    assert_eq!(files.len(), 16);
+    let problems = super::check_structural(&files);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // publish --apply puts the template back; diff is clean again; still one of each.
+    let (outcome, out) = run_publish(&client, "production", true).await;
+    assert_eq!(outcome, Outcome::Clean, "{out}");
+    assert!(
+        out.contains("plan: 0 to create, 1 to update, 15 unchanged"),
+        "{out}"
+    );
+    assert_eq!(run_diff(&client, "production").await.0, Outcome::Clean);
+    assert_eq!(counts(&intake), [3, 8, 5]);
+    assert_eq!(
+        intake.object(ObjectKind::Monitor, &id).unwrap()["options"]["thresholds"]["warning"],
+        50
+    );
+
+    // A deleted object is drift too.
+    assert!(intake.remove_object(ObjectKind::Monitor, &id));
+    let (outcome, out) = run_diff(&client, "production").await;
+    assert_eq!(outcome, Outcome::Dirty);
+    assert!(
+        out.contains("+ create monitor monitors/high-denial-rate"),
+        "{out}"
+    );
+
+    intake.shutdown().await;
+}
+
+#[tokio::test]
+async fn environments_are_separate_identities() {
+    let (intake, client) = start().await;
+    assert_eq!(
+        run_publish(&client, "production", true).await.0,
+        Outcome::Clean
+    );
+    assert_eq!(
+        run_publish(&client, "staging", true).await.0,
+        Outcome::Clean
+    );
+    assert_eq!(counts(&intake), [6, 16, 10]);
+    assert_eq!(run_diff(&client, "production").await.0, Outcome::Clean);
+    assert_eq!(run_diff(&client, "staging").await.0, Outcome::Clean);
+    intake.shutdown().await;
+}
+
+#[tokio::test]
+async fn orphans_are_reported_and_pruned_only_when_asked() {
+    let (intake, client) = start().await;
+    assert_eq!(
+        run_publish(&client, "production", true).await.0,
+        Outcome::Clean
+    );
+    // A managed monitor whose template is gone.
+    intake.insert_object(
+        ObjectKind::Monitor,
+        json!({ "name": "old", "type": "metric alert", "query": "avg(last_5m):avg:clawdstrike.exporter.queue.depth{*} > 1", "message": "@slack-x",
+                "tags": ["managed_by:clawdstrike-templates", "template_id:monitors/retired", "template_env:production"] }),
+    );
+    let (outcome, out) = run_diff(&client, "production").await;
+    assert_eq!(outcome, Outcome::Dirty);
+    assert!(out.contains("- orphan monitor monitors/retired"), "{out}");
+    assert_eq!(
+        run_publish(&client, "production", true).await.0,
+        Outcome::Clean,
+        "apply without --prune keeps it"
+    );
+    assert_eq!(counts(&intake), [3, 9, 5]);
+    let mut out = Vec::new();
+    assert_eq!(
+        sync::publish(&client, &templates(), "production", true, true, &mut out)
+            .await
+            .unwrap(),
+        Outcome::Clean
+    );
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .contains("deleted monitor monitors/retired")
+    );
+    assert_eq!(counts(&intake), [3, 8, 5]);
+    assert_eq!(run_diff(&client, "production").await.0, Outcome::Clean);
+    intake.shutdown().await;
+}
+
+#[tokio::test]
+async fn validation_failures_are_partial_failures() {
+    let (intake, client) = start().await;
+    // Datadog rejects the first rule it validates (rules/critical-policy-violation).
+    intake.fail_next(
+        Endpoint::Rules,
+        1,
+        FaultAction::status_with_body(400, r#"{"errors":["query is invalid"]}"#),
+    );
+    let (outcome, out) = run_publish(&client, "production", true).await;
+    assert_eq!(outcome, Outcome::Dirty, "{out}");
+    assert!(
+        out.contains("INVALID rule rules/critical-policy-violation: query is invalid"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "rule rules/critical-policy-violation: not created, Datadog's validation rejected it"
+        ),
+        "{out}"
+    );
+    assert_eq!(counts(&intake), [3, 8, 4], "everything else was applied");
+    // Next run completes it.
+    assert_eq!(
+        run_publish(&client, "production", true).await.0,
+        Outcome::Clean
+    );
+    assert_eq!(counts(&intake), [3, 8, 5]);
+    intake.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limits_are_waited_out() {
+    let (intake, client) = start().await;
+    // The first two monitor requests answer 429 with X-RateLimit-Reset: 0.
+    intake.fail_next(
+        Endpoint::Monitors,
+        2,
+        FaultAction::RateLimited {
+            limit: 1,
+            period: 1,
+            reset: 0,
+        },
+    );
+    let (outcome, out) = run_publish(&client, "production", true).await;
+    assert_eq!(outcome, Outcome::Clean, "{out}");
+    assert_eq!(counts(&intake), [3, 8, 5]);
+    assert_eq!(intake.stats().responses_by_status.get(&429), Some(&2));
+    intake.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cli_path_reads_keys_through_the_keys_crate() {
+    let (intake, _) = start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let write = |name: &str, key: &str| -> PathBuf {
+        let path = keys.path().join(name);
+        std::fs::write(&path, format!("{key}\n")).unwrap();
+        path
+    };
+    let remote = RemoteArgs {
+        env: "production".to_owned(),
+        site: "datadoghq.com".to_owned(),
+        api_url: Some(intake.base_url()),
+        api_key_file: Some(write("api", API_KEY)),
+        app_key_file: Some(write("app", APP_KEY)),
+        dir: templates(),
+    };
+    let client = sync::client_for(&remote).await.unwrap();
+    assert_eq!(
+        run_publish(&client, "production", true).await.0,
+        Outcome::Clean
+    );
+    assert!(!format!("{client:?}").contains(API_KEY));
+
+    // A wrong application key is refused, and the error does not echo it.
+    let bad = RemoteArgs {
+        app_key_file: Some(write("bad", "not-the-app-key")),
+        ..remote.clone()
+    };
+    let client = sync::client_for(&bad).await.unwrap();
+    let err = sync::diff(&client, &templates(), "production", &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("HTTP 403") || err.contains("HTTP 401"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-app-key"));
+
+    // An unknown site is an error, not a fallback to US1.
+    let unknown = RemoteArgs {
+        api_url: None,
+        site: "datadoghq.co".to_owned(),
+        ..remote
+    };
+    assert!(
+        sync::client_for(&unknown)
+            .await
+            .unwrap_err()
+            .contains("unknown Datadog site `datadoghq.co`")
+    );
+    intake.shutdown().await;
+}
+
+#[test]
+fn an_unknown_environment_is_refused() {
+    let err = sync::desired_objects(&templates(), "qa").unwrap_err();
+    assert_eq!(
+        err,
+        "no values file for environment `qa` (known: production, staging)"
+    );
+}
