@@ -511,38 +511,23 @@ impl Inner {
         tracing::warn!(exporter = %self.options.name, events = request.indices.len(), "HTTP 413: splitting the request in halves");
         let mid = request.indices.len() / 2;
         let mut outcomes = Vec::with_capacity(request.indices.len());
-        for half in [
-            request.indices[..mid].to_vec(),
-            request.indices[mid..].to_vec(),
-        ] {
+        for half in [&request.indices[..mid], &request.indices[mid..]] {
             // Pack each half into exactly one request: the halves are below the limits already.
-            let limits = RequestLimits {
-                max_items: half.len(),
-                max_bytes: usize::MAX,
-            };
+            let limits = RequestLimits { max_items: half.len(), max_bytes: usize::MAX };
             let inner = Arc::clone(self);
             let batch_ref = Arc::clone(batch);
+            let indices = half.to_vec();
             let encoded = tokio::task::spawn_blocking(move || {
-                let mut payloads = pack(&inner.options.formatter, &batch_ref, &half, limits);
-                payloads
-                    .pop()
-                    .map(|p| finish(p, &inner.options.compression))
+                let mut payloads = pack(&inner.options.formatter, &batch_ref, &indices, limits);
+                payloads.pop().map(|p| finish(p, &inner.options.compression))
             })
             .await;
             match encoded {
                 Ok(Some(Ok(req))) => outcomes.extend(self.send(batch, req).await),
-                Ok(Some(Err(e))) => outcomes.extend(
-                    request.indices[..0]
-                        .iter()
-                        .map(|&i| (i, Some(Failure::retryable(e.to_string())))),
-                ),
-                _ => {}
-            }
-        }
-        // Anything not covered (an encoding failure) is retryable.
-        for &i in &request.indices {
-            if !outcomes.iter().any(|(j, _)| *j == i) {
-                outcomes.push((i, Some(Failure::retryable("re-encoding after 413 failed"))));
+                failed => {
+                    let reason = format!("re-encoding after HTTP 413 failed: {failed:?}");
+                    outcomes.extend(half.iter().map(|&i| (i, Some(Failure::retryable(reason.clone())))));
+                }
             }
         }
         outcomes

@@ -77,9 +77,11 @@ pub(crate) struct BufferConfig {
     pub(crate) kind: String,
     /// Directory of the write-ahead log.
     #[serde(default)]
+    #[expect(dead_code, reason = "read once the disk buffer (issue 9) lands")]
     pub(crate) path: Option<PathBuf>,
     /// Size cap in bytes.
     #[serde(default)]
+    #[expect(dead_code, reason = "read once the disk buffer (issue 9) lands")]
     pub(crate) max_bytes: Option<u64>,
 }
 
@@ -88,8 +90,6 @@ pub(crate) struct BufferConfig {
 pub(crate) struct ExporterEntry {
     /// Its name.
     pub(crate) name: String,
-    /// The file's form (for `check`).
-    pub(crate) config: DatadogConfig,
     /// Defaults and environment applied.
     pub(crate) resolved: ResolvedConfig,
 }
@@ -174,7 +174,7 @@ pub(crate) fn from_file(file: ForwarderConfig, source: String, env: Env<'_>) -> 
             path: if e.path.is_empty() { format!("exporters.{name}") } else { format!("exporters.{name}.{}", e.path) },
             message: e.message,
         })?;
-        entries.push(ExporterEntry { name, config, resolved });
+        entries.push(ExporterEntry { name, resolved });
     }
     if entries.is_empty() {
         return Err(ConfigError { path: "exporters".to_owned(), message: "no enabled exporter".to_owned() });

@@ -140,6 +140,7 @@
 //!
 //! Depends on `clawdstrike-schema` only among our crates; knows nothing of Datadog.
 
+mod buffer;
 mod config;
 mod dead_letter;
 mod exporter;
@@ -150,6 +151,10 @@ mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use buffer::{
+    BufferConfig, BufferStats, DiskBufferConfig, DurablePipeline, DurableSubmitError, FsyncPolicy,
+    OpenError, OpenReport,
+};
 pub use config::{
     BatchConfig, ConfigError, DeadLetterConfig, ExporterConfig, FilterConfig, QueueConfig,
     RetryConfig, WhenFull,

@@ -967,3 +967,139 @@ fn structural_checks_monitors_and_rules_and_refuses_unknown_documents() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// More mutation tests: the remaining rules
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rule_query_name_format() {
+    // (cases/0 no longer names the query, so only the name is reported)
+    let fixture = Fixture::new();
+    fixture.mutate(FORBIDDEN, |r| {
+        set(r, "/queries/1/name", json!("distinct-paths"));
+        set(r, "/cases/0/condition", json!("attempts >= 10"));
+    });
+    fixture.assert_only("templates/rules/repeated-forbidden-path.json#/queries/1/name: query name `distinct-paths` must be letters, digits and `_`, not starting with a digit");
+}
+
+#[test]
+fn rule_at_least_one_case() {
+    Fixture::new().mutate(FORBIDDEN, |r| set(r, "/cases", json!([]))).assert_only("templates/rules/repeated-forbidden-path.json#/cases: a rule needs at least one case");
+}
+
+#[test]
+fn rule_thresholds_required() {
+    Fixture::new()
+        .mutate(DENIALS, |m| {
+            m["options"].as_object_mut().unwrap().remove("thresholds");
+        })
+        .assert_only("templates/monitors/high-denial-rate.json#/options: missing `thresholds`; `critical` must equal the query's threshold 100");
+}
+
+#[test]
+fn rule_warning_recovery_needs_warning() {
+    Fixture::new()
+        .mutate(QUEUE, |m| {
+            m["options"]["thresholds"].as_object_mut().unwrap().remove("warning");
+        })
+        .assert_only("templates/monitors/queue-saturated.json#/options/thresholds/warning_recovery: a warning recovery threshold needs a warning threshold");
+}
+
+#[test]
+fn rule_message_sections_close_in_order() {
+    Fixture::new()
+        .mutate(DENIALS, |m| set(m, "/message", json!("{{#is_alert}}[[notify.critical]]{{/is_warning}}")))
+        .assert_only("templates/monitors/high-denial-rate.json#/message: `{{/is_warning}}` closes `{{#is_alert}}`");
+}
+
+#[test]
+fn rule_unterminated_placeholder() {
+    Fixture::new()
+        .mutate(DENIALS, |m| set(m, "/name", json!("High denials ([[env)")))
+        .assert_only("templates/monitors/high-denial-rate.json#/name: unterminated placeholder `[[` (expected `[[name]]`)");
+}
+
+#[test]
+fn rule_metric_query_names_a_metric() {
+    Fixture::new()
+        .mutate(EXPORTER, |d| set(d, "/widgets/0/definition/requests/0/q", json!("[[metric_prefix]].exporter.events.sent")))
+        .assert_only("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/q: no metric found in `clawdstrike.exporter.events.sent` (expected `aggregator:metric{filter}`)");
+}
+
+#[test]
+fn rule_message_tags_in_catalogue() {
+    Fixture::new()
+        .mutate(CRITICAL, |m| set(m, "/message", json!("[[notify.critical]] team {{log.tags.team}}")))
+        .assert_only("templates/monitors/critical-policy-violation.json#/message: `{{log.tags.team}}`: `team` is not a tag we set");
+}
+
+#[test]
+fn rule_dashboard_tags_valid() {
+    Fixture::new().mutate(POSTURE, |d| set(d, "/tags", json!(["team:security", "9lives"]))).assert_only(
+        "templates/dashboards/security-posture.json#/tags/1: tag `9lives` is not a valid Datadog tag (lowercase letters, digits and `_-:./`, starting with a letter, at most 200 characters); Datadog would rewrite it",
+    );
+}
+
+#[test]
+fn rule_widget_needs_type() {
+    Fixture::new()
+        .mutate(POSTURE, |d| {
+            d["widgets"][0]["definition"].as_object_mut().unwrap().remove("type");
+        })
+        .assert_only("templates/dashboards/security-posture.json#/widgets/0/definition: missing field `type` (the widget type)");
+}
+
+#[test]
+fn rule_values_env_is_a_tag_value() {
+    Fixture::new()
+        .mutate("values/staging.yaml", |v| set(v, "/env", json!("Staging Env")))
+        .assert_only("templates/values/staging.yaml#/env: `Staging Env` is not a valid tag value (lowercase letters, digits, `_-./`)");
+}
+
+#[test]
+fn rule_values_tags_valid() {
+    Fixture::new().mutate("values/staging.yaml", |v| set(v, "/tags/0", json!("Team:Security"))).assert_only(
+        "templates/values/staging.yaml#/tags/0: tag `Team:Security` is not a valid Datadog tag (lowercase letters, digits and `_-:./`, starting with a letter, at most 200 characters); Datadog would rewrite it",
+    );
+}
+
+#[test]
+fn rule_at_least_one_values_file() {
+    let fixture = Fixture::new();
+    for name in ["production.yaml", "staging.yaml"] {
+        std::fs::remove_file(fixture.dir.join("values").join(name)).unwrap();
+    }
+    fixture.assert_only("templates/values#: no values file: add values/<environment>.yaml");
+}
+
+#[test]
+fn rule_compliance_frameworks_known() {
+    Fixture::new()
+        .mutate("compliance.yaml", |c| set(c, "/guards/secret_leak/pci", json!(["10.2"])))
+        .assert_only("templates/compliance.yaml#/guards/secret_leak/pci: unknown framework `pci`; defined: soc2, gdpr, hipaa");
+}
+
+#[test]
+fn rule_compliance_guard_names() {
+    Fixture::new().mutate("compliance.yaml", |c| set(c, "/guards/Secret Leak", json!({ "soc2": ["CC6.1"] }))).assert_only(
+        "templates/compliance.yaml#/guards/Secret Leak: guard `Secret Leak` is not a guard name (lowercase letters, digits and `_`)",
+    );
+}
+
+#[test]
+fn rule_compliance_file_strict() {
+    Fixture::new()
+        .mutate("compliance.yaml", |c| set(c, "/frameworks/0/controls/0/name", json!("x")))
+        .assert_only_starting("templates/compliance.yaml#/frameworks/0/controls/0/name: unknown field `name`, expected `id` or `title`");
+}
+
+#[test]
+fn rule_template_ids_unique() {
+    let fixture = Fixture::new();
+    let doc = super::load_document(&fixture.dir.join(DENIALS)).unwrap();
+    fixture.write("monitors/high-denial-rate.yaml", &serde_yaml_ng::to_string(&doc).unwrap());
+    fixture.assert_only(
+        "templates/monitors/high-denial-rate.yaml#: another file has the same name: template ids (`monitors/high-denial-rate`) must be unique",
+    );
+}

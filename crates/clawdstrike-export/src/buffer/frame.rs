@@ -75,7 +75,7 @@ fn frame_at(data: &[u8], pos: usize) -> Option<&[u8]> {
         return None;
     }
     let len = u32_at(data, pos + 4)? as usize;
-    if len > MAX_PAYLOAD || len < 9 {
+    if !(9..=MAX_PAYLOAD).contains(&len) {
         return None;
     }
     let crc = u32_at(data, pos + 8)?;

@@ -1,0 +1,130 @@
+//! `check`: load and validate the configuration, resolve every key (naming only its provider),
+//! validate the API key, test that the logs intake is reachable, and print a status report in
+//! the spirit of the Datadog Agent's `status` and `configcheck`.
+
+use std::time::Duration;
+
+use clawdstrike_datadog::exporter::DatadogExporter;
+use clawdstrike_export::{Exporter, Health};
+use clawdstrike_keys::{KeyHolder, KeySource, RefreshOptions};
+
+use crate::config::Settings;
+
+fn describe_source(source: &KeySource) -> String {
+    match source {
+        KeySource::Literal(_) => "literal (in the configuration file)".to_owned(),
+        KeySource::Env(var) => format!("env ${var}"),
+        KeySource::File(path) => format!("file {}", path.display()),
+        other => other.kind().to_owned(),
+    }
+}
+
+/// `host:port` of an http(s) URL.
+fn host_port(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit('@').next()?;
+    if authority.contains(':') && !authority.ends_with(']') {
+        Some(authority.to_owned())
+    } else {
+        Some(format!("{authority}:{}", if scheme == "https" { 443 } else { 80 }))
+    }
+}
+
+/// Runs the check; true when every enabled exporter is healthy.
+pub(crate) async fn run(settings: &Settings) -> bool {
+    println!("clawdstrike-dd {} — configuration check", env!("CARGO_PKG_VERSION"));
+    println!("configuration: {}", settings.source);
+    println!("shutdown_timeout_ms: {}", settings.shutdown_timeout().as_millis());
+    println!("rejects: {}", settings.rejects_path().display());
+    for name in &settings.disabled {
+        println!();
+        println!("exporter `{name}`: disabled");
+    }
+    let mut healthy = true;
+    for entry in &settings.exporters {
+        let r = &entry.resolved;
+        println!();
+        println!("exporter `{}`", entry.name);
+        println!("  site:            {}", r.site);
+        println!("  logs endpoint:   {}", r.logs_endpoint);
+        println!("  api base:        {}", r.api_base);
+        println!("  service/source:  {} / {}", r.format.service, r.format.source);
+        println!("  hostname:        {}", r.format.hostname);
+        println!("  env/version:     {} / {}", r.format.env.as_deref().unwrap_or("-"), r.format.version.as_deref().unwrap_or("-"));
+        println!("  compression:     {:?}", r.compression);
+        println!(
+            "  queue:           {} events, when_full {}; batch {} events / {} ms; concurrency {}",
+            r.pipeline.queue.capacity,
+            r.pipeline.queue.when_full.as_str(),
+            r.pipeline.batch.max_events,
+            r.pipeline.batch.flush_interval_ms,
+            r.pipeline.concurrency
+        );
+        println!("  metrics:         {} (prefix `{}`)", if r.metrics.enabled { "enabled" } else { "disabled" }, r.metrics.prefix);
+        println!("  api key:         {}", describe_source(&r.api_key));
+        let key = match KeyHolder::from_source(r.api_key.clone(), RefreshOptions::default()).await {
+            Ok(k) => {
+                println!("    resolved:      OK ({}; value not shown)", k.describe());
+                Some(k)
+            }
+            Err(e) => {
+                println!("    resolved:      FAILED: {e}");
+                healthy = false;
+                None
+            }
+        };
+        match &r.app_key {
+            None => println!("  application key: not configured (needed only by `signals` and templates)"),
+            Some(source) => match KeyHolder::from_source(source.clone(), RefreshOptions::default()).await {
+                Ok(k) => println!("  application key: {} — resolved OK ({}; value not shown)", describe_source(source), k.describe()),
+                Err(e) => println!("  application key: {} — FAILED: {e}", describe_source(source)),
+            },
+        }
+        match host_port(&r.logs_endpoint) {
+            Some(addr) => match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await {
+                Ok(Ok(_)) => println!("  logs intake:     reachable ({addr})"),
+                Ok(Err(e)) => {
+                    println!("  logs intake:     UNREACHABLE ({addr}): {e}");
+                    healthy = false;
+                }
+                Err(_) => {
+                    println!("  logs intake:     UNREACHABLE ({addr}): timed out after 5 s");
+                    healthy = false;
+                }
+            },
+            None => println!("  logs intake:     cannot parse {}", r.logs_endpoint),
+        }
+        let Some(key) = key else { continue };
+        let status = match DatadogExporter::from_config_with_key(&entry.name, r, key) {
+            Ok(exporter) => exporter.health_check().await,
+            Err(e) => Health::Unknown { reason: e.to_string() },
+        };
+        match status {
+            Health::Healthy => println!("  api key check:   OK (GET /api/v1/validate: valid)"),
+            Health::Degraded { reason } => {
+                println!("  api key check:   INVALID: {reason}");
+                healthy = false;
+            }
+            Health::Unknown { reason } => {
+                println!("  api key check:   UNKNOWN: {reason}");
+                healthy = false;
+            }
+        }
+    }
+    println!();
+    println!("status: {}", if healthy { "OK" } else { "PROBLEMS FOUND" });
+    healthy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_come_from_the_url() {
+        assert_eq!(host_port("https://http-intake.logs.datadoghq.com/api/v2/logs").unwrap(), "http-intake.logs.datadoghq.com:443");
+        assert_eq!(host_port("http://127.0.0.1:9000/api/v2/logs").unwrap(), "127.0.0.1:9000");
+        assert_eq!(host_port("http://proxy/api").unwrap(), "proxy:80");
+    }
+}

@@ -1,0 +1,513 @@
+//! `--follow`: tail one file like `tail -F` (rename rotation and truncation survive), with a
+//! checkpoint so a restart resumes where delivery stopped.
+//!
+//! # Checkpoint design (at-least-once)
+//!
+//! Every line read gets a sequence number; the pipeline's [`SettleHook`] reports, per exporter,
+//! when each event is settled (delivered, dead-lettered, filtered or dropped by the queue
+//! policy). Bad and blank lines are settled at once. The checkpoint is the position just past
+//! the last line of the longest *contiguous* run of lines settled by *every* exporter:
+//! `{"path","dev","ino","offset","line"}`, written atomically (temporary file + rename) at most
+//! every 200 ms and once more at shutdown.
+//!
+//! - Nothing is lost: a line is behind the checkpoint only once every exporter settled it; on
+//!   restart reading resumes at the checkpoint. Events left behind at a shutdown deadline are
+//!   not settled, so they are read again.
+//! - The duplicate window: lines settled after the last checkpoint write (at most 200 ms of
+//!   deliveries, plus those delivered while an earlier line was still in flight) are sent again
+//!   after a crash (SIGKILL, power loss). A clean shutdown writes the final checkpoint, so a
+//!   restart after SIGTERM re-sends only what was left behind.
+//! - Rotation while stopped: when the checkpointed file was renamed (`events.log` →
+//!   `events.log.1`), the rest of it is found by inode among the files of the same directory
+//!   and read first, then the new file from its start. A file removed while stopped cannot be
+//!   finished (its unread lines are lost; a warning says so).
+//! - The first start (no checkpoint) reads the file from its beginning.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clawdstrike_export::{Pipeline, Record, SettleHook, Settlement};
+use clawdstrike_schema::decode_event;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::rejects::{Reject, Rejects};
+
+/// How often the reader looks for new data, rotation and truncation at end of file.
+const POLL: Duration = Duration::from_millis(100);
+/// How often the checkpoint is written when it moved.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// A position in a particular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Position {
+    /// Device of the file.
+    pub(crate) dev: u64,
+    /// Inode of the file.
+    pub(crate) ino: u64,
+    /// Byte offset of the next unread line.
+    pub(crate) offset: u64,
+    /// Number of the next unread line (1-based).
+    pub(crate) line: u64,
+}
+
+/// The checkpoint file's content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Checkpoint {
+    /// The followed path.
+    pub(crate) path: PathBuf,
+    /// Where to resume.
+    #[serde(flatten)]
+    pub(crate) position: Position,
+}
+
+/// Tracks settlements per sequence number and the contiguous settled position.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    exporters: u32,
+    state: Mutex<TrackState>,
+}
+
+#[derive(Debug, Default)]
+struct TrackState {
+    pending: BTreeMap<u64, Position>,
+    counts: std::collections::HashMap<u64, u32>,
+    done: HashSet<u64>,
+    checkpoint: Option<Position>,
+    dirty: bool,
+}
+
+impl TrackState {
+    fn advance(&mut self) {
+        while let Some((&seq, _)) = self.pending.first_key_value() {
+            if !self.done.remove(&seq) {
+                break;
+            }
+            if let Some((_, position)) = self.pending.pop_first() {
+                self.checkpoint = Some(position);
+                self.dirty = true;
+            }
+        }
+    }
+}
+
+impl Tracker {
+    /// A tracker for a pipeline of `exporters` exporters.
+    pub(crate) fn new(exporters: usize) -> Self {
+        Tracker { exporters: u32::try_from(exporters).unwrap_or(u32::MAX), state: Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A line was read: `position` is just past it. Call before submitting it.
+    fn register(&self, seq: u64, position: Position) {
+        self.lock().pending.insert(seq, position);
+    }
+
+    /// A line that never goes to the pipeline (bad or blank) is settled.
+    fn complete(&self, seq: u64) {
+        let mut state = self.lock();
+        state.done.insert(seq);
+        state.advance();
+    }
+
+    /// The checkpoint if it moved since the last call.
+    fn take_dirty(&self) -> Option<Position> {
+        let mut state = self.lock();
+        if state.dirty {
+            state.dirty = false;
+            state.checkpoint
+        } else {
+            None
+        }
+    }
+}
+
+impl SettleHook for Tracker {
+    fn settled(&self, _exporter: usize, _name: &str, seqs: &[u64], _how: Settlement) {
+        let mut state = self.lock();
+        for &seq in seqs {
+            let count = state.counts.entry(seq).or_insert(0);
+            *count += 1;
+            if *count >= self.exporters {
+                state.counts.remove(&seq);
+                state.done.insert(seq);
+            }
+        }
+        state.advance();
+    }
+}
+
+/// Reads the checkpoint file, if any.
+///
+/// # Errors
+/// A message when it exists but cannot be read or parsed.
+pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("checkpoint {} is unreadable: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read checkpoint {}: {e}", path.display())),
+    }
+}
+
+fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) {
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_string(checkpoint).unwrap_or_default();
+    let result = std::fs::write(&tmp, text.as_bytes()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        tracing::error!(path = %path.display(), error = %e, "cannot write the checkpoint");
+    }
+}
+
+/// What the reader thread sends.
+#[derive(Debug)]
+enum Item {
+    Event { seq: u64, position: Position, event: Box<clawdstrike_schema::SecurityEvent> },
+    Rejected { seq: u64, position: Position, source: String, line: u64, offset: u64, error: String, raw: Vec<u8>, truncated: bool },
+    Blank { seq: u64, position: Position },
+}
+
+/// An open file being read.
+#[derive(Debug)]
+struct Open {
+    file: File,
+    name: String,
+    dev: u64,
+    ino: u64,
+    offset: u64,
+    line: u64,
+    partial: Vec<u8>,
+    partial_len: u64,
+    partial_offset: u64,
+}
+
+impl Open {
+    fn open(path: &Path, offset: u64, line: u64) -> std::io::Result<Open> {
+        let mut file = File::open(path)?;
+        let meta = file.metadata()?;
+        let (offset, line) = if meta.len() < offset { (0, 1) } else { (offset, line) };
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Open {
+            file,
+            name: path.display().to_string(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset,
+            line,
+            partial: Vec::new(),
+            partial_len: 0,
+            partial_offset: offset,
+        })
+    }
+
+    fn position(&self) -> Position {
+        Position { dev: self.dev, ino: self.ino, offset: self.offset, line: self.line }
+    }
+}
+
+/// The reader: owns the file handles, sends lines with their positions.
+struct Reader {
+    path: PathBuf,
+    max_line_bytes: usize,
+    seq: u64,
+    tx: mpsc::Sender<Item>,
+    halt: Arc<AtomicBool>,
+}
+
+impl Reader {
+    fn send(&self, item: Item) -> bool {
+        self.tx.blocking_send(item).is_ok()
+    }
+
+    /// Emits one complete line (without its `\n`) that ended at `open.offset`.
+    fn emit(&mut self, open: &Open, raw: &[u8], len: u64, line_offset: u64, line_no: u64) -> bool {
+        let seq = self.seq;
+        self.seq += 1;
+        let position = open.position();
+        let mut raw = raw;
+        if raw.last() == Some(&b'\r') {
+            raw = &raw[..raw.len() - 1];
+        }
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return self.send(Item::Blank { seq, position });
+        }
+        if len > self.max_line_bytes as u64 {
+            let error = clawdstrike_schema::DecodeError::TooLong { len, max: self.max_line_bytes }.to_string();
+            let item = Item::Rejected {
+                seq,
+                position,
+                source: open.name.clone(),
+                line: line_no,
+                offset: line_offset,
+                error,
+                raw: raw[..raw.len().min(self.max_line_bytes)].to_vec(),
+                truncated: true,
+            };
+            return self.send(item);
+        }
+        match decode_event(raw) {
+            Ok(event) => self.send(Item::Event { seq, position, event: Box::new(event) }),
+            Err(e) => self.send(Item::Rejected {
+                seq,
+                position,
+                source: open.name.clone(),
+                line: line_no,
+                offset: line_offset,
+                error: e.to_string(),
+                raw: raw.to_vec(),
+                truncated: false,
+            }),
+        }
+    }
+
+    /// Reads what is there; returns false when the receiver is gone.
+    fn drain(&mut self, open: &mut Open) -> bool {
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let n = match open.file.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(file = %open.name, error = %e, "read failed");
+                    return true;
+                }
+            };
+            let mut data = &chunk[..n];
+            loop {
+                let (piece, newline) = match data.iter().position(|&b| b == b'\n') {
+                    Some(i) => (&data[..i], true),
+                    None => (data, false),
+                };
+                // Hold at most a little over the limit of a line; count the rest.
+                let room = (self.max_line_bytes + 1).saturating_sub(open.partial.len());
+                open.partial.extend_from_slice(&piece[..piece.len().min(room)]);
+                open.partial_len += piece.len() as u64;
+                if !newline {
+                    break;
+                }
+                data = &data[piece.len() + 1..];
+                let line_offset = open.partial_offset;
+                let len = open.partial_len;
+                open.offset = line_offset + len + 1;
+                let line_no = open.line;
+                open.line += 1;
+                let raw = std::mem::take(&mut open.partial);
+                open.partial_len = 0;
+                open.partial_offset = open.offset;
+                if !self.emit(open, &raw, len, line_offset, line_no) {
+                    return false;
+                }
+            }
+            if self.halt.load(Ordering::Relaxed) {
+                return true;
+            }
+        }
+    }
+
+    /// A rotated file's last line may lack its newline: the writer is done with it.
+    fn finish_rotated(&mut self, open: &mut Open) -> bool {
+        if open.partial_len == 0 {
+            return true;
+        }
+        let raw = std::mem::take(&mut open.partial);
+        let len = std::mem::take(&mut open.partial_len);
+        let line_offset = open.partial_offset;
+        open.offset = line_offset + len;
+        open.partial_offset = open.offset;
+        let line_no = open.line;
+        open.line += 1;
+        self.emit(open, &raw, len, line_offset, line_no)
+    }
+
+    fn run(mut self, mut open: Option<Open>) {
+        while !self.halt.load(Ordering::Relaxed) {
+            let Some(current) = open.as_mut() else {
+                match Open::open(&self.path, 0, 1) {
+                    Ok(o) => open = Some(o),
+                    Err(_) => std::thread::sleep(POLL),
+                }
+                continue;
+            };
+            if !self.drain(current) {
+                return;
+            }
+            match std::fs::metadata(&self.path) {
+                Ok(meta) if meta.dev() != current.dev || meta.ino() != current.ino => {
+                    // Renamed away: finish the old file (writes that raced the rename), then
+                    // start the new one from its beginning.
+                    if !self.drain(current) || !self.finish_rotated(current) {
+                        return;
+                    }
+                    tracing::info!(file = %self.path.display(), "file rotated; following the new one");
+                    open = Open::open(&self.path, 0, 1).ok();
+                }
+                Ok(meta) if meta.len() < current.offset => {
+                    tracing::info!(file = %self.path.display(), "file truncated; reading from its start");
+                    open = Open::open(&self.path, 0, 1).ok();
+                }
+                _ => std::thread::sleep(POLL),
+            }
+        }
+    }
+}
+
+/// Finds the file of `dev`/`ino` among the files beside `path` (a rotated copy).
+fn find_by_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.dev() == dev && m.ino() == ino)
+    })
+}
+
+/// Where to start, from the checkpoint.
+fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<Open> {
+    let Some(cp) = checkpoint else {
+        return Open::open(path, 0, 1).ok();
+    };
+    let p = cp.position;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.dev() == p.dev
+        && meta.ino() == p.ino
+    {
+        return Open::open(path, p.offset, p.line).ok();
+    }
+    match find_by_inode(path, p.dev, p.ino) {
+        Some(rotated) => {
+            tracing::info!(file = %rotated.display(), "resuming the rotated file from the checkpoint first");
+            Open::open(&rotated, p.offset, p.line).ok()
+        }
+        None => {
+            tracing::warn!(file = %path.display(), "the checkpointed file is gone; its unread lines cannot be recovered; reading the current file from its start");
+            Open::open(path, 0, 1).ok()
+        }
+    }
+}
+
+/// What following did.
+#[derive(Debug, Default)]
+pub(crate) struct FollowReport {
+    /// Events submitted.
+    pub(crate) submitted: u64,
+    /// Lines rejected.
+    pub(crate) rejected: u64,
+}
+
+/// A running follow: the tracker must be installed in the pipeline as its settle hook.
+#[derive(Debug)]
+pub(crate) struct Follow {
+    path: PathBuf,
+    checkpoint_path: PathBuf,
+    tracker: Arc<Tracker>,
+    start: Option<Checkpoint>,
+}
+
+impl Follow {
+    /// Prepares following `path` with its checkpoint at `checkpoint_path`.
+    ///
+    /// # Errors
+    /// An unreadable checkpoint.
+    pub(crate) fn new(path: &Path, checkpoint_path: &Path, exporters: usize) -> Result<Follow, String> {
+        let start = read_checkpoint(checkpoint_path)?;
+        Ok(Follow { path: path.to_owned(), checkpoint_path: checkpoint_path.to_owned(), tracker: Arc::new(Tracker::new(exporters)), start })
+    }
+
+    /// The settle hook to install.
+    pub(crate) fn hook(&self) -> Arc<dyn SettleHook> {
+        Arc::clone(&self.tracker) as Arc<dyn SettleHook>
+    }
+
+    /// Follows until `stop`; the checkpoint keeps being written until `done` (after the
+    /// pipeline's shutdown) via [`Follow::finish`].
+    pub(crate) async fn run(&self, max_line_bytes: usize, pipeline: &Pipeline, rejects: &Rejects, stop: &mut watch::Receiver<bool>) -> FollowReport {
+        let mut report = FollowReport::default();
+        let (tx, mut rx) = mpsc::channel::<Item>(1024);
+        let halt = Arc::new(AtomicBool::new(false));
+        let reader = Reader { path: self.path.clone(), max_line_bytes, seq: 0, tx, halt: Arc::clone(&halt) };
+        let open = starting_point(&self.path, self.start.as_ref());
+        let thread = std::thread::spawn(move || reader.run(open));
+        let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = ticker.tick() => { self.save_if_moved(); continue; }
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(item) = item else { break };
+            match item {
+                Item::Event { seq, position, event } => {
+                    self.tracker.register(seq, position);
+                    let taken = tokio::select! {
+                        r = pipeline.submit_with_seq(Record::new(*event), seq) => r.is_ok(),
+                        _ = stop.wait_for(|s| *s) => false,
+                    };
+                    if !taken {
+                        break;
+                    }
+                    report.submitted += 1;
+                }
+                Item::Rejected { seq, position, source, line, offset, error, raw, truncated } => {
+                    self.tracker.register(seq, position);
+                    report.rejected += 1;
+                    rejects.write(&Reject { source: &source, line, offset, error, raw: &raw, truncated });
+                    self.tracker.complete(seq);
+                }
+                Item::Blank { seq, position } => {
+                    self.tracker.register(seq, position);
+                    self.tracker.complete(seq);
+                }
+            }
+        }
+        halt.store(true, Ordering::Relaxed);
+        drop(rx);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        report
+    }
+
+    fn save_if_moved(&self) {
+        if let Some(position) = self.tracker.take_dirty() {
+            write_checkpoint(&self.checkpoint_path, &Checkpoint { path: self.path.clone(), position });
+        }
+    }
+
+    /// Writes the final checkpoint (call after the pipeline's shutdown).
+    pub(crate) fn finish(&self) {
+        self.save_if_moved();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(offset: u64) -> Position {
+        Position { dev: 1, ino: 2, offset, line: offset }
+    }
+
+    #[test]
+    fn the_checkpoint_advances_only_over_lines_every_exporter_settled_contiguously() {
+        let t = Tracker::new(2);
+        for seq in 0..4 {
+            t.register(seq, pos(seq + 1));
+        }
+        t.settled(0, "a", &[1, 2], Settlement::Delivered);
+        t.settled(1, "b", &[1, 2], Settlement::Delivered);
+        assert_eq!(t.take_dirty(), None, "line 0 is not settled yet");
+        t.settled(0, "a", &[0], Settlement::Delivered);
+        assert_eq!(t.take_dirty(), None, "exporter b has not settled line 0");
+        t.settled(1, "b", &[0], Settlement::Filtered);
+        assert_eq!(t.take_dirty(), Some(pos(3)));
+        t.complete(3);
+        assert_eq!(t.take_dirty(), Some(pos(4)));
+        assert_eq!(t.take_dirty(), None);
+    }
+}

@@ -1,0 +1,670 @@
+//! The write-ahead log: segment files, per-record settlement counts, the byte bound, the
+//! acknowledgement file, and the background fsync.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::config::{DiskBufferConfig, FsyncPolicy};
+use super::frame::{self, HEADER, ScanDamage};
+use crate::config::WhenFull;
+use crate::exporter::Record;
+
+const SEGMENT_EXT: &str = "wal";
+const ACK_FILE: &str = "ack";
+const ACK_MAGIC: &[u8; 8] = b"CLWBACK1";
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One segment file and what is still owed on its records.
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    first_seq: u64,
+    /// Settlements still expected per record (`seq - first_seq`); 0 = settled (or never a
+    /// record: a gap left by a corrupt frame).
+    counts: Vec<u8>,
+    unsettled: usize,
+    bytes: u64,
+    /// The segment being appended to (always the last one).
+    active: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    segments: VecDeque<Segment>,
+    /// The active segment's file.
+    file: Option<Arc<File>>,
+    next_seq: u64,
+    next_segment_id: u64,
+    disk_bytes: u64,
+    /// Appended since the last fsync.
+    dirty: bool,
+    /// Settled since the last acknowledgement file.
+    acks_dirty: bool,
+    closed: bool,
+    scratch: Vec<u8>,
+}
+
+/// Counters, read by [`Log::stats`].
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) appended: AtomicU64,
+    pub(super) settled: AtomicU64,
+    pub(super) abandoned: AtomicU64,
+    pub(super) dropped_newest: AtomicU64,
+    pub(super) dropped_oldest: AtomicU64,
+    pub(super) write_errors: AtomicU64,
+    pub(super) replayed: AtomicU64,
+    pub(super) corrupt_records: AtomicU64,
+    pub(super) corrupt_bytes: AtomicU64,
+    pub(super) torn_tail_bytes: AtomicU64,
+    pub(super) segments_deleted: AtomicU64,
+}
+
+/// Why an append did not take the record.
+#[derive(Debug)]
+pub(super) enum AppendError {
+    Closed,
+    TooLarge(u64),
+    Io(io::Error),
+}
+
+/// What an append did.
+#[derive(Debug)]
+pub(super) enum Appended {
+    /// Written as this sequence number.
+    Seq(u64),
+    /// Dropped by `drop_newest`.
+    Dropped,
+}
+
+/// A segment found at open, to replay.
+#[derive(Debug)]
+pub(super) struct FoundSegment {
+    pub(super) id: u64,
+    pub(super) path: PathBuf,
+    pub(super) pending: usize,
+}
+
+/// What [`Log::open`] found on disk.
+#[derive(Debug, Default)]
+pub(super) struct Found {
+    pub(super) segments: Vec<FoundSegment>,
+    pub(super) damage: ScanDamage,
+    pub(super) already_acknowledged: u64,
+    pub(super) ack_file_valid: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Log {
+    dir: PathBuf,
+    pub(super) max_bytes: u64,
+    segment_bytes: u64,
+    fsync: FsyncPolicy,
+    when_full: WhenFull,
+    exporters: AtomicUsize,
+    state: Mutex<State>,
+    /// Signalled when room may have appeared (a segment deleted or fully settled) or on close.
+    space: Notify,
+    pub(super) counters: Counters,
+    stop_sync: AtomicBool,
+}
+
+/// The acknowledgement file: every seq below `watermark` is settled, and so is every seq in
+/// `ranges` (half-open, sorted).
+#[derive(Debug, Default)]
+struct Acks {
+    watermark: u64,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Acks {
+    fn contains(&self, seq: u64) -> bool {
+        if seq < self.watermark {
+            return true;
+        }
+        let i = self.ranges.partition_point(|&(start, _)| start <= seq);
+        i > 0 && seq < self.ranges[i - 1].1
+    }
+
+    fn read(path: &Path) -> Option<Acks> {
+        let data = fs::read(path).ok()?;
+        let (body, crc) = data.split_at_checked(data.len().checked_sub(4)?)?;
+        if crc32fast::hash(body).to_le_bytes() != crc || !body.starts_with(ACK_MAGIC) {
+            return None;
+        }
+        let u64_at = |p: usize| body.get(p..p + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        let watermark = u64_at(8)?;
+        let n = u64_at(16)? as usize;
+        let mut ranges = Vec::with_capacity(n.min(1 << 20));
+        for i in 0..n {
+            ranges.push((u64_at(24 + 16 * i)?, u64_at(32 + 16 * i)?));
+        }
+        Some(Acks { watermark, ranges })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(28 + 16 * self.ranges.len());
+        out.extend_from_slice(ACK_MAGIC);
+        out.extend_from_slice(&self.watermark.to_le_bytes());
+        out.extend_from_slice(&(self.ranges.len() as u64).to_le_bytes());
+        for (start, end) in &self.ranges {
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.{SEGMENT_EXT}"))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl State {
+    fn segment_of(&mut self, seq: u64) -> Option<(usize, usize)> {
+        let i = self.segments.partition_point(|s| s.first_seq <= seq);
+        let index = i.checked_sub(1)?;
+        let offset = usize::try_from(seq - self.segments[index].first_seq).ok()?;
+        (offset < self.segments[index].counts.len()).then_some((index, offset))
+    }
+
+    fn acks(&self) -> Acks {
+        let mut acks = Acks {
+            watermark: self.next_seq,
+            ranges: Vec::new(),
+        };
+        let mut found_pending = false;
+        let mut run: Option<(u64, u64)> = None;
+        for segment in &self.segments {
+            for (offset, &count) in segment.counts.iter().enumerate() {
+                let seq = segment.first_seq + offset as u64;
+                if count > 0 {
+                    if !found_pending {
+                        found_pending = true;
+                        acks.watermark = seq;
+                    }
+                    if let Some(r) = run.take() {
+                        acks.ranges.push(r);
+                    }
+                } else if found_pending {
+                    run = match run {
+                        Some((start, end)) if end == seq => Some((start, seq + 1)),
+                        Some(r) => {
+                            acks.ranges.push(r);
+                            Some((seq, seq + 1))
+                        }
+                        None => Some((seq, seq + 1)),
+                    };
+                }
+            }
+        }
+        if let Some(r) = run {
+            acks.ranges.push(r);
+        }
+        acks
+    }
+}
+
+impl Log {
+    /// Opens (creating) the directory, reads the acknowledgement file and scans every segment:
+    /// what is already settled is deleted, what is not is kept for replay.
+    pub(super) fn open(config: &DiskBufferConfig) -> io::Result<(Arc<Log>, Found)> {
+        fs::create_dir_all(&config.path)?;
+        let acks = Acks::read(&config.path.join(ACK_FILE));
+        let mut found = Found {
+            ack_file_valid: acks.is_some(),
+            ..Found::default()
+        };
+        let acks = acks.unwrap_or_default();
+        let mut ids: Vec<u64> = fs::read_dir(&config.path)?
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                (path.extension()? == SEGMENT_EXT)
+                    .then(|| path.file_stem()?.to_str()?.parse::<u64>().ok())
+                    .flatten()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut state = State {
+            segments: VecDeque::new(),
+            file: None,
+            next_seq: acks.watermark,
+            next_segment_id: 0,
+            disk_bytes: 0,
+            dirty: false,
+            acks_dirty: false,
+            closed: false,
+            scratch: Vec::with_capacity(4096),
+        };
+        for id in ids {
+            let path = segment_path(&config.path, id);
+            state.next_segment_id = state.next_segment_id.max(id + 1);
+            let data = fs::read(&path)?;
+            let (frames, damage) = frame::scan(&data);
+            found.damage.corrupt_records += damage.corrupt_records;
+            found.damage.corrupt_bytes += damage.corrupt_bytes;
+            found.damage.torn_tail_bytes += damage.torn_tail_bytes;
+            let (Some(first), Some(last)) = (
+                frames.iter().map(|f| f.seq).min(),
+                frames.iter().map(|f| f.seq).max(),
+            ) else {
+                let _ = fs::remove_file(&path);
+                continue;
+            };
+            state.next_seq = state.next_seq.max(last + 1);
+            let mut segment = Segment {
+                id,
+                first_seq: first,
+                counts: vec![0; usize::try_from(last - first + 1).unwrap_or(0)],
+                unsettled: 0,
+                bytes: data.len() as u64,
+                active: false,
+            };
+            for f in &frames {
+                if acks.contains(f.seq) {
+                    found.already_acknowledged += 1;
+                } else if let Some(count) = segment.counts.get_mut((f.seq - first) as usize)
+                    && *count == 0
+                {
+                    *count = u8::MAX; // set to the exporter count once the pipeline exists
+                    segment.unsettled += 1;
+                }
+            }
+            if segment.unsettled == 0 {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            found.segments.push(FoundSegment {
+                id,
+                path,
+                pending: segment.unsettled,
+            });
+            state.disk_bytes += segment.bytes;
+            state.segments.push_back(segment);
+        }
+        let log = Arc::new(Log {
+            dir: config.path.clone(),
+            max_bytes: config.max_bytes,
+            segment_bytes: config.segment_bytes,
+            fsync: config.fsync,
+            when_full: config.when_full,
+            exporters: AtomicUsize::new(1),
+            state: Mutex::new(state),
+            space: Notify::new(),
+            counters: Counters::default(),
+            stop_sync: AtomicBool::new(false),
+        });
+        let c = &log.counters;
+        c.corrupt_records
+            .store(found.damage.corrupt_records, Ordering::Relaxed);
+        c.corrupt_bytes
+            .store(found.damage.corrupt_bytes, Ordering::Relaxed);
+        c.torn_tail_bytes
+            .store(found.damage.torn_tail_bytes, Ordering::Relaxed);
+        if let FsyncPolicy::Interval(every) = config.fsync {
+            spawn_syncer(Arc::downgrade(&log), every);
+        }
+        Ok((log, found))
+    }
+
+    /// Sets how many settlements each record waits for (the pipeline's exporter count), and
+    /// applies it to the records found at open.
+    pub(super) fn set_exporters(&self, n: usize) {
+        let n = n.clamp(1, usize::from(u8::MAX - 1));
+        self.exporters.store(n, Ordering::Relaxed);
+        let mut st = lock(&self.state);
+        for segment in &mut st.segments {
+            for count in &mut segment.counts {
+                if *count == u8::MAX {
+                    *count = n as u8;
+                }
+            }
+        }
+    }
+
+    fn exporters(&self) -> u8 {
+        self.exporters.load(Ordering::Relaxed) as u8
+    }
+
+    /// True if `seq` still waits for its first settlement (not yet submitted, not dropped).
+    pub(super) fn is_pending(&self, seq: u64) -> bool {
+        let n = self.exporters();
+        let mut st = lock(&self.state);
+        st.segment_of(seq)
+            .is_some_and(|(i, o)| st.segments[i].counts[o] == n)
+    }
+
+    /// Appends `record`, waiting for room under `block`.
+    pub(super) async fn append(&self, record: &Record) -> Result<Appended, AppendError> {
+        let mut json = Vec::with_capacity(1024);
+        record.event.write_json(&mut json);
+        let frame_len =
+            (HEADER + 9 + if record.trace.is_some() { 25 } else { 0 } + json.len()) as u64;
+        if frame_len > self.max_bytes {
+            return Err(AppendError::TooLarge(frame_len));
+        }
+        loop {
+            let notified = self.space.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let mut to_delete = Vec::new();
+            let outcome = {
+                let mut st = lock(&self.state);
+                if st.closed {
+                    Some(Err(AppendError::Closed))
+                } else {
+                    if st.disk_bytes + frame_len > self.max_bytes {
+                        // A fully settled active segment only waits to be rolled: free it.
+                        self.reclaim_active(&mut st, &mut to_delete);
+                    }
+                    if st.disk_bytes + frame_len <= self.max_bytes {
+                        Some(self.write(&mut st, record, &json, frame_len, &mut to_delete))
+                    } else {
+                        match self.when_full {
+                            WhenFull::Block => None,
+                            WhenFull::DropNewest => {
+                                self.counters.dropped_newest.fetch_add(1, Ordering::Relaxed);
+                                Some(Ok(Appended::Dropped))
+                            }
+                            WhenFull::DropOldest => {
+                                while st.disk_bytes + frame_len > self.max_bytes
+                                    && self.evict_oldest(&mut st, &mut to_delete)
+                                {}
+                                Some(self.write(&mut st, record, &json, frame_len, &mut to_delete))
+                            }
+                        }
+                    }
+                }
+            };
+            self.delete(to_delete);
+            match outcome {
+                Some(result) => return result,
+                None => notified.await,
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        st: &mut State,
+        record: &Record,
+        json: &[u8],
+        frame_len: u64,
+        to_delete: &mut Vec<u64>,
+    ) -> Result<Appended, AppendError> {
+        let roll = st.segments.back().is_none_or(|s| {
+            !s.active || (s.bytes > 0 && s.bytes + frame_len > self.segment_bytes)
+        }) || st.file.is_none();
+        if roll {
+            self.roll(st, to_delete).map_err(AppendError::Io)?;
+        }
+        let seq = st.next_seq;
+        let mut buf = std::mem::take(&mut st.scratch);
+        buf.clear();
+        frame::encode(&mut buf, seq, record.trace, json);
+        let file = st.file.clone();
+        let written = match &file {
+            Some(file) => (&**file).write_all(&buf),
+            None => Err(io::Error::other("no active segment")),
+        };
+        st.scratch = buf;
+        if let Err(e) = written {
+            // The segment may end in a partial frame: never append after it.
+            self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            st.file = None;
+            if let Some(s) = st.segments.back_mut() {
+                s.active = false;
+                s.bytes += frame_len; // an upper bound of what reached the file
+            }
+            st.disk_bytes += frame_len;
+            return Err(AppendError::Io(e));
+        }
+        st.next_seq += 1;
+        let n = self.exporters();
+        let Some(segment) = st.segments.back_mut() else {
+            return Err(AppendError::Io(io::Error::other("no active segment")));
+        };
+        if segment.counts.is_empty() {
+            segment.first_seq = seq;
+        }
+        segment.counts.push(n);
+        segment.unsettled += 1;
+        segment.bytes += frame_len;
+        st.disk_bytes += frame_len;
+        st.dirty = true;
+        if self.fsync == FsyncPolicy::Always
+            && let Some(file) = &file
+        {
+            file.sync_data().map_err(AppendError::Io)?;
+            st.dirty = false;
+        }
+        self.counters.appended.fetch_add(1, Ordering::Relaxed);
+        Ok(Appended::Seq(seq))
+    }
+
+    /// Closes the active segment (deleting it if fully settled) and starts a new one.
+    fn roll(&self, st: &mut State, to_delete: &mut Vec<u64>) -> io::Result<()> {
+        if let Some(last) = st.segments.back_mut()
+            && last.active
+        {
+            last.active = false;
+        }
+        st.file = None;
+        self.collect_settled(st, to_delete);
+        let id = st.next_segment_id;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(segment_path(&self.dir, id))?;
+        if self.fsync != FsyncPolicy::Never {
+            sync_dir(&self.dir);
+        }
+        st.next_segment_id += 1;
+        let first_seq = st.next_seq;
+        st.segments.push_back(Segment {
+            id,
+            first_seq,
+            counts: Vec::new(),
+            unsettled: 0,
+            bytes: 0,
+            active: true,
+        });
+        st.file = Some(Arc::new(file));
+        Ok(())
+    }
+
+    /// Removes fully settled, inactive segments from the state; their ids go to `to_delete`.
+    fn collect_settled(&self, st: &mut State, to_delete: &mut Vec<u64>) {
+        let mut freed = 0;
+        st.segments.retain(|s| {
+            let done = !s.active && s.unsettled == 0;
+            if done {
+                freed += s.bytes;
+                to_delete.push(s.id);
+            }
+            !done
+        });
+        st.disk_bytes -= freed;
+    }
+
+    fn reclaim_active(&self, st: &mut State, to_delete: &mut Vec<u64>) {
+        if let Some(last) = st.segments.back_mut()
+            && last.active
+            && last.unsettled == 0
+            && last.bytes > 0
+        {
+            last.active = false;
+            st.file = None;
+            self.collect_settled(st, to_delete);
+        }
+    }
+
+    /// `drop_oldest`: forgets the oldest segment's unsettled records (counted) and deletes it.
+    fn evict_oldest(&self, st: &mut State, to_delete: &mut Vec<u64>) -> bool {
+        let Some(oldest) = st.segments.pop_front() else {
+            return false;
+        };
+        if oldest.active {
+            st.file = None;
+        }
+        self.counters
+            .dropped_oldest
+            .fetch_add(oldest.unsettled as u64, Ordering::Relaxed);
+        st.disk_bytes -= oldest.bytes;
+        st.acks_dirty = true;
+        to_delete.push(oldest.id);
+        true
+    }
+
+    fn delete(&self, ids: Vec<u64>) {
+        for id in ids {
+            match fs::remove_file(segment_path(&self.dir, id)) {
+                Ok(()) => {
+                    self.counters
+                        .segments_deleted
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(segment = id, error = %e, "cannot delete a settled buffer segment"),
+            }
+        }
+    }
+
+    /// One exporter settled `seqs`.
+    pub(super) fn settle(&self, seqs: &[u64]) {
+        self.settle_with(seqs, false);
+    }
+
+    /// `seq` will never be settled by the pipeline (its submit was cancelled or refused).
+    pub(super) fn abandon(&self, seq: u64) {
+        self.settle_with(&[seq], true);
+    }
+
+    fn settle_with(&self, seqs: &[u64], all: bool) {
+        let mut to_delete = Vec::new();
+        let mut done = 0u64;
+        let mut room = false;
+        {
+            let mut st = lock(&self.state);
+            for &seq in seqs {
+                let Some((i, o)) = st.segment_of(seq) else {
+                    continue; // evicted by drop_oldest, or a stale seq
+                };
+                let segment = &mut st.segments[i];
+                let count = &mut segment.counts[o];
+                if *count == 0 {
+                    continue;
+                }
+                *count = if all { 0 } else { *count - 1 };
+                if *count == 0 {
+                    segment.unsettled -= 1;
+                    done += 1;
+                    if segment.unsettled == 0 {
+                        room = true;
+                    }
+                }
+            }
+            if done > 0 {
+                st.acks_dirty = true;
+            }
+            if room {
+                self.collect_settled(&mut st, &mut to_delete);
+            }
+        }
+        if all {
+            self.counters.abandoned.fetch_add(done, Ordering::Relaxed);
+        } else {
+            self.counters.settled.fetch_add(done, Ordering::Relaxed);
+        }
+        self.delete(to_delete);
+        if room {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Forces appended data to disk and writes the acknowledgement file (if anything changed).
+    pub(super) fn sync(&self, force_acks: bool) -> io::Result<()> {
+        let (file, acks) = {
+            let mut st = lock(&self.state);
+            let file = if st.dirty { st.file.clone() } else { None };
+            st.dirty = false;
+            let acks = (st.acks_dirty || force_acks).then(|| st.acks());
+            st.acks_dirty = false;
+            (file, acks)
+        };
+        if let Some(file) = file
+            && self.fsync != FsyncPolicy::Never
+        {
+            file.sync_data()?;
+        }
+        if let Some(acks) = acks {
+            let tmp = self.dir.join("ack.tmp");
+            let mut f = File::create(&tmp)?;
+            f.write_all(&acks.encode())?;
+            if self.fsync != FsyncPolicy::Never {
+                f.sync_all()?;
+            }
+            drop(f);
+            fs::rename(&tmp, self.dir.join(ACK_FILE))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses further appends, wakes blocked ones, syncs and writes the acknowledgement file.
+    pub(super) fn close(&self) -> io::Result<()> {
+        lock(&self.state).closed = true;
+        self.stop_sync.store(true, Ordering::Relaxed);
+        self.space.notify_waiters();
+        self.sync(true)
+    }
+
+    pub(super) fn snapshot(&self) -> (u64, usize, u64) {
+        let st = lock(&self.state);
+        let unsettled = st.segments.iter().map(|s| s.unsettled as u64).sum();
+        (st.disk_bytes, st.segments.len(), unsettled)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.stop_sync.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The `interval_ms` policy: a plain thread (fsync blocks) holding only a weak reference.
+fn spawn_syncer(log: Weak<Log>, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("clawdstrike-buffer-sync".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(log) = log.upgrade() else { return };
+                if log.stop_sync.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Err(e) = log.sync(false) {
+                    tracing::warn!(error = %e, "buffer fsync failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the buffer fsync thread; fsync happens at close only");
+    }
+}

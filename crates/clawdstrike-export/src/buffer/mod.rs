@@ -1,0 +1,437 @@
+//! The durable buffer: a write-ahead log in front of the [`Pipeline`], so accepted events
+//! survive a crash and are replayed on the next start.
+//!
+//! See [`DurablePipeline`] and the crate docs' "Durable buffer" section.
+
+mod config;
+mod frame;
+mod log;
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clawdstrike_schema::SecurityEvent;
+use tokio::task::JoinHandle;
+
+pub use self::config::{BufferConfig, DiskBufferConfig, FsyncPolicy};
+use self::log::{AppendError, Appended, FoundSegment, Log};
+use crate::exporter::Record;
+use crate::pipeline::{BuildError, Pipeline, PipelineBuilder, ShutdownReport, SubmitError};
+use crate::settle::{SettleHook, Settlement};
+
+/// Why [`DurablePipeline::open`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The buffer configuration is out of range.
+    #[error("invalid buffer configuration: {0}")]
+    Config(String),
+    /// The buffer directory or a segment could not be read or created.
+    #[error("buffer directory `{path}`: {source}")]
+    Io {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The pipeline could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// Why [`DurablePipeline::submit`] did not take an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurableSubmitError {
+    /// Shutting down (or shut down); the event was not taken.
+    #[error("the export pipeline is shut down")]
+    Closed,
+    /// The event alone is larger than `max_bytes`; it was not taken.
+    #[error("an event of {bytes} bytes does not fit a buffer of {max_bytes} bytes")]
+    TooLarge {
+        /// The record's size on disk.
+        bytes: u64,
+        /// The buffer's bound.
+        max_bytes: u64,
+    },
+    /// Writing to the log failed (disk full, I/O error); the event was not taken.
+    #[error("cannot write to the buffer: {0}")]
+    Io(#[source] io::Error),
+}
+
+/// What [`DurablePipeline::open`] found on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenReport {
+    /// Segment files holding unacknowledged records.
+    pub segments: usize,
+    /// Unacknowledged records, being replayed into the pipeline (in order, with their trace
+    /// context).
+    pub to_replay: u64,
+    /// Records found in the log but already acknowledged (not replayed).
+    pub already_acknowledged: u64,
+    /// Damaged stretches followed by valid records (each a lost record, counted here).
+    pub corrupt_records: u64,
+    /// Bytes in those stretches.
+    pub corrupt_bytes: u64,
+    /// Bytes of damaged tails (an interrupted write at the end of a segment), skipped.
+    pub torn_tail_bytes: u64,
+    /// False when the acknowledgement file was missing or damaged: every record found was
+    /// replayed, so some may be delivered twice.
+    pub ack_file_valid: bool,
+}
+
+/// A snapshot of the buffer's counters ([`DurablePipeline::buffer_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BufferStats {
+    /// Records appended since open.
+    pub appended: u64,
+    /// Records replayed into the pipeline since open.
+    pub replayed: u64,
+    /// Records settled by every exporter since open.
+    pub settled: u64,
+    /// Records whose submit was refused or cancelled after the append (freed at once).
+    pub abandoned: u64,
+    /// Events refused by `when_full: drop_newest` (never appended, never submitted).
+    pub dropped_newest: u64,
+    /// Unacknowledged records evicted by `when_full: drop_oldest`.
+    pub dropped_oldest: u64,
+    /// Appends that failed with an I/O error.
+    pub write_errors: u64,
+    /// Corrupt records found at open.
+    pub corrupt_records: u64,
+    /// Bytes of corrupt records found at open.
+    pub corrupt_bytes: u64,
+    /// Bytes of torn tails found at open.
+    pub torn_tail_bytes: u64,
+    /// Segment files deleted because every record in them was settled (or evicted).
+    pub segments_deleted: u64,
+    /// Bytes of segment files on disk now.
+    pub disk_bytes: u64,
+    /// The bound on `disk_bytes`.
+    pub max_bytes: u64,
+    /// Segment files now.
+    pub segments: usize,
+    /// Records not yet settled by every exporter.
+    pub unsettled: u64,
+}
+
+/// A [`Pipeline`] behind a write-ahead log on disk.
+///
+/// [`submit`](Self::submit) appends the event to the log (a CRC-checked frame in the current
+/// segment file, written to the operating system before it returns, fsynced as the
+/// [`FsyncPolicy`] says), then submits it to the pipeline with the record's sequence number. The
+/// pipeline tells the log (through a [`SettleHook`]) when each exporter has settled the event
+/// (delivered, dead-lettered, filtered or dropped by its queue policy); once every exporter
+/// has, the record is acknowledged, and a segment file is deleted when all its records are.
+/// Events left behind at the shutdown deadline are not settled, so they stay in the log.
+///
+/// On [`open`](Self::open), unacknowledged records are replayed into the pipeline in log order
+/// with their trace context, by a background task ([`wait_replayed`](Self::wait_replayed)
+/// waits for it). Which records were acknowledged is kept in a small `ack` file written at
+/// every fsync and at shutdown; after a crash, records acknowledged since the last one are
+/// delivered again (at-least-once). A torn or corrupt record is detected by its checksum,
+/// counted ([`OpenReport`]) and skipped; the records before and after it are replayed.
+///
+/// The log is bounded by `max_bytes` of segment files. When an append would pass it:
+/// `block` waits for segments to be freed, `drop_newest` drops the new event (counted,
+/// never submitted), `drop_oldest` evicts the oldest segment's unacknowledged records
+/// (counted in [`BufferStats::dropped_oldest`]): they are no longer durable, though the
+/// pipeline still delivers those it holds in memory.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use async_trait::async_trait;
+/// use clawdstrike_export::{
+///     DiskBufferConfig, DurablePipeline, ExportResult, Exporter, ExporterConfig, FsyncPolicy,
+///     Pipeline, Record,
+/// };
+/// use clawdstrike_schema::{EventType, ResourceType, SecurityEvent, Severity};
+///
+/// #[derive(Debug)]
+/// struct Stdout;
+///
+/// #[async_trait]
+/// impl Exporter for Stdout {
+///     fn name(&self) -> &str {
+///         "stdout"
+///     }
+///     async fn export(&self, batch: &[Record]) -> ExportResult {
+///         ExportResult::exported(batch.len())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let config = DiskBufferConfig::new(dir.path())
+///     .with_max_bytes(64 * 1024 * 1024)
+///     .with_fsync(FsyncPolicy::Interval(Duration::from_millis(500)));
+/// let builder = Pipeline::builder().with_exporter(Arc::new(Stdout), ExporterConfig::default());
+/// let (durable, found) = DurablePipeline::open(&config, builder).await?;
+/// assert_eq!(found.to_replay, 0);
+///
+/// let event = SecurityEvent::builder(EventType::ForbiddenPath)
+///     .agent_id("agent-7")
+///     .session_id("sess-123")
+///     .action("file_access")
+///     .denied("forbidden_path", Severity::High, "access to a forbidden path")
+///     .resource(ResourceType::File, "/home/user/.ssh/id_rsa")
+///     .build()?;
+/// durable.submit(Record::new(event)).await?;
+///
+/// let reports = durable.shutdown(Duration::from_secs(5)).await;
+/// assert_eq!(reports[0].delivered, 1);
+/// assert_eq!(durable.buffer_stats().unsettled, 0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DurablePipeline {
+    pipeline: Pipeline,
+    log: Arc<Log>,
+    replay: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl fmt::Debug for DurablePipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurablePipeline")
+            .field("pipeline", &self.pipeline)
+            .field("buffer", &self.buffer_stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The settlement hook the log installs in the pipeline.
+#[derive(Debug)]
+struct Hook(Arc<Log>);
+
+impl SettleHook for Hook {
+    fn settled(&self, _exporter: usize, _name: &str, seqs: &[u64], _how: Settlement) {
+        self.0.settle(seqs);
+    }
+}
+
+/// Frees an appended record whose submit did not complete (refused or cancelled).
+struct Abandon<'a> {
+    log: &'a Log,
+    seq: Option<u64>,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq {
+            self.log.abandon(seq);
+        }
+    }
+}
+
+impl DurablePipeline {
+    /// Opens (or creates) the log in `config.path`, builds the pipeline from `builder` with the
+    /// log's [`SettleHook`] installed (replacing any other), and starts replaying the
+    /// unacknowledged records found on disk into it. Must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`OpenError::Config`] for a setting out of range, [`OpenError::Io`] when the directory
+    /// cannot be created or read, [`OpenError::Build`] from [`PipelineBuilder::build`].
+    pub async fn open(
+        config: &DiskBufferConfig,
+        builder: PipelineBuilder,
+    ) -> Result<(Self, OpenReport), OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        let cfg = config.clone();
+        let opened = tokio::task::spawn_blocking(move || Log::open(&cfg))
+            .await
+            .map_err(|e| OpenError::Io {
+                path: config.path.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+        let (log, found) = opened.map_err(|source| OpenError::Io {
+            path: config.path.clone(),
+            source,
+        })?;
+        let pipeline = builder
+            .with_settle_hook(Arc::new(Hook(Arc::clone(&log))))
+            .build()?;
+        log.set_exporters(pipeline.exporter_names().len());
+        let report = OpenReport {
+            segments: found.segments.len(),
+            to_replay: found.segments.iter().map(|s| s.pending as u64).sum(),
+            already_acknowledged: found.already_acknowledged,
+            corrupt_records: found.damage.corrupt_records,
+            corrupt_bytes: found.damage.corrupt_bytes,
+            torn_tail_bytes: found.damage.torn_tail_bytes,
+            ack_file_valid: found.ack_file_valid,
+        };
+        if report.corrupt_records > 0 || report.torn_tail_bytes > 0 {
+            tracing::warn!(
+                path = %config.path.display(),
+                corrupt_records = report.corrupt_records,
+                corrupt_bytes = report.corrupt_bytes,
+                torn_tail_bytes = report.torn_tail_bytes,
+                "the buffer had damaged records; they were skipped, the others are replayed"
+            );
+        }
+        let handle = tokio::spawn(replay(
+            Arc::clone(&log),
+            pipeline.clone(),
+            found.segments,
+        ));
+        Ok((
+            Self {
+                pipeline,
+                log,
+                replay: Arc::new(Mutex::new(Some(handle))),
+            },
+            report,
+        ))
+    }
+
+    /// Appends the event to the log, then submits it to the pipeline (waiting under `block`,
+    /// in the log or in a `block` exporter's queue). When this returns `Ok`, the event is on
+    /// disk (as the fsync policy allows) and will be delivered, dead-lettered or counted as
+    /// dropped, or replayed after a restart; under `drop_newest` a full log drops it (counted
+    /// in [`BufferStats::dropped_newest`]) and this still returns `Ok`.
+    ///
+    /// Cancel-safe: if the future is dropped, the event is either not appended or freed.
+    ///
+    /// # Errors
+    /// [`DurableSubmitError::Closed`] once shutdown has begun, [`DurableSubmitError::TooLarge`]
+    /// for an event larger than `max_bytes`, [`DurableSubmitError::Io`] when the write fails.
+    pub async fn submit(&self, record: Record) -> Result<(), DurableSubmitError> {
+        let seq = match self.log.append(&record).await {
+            Ok(Appended::Seq(seq)) => seq,
+            Ok(Appended::Dropped) => return Ok(()),
+            Err(AppendError::Closed) => return Err(DurableSubmitError::Closed),
+            Err(AppendError::TooLarge(bytes)) => {
+                return Err(DurableSubmitError::TooLarge {
+                    bytes,
+                    max_bytes: self.log.max_bytes,
+                });
+            }
+            Err(AppendError::Io(e)) => return Err(DurableSubmitError::Io(e)),
+        };
+        let mut guard = Abandon {
+            log: &self.log,
+            seq: Some(seq),
+        };
+        match self.pipeline.submit_with_seq(record, seq).await {
+            Ok(()) => {
+                guard.seq = None;
+                Ok(())
+            }
+            Err(SubmitError::Closed | SubmitError::Full { .. }) => Err(DurableSubmitError::Closed),
+        }
+    }
+
+    /// The pipeline (stats, health checks). Submit through [`submit`](Self::submit), not
+    /// through the pipeline, or the event is not durable.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Waits until every record found at open has been handed to the pipeline (or shutdown
+    /// stopped the replay). Returns at once on later calls.
+    pub async fn wait_replayed(&self) {
+        let handle = self
+            .replay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+
+    /// A snapshot of the buffer's counters.
+    pub fn buffer_stats(&self) -> BufferStats {
+        let c = &self.log.counters;
+        let (disk_bytes, segments, unsettled) = self.log.snapshot();
+        BufferStats {
+            appended: c.appended.load(Ordering::Relaxed),
+            replayed: c.replayed.load(Ordering::Relaxed),
+            settled: c.settled.load(Ordering::Relaxed),
+            abandoned: c.abandoned.load(Ordering::Relaxed),
+            dropped_newest: c.dropped_newest.load(Ordering::Relaxed),
+            dropped_oldest: c.dropped_oldest.load(Ordering::Relaxed),
+            write_errors: c.write_errors.load(Ordering::Relaxed),
+            corrupt_records: c.corrupt_records.load(Ordering::Relaxed),
+            corrupt_bytes: c.corrupt_bytes.load(Ordering::Relaxed),
+            torn_tail_bytes: c.torn_tail_bytes.load(Ordering::Relaxed),
+            segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
+            disk_bytes,
+            max_bytes: self.log.max_bytes,
+            segments,
+            unsettled,
+        }
+    }
+
+    /// Forces appended records to disk and records acknowledgements now (whatever the fsync
+    /// policy; `never` skips the fsync but still writes the acknowledgement file).
+    ///
+    /// # Errors
+    /// The I/O error of the fsync or of the acknowledgement file.
+    pub fn sync(&self) -> io::Result<()> {
+        self.log.sync(true)
+    }
+
+    /// Shuts the pipeline down ([`Pipeline::shutdown`]: stop accepting, flush, deliver until
+    /// `deadline`), then closes the log: syncs it and records what was acknowledged, so a
+    /// restart replays exactly the events left behind.
+    pub async fn shutdown(&self, deadline: Duration) -> Vec<ShutdownReport> {
+        let reports = self.pipeline.shutdown(deadline).await;
+        self.wait_replayed().await;
+        let log = Arc::clone(&self.log);
+        match tokio::task::spawn_blocking(move || log.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "closing the buffer failed"),
+            Err(e) => tracing::error!(error = %e, "closing the buffer failed"),
+        }
+        reports
+    }
+}
+
+/// Hands the records found at open to the pipeline, in log order.
+async fn replay(log: Arc<Log>, pipeline: Pipeline, segments: Vec<FoundSegment>) {
+    for segment in segments {
+        let path = segment.path.clone();
+        let data = match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
+            Ok(Ok(data)) => data,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => continue, // evicted meanwhile
+            Ok(Err(e)) => {
+                tracing::error!(segment = segment.id, error = %e, "cannot read a buffer segment to replay; it stays for the next start");
+                continue;
+            }
+            Err(_) => return,
+        };
+        let (frames, _) = frame::scan(&data);
+        for f in frames {
+            if !log.is_pending(f.seq) {
+                continue;
+            }
+            let event: SecurityEvent = match serde_json::from_slice(f.event_json) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::error!(seq = f.seq, error = %e, "a buffered record does not decode; skipping it");
+                    log.counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                    log.abandon(f.seq);
+                    continue;
+                }
+            };
+            let record = Record {
+                event: Arc::new(event),
+                trace: f.trace,
+            };
+            if pipeline.submit_with_seq(record, f.seq).await.is_err() {
+                return; // shutting down: the rest stays in the log for the next start
+            }
+            log.counters.replayed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

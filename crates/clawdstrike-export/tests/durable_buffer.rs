@@ -1,0 +1,518 @@
+//! The durable buffer against real files: replay, acknowledgement-based removal, torn and
+//! corrupt records, the byte bound with each `when_full` policy, configuration.
+
+#![cfg(feature = "testing")]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use clawdstrike_export::testing::{ScriptedExporter, Step};
+use clawdstrike_export::{
+    BufferConfig, DiskBufferConfig, DurablePipeline, DurableSubmitError, ExporterConfig,
+    FsyncPolicy, Pipeline, Record, TraceContext, WhenFull,
+};
+use clawdstrike_schema::{EventType, ResourceType, SecurityEvent, Severity, Uuid};
+
+fn id(i: u64) -> Uuid {
+    Uuid::from_u128(u128::from(i) + 1)
+}
+
+/// Event `i`; every third one carries a trace context derived from `i`.
+fn record(i: u64) -> Record {
+    let event = SecurityEvent::builder(EventType::ForbiddenPath)
+        .event_id(id(i))
+        .agent_id("agent-7")
+        .session_id("sess-123")
+        .action("file_access")
+        .denied("forbidden_path", Severity::High, "access to a forbidden path")
+        .resource(ResourceType::File, "/home/user/.ssh/id_rsa")
+        .build()
+        .expect("valid event");
+    let record = Record::new(event);
+    if i % 3 == 0 {
+        record.with_trace(trace(i))
+    } else {
+        record
+    }
+}
+
+fn trace(i: u64) -> TraceContext {
+    TraceContext {
+        trace_id: 0xabc0_0000_0000_0000_0000_0000_0000_0000 | u128::from(i),
+        span_id: 0x1000 + i,
+        sampled: i % 2 == 0,
+    }
+}
+
+fn fast() -> ExporterConfig {
+    ExporterConfig::default()
+        .with_flush_interval(Duration::from_millis(5))
+        .with_initial_backoff(Duration::from_millis(5))
+        .with_max_backoff(Duration::from_millis(20))
+}
+
+fn config(dir: &Path) -> DiskBufferConfig {
+    DiskBufferConfig::new(dir).with_fsync(FsyncPolicy::Never)
+}
+
+async fn open(
+    config: &DiskBufferConfig,
+    exporter: &Arc<ScriptedExporter>,
+    pipeline: ExporterConfig,
+) -> (DurablePipeline, clawdstrike_export::OpenReport) {
+    let builder = Pipeline::builder().with_exporter(Arc::clone(exporter) as _, pipeline);
+    DurablePipeline::open(config, builder)
+        .await
+        .expect("the buffer opens")
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Submits `range` while the exporter never answers, then shuts down with a short deadline:
+/// every event is left behind in the log (the same state a crash leaves).
+async fn leave_behind(dir: &Path, range: std::ops::Range<u64>) {
+    let stuck = Arc::new(ScriptedExporter::new("stuck").with_default(Step::HangForever));
+    let (durable, _) = open(&config(dir), &stuck, fast()).await;
+    for i in range.clone() {
+        durable.submit(record(i)).await.unwrap();
+    }
+    let reports = durable.shutdown(Duration::from_millis(50)).await;
+    assert_eq!(reports[0].left_behind, range.end - range.start);
+    assert_eq!(durable.buffer_stats().unsettled, range.end - range.start);
+}
+
+/// Polls `fut` once: is it already done?
+fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+#[tokio::test]
+async fn unacknowledged_records_are_replayed_in_order_with_their_trace_context() {
+    let dir = tempfile::tempdir().unwrap();
+    leave_behind(dir.path(), 0..40).await;
+
+    let exporter = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
+    assert_eq!(found.to_replay, 40);
+    assert_eq!(found.corrupt_records, 0);
+    assert_eq!(found.torn_tail_bytes, 0);
+    durable.wait_replayed().await;
+    exporter.wait_for_exported(40).await;
+    let exported = exporter.exported();
+    let ids: Vec<Uuid> = exported.iter().map(|r| r.event.event_id).collect();
+    assert_eq!(ids, (0..40).map(id).collect::<Vec<_>>(), "log order");
+    for (i, r) in exported.iter().enumerate() {
+        let expected = (i % 3 == 0).then(|| trace(i as u64));
+        assert_eq!(r.trace, expected, "trace context of event {i}");
+        assert_eq!(*r.event, *record(i as u64).event, "event {i} round-trips");
+    }
+    let reports = durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(reports[0].delivered, 40);
+    assert_eq!(durable.buffer_stats().replayed, 40);
+
+    // Acknowledged now: a third start replays nothing.
+    let again = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, found) = open(&config(dir.path()), &again, fast()).await;
+    assert_eq!(found.to_replay, 0);
+    assert!(found.ack_file_valid);
+    durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(again.exported_count(), 0);
+}
+
+#[tokio::test]
+async fn delivered_records_are_not_replayed_and_only_the_left_behind_ones_are() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first batch (events 0..10) is delivered, everything after hangs.
+    let exporter = Arc::new(
+        ScriptedExporter::new("half")
+            .with_script([Step::Succeed])
+            .with_default(Step::HangForever),
+    );
+    let (durable, _) = open(&config(dir.path()), &exporter, fast().with_max_batch_events(10)).await;
+    for i in 0..10 {
+        durable.submit(record(i)).await.unwrap();
+    }
+    exporter.wait_for_exported(10).await;
+    for i in 10..25 {
+        durable.submit(record(i)).await.unwrap();
+    }
+    let reports = durable.shutdown(Duration::from_millis(50)).await;
+    assert_eq!(reports[0].delivered, 10);
+    assert_eq!(reports[0].left_behind, 15);
+
+    let next = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, found) = open(&config(dir.path()), &next, fast()).await;
+    assert_eq!(found.to_replay, 15);
+    assert_eq!(found.already_acknowledged, 10);
+    durable.wait_replayed().await;
+    durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(next.exported_ids(), (10..25).map(id).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_counted_and_every_record_before_it_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    leave_behind(dir.path(), 0..10).await;
+    let files = segments(dir.path());
+    assert_eq!(files.len(), 1);
+    // An interrupted write: the last record lost its last 7 bytes.
+    let data = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &data[..data.len() - 7]).unwrap();
+
+    let exporter = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
+    assert_eq!(found.to_replay, 9);
+    assert_eq!(found.corrupt_records, 0);
+    assert!(found.torn_tail_bytes > 0, "{found:?}");
+    durable.wait_replayed().await;
+    durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(exporter.exported_ids(), (0..9).map(id).collect::<Vec<_>>());
+    assert!(durable.buffer_stats().torn_tail_bytes > 0);
+}
+
+#[tokio::test]
+async fn a_corrupt_record_in_the_middle_is_counted_and_skipped_and_its_neighbours_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    leave_behind(dir.path(), 0..10).await;
+    let files = segments(dir.path());
+    let mut data = std::fs::read(&files[0]).unwrap();
+    // Flip one bit inside record 4's event JSON (records are about the same size).
+    let per_record = data.len() / 10;
+    data[4 * per_record + per_record / 2] ^= 0x01;
+    std::fs::write(&files[0], &data).unwrap();
+
+    let exporter = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
+    assert_eq!(found.corrupt_records, 1, "{found:?}");
+    assert_eq!(found.torn_tail_bytes, 0);
+    assert_eq!(found.to_replay, 9);
+    durable.wait_replayed().await;
+    durable.shutdown(Duration::from_secs(5)).await;
+    let ids = exporter.exported_ids();
+    assert_eq!(ids.len(), 9);
+    assert_eq!(ids[..3], [id(0), id(1), id(2)]);
+    assert_eq!(ids[ids.len() - 5..], [id(5), id(6), id(7), id(8), id(9)]);
+}
+
+#[tokio::test]
+async fn garbage_files_and_an_empty_directory_never_crash_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("00000000000000000007.wal"), b"\x00\x01garbage").unwrap();
+    std::fs::write(dir.path().join("ack"), b"not an ack file").unwrap();
+    let exporter = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
+    assert_eq!(found.to_replay, 0);
+    assert!(!found.ack_file_valid);
+    assert_eq!(found.torn_tail_bytes, 9);
+    durable.submit(record(1)).await.unwrap();
+    let reports = durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(reports[0].delivered, 1);
+}
+
+#[tokio::test]
+async fn segments_are_deleted_once_every_exporter_has_settled_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path()).with_segment_bytes(4096);
+    let fast_one = Arc::new(ScriptedExporter::new("fast"));
+    let slow_one = Arc::new(
+        ScriptedExporter::new("slow").with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
+    );
+    let builder = Pipeline::builder()
+        .with_exporter(Arc::clone(&fast_one) as _, fast())
+        .with_exporter(Arc::clone(&slow_one) as _, fast());
+    let (durable, _) = DurablePipeline::open(&cfg, builder).await.unwrap();
+    for i in 0..60 {
+        durable.submit(record(i)).await.unwrap();
+    }
+    fast_one.wait_for_exported(60).await;
+    // One exporter delivered everything; the other has not: nothing is removed.
+    let stats = durable.buffer_stats();
+    assert!(stats.segments >= 4, "{stats:?}");
+    assert_eq!(stats.unsettled, 60);
+    assert_eq!(stats.segments_deleted, 0);
+    assert_eq!(segments(dir.path()).len(), stats.segments);
+
+    slow_one.release();
+    slow_one.wait_for_exported(60).await;
+    let reports = durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(reports[1].delivered, 60);
+    let stats = durable.buffer_stats();
+    assert_eq!(stats.unsettled, 0);
+    assert_eq!(stats.settled, 60);
+    // Only the segment still open for appends may remain.
+    assert!(segments(dir.path()).len() <= 1);
+    assert!(stats.segments_deleted >= 3, "{stats:?}");
+}
+
+/// Fills a log of `max_bytes` (4 segments of 4 KiB) while the exporter holds every batch.
+async fn full_log(
+    dir: &Path,
+    when_full: WhenFull,
+) -> (DurablePipeline, Arc<ScriptedExporter>, DiskBufferConfig) {
+    let cfg = config(dir)
+        .with_segment_bytes(4096)
+        .with_max_bytes(4 * 4096)
+        .with_when_full(when_full);
+    let exporter = Arc::new(
+        ScriptedExporter::new("held").with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
+    );
+    let (durable, _) = open(&cfg, &exporter, fast().with_queue_capacity(100_000)).await;
+    (durable, exporter, cfg)
+}
+
+#[tokio::test]
+async fn block_waits_for_acknowledgements_when_the_log_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let (durable, exporter, cfg) = full_log(dir.path(), WhenFull::Block).await;
+    let mut i = 0;
+    let blocked = loop {
+        let mut submit = Box::pin(durable.submit(record(i)));
+        match poll_once(submit.as_mut()) {
+            Poll::Ready(result) => result.unwrap(),
+            Poll::Pending => break submit,
+        }
+        i += 1;
+        assert!(i < 1_000, "the log never filled");
+    };
+    let stats = durable.buffer_stats();
+    assert!(stats.disk_bytes <= cfg.max_bytes, "{stats:?}");
+    assert!(stats.disk_bytes + 1024 > cfg.max_bytes, "blocked early: {stats:?}");
+    assert_eq!(stats.appended, i);
+
+    exporter.release();
+    blocked.await.unwrap();
+    for j in i + 1..i + 50 {
+        durable.submit(record(j)).await.unwrap();
+        assert!(durable.buffer_stats().disk_bytes <= cfg.max_bytes);
+    }
+    let reports = durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(reports[0].delivered, i + 50);
+    let stats = durable.buffer_stats();
+    assert_eq!(stats.dropped_newest + stats.dropped_oldest, 0);
+    assert_eq!(stats.settled, i + 50);
+}
+
+#[tokio::test]
+async fn drop_newest_refuses_new_events_when_full_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (durable, exporter, cfg) = full_log(dir.path(), WhenFull::DropNewest).await;
+    for i in 0..200 {
+        durable.submit(record(i)).await.unwrap();
+        assert!(durable.buffer_stats().disk_bytes <= cfg.max_bytes);
+    }
+    let stats = durable.buffer_stats();
+    assert!(stats.dropped_newest > 0, "{stats:?}");
+    assert_eq!(stats.appended + stats.dropped_newest, 200);
+    exporter.release();
+    let reports = durable.shutdown(Duration::from_secs(5)).await;
+    // The appended ones are the oldest, and exactly those were delivered.
+    assert_eq!(reports[0].delivered, stats.appended);
+    assert_eq!(
+        exporter.exported_ids().len() as u64,
+        stats.appended,
+        "every appended event delivered"
+    );
+    let mut delivered = exporter.exported_ids();
+    delivered.sort();
+    assert_eq!(delivered, (0..stats.appended).map(id).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn drop_oldest_evicts_the_oldest_records_from_the_log_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (durable, _exporter, cfg) = full_log(dir.path(), WhenFull::DropOldest).await;
+    for i in 0..200 {
+        durable.submit(record(i)).await.unwrap();
+        assert!(durable.buffer_stats().disk_bytes <= cfg.max_bytes);
+    }
+    let stats = durable.buffer_stats();
+    assert_eq!(stats.appended, 200);
+    assert!(stats.dropped_oldest > 0, "{stats:?}");
+    assert_eq!(stats.unsettled + stats.dropped_oldest, 200);
+    // A crash now (the exporter never answered): the next start replays exactly the newest
+    // `unsettled` events, none of the evicted ones.
+    durable.shutdown(Duration::from_millis(50)).await;
+    let next = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, found) = open(&cfg, &next, fast()).await;
+    assert_eq!(found.to_replay, stats.unsettled);
+    durable.wait_replayed().await;
+    durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        next.exported_ids(),
+        (stats.dropped_oldest..200).map(id).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_submit_cancelled_while_blocked_or_refused_after_shutdown_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // A `block` pipeline queue of 1 behind a held exporter: the third submit waits in the
+    // pipeline after its append, and is then cancelled.
+    let exporter = Arc::new(
+        ScriptedExporter::new("held").with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
+    );
+    let (durable, _) = open(
+        &config(dir.path()),
+        &exporter,
+        fast().with_queue_capacity(1).with_max_batch_events(1).with_concurrency(1),
+    )
+    .await;
+    durable.submit(record(0)).await.unwrap();
+    exporter.wait_for_calls(1).await;
+    let mut i = 1;
+    loop {
+        let mut submit = pin!(durable.submit(record(i)));
+        if poll_once(submit.as_mut()).is_pending() {
+            // Appended, then waiting for room in the pipeline: cancel it here.
+            assert_eq!(durable.buffer_stats().appended, i + 1);
+            break;
+        }
+        i += 1;
+        assert!(i < 100, "the pipeline queue never filled");
+    }
+    let stats = durable.buffer_stats();
+    assert_eq!(stats.abandoned, 1);
+    assert_eq!(stats.unsettled, i);
+    exporter.release();
+    durable.shutdown(Duration::from_secs(5)).await;
+    assert!(matches!(
+        durable.submit(record(1000)).await,
+        Err(DurableSubmitError::Closed)
+    ));
+    assert_eq!(durable.buffer_stats().unsettled, 0);
+    let mut delivered = exporter.exported_ids();
+    delivered.sort();
+    assert_eq!(delivered, (0..i).map(id).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn fsync_always_and_interval_policies_deliver_and_acknowledge() {
+    for fsync in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Interval(Duration::from_millis(5)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let exporter = Arc::new(ScriptedExporter::new("ok"));
+        let cfg = DiskBufferConfig::new(dir.path()).with_fsync(fsync);
+        let (durable, _) = open(&cfg, &exporter, fast()).await;
+        for i in 0..20 {
+            durable.submit(record(i)).await.unwrap();
+        }
+        durable.sync().unwrap();
+        let reports = durable.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(reports[0].delivered, 20, "{fsync:?}");
+        assert_eq!(durable.buffer_stats().unsettled, 0);
+    }
+}
+
+#[tokio::test]
+async fn an_event_larger_than_the_log_is_refused_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path())
+        .with_segment_bytes(4096)
+        .with_max_bytes(4096);
+    let exporter = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, _) = open(&cfg, &exporter, fast()).await;
+    let mut big = record(0);
+    Arc::make_mut(&mut big.event).metadata = serde_json::json!({ "blob": "x".repeat(8192) });
+    match durable.submit(big).await {
+        Err(DurableSubmitError::TooLarge { bytes, max_bytes }) => {
+            assert!(bytes > 8192);
+            assert_eq!(max_bytes, 4096);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    durable.shutdown(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn configuration_reads_from_yaml_with_documented_defaults() {
+    let config: BufferConfig = serde_yaml_ng::from_str("type: disk\npath: /var/lib/cs").unwrap();
+    let BufferConfig::Disk(disk) = config else {
+        panic!("expected a disk buffer")
+    };
+    assert_eq!(disk, DiskBufferConfig::new("/var/lib/cs"));
+    assert_eq!(disk.max_bytes, 256 * 1024 * 1024);
+    assert_eq!(disk.segment_bytes, 8 * 1024 * 1024);
+    assert_eq!(disk.fsync, FsyncPolicy::Interval(Duration::from_millis(1000)));
+    assert_eq!(disk.when_full, WhenFull::Block);
+
+    let yaml = "type: disk\npath: /b\nmax_bytes: 1048576\nsegment_bytes: 65536\nfsync: { interval_ms: 200 }\nwhen_full: drop_oldest";
+    let BufferConfig::Disk(disk) = serde_yaml_ng::from_str(yaml).unwrap() else {
+        panic!("expected a disk buffer")
+    };
+    assert_eq!(
+        disk,
+        DiskBufferConfig::new("/b")
+            .with_max_bytes(1 << 20)
+            .with_segment_bytes(1 << 16)
+            .with_fsync(FsyncPolicy::Interval(Duration::from_millis(200)))
+            .with_when_full(WhenFull::DropOldest)
+    );
+    for (text, policy) in [("always", FsyncPolicy::Always), ("never", FsyncPolicy::Never)] {
+        let yaml = format!("type: disk\npath: /b\nfsync: {text}");
+        let BufferConfig::Disk(disk) = serde_yaml_ng::from_str(&yaml).unwrap() else {
+            panic!("expected a disk buffer")
+        };
+        assert_eq!(disk.fsync, policy);
+    }
+    assert_eq!(
+        serde_yaml_ng::from_str::<BufferConfig>("type: memory").unwrap(),
+        BufferConfig::Memory
+    );
+    assert_eq!(BufferConfig::default(), BufferConfig::Memory);
+    // Round trip.
+    let text = serde_yaml_ng::to_string(&BufferConfig::Disk(disk.clone())).unwrap();
+    assert_eq!(
+        serde_yaml_ng::from_str::<BufferConfig>(&text).unwrap(),
+        BufferConfig::Disk(disk)
+    );
+
+    for bad in [
+        "type: disk",                                     // no path
+        "type: disk\npath: /b\nmax_byte: 1",              // unknown field
+        "type: disk\npath: /b\nfsync: sometimes",         // unknown policy
+        "type: disk\npath: /b\nfsync: { interval_ms: 0 }", // zero interval
+        "type: tape\npath: /b",                           // unknown type
+    ] {
+        assert!(
+            serde_yaml_ng::from_str::<BufferConfig>(bad).is_err(),
+            "accepted: {bad}"
+        );
+    }
+    assert!(
+        DiskBufferConfig::new("/b")
+            .with_segment_bytes(1 << 20)
+            .with_max_bytes(1 << 19)
+            .validate()
+            .is_err()
+    );
+    assert!(
+        DiskBufferConfig::new("/b")
+            .with_segment_bytes(100)
+            .validate()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn open_rejects_an_invalid_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path()).with_segment_bytes(10);
+    let exporter = Arc::new(ScriptedExporter::new("ok"));
+    let builder = Pipeline::builder().with_exporter(exporter as _, fast());
+    let err = DurablePipeline::open(&cfg, builder).await.unwrap_err();
+    assert!(err.to_string().contains("segment_bytes"), "{err}");
+}
