@@ -8,6 +8,7 @@
 //!
 //! Nothing depends on `xtask`; it may depend on any of our crates.
 
+mod bench;
 mod templates;
 mod tidy;
 
@@ -27,7 +28,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   tidy        check the crate layering against the architecture table
   templates   check the Datadog templates (default), or publish / pull / diff them
-              (`cargo xtask templates --help`)";
+              (`cargo xtask templates --help`)
+  bench       end-to-end benchmark against the fake intake (re-runs itself in release;
+              `cargo xtask bench --help`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
             }
         },
         Some("templates") => templates::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -74,7 +74,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `opentelemetry` | [`apm::current_otel_trace`] and [`apm::record_in_current_span`]: capture the current OpenTelemetry span at submit time |
+//! | `opentelemetry` | `apm::current_otel_trace` and `apm::record_in_current_span`: capture the current OpenTelemetry span at submit time |
 //!
 //! # Architecture invariant
 //!

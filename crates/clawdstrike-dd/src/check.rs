@@ -12,7 +12,7 @@ use crate::config::Settings;
 
 fn describe_source(source: &KeySource) -> String {
     match source {
-        KeySource::Literal(_) => "literal (in the configuration file)".to_owned(),
+        KeySource::Literal(_) => "literal (in the file, or from a ${VAR} in it)".to_owned(),
         KeySource::Env(var) => format!("env ${var}"),
         KeySource::File(path) => format!("file {}", path.display()),
         other => other.kind().to_owned(),
@@ -52,7 +52,7 @@ pub(crate) async fn run(settings: &Settings) -> bool {
         println!("  service/source:  {} / {}", r.format.service, r.format.source);
         println!("  hostname:        {}", r.format.hostname);
         println!("  env/version:     {} / {}", r.format.env.as_deref().unwrap_or("-"), r.format.version.as_deref().unwrap_or("-"));
-        println!("  compression:     {:?}", r.compression);
+        println!("  compression:     {} level {}", r.compression.codec.as_str(), r.compression.effective_level());
         println!(
             "  queue:           {} events, when_full {}; batch {} events / {} ms; concurrency {}",
             r.pipeline.queue.capacity,

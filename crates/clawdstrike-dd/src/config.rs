@@ -197,8 +197,14 @@ mod tests {
     fn the_design_documents_multi_region_shape_loads() {
         let yaml = "
 exporters:
-  datadog_us: { api_key: ${DD_US_API_KEY}, site: datadoghq.com, logs: { service: clawdstrike, tags: [region:us] } }
-  datadog_eu: { api_key: ${DD_EU_API_KEY}, site: datadoghq.eu, logs: { tags: [region:eu] } }
+  datadog_us:
+    api_key: ${DD_US_API_KEY}
+    site: datadoghq.com
+    logs: { service: clawdstrike, tags: [region:us] }
+  datadog_eu:
+    api_key: ${DD_EU_API_KEY}
+    site: datadoghq.eu
+    logs: { tags: [region:eu] }
   old: { enabled: false }
 input: { http: { listen: 127.0.0.1:8126, max_body_bytes: 1000 }, max_line_bytes: 4096 }
 rejects: /tmp/r.ndjson
@@ -221,7 +227,7 @@ shutdown_timeout_ms: 5000
         assert_eq!(err.path, "input.http.lisen");
         let err = parse("buffer: { type: tape }", &[]).unwrap_err();
         assert_eq!(err.path, "buffer.type");
-        let err = parse("exporters: { eu: { api_key: ${NOPE} } }", &[]).unwrap_err();
+        let err = parse("exporters:\n  eu:\n    api_key: ${NOPE}\n", &[]).unwrap_err();
         assert_eq!(err.path, "exporters.eu.api_key");
     }
 

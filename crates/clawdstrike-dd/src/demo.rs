@@ -27,7 +27,7 @@ pub(crate) async fn run() -> Result<(), String> {
     println!("fake Datadog intake listening on {}", intake.base_url());
     let yaml = format!(
         "site: datadoghq.com\nlogs_url: {url}\napi_url: {url}\nlogs: {{ service: clawdstrike-demo, hostname: demo-host, tags: [team:security] }}\n\
-         apm: {{ env: demo }}\nmetrics: {{ flush_interval_ms: 60000 }}\nbatch: {{ flush_interval_ms: 50 }}\nretry: {{ initial_backoff_ms: 50, max_backoff_ms: 500 }}\n",
+         metrics: {{ flush_interval_ms: 60000 }}\nbatch: {{ flush_interval_ms: 50 }}\nretry: {{ initial_backoff_ms: 50, max_backoff_ms: 500 }}\n",
         url = intake.base_url()
     );
     let no_env = |_: &str| None;
@@ -83,17 +83,25 @@ pub(crate) async fn run() -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&first.value).unwrap_or_default());
     }
     println!();
-    println!("metric series:");
-    let mut series: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for s in intake.series() {
+    let all = intake.series();
+    let mut by_name: BTreeMap<&str, Vec<(f64, String)>> = BTreeMap::new();
+    for s in &all {
         let value: f64 = s.points.iter().map(|p| p.value).sum();
-        *series.entry((s.metric.clone(), s.tags.join(","))).or_default() += value;
+        by_name.entry(s.metric.as_str()).or_default().push((value, s.tags.join(",")));
     }
-    if series.is_empty() {
+    println!("metric series ({} received; name, value, tags):", all.len());
+    if by_name.is_empty() {
         println!("  (none received)");
     }
-    for ((metric, tags), value) in &series {
-        println!("  {metric} {value} [{tags}]");
+    for (metric, series) in &by_name {
+        if series.len() <= 2 {
+            for (value, tags) in series {
+                println!("  {metric} {value} [{tags}]");
+            }
+        } else {
+            let total: f64 = series.iter().map(|(v, _)| v).sum();
+            println!("  {metric} {total} in {} series, e.g. {} [{}]", series.len(), series[0].0, series[0].1);
+        }
     }
     println!();
     outcome.print();

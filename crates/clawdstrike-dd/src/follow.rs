@@ -177,7 +177,7 @@ enum Item {
 
 /// An open file being read.
 #[derive(Debug)]
-struct Open {
+struct OpenFile {
     file: File,
     name: String,
     dev: u64,
@@ -189,13 +189,13 @@ struct Open {
     partial_offset: u64,
 }
 
-impl Open {
-    fn open(path: &Path, offset: u64, line: u64) -> std::io::Result<Open> {
+impl OpenFile {
+    fn open(path: &Path, offset: u64, line: u64) -> std::io::Result<OpenFile> {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         let (offset, line) = if meta.len() < offset { (0, 1) } else { (offset, line) };
         file.seek(SeekFrom::Start(offset))?;
-        Ok(Open {
+        Ok(OpenFile {
             file,
             name: path.display().to_string(),
             dev: meta.dev(),
@@ -228,7 +228,7 @@ impl Reader {
     }
 
     /// Emits one complete line (without its `\n`) that ended at `open.offset`.
-    fn emit(&mut self, open: &Open, raw: &[u8], len: u64, line_offset: u64, line_no: u64) -> bool {
+    fn emit(&mut self, open: &OpenFile, raw: &[u8], len: u64, line_offset: u64, line_no: u64) -> bool {
         let seq = self.seq;
         self.seq += 1;
         let position = open.position();
@@ -269,7 +269,7 @@ impl Reader {
     }
 
     /// Reads what is there; returns false when the receiver is gone.
-    fn drain(&mut self, open: &mut Open) -> bool {
+    fn drain(&mut self, open: &mut OpenFile) -> bool {
         let mut chunk = vec![0u8; 1 << 16];
         loop {
             let n = match open.file.read(&mut chunk) {
@@ -314,7 +314,7 @@ impl Reader {
     }
 
     /// A rotated file's last line may lack its newline: the writer is done with it.
-    fn finish_rotated(&mut self, open: &mut Open) -> bool {
+    fn finish_rotated(&mut self, open: &mut OpenFile) -> bool {
         if open.partial_len == 0 {
             return true;
         }
@@ -328,10 +328,10 @@ impl Reader {
         self.emit(open, &raw, len, line_offset, line_no)
     }
 
-    fn run(mut self, mut open: Option<Open>) {
+    fn run(mut self, mut open: Option<OpenFile>) {
         while !self.halt.load(Ordering::Relaxed) {
             let Some(current) = open.as_mut() else {
-                match Open::open(&self.path, 0, 1) {
+                match OpenFile::open(&self.path, 0, 1) {
                     Ok(o) => open = Some(o),
                     Err(_) => std::thread::sleep(POLL),
                 }
@@ -348,11 +348,11 @@ impl Reader {
                         return;
                     }
                     tracing::info!(file = %self.path.display(), "file rotated; following the new one");
-                    open = Open::open(&self.path, 0, 1).ok();
+                    open = OpenFile::open(&self.path, 0, 1).ok();
                 }
                 Ok(meta) if meta.len() < current.offset => {
                     tracing::info!(file = %self.path.display(), "file truncated; reading from its start");
-                    open = Open::open(&self.path, 0, 1).ok();
+                    open = OpenFile::open(&self.path, 0, 1).ok();
                 }
                 _ => std::thread::sleep(POLL),
             }
@@ -369,25 +369,25 @@ fn find_by_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
 }
 
 /// Where to start, from the checkpoint.
-fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<Open> {
+fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFile> {
     let Some(cp) = checkpoint else {
-        return Open::open(path, 0, 1).ok();
+        return OpenFile::open(path, 0, 1).ok();
     };
     let p = cp.position;
     if let Ok(meta) = std::fs::metadata(path)
         && meta.dev() == p.dev
         && meta.ino() == p.ino
     {
-        return Open::open(path, p.offset, p.line).ok();
+        return OpenFile::open(path, p.offset, p.line).ok();
     }
     match find_by_inode(path, p.dev, p.ino) {
         Some(rotated) => {
             tracing::info!(file = %rotated.display(), "resuming the rotated file from the checkpoint first");
-            Open::open(&rotated, p.offset, p.line).ok()
+            OpenFile::open(&rotated, p.offset, p.line).ok()
         }
         None => {
             tracing::warn!(file = %path.display(), "the checkpointed file is gone; its unread lines cannot be recovered; reading the current file from its start");
-            Open::open(path, 0, 1).ok()
+            OpenFile::open(path, 0, 1).ok()
         }
     }
 }

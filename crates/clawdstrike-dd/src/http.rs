@@ -82,6 +82,7 @@ fn token_ok(presented: Option<&HeaderValue>, token: &SecretString) -> bool {
 }
 
 /// One problem of a body.
+#[derive(Debug)]
 struct Problem {
     item: u64,
     error: String,

@@ -15,7 +15,7 @@ use clawdstrike_export::{
     BufferConfig, DiskBufferConfig, DurablePipeline, DurableSubmitError, ExporterConfig,
     FsyncPolicy, Pipeline, Record, TraceContext, WhenFull,
 };
-use clawdstrike_schema::{EventType, ResourceType, SecurityEvent, Severity, Uuid};
+use clawdstrike_schema::{EventType, ResourceType, SecurityEvent, Severity, Timestamp, Uuid};
 
 fn id(i: u64) -> Uuid {
     Uuid::from_u128(u128::from(i) + 1)
@@ -25,6 +25,8 @@ fn id(i: u64) -> Uuid {
 fn record(i: u64) -> Record {
     let event = SecurityEvent::builder(EventType::ForbiddenPath)
         .event_id(id(i))
+        .timestamp(Timestamp::from_unix(1_790_000_000 + i as i64, 123_456_789).expect("valid time"))
+        .label("n", i.to_string())
         .agent_id("agent-7")
         .session_id("sess-123")
         .action("file_access")

@@ -294,8 +294,11 @@ fn check_monitor(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<I
             MonitorType::MetricAlert | MonitorType::QueryAlert => {
                 if let Err(message) = queries::check_metric_monitor_head(left) {
                     issues.push(Issue::new("/query", message));
-                } else if let Some(ctx) = ctx {
-                    check_metric_query(left, "/query", ctx, issues);
+                } else {
+                    check_group_variables(message, left, issues);
+                    if let Some(ctx) = ctx {
+                        check_metric_query(left, "/query", ctx, issues);
+                    }
                 }
             }
             MonitorType::LogAlert => match queries::parse_log_monitor(left) {
@@ -429,6 +432,39 @@ fn check_mustache(message: &str, pointer: &str, issues: &mut Vec<Issue>) {
             pointer,
             format!("`{{{{#{top}}}}}` is never closed"),
         ));
+    }
+}
+
+/// `{{tag.name}}` in a metric monitor's message must name a tag the query groups by (else
+/// Datadog renders it empty).
+fn check_group_variables(message: &str, query: &str, issues: &mut Vec<Issue>) {
+    let groups: Vec<String> = queries::metric_refs(query)
+        .into_iter()
+        .flat_map(|r| r.group_keys)
+        .collect();
+    let mut rest = message;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { return };
+        let tag = after[..end].trim();
+        if let Some(key) = tag.strip_suffix(".name") {
+            let plain = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if plain && !groups.iter().any(|g| g == key) {
+                let listed = if groups.is_empty() {
+                    "none".to_owned()
+                } else {
+                    groups.join(", ")
+                };
+                issues.push(Issue::new(
+                    "/message",
+                    format!("`{{{{{tag}}}}}`: the query does not group by `{key}` (it groups by: {listed}), so Datadog would render it empty"),
+                ));
+            }
+        }
+        rest = &after[end + 2..];
     }
 }
 

@@ -160,6 +160,8 @@ pub(crate) struct Template {
 pub(crate) struct TemplateSet {
     pub(crate) values: Vec<(String, Values)>,
     pub(crate) compliance: Option<Compliance>,
+    /// `compliance.yaml` exists but could not be read (already a problem).
+    pub(crate) compliance_broken: bool,
     pub(crate) templates: Vec<Template>,
     /// Problems found while loading (unreadable files, bad values, bad compliance mapping).
     pub(crate) problems: Vec<Problem>,
@@ -234,6 +236,7 @@ impl TemplateSet {
         }
 
         let compliance_path = dir.join("compliance.yaml");
+        let mut compliance_broken = false;
         let compliance = if compliance_path.exists() {
             let file = display("compliance.yaml");
             match load_document(&compliance_path).and_then(|doc| {
@@ -248,6 +251,7 @@ impl TemplateSet {
                 }
                 Err(message) => {
                     push(&file, vec![split_issue(&message)]);
+                    compliance_broken = true;
                     None
                 }
             }
@@ -305,6 +309,7 @@ impl TemplateSet {
         TemplateSet {
             values,
             compliance,
+            compliance_broken,
             templates,
             problems,
         }
@@ -315,7 +320,12 @@ impl TemplateSet {
         let mut doc = template.raw.clone();
         let mut issues = Vec::new();
         if template.kind == Kind::Dashboard {
-            Compliance::expand(self.compliance.as_ref(), &mut doc, &mut issues);
+            Compliance::expand(
+                self.compliance.as_ref(),
+                self.compliance_broken,
+                &mut doc,
+                &mut issues,
+            );
         }
         values::render(&mut doc, values, "", &mut issues);
         (doc, issues)

@@ -100,7 +100,7 @@ pub(crate) struct Dashboard {
     pub(crate) description: Option<String>,
     pub(crate) layout_type: LayoutType,
     pub(crate) reflow_type: Option<ReflowType>,
-    /// Checked one by one by [`parse_widget`], for precise pointers.
+    /// Checked one by one (`check::check_widgets`), for precise pointers.
     pub(crate) widgets: Vec<Value>,
     pub(crate) template_variables: Option<Vec<TemplateVariable>>,
     pub(crate) template_variable_presets: Option<Value>,

@@ -625,7 +625,7 @@ fn rule_unknown_placeholder() {
 #[test]
 fn rule_metric_in_catalogue() {
     // The design document's prefix: not what the exporter emits.
-    Fixture::new().mutate(DENIALS, |m| set(m, "/query", json!("sum(last_10m):sum:clawdstrike.security.events.denied{env:[[env]]}.as_count() > 100"))).assert_only(
+    Fixture::new().mutate(DENIALS, |m| set(m, "/query", json!("sum(last_10m):sum:clawdstrike.security.events.denied{env:[[env]]} by {guard}.as_count() > 100"))).assert_only(
         "templates/monitors/high-denial-rate.json#/query: metric `clawdstrike.security.events.denied` is not one we emit (the catalogue, under prefix `clawdstrike`)",
     );
 }
@@ -641,7 +641,7 @@ fn rule_metric_under_the_configured_prefix() {
         set(
             m,
             "/query",
-            json!("sum(last_10m):sum:clawdstrike.events.denied{env:[[env]]}.as_count() > 100"),
+            json!("sum(last_10m):sum:clawdstrike.events.denied{env:[[env]]} by {guard}.as_count() > 100"),
         )
     });
     fixture.assert_only(
@@ -651,7 +651,7 @@ fn rule_metric_under_the_configured_prefix() {
 
 #[test]
 fn rule_metric_group_by_tag_carried() {
-    Fixture::new().mutate(DENIALS, |m| set(m, "/query", json!("sum(last_10m):sum:[[metric_prefix]].events.denied{env:[[env]]} by {session_id}.as_count() > 100"))).assert_only(
+    Fixture::new().mutate(DENIALS, |m| set(m, "/query", json!("sum(last_10m):sum:[[metric_prefix]].events.denied{env:[[env]]} by {guard,session_id}.as_count() > 100"))).assert_only(
         "templates/monitors/high-denial-rate.json#/query: `clawdstrike.events.denied` groups by tag `session_id`, which the metric does not carry (its tags: guard, severity, outcome, event_type, env, tenant, env, service, version)",
     );
 }
@@ -985,7 +985,11 @@ fn rule_query_name_format() {
 
 #[test]
 fn rule_at_least_one_case() {
-    Fixture::new().mutate(FORBIDDEN, |r| set(r, "/cases", json!([]))).assert_only("templates/rules/repeated-forbidden-path.json#/cases: a rule needs at least one case");
+    Fixture::new()
+        .mutate(FORBIDDEN, |r| set(r, "/cases", json!([])))
+        .assert_only(
+            "templates/rules/repeated-forbidden-path.json#/cases: a rule needs at least one case",
+        );
 }
 
 #[test]
@@ -1098,8 +1102,47 @@ fn rule_compliance_file_strict() {
 fn rule_template_ids_unique() {
     let fixture = Fixture::new();
     let doc = super::load_document(&fixture.dir.join(DENIALS)).unwrap();
-    fixture.write("monitors/high-denial-rate.yaml", &serde_yaml_ng::to_string(&doc).unwrap());
+    fixture.write(
+        "monitors/high-denial-rate.yaml",
+        &serde_yaml_ng::to_string(&doc).unwrap(),
+    );
     fixture.assert_only(
         "templates/monitors/high-denial-rate.yaml#: another file has the same name: template ids (`monitors/high-denial-rate`) must be unique",
+    );
+}
+
+#[test]
+fn rule_message_group_variables_are_grouped_by() {
+    Fixture::new().mutate(DENIALS, |m| set(m, "/message", json!("[[notify.critical]] tenant {{tenant.name}}"))).assert_only(
+        "templates/monitors/high-denial-rate.json#/message: `{{tenant.name}}`: the query does not group by `tenant` (it groups by: guard), so Datadog would render it empty",
+    );
+}
+
+#[test]
+fn the_command_exits_non_zero_on_problems() {
+    use std::process::ExitCode;
+    let fixture = Fixture::new();
+    let dir = fixture.dir.display().to_string();
+    let run = |args: &[&str]| super::run(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>());
+    assert_eq!(
+        run(&["--dir", &dir]),
+        ExitCode::SUCCESS,
+        "no subcommand means check"
+    );
+    assert_eq!(run(&["check", "--dir", &dir]), ExitCode::SUCCESS);
+    fixture.mutate(DENIALS, |m| {
+        set(m, "/options/thresholds/warning", json!(150))
+    });
+    assert_eq!(run(&["--dir", &dir]), ExitCode::FAILURE);
+    assert_eq!(run(&["check", "--no-such-flag"]), ExitCode::from(2));
+    let structural = fixture
+        .dir
+        .join("monitors/egress-blocked-burst.json")
+        .display()
+        .to_string();
+    assert_eq!(
+        run(&["check", "--structural", &structural]),
+        ExitCode::FAILURE,
+        "unrendered placeholders are not valid tags"
     );
 }

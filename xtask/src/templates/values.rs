@@ -315,14 +315,18 @@ impl Compliance {
         })
     }
 
-    /// Expands every `{"[[compliance]]": "<framework>"}` widget of a dashboard.
+    /// Expands every `{"[[compliance]]": "<framework>"}` widget of a dashboard. With `broken`
+    /// (the mapping file exists but does not parse, already reported), unknown frameworks are
+    /// not reported again.
     pub(crate) fn expand(
         compliance: Option<&Compliance>,
+        broken: bool,
         dashboard: &mut Value,
         issues: &mut Vec<Issue>,
     ) {
         fn walk(
             compliance: Option<&Compliance>,
+            broken: bool,
             widgets: &mut Value,
             pointer: &str,
             issues: &mut Vec<Issue>,
@@ -348,10 +352,14 @@ impl Compliance {
                                     .unwrap_or_else(|| {
                                         "none (no templates/compliance.yaml)".to_owned()
                                     });
-                            issues.push(Issue::new(
-                                format!("{here}/{}", escape_pointer("[[compliance]]")),
-                                format!("unknown compliance framework `{id}`; defined: {defined}"),
-                            ));
+                            if !broken {
+                                issues.push(Issue::new(
+                                    format!("{here}/{}", escape_pointer("[[compliance]]")),
+                                    format!(
+                                        "unknown compliance framework `{id}`; defined: {defined}"
+                                    ),
+                                ));
+                            }
                             // Stand in a note, so the widget checks do not report it again.
                             *widget = json!({ "definition": { "type": "note", "content": format!("unknown compliance framework `{id}`") } });
                         }
@@ -359,6 +367,7 @@ impl Compliance {
                 } else if let Some(inner) = widget.pointer_mut("/definition/widgets") {
                     walk(
                         compliance,
+                        broken,
                         inner,
                         &format!("{here}/definition/widgets"),
                         issues,
@@ -367,7 +376,7 @@ impl Compliance {
             }
         }
         if let Some(widgets) = dashboard.get_mut("widgets") {
-            walk(compliance, widgets, "/widgets", issues);
+            walk(compliance, broken, widgets, "/widgets", issues);
         }
     }
 }

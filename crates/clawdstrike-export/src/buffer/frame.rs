@@ -173,7 +173,8 @@ mod tests {
     #[test]
     fn a_torn_tail_keeps_every_complete_frame_before_it() {
         let data = frames(4);
-        for cut in 1..30 {
+        let last = data.len() - frames(3).len();
+        for cut in 1..last {
             let (found, damage) = scan(&data[..data.len() - cut]);
             assert_eq!(found.len(), 3, "cut {cut}");
             assert_eq!(damage.corrupt_records, 0);
