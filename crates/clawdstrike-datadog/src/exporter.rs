@@ -513,20 +513,28 @@ impl Inner {
         let mut outcomes = Vec::with_capacity(request.indices.len());
         for half in [&request.indices[..mid], &request.indices[mid..]] {
             // Pack each half into exactly one request: the halves are below the limits already.
-            let limits = RequestLimits { max_items: half.len(), max_bytes: usize::MAX };
+            let limits = RequestLimits {
+                max_items: half.len(),
+                max_bytes: usize::MAX,
+            };
             let inner = Arc::clone(self);
             let batch_ref = Arc::clone(batch);
             let indices = half.to_vec();
             let encoded = tokio::task::spawn_blocking(move || {
                 let mut payloads = pack(&inner.options.formatter, &batch_ref, &indices, limits);
-                payloads.pop().map(|p| finish(p, &inner.options.compression))
+                payloads
+                    .pop()
+                    .map(|p| finish(p, &inner.options.compression))
             })
             .await;
             match encoded {
                 Ok(Some(Ok(req))) => outcomes.extend(self.send(batch, req).await),
                 failed => {
                     let reason = format!("re-encoding after HTTP 413 failed: {failed:?}");
-                    outcomes.extend(half.iter().map(|&i| (i, Some(Failure::retryable(reason.clone())))));
+                    outcomes.extend(
+                        half.iter()
+                            .map(|&i| (i, Some(Failure::retryable(reason.clone())))),
+                    );
                 }
             }
         }
