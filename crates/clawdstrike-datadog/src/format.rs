@@ -340,14 +340,17 @@ impl Serialize for Item<'_> {
         let o = &self.f.options;
         let c = self.limits.string_cap;
         let mut m = s.serialize_map(None)?;
-        let msg = message(e);
-        m.serialize_entry("message", cap(&msg, c))?;
+        if c == usize::MAX {
+            m.serialize_entry("message", &Message(e))?;
+        } else {
+            m.serialize_entry("message", cap(&message(e), c))?;
+        }
         m.serialize_entry("ddsource", &o.source)?;
         m.serialize_entry("service", &o.service)?;
         m.serialize_entry("hostname", &o.hostname)?;
         m.serialize_entry("status", status(e.decision.severity))?;
         m.serialize_entry("ddtags", self.ddtags)?;
-        m.serialize_entry("timestamp", &e.timestamp.to_rfc3339_millis())?;
+        m.serialize_entry("timestamp", &Millis(&e.timestamp))?;
         m.serialize_entry("event_id", &e.event_id)?;
         m.serialize_entry("event_type", e.event_type.as_str())?;
         m.serialize_entry("event_category", e.event_category.as_str())?;
@@ -448,6 +451,47 @@ impl Serialize for Item<'_> {
             )?;
         }
         m.end()
+    }
+}
+
+/// The message, written straight into the output (no temporary string).
+struct Message<'a>(&'a SecurityEvent);
+
+impl Serialize for Message<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = &self.0.decision;
+        s.collect_str(&format_args!("[{}] {}: {}", d.guard, if d.allowed { "ALLOWED" } else { "BLOCKED" }, d.reason))
+    }
+}
+
+/// RFC 3339 with milliseconds in UTC (`2026-02-07T12:00:00.123Z`), formatted by hand.
+struct Millis<'a>(&'a clawdstrike_schema::Timestamp);
+
+impl Serialize for Millis<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use chrono::{Datelike, Timelike};
+        let t = self.0.as_datetime();
+        let year = t.year();
+        if !(0..=9999).contains(&year) {
+            return s.serialize_str(&self.0.to_rfc3339_millis());
+        }
+        let mut buf = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, value: u32, digits: usize| {
+            let mut v = value;
+            for i in (0..digits).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year as u32, 4);
+        put(5, t.month(), 2);
+        put(8, t.day(), 2);
+        put(11, t.hour(), 2);
+        put(14, t.minute(), 2);
+        // A leap second is carried in the nanoseconds (>= 1e9): clamp like chrono's formatter.
+        put(17, t.second(), 2);
+        put(20, (t.nanosecond() % 1_000_000_000) / 1_000_000, 3);
+        s.serialize_str(std::str::from_utf8(&buf).unwrap_or("1970-01-01T00:00:00.000Z"))
     }
 }
 

@@ -108,8 +108,11 @@ pub struct SignalsClient {
 }
 
 fn header(key: &KeyHolder, what: &str) -> Result<HeaderValue, SignalsError> {
-    let mut value = HeaderValue::from_str(key.current().expose())
-        .map_err(|_| SignalsError::Invalid(format!("the {what} contains characters not allowed in an HTTP header")))?;
+    let mut value = HeaderValue::from_str(key.current().expose()).map_err(|_| {
+        SignalsError::Invalid(format!(
+            "the {what} contains characters not allowed in an HTTP header"
+        ))
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -119,7 +122,11 @@ impl SignalsClient {
     ///
     /// # Errors
     /// [`SignalsError::Client`] when the TLS stack cannot be initialised.
-    pub fn new(api_base: &str, api_key: KeyHolder, app_key: KeyHolder) -> Result<Self, SignalsError> {
+    pub fn new(
+        api_base: &str,
+        api_key: KeyHolder,
+        app_key: KeyHolder,
+    ) -> Result<Self, SignalsError> {
         Ok(SignalsClient {
             client: http_client(Duration::from_secs(30), Duration::from_secs(10))?,
             api_base: api_base.trim_end_matches('/').to_owned(),
@@ -128,23 +135,49 @@ impl SignalsClient {
         })
     }
 
-    fn request(&self, method: reqwest::Method, url: &str) -> Result<reqwest::RequestBuilder, SignalsError> {
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, SignalsError> {
         Ok(self
             .client
             .request(method, url)
             .header("DD-API-KEY", header(&self.api_key, "API key")?)
-            .header("DD-APPLICATION-KEY", header(&self.app_key, "application key")?))
+            .header(
+                "DD-APPLICATION-KEY",
+                header(&self.app_key, "application key")?,
+            ))
     }
 
-    async fn send(&self, url: &str, builder: reqwest::RequestBuilder) -> Result<Value, SignalsError> {
-        let response = builder.send().await.map_err(|e| SignalsError::Network { url: url.to_owned(), reason: e.to_string() })?;
+    async fn send(
+        &self,
+        url: &str,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<Value, SignalsError> {
+        let response = builder.send().await.map_err(|e| SignalsError::Network {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| SignalsError::Network { url: url.to_owned(), reason: e.to_string() })?;
+        let body = response.bytes().await.map_err(|e| SignalsError::Network {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
         if !status.is_success() {
-            let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_owned();
-            return Err(SignalsError::Http { status: status.as_u16(), url: url.to_owned(), body: text });
+            let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+                .trim()
+                .to_owned();
+            return Err(SignalsError::Http {
+                status: status.as_u16(),
+                url: url.to_owned(),
+                body: text,
+            });
         }
-        serde_json::from_slice(&body).map_err(|e| SignalsError::Decode { url: url.to_owned(), reason: e.to_string() })
+        serde_json::from_slice(&body).map_err(|e| SignalsError::Decode {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
     }
 
     /// Lists one page of signals.
@@ -155,7 +188,13 @@ impl SignalsClient {
     pub async fn list(&self, query: &ListQuery) -> Result<SignalPage, SignalsError> {
         let url = format!("{}/api/v2/security_monitoring/signals", self.api_base);
         let mut params: Vec<(&str, String)> = Vec::new();
-        let fields = [("filter[query]", &query.query), ("filter[from]", &query.from), ("filter[to]", &query.to), ("sort", &query.sort), ("page[cursor]", &query.cursor)];
+        let fields = [
+            ("filter[query]", &query.query),
+            ("filter[from]", &query.from),
+            ("filter[to]", &query.to),
+            ("sort", &query.sort),
+            ("page[cursor]", &query.cursor),
+        ];
         for (name, value) in fields {
             if let Some(v) = value {
                 params.push((name, v.clone()));
@@ -166,10 +205,22 @@ impl SignalsClient {
         }
         let builder = self.request(reqwest::Method::GET, &url)?.query(&params);
         let body = self.send(&url, builder).await?;
-        let data = body.get("data").and_then(Value::as_array).ok_or_else(|| SignalsError::Decode { url: url.clone(), reason: "no `data` array".to_owned() })?;
+        let data =
+            body.get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| SignalsError::Decode {
+                    url: url.clone(),
+                    reason: "no `data` array".to_owned(),
+                })?;
         let signals = data.iter().map(signal_from_json).collect();
-        let next_cursor = body.pointer("/meta/page/after").and_then(Value::as_str).map(str::to_owned);
-        Ok(SignalPage { signals, next_cursor })
+        let next_cursor = body
+            .pointer("/meta/page/after")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(SignalPage {
+            signals,
+            next_cursor,
+        })
     }
 
     /// Sets a signal's triage state (`archive_reason` only with `archived`).
@@ -178,14 +229,26 @@ impl SignalsClient {
     /// [`SignalsError::Invalid`] for an unknown state; [`SignalsError::Http`] (404: no such
     /// signal; 403: the application key lacks `security_monitoring_signals_write`), and the
     /// others of [`list`](Self::list).
-    pub async fn set_state(&self, id: &str, state: &str, archive_reason: Option<&str>, comment: Option<&str>) -> Result<String, SignalsError> {
+    pub async fn set_state(
+        &self,
+        id: &str,
+        state: &str,
+        archive_reason: Option<&str>,
+        comment: Option<&str>,
+    ) -> Result<String, SignalsError> {
         if !STATES.contains(&state) {
-            return Err(SignalsError::Invalid(format!("unknown triage state `{state}`, expected one of {}", STATES.join(", "))));
+            return Err(SignalsError::Invalid(format!(
+                "unknown triage state `{state}`, expected one of {}",
+                STATES.join(", ")
+            )));
         }
         if id.is_empty() || id.contains('/') {
             return Err(SignalsError::Invalid(format!("`{id}` is not a signal id")));
         }
-        let url = format!("{}/api/v2/security_monitoring/signals/{id}/state", self.api_base);
+        let url = format!(
+            "{}/api/v2/security_monitoring/signals/{id}/state",
+            self.api_base
+        );
         let mut attributes = json!({ "state": state });
         if let Some(reason) = archive_reason {
             attributes["archive_reason"] = json!(reason);
@@ -193,23 +256,44 @@ impl SignalsClient {
         if let Some(comment) = comment {
             attributes["archive_comment"] = json!(comment);
         }
-        let builder = self.request(reqwest::Method::PATCH, &url)?.json(&json!({ "data": { "attributes": attributes } }));
+        let builder = self
+            .request(reqwest::Method::PATCH, &url)?
+            .json(&json!({ "data": { "attributes": attributes } }));
         let body = self.send(&url, builder).await?;
-        Ok(body.pointer("/data/attributes/state").and_then(Value::as_str).unwrap_or(state).to_owned())
+        Ok(body
+            .pointer("/data/attributes/state")
+            .and_then(Value::as_str)
+            .unwrap_or(state)
+            .to_owned())
     }
 }
 
 fn signal_from_json(value: &Value) -> Signal {
     let attrs = value.get("attributes");
-    let text = |path: &str| attrs.and_then(|a| a.pointer(path)).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let text = |path: &str| {
+        attrs
+            .and_then(|a| a.pointer(path))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     Signal {
-        id: value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        id: value
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         timestamp: text("/timestamp"),
         message: text("/message"),
         tags: attrs
             .and_then(|a| a.get("tags"))
             .and_then(Value::as_array)
-            .map(|t| t.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|t| {
+                t.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default(),
         state: text("/custom/workflow/triage/state"),
         raw: value.clone(),
@@ -225,7 +309,10 @@ mod tests {
         let v = json!({"id":"AAA","type":"signal","attributes":{"timestamp":"2026-11-20T09:00:00.000Z","message":"Secret leak","tags":["source:clawdstrike"],
             "custom":{"workflow":{"triage":{"state":"under_review"}}}}});
         let s = signal_from_json(&v);
-        assert_eq!((s.id.as_str(), s.state.as_str(), s.message.as_str()), ("AAA", "under_review", "Secret leak"));
+        assert_eq!(
+            (s.id.as_str(), s.state.as_str(), s.message.as_str()),
+            ("AAA", "under_review", "Secret leak")
+        );
         assert_eq!(s.tags, ["source:clawdstrike"]);
     }
 }

@@ -10,7 +10,21 @@ use crate::catalogue::{LOG_TAGS, RESERVED_TAG_KEYS};
 /// Datadog's maximum tag length, in characters.
 pub const MAX_TAG_CHARS: usize = 200;
 
+/// True for a character that is kept as is in a normalised tag (ASCII fast path).
+fn ascii_tag_char(b: u8, allow_colon: bool) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'/') || (allow_colon && b == b':')
+}
+
 fn push_normalised(out: &mut String, s: &str, allow_colon: bool, max_chars: usize) {
+    // Fast path: most values (guards, enums, ids) are already valid lowercase ASCII.
+    if s.len() <= max_chars
+        && !s.contains("__")
+        && !(s.starts_with('_') && out.ends_with('_'))
+        && s.bytes().all(|b| ascii_tag_char(b, allow_colon))
+    {
+        out.push_str(s);
+        return;
+    }
     let mut written = 0;
     let mut last_underscore = out.ends_with('_');
     for c in s.chars() {

@@ -42,6 +42,7 @@ proptest! {
         let f = formatter();
         let (item, len) = item(&f, &event);
         prop_assert!(len <= MAX_ITEM_BYTES);
+        prop_assert_eq!(item["timestamp"].as_str().unwrap(), event.timestamp.to_rfc3339_millis());
         let status = item["status"].as_str().unwrap();
         prop_assert!(STATUS_VALUES.contains(&status), "status {status}");
         let ddtags = item["ddtags"].as_str().unwrap();
@@ -74,7 +75,7 @@ proptest! {
     }
 
     #[test]
-    fn requests_respect_the_intake_limits(events in proptest::collection::vec(security_event(), 1..40), max_items in 1usize..10) {
+    fn requests_respect_the_intake_limits(events in proptest::collection::vec(security_event(), 1..12), max_items in 1usize..5) {
         let f = formatter();
         let batch: Vec<Record> = events.into_iter().map(Record::new).collect();
         let indices: Vec<usize> = (0..batch.len()).collect();
