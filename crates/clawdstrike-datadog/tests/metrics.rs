@@ -197,3 +197,37 @@ proptest! {
         prop_assert_eq!(parse_traceparent(&format_traceparent(&ctx)), Some(ctx));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dogstatsd_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dsd.socket");
+    let socket = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let mut resolved = resolved(&h.intake, Codec::Zstd);
+    resolved.metrics.transport = Some(MetricsTransport::Dogstatsd(format!(
+        "unix://{}",
+        path.display()
+    )));
+    let mut reporter =
+        MetricsReporter::for_exporter(&h.exporter, &resolved, Arc::new(|| None)).unwrap();
+    h.submit_all(&events(7)).await;
+    wait_sent(&h.exporter, 7).await;
+    assert!(reporter.flush().await.sent > 0);
+    let mut text = String::new();
+    let mut buf = vec![0u8; 65_536];
+    while !text.contains("clawdstrike.exporter.events.sent") {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        text.push('\n');
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("clawdstrike.exporter.events.sent:7|c|#exporter:datadog_test")),
+        "{text}"
+    );
+    h.pipeline.shutdown(Duration::from_secs(10)).await;
+}
