@@ -362,14 +362,25 @@ pub struct MetricsHandle {
 }
 
 impl MetricsHandle {
-    /// Stops the schedule and sends what is left, within `deadline`.
+    /// Stops the schedule and sends what is left; the whole shutdown (a flush already in
+    /// progress included) is bounded by `deadline`, after which the reporter is abandoned.
     pub async fn shutdown_within(self, deadline: Duration) -> FlushReport {
         let _ = self.stop.send(());
-        match self.task.await {
-            Ok(mut reporter) => tokio::time::timeout(deadline, reporter.flush())
-                .await
-                .unwrap_or_default(),
-            Err(_) => FlushReport::default(),
+        let task = self.task;
+        let abort = task.abort_handle();
+        let finish = async move {
+            match task.await {
+                Ok(mut reporter) => reporter.flush().await,
+                Err(_) => FlushReport::default(),
+            }
+        };
+        match tokio::time::timeout(deadline, finish).await {
+            Ok(report) => report,
+            Err(_) => {
+                abort.abort();
+                tracing::warn!("metrics reporter did not finish within its shutdown deadline; last points dropped");
+                FlushReport::default()
+            }
         }
     }
 
