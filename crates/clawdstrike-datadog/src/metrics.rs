@@ -131,12 +131,12 @@ impl SecurityAggregator {
             if let Some(tenant) = &k.tenant {
                 push_tag(&mut tags, "tenant", tenant);
             }
-            let tags: Vec<String> = tags
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .chain(extra_tags.iter().cloned())
-                .collect();
+            let own: Vec<String> = tags.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect();
+            // The event's own tags (its env) win over the reporter's common tags.
+            let extra = extra_tags
+                .iter()
+                .filter(|t| !own.iter().any(|o| crate::tags::tag_key(o) == crate::tags::tag_key(t)));
+            let tags: Vec<String> = own.iter().cloned().chain(extra.cloned()).collect();
             for (metric, value) in catalogue::SECURITY_METRICS
                 .iter()
                 .zip([c.total, c.allowed, c.denied])
@@ -794,5 +794,41 @@ async fn send_dogstatsd(address: &str, lines: &[String]) -> std::io::Result<()> 
             std::io::ErrorKind::InvalidInput,
             format!("DogStatsD address `{address}` must start with udp:// or unix://"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clawdstrike_schema::{EventType, ResourceType, SecurityEvent};
+
+    #[test]
+    fn an_event_env_is_not_doubled_by_the_reporters_env() {
+        let agg = SecurityAggregator::new(Some("fallback".into()));
+        let with_env = SecurityEvent::builder(EventType::GuardBlock)
+            .agent_id("a")
+            .session_id("s")
+            .action("shell")
+            .environment("production")
+            .resource(ResourceType::Process, "ls")
+            .build()
+            .unwrap();
+        let without_env = SecurityEvent::builder(EventType::GuardBlock)
+            .agent_id("a")
+            .session_id("s")
+            .action("shell")
+            .resource(ResourceType::Process, "ls")
+            .build()
+            .unwrap();
+        let batch = vec![Record::new(with_env), Record::new(without_env)];
+        agg.record_delivered(&batch, &[0, 1]);
+        let points = agg.take("clawdstrike", &["env:demo".to_owned(), "service:clawdstrike".to_owned()]);
+        for p in &points {
+            let envs: Vec<_> = p.tags.iter().filter(|t| t.starts_with("env:")).collect();
+            assert_eq!(envs.len(), 1, "{:?}", p.tags);
+            assert!(p.tags.contains(&"service:clawdstrike".to_owned()));
+        }
+        assert!(points.iter().any(|p| p.tags.contains(&"env:production".to_owned())));
+        assert!(points.iter().any(|p| p.tags.contains(&"env:fallback".to_owned())));
     }
 }
