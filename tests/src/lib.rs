@@ -47,17 +47,37 @@ pub fn dd_binary() -> PathBuf {
         }
         // target/<profile>/deps/<test>-<hash>
         let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
         let target_dir = profile_dir.parent().expect("target dir");
-        let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug");
         let mut build = Command::new(env!("CARGO"));
         build
-            .args(["build", "--quiet", "-p", "clawdstrike-dd", "--bin", "clawdstrike-dd"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "clawdstrike-dd",
+                "--bin",
+                "clawdstrike-dd",
+            ])
             .arg("--target-dir")
             .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if profile != "debug" {
-            build.args(["--profile", if profile == "release" { "release" } else { profile }]);
+            build.args([
+                "--profile",
+                if profile == "release" {
+                    "release"
+                } else {
+                    profile
+                },
+            ]);
         }
         let status = build.status().expect("run cargo build");
         assert!(status.success(), "cargo build -p clawdstrike-dd failed");
@@ -72,11 +92,15 @@ pub fn dd_binary() -> PathBuf {
 pub fn dd_command(dir: &Path) -> Command {
     let mut cmd = Command::new(dd_binary());
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("DD_") || name == "CLAWDSTRIKE_DD_CONFIG" || name == "CLAWDSTRIKE_DD_TOKEN" {
+        if name.to_string_lossy().starts_with("DD_")
+            || name == "CLAWDSTRIKE_DD_CONFIG"
+            || name == "CLAWDSTRIKE_DD_TOKEN"
+        {
             cmd.env_remove(name);
         }
     }
-    cmd.env("RUST_LOG", "warn,clawdstrike_dd=info").current_dir(dir);
+    cmd.env("RUST_LOG", "warn,clawdstrike_dd=info")
+        .current_dir(dir);
     cmd
 }
 
@@ -89,7 +113,11 @@ pub struct Running {
     lines: mpsc::Receiver<String>,
 }
 
-fn collect(pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>, lines: mpsc::Sender<String>) {
+fn collect(
+    pipe: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+    lines: mpsc::Sender<String>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
@@ -106,13 +134,31 @@ impl Running {
     /// # Panics
     /// When it cannot be spawned.
     pub fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn clawdstrike-dd");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn clawdstrike-dd");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, lines) = mpsc::channel();
-        collect(child.stdout.take().expect("stdout"), Arc::clone(&stdout), tx.clone());
-        collect(child.stderr.take().expect("stderr"), Arc::clone(&stderr), tx);
-        Running { child, stdout, stderr, lines }
+        collect(
+            child.stdout.take().expect("stdout"),
+            Arc::clone(&stdout),
+            tx.clone(),
+        );
+        collect(
+            child.stderr.take().expect("stderr"),
+            Arc::clone(&stderr),
+            tx,
+        );
+        Running {
+            child,
+            stdout,
+            stderr,
+            lines,
+        }
     }
 
     /// The process id.
@@ -136,7 +182,11 @@ impl Running {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(_) => panic!("no line containing {needle:?} within {timeout:?}; stdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr()),
+                Err(_) => panic!(
+                    "no line containing {needle:?} within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                ),
             }
         }
     }
@@ -146,7 +196,11 @@ impl Running {
     /// # Panics
     /// When `kill` cannot run.
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("run kill");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -{sig} failed");
     }
 
@@ -164,7 +218,11 @@ impl Running {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("clawdstrike-dd did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+                panic!(
+                    "clawdstrike-dd did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -218,7 +276,10 @@ pub fn config_yaml(base_url: &str, exporter_extra: &str, extra: &str) -> String 
 /// On a line that is not JSON.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect(),
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect(),
         Err(_) => Vec::new(),
     }
 }

@@ -40,7 +40,11 @@ fn classify(path: &Path) -> (BTreeSet<String>, Vec<u64>) {
 }
 
 fn received_ids(intake: &FakeIntake) -> BTreeSet<String> {
-    intake.log_items().iter().filter_map(|i| i.value["event_id"].as_str().map(str::to_owned)).collect()
+    intake
+        .log_items()
+        .iter()
+        .filter_map(|i| i.value["event_id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Acceptance 1: the README's first command prints what Datadog received.
@@ -52,12 +56,31 @@ fn demo_prints_what_the_fake_datadog_received() {
     let mut run = Running::spawn(cmd);
     let status = run.wait(WAIT);
     let out = run.stdout();
-    assert!(status.success(), "demo failed: {status}\n{out}\n{}", run.stderr());
-    assert!(out.contains("log items: 42 (42 unique event ids, 0 duplicates)"), "{out}");
-    assert!(out.contains("by status:") && out.contains("by guard:") && out.contains("forbidden_path"), "{out}");
-    assert!(out.contains("\"event_id\": \""), "one item in full is printed: {out}");
-    assert!(out.contains("clawdstrike.events.total 42 in"), "security metric series are printed: {out}");
-    assert!(out.contains("clawdstrike.exporter.events.sent 42"), "exporter health series are printed: {out}");
+    assert!(
+        status.success(),
+        "demo failed: {status}\n{out}\n{}",
+        run.stderr()
+    );
+    assert!(
+        out.contains("log items: 42 (42 unique event ids, 0 duplicates)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("by status:") && out.contains("by guard:") && out.contains("forbidden_path"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"event_id\": \""),
+        "one item in full is printed: {out}"
+    );
+    assert!(
+        out.contains("clawdstrike.events.total 42 in"),
+        "security metric series are printed: {out}"
+    );
+    assert!(
+        out.contains("clawdstrike.exporter.events.sent 42"),
+        "exporter health series are printed: {out}"
+    );
 }
 
 /// Acceptance 2: a file with bad lines: every good event delivered once, every bad line in the
@@ -71,11 +94,22 @@ async fn backfill_delivers_good_events_once_and_rejects_bad_lines_with_their_num
     let input = dir.path().join("mixed.ndjson");
     std::fs::write(&input, &mixed).unwrap();
     let (good, bad) = classify(&input);
-    assert!(good.len() >= 42 && bad.len() >= 5, "fixtures changed: {} good, {} bad", good.len(), bad.len());
+    assert!(
+        good.len() >= 42 && bad.len() >= 5,
+        "fixtures changed: {} good, {} bad",
+        good.len(),
+        bad.len()
+    );
     let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
     let rejects = dir.path().join("bad.ndjson");
     let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY).arg("ship").arg("--config").arg(&config).arg("--rejects").arg(&rejects).arg(&input);
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config)
+        .arg("--rejects")
+        .arg(&rejects)
+        .arg(&input);
     let mut run = Running::spawn(cmd);
     let status = run.wait(WAIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", run.stderr());
@@ -83,7 +117,10 @@ async fn backfill_delivers_good_events_once_and_rejects_bad_lines_with_their_num
     assert_eq!(intake.total_items(), good.len() as u64, "and only once");
     assert!(intake.duplicates().is_empty());
     let rejected = read_jsonl(&rejects);
-    let lines: Vec<u64> = rejected.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = rejected
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
     assert_eq!(lines, bad, "every bad line, with its number");
     let raw_lines: Vec<&[u8]> = mixed.split(|&b| b == b'\n').collect();
     for r in &rejected {
@@ -91,7 +128,11 @@ async fn backfill_delivers_good_events_once_and_rejects_bad_lines_with_their_num
         assert_eq!(r["source"], input.display().to_string());
         let n = r["line"].as_u64().unwrap() as usize;
         let expected = String::from_utf8_lossy(raw_lines[n - 1]);
-        assert_eq!(r["raw"].as_str().unwrap(), expected.trim_end_matches('\r'), "raw line {n} kept");
+        assert_eq!(
+            r["raw"].as_str().unwrap(),
+            expected.trim_end_matches('\r'),
+            "raw line {n} kept"
+        );
     }
     intake.shutdown().await;
 }
@@ -103,26 +144,47 @@ async fn backfill_reads_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
     let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY).arg("ship").arg("--config").arg(&config).arg("-");
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config)
+        .arg("-");
     let mut run = Running::spawn(cmd);
     let mut stdin = run.take_stdin().unwrap();
     let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
     let first: Vec<&str> = events.lines().take(5).collect();
     use std::io::Write;
-    writeln!(stdin, "{}\nnot json\n{}", first[..3].join("\n"), first[3..].join("\n")).unwrap();
+    writeln!(
+        stdin,
+        "{}\nnot json\n{}",
+        first[..3].join("\n"),
+        first[3..].join("\n")
+    )
+    .unwrap();
     drop(stdin);
     let status = run.wait(WAIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", run.stderr());
     assert_eq!(intake.unique_event_ids(), 5);
     let rejected = read_jsonl(&dir.path().join("rejects.ndjson"));
-    assert_eq!(rejected.len(), 1, "default rejects file in the working directory");
-    assert_eq!((rejected[0]["source"].as_str(), rejected[0]["line"].as_u64()), (Some("-"), Some(4)));
+    assert_eq!(
+        rejected.len(),
+        1,
+        "default rejects file in the working directory"
+    );
+    assert_eq!(
+        (rejected[0]["source"].as_str(), rejected[0]["line"].as_u64()),
+        (Some("-"), Some(4))
+    );
     intake.shutdown().await;
 }
 
 fn append(path: &Path, lines: &[&str]) {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     for l in lines {
         writeln!(f, "{l}").unwrap();
     }
@@ -130,8 +192,12 @@ fn append(path: &Path, lines: &[&str]) {
 
 fn checkpoint_covers(checkpoint: &Path, file: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(file) else { return false };
-    read_jsonl(checkpoint).first().is_some_and(|c| c["ino"].as_u64() == Some(meta.ino()) && c["offset"].as_u64() == Some(meta.len()))
+    let Ok(meta) = std::fs::metadata(file) else {
+        return false;
+    };
+    read_jsonl(checkpoint).first().is_some_and(|c| {
+        c["ino"].as_u64() == Some(meta.ino()) && c["offset"].as_u64() == Some(meta.len())
+    })
 }
 
 /// Acceptance 3: follow mode survives rotation (while running and while stopped) and a
@@ -149,17 +215,34 @@ async fn follow_survives_rotation_and_sigkill_without_loss_or_duplicates() {
     append(&log, &lines[0..10]);
     let start = || {
         let mut cmd = dd_command(dir.path());
-        cmd.env("DD_API_KEY", KEY).arg("ship").arg("--config").arg(&config).arg("--follow").arg(&log).arg("--checkpoint").arg(&checkpoint);
+        cmd.env("DD_API_KEY", KEY)
+            .arg("ship")
+            .arg("--config")
+            .arg(&config)
+            .arg("--follow")
+            .arg(&log)
+            .arg("--checkpoint")
+            .arg(&checkpoint);
         Running::spawn(cmd)
     };
     let mut run = start();
-    intake.wait_for_items(10, WAIT).await.expect("first 10 lines");
+    intake
+        .wait_for_items(10, WAIT)
+        .await
+        .expect("first 10 lines");
     // Rotation by rename while running: the old writer finishes the old file, a new file starts.
     std::fs::rename(&log, dir.path().join("audit.ndjson.1")).unwrap();
     append(&dir.path().join("audit.ndjson.1"), &lines[10..13]);
     append(&log, &lines[13..20]);
-    intake.wait_for_items(20, WAIT).await.expect("lines across the rotation");
-    assert!(poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)), "checkpoint reaches the end: {:?}", std::fs::read_to_string(&checkpoint));
+    intake
+        .wait_for_items(20, WAIT)
+        .await
+        .expect("lines across the rotation");
+    assert!(
+        poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)),
+        "checkpoint reaches the end: {:?}",
+        std::fs::read_to_string(&checkpoint)
+    );
     run.signal("KILL");
     run.wait(WAIT);
     // While stopped: more lines, then another rotation, then a new file.
@@ -167,18 +250,36 @@ async fn follow_survives_rotation_and_sigkill_without_loss_or_duplicates() {
     std::fs::rename(&log, dir.path().join("audit.ndjson.2")).unwrap();
     append(&log, &lines[25..30]);
     let mut run = start();
-    intake.wait_for_items(30, WAIT).await.expect("lines written while stopped");
+    intake
+        .wait_for_items(30, WAIT)
+        .await
+        .expect("lines written while stopped");
     // Truncation (copytruncate): the file is emptied and written again from its start.
     assert!(poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)));
     std::fs::write(&log, "").unwrap();
     append(&log, &lines[30..32]);
-    intake.wait_for_items(32, WAIT).await.expect("lines after truncation");
+    intake
+        .wait_for_items(32, WAIT)
+        .await
+        .expect("lines after truncation");
     run.signal("TERM");
     let status = run.wait(WAIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", run.stderr());
-    let expected: BTreeSet<String> = lines[..32].iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_owned()).collect();
+    let expected: BTreeSet<String> = lines[..32]
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
     assert_eq!(received_ids(&intake), expected, "nothing lost");
-    assert!(intake.duplicates().is_empty(), "nothing sent twice: {:?}", intake.duplicates());
+    assert!(
+        intake.duplicates().is_empty(),
+        "nothing sent twice: {:?}",
+        intake.duplicates()
+    );
     assert_eq!(intake.total_items(), 32);
     intake.shutdown().await;
 }
@@ -188,8 +289,16 @@ fn listen_addr(run: &Running) -> String {
     line.rsplit("http://").next().unwrap().trim().to_owned()
 }
 
-fn post(client: &reqwest::Client, url: &str, token: Option<&str>, body: String) -> reqwest::RequestBuilder {
-    let mut req = client.post(url).header("content-type", "application/json").body(body);
+fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: String,
+) -> reqwest::RequestBuilder {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -206,56 +315,127 @@ async fn http_input_authenticates_validates_and_correlates_traces() {
     let extra = "input:\n  http:\n    listen: 127.0.0.1:0\n    token: ${HOOK_TOKEN}\n    max_body_bytes: 20000\n";
     let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", extra));
     let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY).env("HOOK_TOKEN", "hook-secret").arg("ship").arg("--config").arg(&config);
+    cmd.env("DD_API_KEY", KEY)
+        .env("HOOK_TOKEN", "hook-secret")
+        .arg("ship")
+        .arg("--config")
+        .arg(&config);
     let mut run = Running::spawn(cmd);
     let url = format!("http://{}/v1/events", listen_addr(&run));
     let client = reqwest::Client::new();
     let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
     let lines: Vec<&str> = events.lines().collect();
 
-    let r = post(&client, &url, None, lines[0].to_owned()).send().await.unwrap();
+    let r = post(&client, &url, None, lines[0].to_owned())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = post(&client, &url, Some("wrong"), lines[0].to_owned()).send().await.unwrap();
+    let r = post(&client, &url, Some("wrong"), lines[0].to_owned())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let bad = lines[1].replace("\"severity\":\"high\"", "\"severity\":\"apocalyptic\"");
     assert_ne!(bad, lines[1]);
-    let r = post(&client, &url, Some("hook-secret"), bad).send().await.unwrap();
+    let r = post(&client, &url, Some("hook-secret"), bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("decision.severity"), "{body}");
-    let r = post(&client, &url, Some("hook-secret"), format!("{}\n{{\"schema_version\":", lines[2])).send().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("decision.severity"),
+        "{body}"
+    );
+    let r = post(
+        &client,
+        &url,
+        Some("hook-secret"),
+        format!("{}\n{{\"schema_version\":", lines[2]),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("line 2"), "{body}");
-    let r = post(&client, &url, Some("hook-secret"), "x".repeat(20_001)).send().await.unwrap();
+    let r = post(&client, &url, Some("hook-secret"), "x".repeat(20_001))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 
     // Accepted: one object with a traceparent, an array, an NDJSON body.
     let r = post(&client, &url, Some("hook-secret"), lines[3].to_owned())
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let r = post(&client, &url, Some("hook-secret"), format!("[{},{}]", lines[4], lines[5])).send().await.unwrap();
+    let r = post(
+        &client,
+        &url,
+        Some("hook-secret"),
+        format!("[{},{}]", lines[4], lines[5]),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 202);
-    let r = post(&client, &url, Some("hook-secret"), format!("{}\n{}\n", lines[6], lines[7])).send().await.unwrap();
+    let r = post(
+        &client,
+        &url,
+        Some("hook-secret"),
+        format!("{}\n{}\n", lines[6], lines[7]),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 202);
     intake.wait_for_items(5, WAIT).await.unwrap();
 
-    let id_of = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_owned();
+    let id_of = |l: &str| {
+        serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     let expected: BTreeSet<String> = lines[3..8].iter().map(|l| id_of(l)).collect();
     run.signal("TERM");
     let status = run.wait(WAIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", run.stderr());
-    assert_eq!(received_ids(&intake), expected, "the 401 and 400 bodies were not accepted");
+    assert_eq!(
+        received_ids(&intake),
+        expected,
+        "the 401 and 400 bodies were not accepted"
+    );
     let traced = intake.log_items_with_id(&id_of(lines[3]));
-    assert_eq!(traced[0].value["dd"]["trace_id"], 0xa3ce929d0e0e4736u64.to_string());
-    assert_eq!(traced[0].value["dd"]["span_id"], 0x00f067aa0ba902b7u64.to_string());
+    assert_eq!(
+        traced[0].value["dd"]["trace_id"],
+        0xa3ce929d0e0e4736u64.to_string()
+    );
+    assert_eq!(
+        traced[0].value["dd"]["span_id"],
+        0x00f067aa0ba902b7u64.to_string()
+    );
     let rejected = read_jsonl(&dir.path().join("rejects.ndjson"));
-    assert_eq!(rejected.len(), 2, "the two bad events are in the rejects file: {rejected:?}");
-    assert!(!run.stderr().contains("hook-secret"), "the token is never logged");
+    assert_eq!(
+        rejected.len(),
+        2,
+        "the two bad events are in the rejects file: {rejected:?}"
+    );
+    assert!(
+        !run.stderr().contains("hook-secret"),
+        "the token is never logged"
+    );
     intake.shutdown().await;
 }
 
@@ -267,26 +447,51 @@ async fn http_input_answers_503_when_the_queue_is_full() {
     let dir = tempfile::tempdir().unwrap();
     let exporter_extra = "    queue: { capacity: 1 }\n    concurrency: 1\n";
     let extra = "input: { http: { listen: 127.0.0.1:0 } }\nshutdown_timeout_ms: 500\n";
-    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), exporter_extra, extra).replace("batch: { flush_interval_ms: 20 }", "batch: { flush_interval_ms: 20, max_events: 1 }"));
+    let config = write_config(
+        dir.path(),
+        &config_yaml(&intake.base_url(), exporter_extra, extra).replace(
+            "batch: { flush_interval_ms: 20 }",
+            "batch: { flush_interval_ms: 20, max_events: 1 }",
+        ),
+    );
     let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY).arg("ship").arg("--config").arg(&config);
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config);
     let mut run = Running::spawn(cmd);
     let url = format!("http://{}/", listen_addr(&run));
     let client = reqwest::Client::new();
     let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
     let mut saw_503 = None;
     for line in events.lines().take(20) {
-        let r = post(&client, &url, None, line.to_owned()).send().await.unwrap();
+        let r = post(&client, &url, None, line.to_owned())
+            .send()
+            .await
+            .unwrap();
         if r.status() == 503 {
-            saw_503 = Some(r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()));
+            saw_503 = Some(
+                r.headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            );
             break;
         }
         assert_eq!(r.status(), 202);
     }
-    assert_eq!(saw_503, Some(Some("1".to_owned())), "a full queue answers 503 with Retry-After");
+    assert_eq!(
+        saw_503,
+        Some(Some("1".to_owned())),
+        "a full queue answers 503 with Retry-After"
+    );
     run.signal("TERM");
     let status = run.wait(WAIT);
-    assert_eq!(status.code(), Some(3), "events were left behind: stderr:\n{}", run.stderr());
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "events were left behind: stderr:\n{}",
+        run.stderr()
+    );
     intake.shutdown().await;
 }
 
@@ -299,17 +504,30 @@ async fn sigterm_during_a_backlog_drains_to_the_deadline_and_reports_leftovers()
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        &config_yaml(&intake.base_url(), "", "shutdown_timeout_ms: 1000\n").replace("batch: { flush_interval_ms: 20 }", "batch: { flush_interval_ms: 20, max_events: 5 }"),
+        &config_yaml(&intake.base_url(), "", "shutdown_timeout_ms: 1000\n").replace(
+            "batch: { flush_interval_ms: 20 }",
+            "batch: { flush_interval_ms: 20, max_events: 5 }",
+        ),
     );
     let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY).arg("ship").arg("--config").arg(&config).arg(fixture("events.ndjson"));
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config)
+        .arg(fixture("events.ndjson"));
     let mut run = Running::spawn(cmd);
-    intake.wait_until(WAIT, |s| s.stalled_now >= 1).await.expect("requests reach the stalled intake");
+    intake
+        .wait_until(WAIT, |s| s.stalled_now >= 1)
+        .await
+        .expect("requests reach the stalled intake");
     run.signal("TERM");
     let status = run.wait(WAIT);
     let stderr = run.stderr();
     assert_eq!(status.code(), Some(3), "stderr:\n{stderr}");
-    assert!(stderr.contains("the shutdown deadline was reached"), "{stderr}");
+    assert!(
+        stderr.contains("the shutdown deadline was reached"),
+        "{stderr}"
+    );
     let left: u64 = stderr
         .split("left behind at the deadline ")
         .nth(1)
@@ -326,22 +544,40 @@ async fn check_reports_each_exporter_and_never_prints_keys() {
     let intake = intake().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
-    for (key, code, verdict) in [(KEY, 0, "api key check:   OK"), ("wrongKeyCanary000000000000000000", 1, "INVALID")] {
+    for (key, code, verdict) in [
+        (KEY, 0, "api key check:   OK"),
+        ("wrongKeyCanary000000000000000000", 1, "INVALID"),
+    ] {
         let mut cmd = dd_command(dir.path());
-        cmd.env("DD_API_KEY", key).arg("check").arg("--config").arg(&config);
+        cmd.env("DD_API_KEY", key)
+            .arg("check")
+            .arg("--config")
+            .arg(&config);
         let mut run = Running::spawn(cmd);
         let status = run.wait(WAIT);
         let out = run.stdout();
         assert_eq!(status.code(), Some(code), "{out}\n{}", run.stderr());
-        assert!(out.contains(verdict) && out.contains("env $DD_API_KEY") && out.contains("logs intake:     reachable"), "{out}");
-        assert!(!out.contains(key) && !run.stderr().contains(key), "the key is never printed");
+        assert!(
+            out.contains(verdict)
+                && out.contains("env $DD_API_KEY")
+                && out.contains("logs intake:     reachable"),
+            "{out}"
+        );
+        assert!(
+            !out.contains(key) && !run.stderr().contains(key),
+            "the key is never printed"
+        );
     }
     let mut cmd = dd_command(dir.path());
     std::fs::write(&config, "exporters: { eu: { site: datadoghq.moon } }\n").unwrap();
     cmd.arg("check").arg("--config").arg(&config);
     let mut run = Running::spawn(cmd);
     assert_eq!(run.wait(WAIT).code(), Some(2));
-    assert!(run.stderr().contains("exporters.eu.site"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("exporters.eu.site"),
+        "{}",
+        run.stderr()
+    );
     intake.shutdown().await;
 }
 
@@ -349,25 +585,48 @@ async fn check_reports_each_exporter_and_never_prints_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_are_listed_and_triaged_with_the_application_key() {
     let intake = intake().await;
-    let ours = intake.add_signal(SignalSeed::new("Secret leaked by agent-7").with_tag("source:clawdstrike"));
+    let ours = intake
+        .add_signal(SignalSeed::new("Secret leaked by agent-7").with_tag("source:clawdstrike"));
     let theirs = intake.add_signal(SignalSeed::new("Unrelated").with_tag("source:other"));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
     let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY).env("DD_APP_KEY", APP_KEY).args(["signals", "list", "--since", "1h", "--config"]).arg(&config);
+    cmd.env("DD_API_KEY", KEY)
+        .env("DD_APP_KEY", APP_KEY)
+        .args(["signals", "list", "--since", "1h", "--config"])
+        .arg(&config);
     let mut run = Running::spawn(cmd);
     assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
     let out = run.stdout();
-    assert!(out.contains(&ours) && out.contains("open") && !out.contains(&theirs), "{out}");
+    assert!(
+        out.contains(&ours) && out.contains("open") && !out.contains(&theirs),
+        "{out}"
+    );
     let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY).env("DD_APP_KEY", APP_KEY).args(["signals", "triage", &ours, "--state", "under_review", "--config"]).arg(&config);
+    cmd.env("DD_API_KEY", KEY)
+        .env("DD_APP_KEY", APP_KEY)
+        .args([
+            "signals",
+            "triage",
+            &ours,
+            "--state",
+            "under_review",
+            "--config",
+        ])
+        .arg(&config);
     let mut run = Running::spawn(cmd);
     assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
     assert_eq!(intake.signal_state(&ours).as_deref(), Some("under_review"));
     let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY).args(["signals", "list", "--config"]).arg(&config);
+    cmd.env("DD_API_KEY", KEY)
+        .args(["signals", "list", "--config"])
+        .arg(&config);
     let mut run = Running::spawn(cmd);
-    assert_eq!(run.wait(WAIT).code(), Some(2), "no application key is a configuration error");
+    assert_eq!(
+        run.wait(WAIT).code(),
+        Some(2),
+        "no application key is a configuration error"
+    );
     assert!(run.stderr().contains("app_key"), "{}", run.stderr());
     intake.shutdown().await;
 }
@@ -382,10 +641,142 @@ async fn fakeintake_subcommand_serves_the_datadog_api() {
     let line = run.wait_for_line("fakeintake listening on", WAIT);
     let base = line.rsplit(' ').next().unwrap().trim().to_owned();
     let client = reqwest::Client::new();
-    let ok = client.get(format!("{base}/api/v1/validate")).header("DD-API-KEY", "k1").send().await.unwrap();
+    let ok = client
+        .get(format!("{base}/api/v1/validate"))
+        .header("DD-API-KEY", "k1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let bad = client.get(format!("{base}/api/v1/validate")).header("DD-API-KEY", "k2").send().await.unwrap();
+    let bad = client
+        .get(format!("{base}/api/v1/validate"))
+        .header("DD-API-KEY", "k2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 403);
     run.signal("TERM");
     assert_eq!(run.wait(WAIT).code(), Some(0));
+}
+
+/// Multi-region: two exporters (two fake intakes, two keys) each receive every event; one
+/// stalled region makes the exit code report its leftovers while the other is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_region_receives_every_event_and_a_stalled_one_is_reported() {
+    let us = intake().await;
+    let eu = FakeIntake::start("euKey000000000000000000000000003", APP_KEY)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let region = |name: &str, var: &str, url: &str| {
+        format!(
+            "  {name}:\n    api_key: {{ env: {var} }}\n    logs_url: {url}\n    api_url: {url}\n    metrics: {{ enabled: false }}\n    batch: {{ flush_interval_ms: 20 }}\n    retry: {{ initial_backoff_ms: 10, max_backoff_ms: 100 }}\n"
+        )
+    };
+    let yaml = format!(
+        "exporters:\n{}{}shutdown_timeout_ms: 1000\n",
+        region("datadog_us", "DD_US_API_KEY", &us.base_url()),
+        region("datadog_eu", "DD_EU_API_KEY", &eu.base_url())
+    );
+    let config = write_config(dir.path(), &yaml);
+    let ship = || {
+        let mut cmd = dd_command(dir.path());
+        cmd.env("DD_US_API_KEY", KEY)
+            .env("DD_EU_API_KEY", "euKey000000000000000000000000003")
+            .arg("ship")
+            .arg("--config")
+            .arg(&config)
+            .arg(fixture("events.ndjson"));
+        Running::spawn(cmd)
+    };
+    let mut run = ship();
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    assert_eq!((us.unique_event_ids(), eu.unique_event_ids()), (42, 42));
+    // The EU intake stalls: US still gets everything; EU's leftovers make the exit code 3.
+    eu.fail_next(Endpoint::Logs, 1000, FaultAction::Stall);
+    us.reset();
+    let mut run = ship();
+    us.wait_for_items(42, WAIT)
+        .await
+        .expect("the healthy region is not held back");
+    assert_eq!(run.wait(WAIT).code(), Some(3), "{}", run.stderr());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("exporter `datadog_us`: submitted 42, delivered 42"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("exporter `datadog_eu`: submitted 42, delivered 0"),
+        "{stderr}"
+    );
+    us.shutdown().await;
+    eu.shutdown().await;
+}
+
+/// A listener off loopback without a token is refused as a configuration error (exit 2).
+#[test]
+fn a_public_listener_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .args(["ship", "--listen", "0.0.0.0:0"]);
+    let mut run = Running::spawn(cmd);
+    assert_eq!(run.wait(WAIT).code(), Some(2));
+    assert!(
+        run.stderr().contains("input.http.token"),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// The disk buffer (`buffer: { type: disk }`): events taken while Datadog stalls survive a
+/// SIGKILL and are delivered by the next run, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_buffer_keeps_events_across_a_sigkill_and_replays_them() {
+    let intake = intake().await;
+    intake.fail_next(Endpoint::Logs, 1000, FaultAction::Stall);
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    let extra = format!(
+        "buffer: {{ type: disk, path: {}, fsync: always }}\nshutdown_timeout_ms: 1000\ninput: {{ http: {{ listen: 127.0.0.1:0 }} }}\n",
+        buffer.display()
+    );
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config)
+        .arg(fixture("events.ndjson"));
+    let mut run = Running::spawn(cmd);
+    run.wait_for_line("read 42 events", WAIT);
+    intake
+        .wait_until(WAIT, |s| s.stalled_now >= 1)
+        .await
+        .expect("requests reach the stalled intake");
+    run.signal("KILL");
+    run.wait(WAIT);
+    assert_eq!(
+        intake.total_items(),
+        0,
+        "nothing was delivered before the kill"
+    );
+    intake.clear_faults();
+    intake.release_stalled();
+    // The next run (listening only) replays the buffer.
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config);
+    let mut run = Running::spawn(cmd);
+    intake
+        .wait_for_items(42, WAIT)
+        .await
+        .expect("the buffer is replayed");
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    assert_eq!(intake.unique_event_ids(), 42);
+    assert!(intake.duplicates().is_empty(), "{:?}", intake.duplicates());
+    intake.shutdown().await;
 }

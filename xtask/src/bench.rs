@@ -23,10 +23,14 @@
 //! - Latency: a fixed rate for a few seconds; an exporter wrapper stamps each event when the
 //!   Datadog exporter's `export` returns it as delivered (that is, right after the intake's
 //!   `202`); latency = that instant minus the event's submit instant.
-//! - Stalled intake: every logs request stalls; a `drop_newest` pipeline takes M events; the
-//!   RSS growth is compared with the bound the pipeline documents, `(capacity + (1 +
-//!   concurrency) * max_events)` events, times the measured in-memory size of an event, plus
-//!   the request bodies in flight.
+//! - Peak RSS: a fresh child process (`bench --probe rss`) runs only the producer and the
+//!   pipeline (default configuration, zstd 1) against a fake intake in the parent, so the
+//!   intake's own memory (its per-event-id counts) is not charged to the pipeline.
+//! - Stalled intake: every logs request stalls; a fresh child process (`bench --probe stall`)
+//!   submits M events to a `drop_newest` pipeline; its RSS growth is compared with the bound
+//!   the pipeline documents, `(capacity + (1 + concurrency) * max_events)` events, times the
+//!   in-memory size of an event (measured first, on a fresh heap), plus the request bodies in
+//!   flight.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -40,9 +44,7 @@ use clawdstrike_datadog::config::{DatadogConfig, ResolvedConfig};
 use clawdstrike_datadog::encode::{Codec, Compression, finish, pack};
 use clawdstrike_datadog::exporter::DatadogExporter;
 use clawdstrike_datadog::format::LogFormatter;
-use clawdstrike_export::{
-    ExportResult, Exporter, ExporterConfig, Health, Pipeline, Record, WhenFull,
-};
+use clawdstrike_export::{ExportResult, Exporter, Health, Pipeline, Record, WhenFull};
 use clawdstrike_fakeintake::{Endpoint, FakeIntake, FaultAction, RandomFaults};
 use clawdstrike_keys::{KeyHolder, SecretString};
 use clawdstrike_schema::{NdjsonReader, NdjsonRecord, SecurityEvent, Uuid};
@@ -57,6 +59,14 @@ struct Options {
     latency_rate: u64,
     latency_seconds: u64,
     stall_events: u64,
+    /// Only these codecs (labels without spaces: `zstd1`), for profiling.
+    only: Vec<String>,
+    /// A measurement run in a fresh child process (`rss` or `stall`), so that its RSS is its own.
+    probe: Option<String>,
+    /// For the `stall` probe: the parent's measured RSS per event held.
+    per_event: Option<f64>,
+    /// For probes: the parent's fake intake.
+    intake_url: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -65,19 +75,32 @@ fn parse(args: &[String]) -> Result<Options, String> {
         latency_rate: 20_000,
         latency_seconds: 5,
         stall_events: 200_000,
+        only: Vec::new(),
+        probe: None,
+        per_event: None,
+        intake_url: None,
     };
     let mut it = args.iter();
+    fn number(flag: &str, v: Option<&String>) -> Result<u64, String> {
+        v.and_then(|v| v.replace('_', "").parse().ok())
+            .ok_or_else(|| format!("{flag} needs a number"))
+    }
     while let Some(flag) = it.next() {
-        let mut value = || -> Result<u64, String> {
-            it.next()
-                .and_then(|v| v.replace('_', "").parse().ok())
-                .ok_or_else(|| format!("{flag} needs a number"))
-        };
         match flag.as_str() {
-            "--events" => o.events = value()?.max(1_000),
-            "--latency-rate" => o.latency_rate = value()?.max(1),
-            "--latency-seconds" => o.latency_seconds = value()?.max(1),
-            "--stall-events" => o.stall_events = value()?,
+            "--events" => o.events = number(flag, it.next())?.max(1_000),
+            "--latency-rate" => o.latency_rate = number(flag, it.next())?.max(1),
+            "--latency-seconds" => o.latency_seconds = number(flag, it.next())?.max(1),
+            "--stall-events" => o.stall_events = number(flag, it.next())?,
+            "--only" => o.only.push(
+                it.next()
+                    .ok_or("--only needs a codec (none, gzip1, gzip6, zstd1, zstd3)")?
+                    .clone(),
+            ),
+            "--per-event-bytes" => o.per_event = Some(number(flag, it.next())? as f64),
+            "--intake-url" => {
+                o.intake_url = Some(it.next().ok_or("--intake-url needs a URL")?.clone())
+            }
+            "--probe" => o.probe = Some(it.next().ok_or("--probe needs rss or stall")?.clone()),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option `{other}`")),
         }
@@ -85,7 +108,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-const USAGE: &str = "usage: cargo xtask bench [--events N] [--latency-rate EVENTS_PER_S] [--latency-seconds S] [--stall-events N]";
+const USAGE: &str = "usage: cargo xtask bench [--events N] [--latency-rate EVENTS_PER_S] [--latency-seconds S] [--stall-events N] [--only CODEC]...";
 
 /// Runs the benchmark (re-running itself in release when built in debug).
 pub(crate) fn run(args: &[String]) -> ExitCode {
@@ -140,7 +163,9 @@ fn fixtures() -> Result<Vec<SecurityEvent>, BoxError> {
     for r in NdjsonReader::new(std::io::BufReader::new(file)) {
         match r? {
             NdjsonRecord::Event(e) => out.push(e.event),
-            NdjsonRecord::Rejected(bad) => return Err(format!("fixture rejected: {}", bad.error).into()),
+            NdjsonRecord::Rejected(bad) => {
+                return Err(format!("fixture rejected: {}", bad.error).into());
+            }
         }
     }
     if out.is_empty() {
@@ -164,7 +189,12 @@ mod proc {
     fn ticks(stat: &str) -> u64 {
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let f = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let f = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         f(11) + f(12)
     }
 
@@ -210,9 +240,12 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn resolved(intake: &FakeIntake, compression: Compression) -> Result<ResolvedConfig, BoxError> {
+    resolved_for(&intake.base_url(), compression)
+}
+
+fn resolved_for(url: &str, compression: Compression) -> Result<ResolvedConfig, BoxError> {
     let yaml = format!(
-        "site: datadoghq.eu\nlogs_url: {url}\napi_url: {url}\nlogs: {{ hostname: bench-host, service: clawdstrike, tags: [team:bench] }}",
-        url = intake.base_url()
+        "site: datadoghq.eu\nlogs_url: {url}\napi_url: {url}\nlogs: {{ hostname: bench-host, service: clawdstrike, tags: [team:bench] }}"
     );
     let mut config = DatadogConfig::from_yaml(&yaml, &|_| None)?;
     config.compression = compression;
@@ -301,6 +334,7 @@ fn throughput(
     let intake = start_intake(intake_rt)?;
     let resolved = resolved(&intake, compression)?;
     let (limit_eps, limit_mbps, ratio) = limit(base, &resolved, n.min(200_000));
+    let _in_runtime = rt.enter();
     let exporter = exporter(&resolved, "bench")?;
     let config = resolved.pipeline.clone();
     let cpu0 = (proc::process_cpu(), proc::threads_cpu("intake"));
@@ -405,6 +439,7 @@ fn latency(
     let intake = start_intake(intake_rt)?;
     let resolved = resolved(&intake, Compression::default())?;
     let n = o.latency_rate * o.latency_seconds;
+    let _in_runtime = rt.enter();
     let timed = Arc::new(Timed {
         inner: exporter(&resolved, "bench-latency")?,
         t0: Instant::now(),
@@ -477,67 +512,107 @@ struct Stall {
     queued: usize,
 }
 
-fn stalled(
-    base: &Arc<Vec<SecurityEvent>>,
+/// Runs `bench --probe <kind>` in a fresh process and parses its `PROBE {json}` line.
+fn probe(
+    kind: &str,
     o: &Options,
     per_event: f64,
-    intake_rt: &tokio::runtime::Runtime,
-    rt: &tokio::runtime::Runtime,
-) -> Result<Stall, BoxError> {
-    let intake = start_intake(intake_rt)?;
-    intake.set_random_faults(Some(
-        RandomFaults::new(7).on(Endpoint::Logs).with(1.0, FaultAction::Stall),
-    ));
-    let resolved = resolved(&intake, Compression::default())?;
-    let exp = exporter(&resolved, "bench-stalled")?;
-    let config: ExporterConfig = resolved.pipeline.clone().with_when_full(WhenFull::DropNewest);
-    let bound_events = (config.queue.capacity
-        + (1 + config.concurrency) * config.batch.max_events) as u64;
-    // Request bodies in flight: `concurrency` uncompressed arrays plus their compressed copies.
-    let bodies = (config.concurrency * config.batch.max_events) as f64 * 1_000.0 * 2.0;
-    let cap = (bound_events as f64 * per_event + bodies) as u64;
-    let base2 = Arc::clone(base);
-    let n = o.stall_events;
-    let rss_before = proc::status_bytes("VmRSS");
-    let (rss_during, dropped, queued) = rt.block_on(async {
-        let pipeline = Pipeline::builder()
-            .with_exporter(Arc::new(exp), config)
-            .build()?;
-        let producer = {
-            let pipeline = pipeline.clone();
-            tokio::spawn(async move {
-                for i in 0..n {
-                    pipeline.submit(Record::new(event(&base2, i))).await?;
-                }
-                Ok::<_, clawdstrike_export::SubmitError>(())
-            })
-        };
-        producer.await??;
-        let rss = proc::status_bytes("VmRSS");
-        let stats = &pipeline.stats()[0];
-        let dropped = stats.dropped.total();
-        let queued = stats.queue_depth + stats.in_flight_events;
-        intake.set_random_faults(None);
-        intake.release_stalled();
-        pipeline.shutdown(Duration::from_secs(2)).await;
-        Ok::<_, BoxError>((rss, dropped, queued))
-    })?;
-    intake_rt.block_on(intake.shutdown());
-    Ok(Stall {
-        rss_before,
-        rss_during,
-        cap,
-        bound_events,
-        dropped,
-        queued,
-    })
+    url: &str,
+) -> Result<serde_json::Value, BoxError> {
+    let output = Command::new(std::env::current_exe()?)
+        .args(["bench", "--probe", kind, "--intake-url", url])
+        .args(["--per-event-bytes", &format!("{per_event:.0}")])
+        .args(["--events", &o.events.to_string()])
+        .args(["--stall-events", &o.stall_events.to_string()])
+        .env("XTASK_BENCH_DEBUG", "1")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PROBE "))
+        .ok_or_else(|| {
+            format!(
+                "probe {kind} failed: {}\n{stdout}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    Ok(serde_json::from_str(line)?)
 }
 
 fn bench(o: &Options) -> Result<(), BoxError> {
     let base = Arc::new(fixtures()?);
+    // On a fresh heap (and never in a probe, whose RSS it would distort): the RSS an event
+    // held in memory costs.
+    let per_event = match o.probe {
+        Some(_) => o.per_event.unwrap_or(2_000.0),
+        None => bytes_per_event(&base),
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let intake_rt = runtime("intake", 2)?;
     let rt = runtime("pipeline", 2)?;
+    match (o.probe.as_deref(), o.intake_url.as_deref()) {
+        (Some(kind @ ("rss" | "stall")), Some(url)) => {
+            let stall = kind == "stall";
+            let _in_runtime = rt.enter();
+            let mut resolved = resolved_for(url, Compression::default())?;
+            if stall {
+                resolved.pipeline = resolved.pipeline.with_when_full(WhenFull::DropNewest);
+            }
+            let config = resolved.pipeline.clone();
+            let bound_events =
+                (config.queue.capacity + (1 + config.concurrency) * config.batch.max_events) as u64;
+            // Request bodies in flight: `concurrency` uncompressed arrays and compressed copies.
+            let bodies = (config.concurrency * config.batch.max_events) as f64 * 1_200.0 * 2.0;
+            let cap = (bound_events as f64 * per_event + bodies) as u64;
+            let exp = exporter(&resolved, "bench-probe")?;
+            let n = if stall { o.stall_events } else { o.events };
+            let rss_before = proc::status_bytes("VmRSS");
+            let base2 = Arc::clone(&base);
+            let started = Instant::now();
+            let (rss_after, delivered, dropped, held) = rt.block_on(async {
+                let pipeline = Pipeline::builder()
+                    .with_exporter(Arc::new(exp), config)
+                    .build()?;
+                let producer = {
+                    let pipeline = pipeline.clone();
+                    tokio::spawn(async move {
+                        for i in 0..n {
+                            pipeline.submit(Record::new(event(&base2, i))).await?;
+                        }
+                        Ok::<_, clawdstrike_export::SubmitError>(())
+                    })
+                };
+                producer.await??;
+                let rss = proc::status_bytes("VmRSS");
+                let stats = pipeline.stats().remove(0);
+                let deadline = Duration::from_secs(if stall { 1 } else { 120 });
+                let report = pipeline.shutdown(deadline).await.remove(0);
+                Ok::<_, BoxError>((
+                    rss,
+                    report.delivered,
+                    stats.dropped.total(),
+                    stats.queue_depth + stats.in_flight_events,
+                ))
+            })?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "PROBE {}",
+                json!({
+                    "baseline_rss_bytes": rss_before, "peak_rss_bytes": proc::status_bytes("VmHWM"),
+                    "rss_before_bytes": rss_before, "rss_during_bytes": rss_after,
+                    "delivered": delivered, "events_per_s": n as f64 / secs,
+                    "cap_bytes": cap, "bound_events": bound_events,
+                    "dropped": dropped, "held": held, "bytes_per_event": per_event,
+                })
+            );
+            return Ok(());
+        }
+        (Some(other), _) => {
+            return Err(format!("unknown probe `{other}` (or no --intake-url)").into());
+        }
+        (None, _) => {}
+    }
     let json_bytes: Vec<usize> = base.iter().map(|e| e.to_json().len()).collect();
     let avg_event_json = json_bytes.iter().sum::<usize>() as f64 / json_bytes.len() as f64;
     println!(
@@ -545,7 +620,6 @@ fn bench(o: &Options) -> Result<(), BoxError> {
         o.events,
         base.len()
     );
-    let per_event = bytes_per_event(&base);
     let codecs = [
         ("none", Compression::new(Codec::None, 0)),
         ("gzip 1", Compression::new(Codec::Gzip, 1)),
@@ -555,10 +629,21 @@ fn bench(o: &Options) -> Result<(), BoxError> {
     ];
     println!(
         "\n{:<8} {:>12} {:>9} {:>12} {:>9} {:>7} {:>8} {:>11} {:>11}",
-        "codec", "pipeline/s", "MB/s", "limit/s", "MB/s", "ratio", "compr.", "cpu s/M", "intake s/M"
+        "codec",
+        "pipeline/s",
+        "MB/s",
+        "limit/s",
+        "MB/s",
+        "ratio",
+        "compr.",
+        "cpu s/M",
+        "intake s/M"
     );
     let mut results = Vec::new();
     for (label, compression) in codecs {
+        if !o.only.is_empty() && !o.only.iter().any(|c| *c == label.replace(' ', "")) {
+            continue;
+        }
         let r = throughput(&base, label, compression, o.events, &intake_rt, &rt)?;
         println!(
             "{:<8} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>6.0}% {:>7.1}x {:>11.2} {:>11.2}",
@@ -579,15 +664,43 @@ fn bench(o: &Options) -> Result<(), BoxError> {
         "\nlatency submit -> 202 at {} events/s (zstd 1, default config, {samples} events): p50 {p50:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms",
         o.latency_rate
     );
-    let hwm = proc::status_bytes("VmHWM");
+    // Peak RSS: the pipeline alone in a fresh process, against a fake intake in this one.
+    let intake = start_intake(&intake_rt)?;
+    let rss = probe("rss", o, per_event, &intake.base_url())?;
+    let received = intake.stats().unique_event_ids;
+    intake_rt.block_on(intake.shutdown());
+    if received != o.events || rss["delivered"].as_u64() != Some(o.events) {
+        return Err(format!("rss probe: {received} events received of {}", o.events).into());
+    }
+    let hwm = rss["peak_rss_bytes"].as_u64().unwrap_or(0);
+    let rss_baseline = rss["baseline_rss_bytes"].as_u64().unwrap_or(0);
     println!(
-        "peak RSS (VmHWM, whole process incl. the in-process fake intake) after throughput and latency runs: {:.1} MiB",
-        mib(hwm)
+        "peak RSS (VmHWM of a fresh process running only the producer and the pipeline, default configuration, zstd 1, {} events; the fake intake in another process): {:.1} MiB (baseline before the run {:.1} MiB)",
+        o.events,
+        mib(hwm),
+        mib(rss_baseline)
     );
-    let stall = stalled(&base, o, per_event, &intake_rt, &rt)?;
+    let intake = start_intake(&intake_rt)?;
+    intake.set_random_faults(Some(
+        RandomFaults::new(7)
+            .on(Endpoint::Logs)
+            .with(1.0, FaultAction::Stall),
+    ));
+    let st = probe("stall", o, per_event, &intake.base_url())?;
+    intake.set_random_faults(None);
+    intake.release_stalled();
+    intake_rt.block_on(intake.shutdown());
+    let stall = Stall {
+        rss_before: st["rss_before_bytes"].as_u64().unwrap_or(0),
+        rss_during: st["rss_during_bytes"].as_u64().unwrap_or(0),
+        cap: st["cap_bytes"].as_u64().unwrap_or(0),
+        bound_events: st["bound_events"].as_u64().unwrap_or(0),
+        dropped: st["dropped"].as_u64().unwrap_or(0),
+        queued: st["held"].as_u64().unwrap_or(0) as usize,
+    };
     let growth = stall.rss_during.saturating_sub(stall.rss_before);
     println!(
-        "stalled intake: {} events submitted (drop_newest), {} held, {} dropped; RSS {:.1} -> {:.1} MiB (+{:.1} MiB); cap {:.1} MiB = {} events x {per_event:.0} B + request bodies",
+        "stalled intake (fresh process): {} events submitted (drop_newest), {} held, {} dropped; RSS {:.1} -> {:.1} MiB (+{:.1} MiB); cap {:.1} MiB = {} events x {per_event:.0} B + request bodies",
         o.stall_events,
         stall.queued,
         stall.dropped,
@@ -620,13 +733,21 @@ fn bench(o: &Options) -> Result<(), BoxError> {
         println!(
             "  zstd 1  {:.0} events/s (goal >= 150,000): {}",
             r.pipeline_eps,
-            if r.pipeline_eps >= 150_000.0 { "met" } else { "MISSED" }
+            if r.pipeline_eps >= 150_000.0 {
+                "met"
+            } else {
+                "MISSED"
+            }
         );
     }
     println!(
         "  peak RSS {:.1} MiB (goal < 64 MiB): {}",
         mib(hwm),
-        if hwm < 64 * 1024 * 1024 { "met" } else { "MISSED" }
+        if hwm < 64 * 1024 * 1024 {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     println!(
         "  stalled-intake growth {:.1} MiB (cap {:.1} MiB): {}",
@@ -663,7 +784,10 @@ fn bench(o: &Options) -> Result<(), BoxError> {
     });
     let dir = crate::project_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     std::fs::write(dir.join("throughput.svg"), svg(&results))?;
     println!(
         "\nwrote {} and {}",

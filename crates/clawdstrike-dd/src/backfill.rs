@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use clawdstrike_export::{Pipeline, Record};
+use clawdstrike_export::Record;
 use clawdstrike_schema::{NdjsonOptions, NdjsonReader, NdjsonRecord};
 use tokio::sync::{mpsc, watch};
 
+use crate::forwarder::Sink;
 use crate::rejects::{Reject, Rejects};
 
 /// What a reader thread sends.
@@ -40,7 +41,7 @@ pub(crate) struct BackfillReport {
 pub(crate) async fn run(
     sources: &[PathBuf],
     max_line_bytes: usize,
-    pipeline: &Pipeline,
+    sink: &Sink,
     rejects: &Rejects,
     stop: &mut watch::Receiver<bool>,
 ) -> BackfillReport {
@@ -53,7 +54,10 @@ pub(crate) async fn run(
         }
         let name = source.display().to_string();
         let (reader, total): (Box<dyn BufRead + Send>, Option<u64>) = if name == "-" {
-            (Box::new(BufReader::with_capacity(1 << 16, std::io::stdin())), None)
+            (
+                Box::new(BufReader::with_capacity(1 << 16, std::io::stdin())),
+                None,
+            )
         } else {
             match std::fs::File::open(source) {
                 Ok(f) => {
@@ -100,7 +104,7 @@ pub(crate) async fn run(
             match item {
                 Item::Event(event) => {
                     let submitted = tokio::select! {
-                        r = pipeline.submit(Record::new(*event)) => r.is_ok(),
+                        r = sink.submit(Record::new(*event), None) => r.is_ok(),
                         _ = stop.wait_for(|s| *s) => { report.interrupted = true; false }
                     };
                     if report.interrupted {
@@ -125,8 +129,14 @@ pub(crate) async fn run(
                     if progress && shown.elapsed() > Duration::from_millis(200) {
                         shown = Instant::now();
                         let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
-                        let pct = total.filter(|t| *t > 0).map(|t| format!(" ({:.0}%)", offset as f64 * 100.0 / t as f64)).unwrap_or_default();
-                        eprint!("\r{name}: {offset}{of} bytes{pct}, {} events, {} rejected   ", report.submitted, report.rejected);
+                        let pct = total
+                            .filter(|t| *t > 0)
+                            .map(|t| format!(" ({:.0}%)", offset as f64 * 100.0 / t as f64))
+                            .unwrap_or_default();
+                        eprint!(
+                            "\r{name}: {offset}{of} bytes{pct}, {} events, {} rejected   ",
+                            report.submitted, report.rejected
+                        );
                         let _ = std::io::stderr().flush();
                     }
                 }
@@ -140,7 +150,10 @@ pub(crate) async fn run(
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         if progress {
-            eprintln!("\r{name}: done, {} events, {} rejected            ", report.submitted, report.rejected);
+            eprintln!(
+                "\r{name}: done, {} events, {} rejected            ",
+                report.submitted, report.rejected
+            );
         }
         if report.interrupted {
             break;

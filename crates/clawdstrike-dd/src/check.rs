@@ -27,15 +27,24 @@ fn host_port(url: &str) -> Option<String> {
     if authority.contains(':') && !authority.ends_with(']') {
         Some(authority.to_owned())
     } else {
-        Some(format!("{authority}:{}", if scheme == "https" { 443 } else { 80 }))
+        Some(format!(
+            "{authority}:{}",
+            if scheme == "https" { 443 } else { 80 }
+        ))
     }
 }
 
 /// Runs the check; true when every enabled exporter is healthy.
 pub(crate) async fn run(settings: &Settings) -> bool {
-    println!("clawdstrike-dd {} — configuration check", env!("CARGO_PKG_VERSION"));
+    println!(
+        "clawdstrike-dd {} — configuration check",
+        env!("CARGO_PKG_VERSION")
+    );
     println!("configuration: {}", settings.source);
-    println!("shutdown_timeout_ms: {}", settings.shutdown_timeout().as_millis());
+    println!(
+        "shutdown_timeout_ms: {}",
+        settings.shutdown_timeout().as_millis()
+    );
     println!("rejects: {}", settings.rejects_path().display());
     for name in &settings.disabled {
         println!();
@@ -49,10 +58,21 @@ pub(crate) async fn run(settings: &Settings) -> bool {
         println!("  site:            {}", r.site);
         println!("  logs endpoint:   {}", r.logs_endpoint);
         println!("  api base:        {}", r.api_base);
-        println!("  service/source:  {} / {}", r.format.service, r.format.source);
+        println!(
+            "  service/source:  {} / {}",
+            r.format.service, r.format.source
+        );
         println!("  hostname:        {}", r.format.hostname);
-        println!("  env/version:     {} / {}", r.format.env.as_deref().unwrap_or("-"), r.format.version.as_deref().unwrap_or("-"));
-        println!("  compression:     {} level {}", r.compression.codec.as_str(), r.compression.effective_level());
+        println!(
+            "  env/version:     {} / {}",
+            r.format.env.as_deref().unwrap_or("-"),
+            r.format.version.as_deref().unwrap_or("-")
+        );
+        println!(
+            "  compression:     {} level {}",
+            r.compression.codec.as_str(),
+            r.compression.effective_level()
+        );
         println!(
             "  queue:           {} events, when_full {}; batch {} events / {} ms; concurrency {}",
             r.pipeline.queue.capacity,
@@ -61,7 +81,15 @@ pub(crate) async fn run(settings: &Settings) -> bool {
             r.pipeline.batch.flush_interval_ms,
             r.pipeline.concurrency
         );
-        println!("  metrics:         {} (prefix `{}`)", if r.metrics.enabled { "enabled" } else { "disabled" }, r.metrics.prefix);
+        println!(
+            "  metrics:         {} (prefix `{}`)",
+            if r.metrics.enabled {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            r.metrics.prefix
+        );
         println!("  api key:         {}", describe_source(&r.api_key));
         let key = match KeyHolder::from_source(r.api_key.clone(), RefreshOptions::default()).await {
             Ok(k) => {
@@ -75,14 +103,30 @@ pub(crate) async fn run(settings: &Settings) -> bool {
             }
         };
         match &r.app_key {
-            None => println!("  application key: not configured (needed only by `signals` and templates)"),
-            Some(source) => match KeyHolder::from_source(source.clone(), RefreshOptions::default()).await {
-                Ok(k) => println!("  application key: {} — resolved OK ({}; value not shown)", describe_source(source), k.describe()),
-                Err(e) => println!("  application key: {} — FAILED: {e}", describe_source(source)),
-            },
+            None => println!(
+                "  application key: not configured (needed only by `signals` and templates)"
+            ),
+            Some(source) => {
+                match KeyHolder::from_source(source.clone(), RefreshOptions::default()).await {
+                    Ok(k) => println!(
+                        "  application key: {} — resolved OK ({}; value not shown)",
+                        describe_source(source),
+                        k.describe()
+                    ),
+                    Err(e) => println!(
+                        "  application key: {} — FAILED: {e}",
+                        describe_source(source)
+                    ),
+                }
+            }
         }
         match host_port(&r.logs_endpoint) {
-            Some(addr) => match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&addr)).await {
+            Some(addr) => match tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect(&addr),
+            )
+            .await
+            {
                 Ok(Ok(_)) => println!("  logs intake:     reachable ({addr})"),
                 Ok(Err(e)) => {
                     println!("  logs intake:     UNREACHABLE ({addr}): {e}");
@@ -98,7 +142,9 @@ pub(crate) async fn run(settings: &Settings) -> bool {
         let Some(key) = key else { continue };
         let status = match DatadogExporter::from_config_with_key(&entry.name, r, key) {
             Ok(exporter) => exporter.health_check().await,
-            Err(e) => Health::Unknown { reason: e.to_string() },
+            Err(e) => Health::Unknown {
+                reason: e.to_string(),
+            },
         };
         match status {
             Health::Healthy => println!("  api key check:   OK (GET /api/v1/validate: valid)"),
@@ -123,8 +169,14 @@ mod tests {
 
     #[test]
     fn host_and_port_come_from_the_url() {
-        assert_eq!(host_port("https://http-intake.logs.datadoghq.com/api/v2/logs").unwrap(), "http-intake.logs.datadoghq.com:443");
-        assert_eq!(host_port("http://127.0.0.1:9000/api/v2/logs").unwrap(), "127.0.0.1:9000");
+        assert_eq!(
+            host_port("https://http-intake.logs.datadoghq.com/api/v2/logs").unwrap(),
+            "http-intake.logs.datadoghq.com:443"
+        );
+        assert_eq!(
+            host_port("http://127.0.0.1:9000/api/v2/logs").unwrap(),
+            "127.0.0.1:9000"
+        );
         assert_eq!(host_port("http://proxy/api").unwrap(), "proxy:80");
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clawdstrike_datadog::config::{ConfigError, DatadogConfig, Env, ResolvedConfig};
+use clawdstrike_export::BufferConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -32,8 +33,8 @@ pub(crate) struct ForwarderConfig {
     pub(crate) rejects: Option<PathBuf>,
     /// Shutdown deadline in milliseconds (default 30,000).
     pub(crate) shutdown_timeout_ms: Option<u64>,
-    /// Durable buffer (`{ type: disk, path, max_bytes }`).
-    pub(crate) buffer: Option<BufferConfig>,
+    /// Buffer: `{ type: memory }` (default) or `{ type: disk, path, max_bytes, ... }`.
+    pub(crate) buffer: BufferConfig,
 }
 
 /// `input:`.
@@ -68,23 +69,6 @@ impl std::fmt::Debug for HttpInputConfig {
     }
 }
 
-/// `buffer:` (the durable buffer of issue 9).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BufferConfig {
-    /// `memory` (the default) or `disk`.
-    #[serde(rename = "type")]
-    pub(crate) kind: String,
-    /// Directory of the write-ahead log.
-    #[serde(default)]
-    #[expect(dead_code, reason = "read once the disk buffer (issue 9) lands")]
-    pub(crate) path: Option<PathBuf>,
-    /// Size cap in bytes.
-    #[serde(default)]
-    #[expect(dead_code, reason = "read once the disk buffer (issue 9) lands")]
-    pub(crate) max_bytes: Option<u64>,
-}
-
 /// One exporter, resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct ExporterEntry {
@@ -110,12 +94,19 @@ pub(crate) struct Settings {
 impl Settings {
     /// Shutdown deadline.
     pub(crate) fn shutdown_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.file.shutdown_timeout_ms.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS))
+        std::time::Duration::from_millis(
+            self.file
+                .shutdown_timeout_ms
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+        )
     }
 
     /// Rejects file.
     pub(crate) fn rejects_path(&self) -> PathBuf {
-        self.file.rejects.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_REJECTS))
+        self.file
+            .rejects
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_REJECTS))
     }
 }
 
@@ -130,9 +121,15 @@ pub(crate) fn load(path: Option<&Path>, env: Env<'_>) -> Result<Settings, Config
                 path: String::new(),
                 message: format!("cannot read {}: {e}", path.display()),
             })?;
-            (clawdstrike_datadog::config::from_yaml::<ForwarderConfig>(&text, env)?, path.display().to_string())
+            (
+                clawdstrike_datadog::config::from_yaml::<ForwarderConfig>(&text, env)?,
+                path.display().to_string(),
+            )
         }
-        None => (ForwarderConfig::default(), "DD_* environment (no --config)".to_owned()),
+        None => (
+            ForwarderConfig::default(),
+            "DD_* environment (no --config)".to_owned(),
+        ),
     };
     from_file(file, source, env)
 }
@@ -141,28 +138,32 @@ pub(crate) fn load(path: Option<&Path>, env: Env<'_>) -> Result<Settings, Config
 ///
 /// # Errors
 /// [`ConfigError`] naming the key path.
-pub(crate) fn from_file(file: ForwarderConfig, source: String, env: Env<'_>) -> Result<Settings, ConfigError> {
-    if let Some(buffer) = &file.buffer {
-        match buffer.kind.as_str() {
-            "memory" => {}
-            "disk" => {
-                return Err(ConfigError {
-                    path: "buffer.type".to_owned(),
-                    message: "`disk` is not available in this build yet (the write-ahead log is issue 9); use `memory` or remove `buffer`".to_owned(),
-                });
-            }
-            other => {
-                return Err(ConfigError { path: "buffer.type".to_owned(), message: format!("unknown buffer type `{other}`, expected `memory` or `disk`") });
-            }
-        }
+pub(crate) fn from_file(
+    file: ForwarderConfig,
+    source: String,
+    env: Env<'_>,
+) -> Result<Settings, ConfigError> {
+    if let BufferConfig::Disk(disk) = &file.buffer {
+        disk.validate().map_err(|message| ConfigError {
+            path: "buffer".to_owned(),
+            message,
+        })?;
     }
     if file.input.max_line_bytes == Some(0) {
-        return Err(ConfigError { path: "input.max_line_bytes".to_owned(), message: "must be at least 1".to_owned() });
+        return Err(ConfigError {
+            path: "input.max_line_bytes".to_owned(),
+            message: "must be at least 1".to_owned(),
+        });
     }
     if file.input.http.max_body_bytes == Some(0) {
-        return Err(ConfigError { path: "input.http.max_body_bytes".to_owned(), message: "must be at least 1".to_owned() });
+        return Err(ConfigError {
+            path: "input.http.max_body_bytes".to_owned(),
+            message: "must be at least 1".to_owned(),
+        });
     }
-    let exporters = file.exporters.clone().unwrap_or_else(|| BTreeMap::from([(DEFAULT_EXPORTER.to_owned(), DatadogConfig::default())]));
+    let exporters = file.exporters.clone().unwrap_or_else(|| {
+        BTreeMap::from([(DEFAULT_EXPORTER.to_owned(), DatadogConfig::default())])
+    });
     let mut entries = Vec::new();
     let mut disabled = Vec::new();
     for (name, config) in exporters {
@@ -171,15 +172,27 @@ pub(crate) fn from_file(file: ForwarderConfig, source: String, env: Env<'_>) -> 
             continue;
         }
         let resolved = config.resolve(env).map_err(|e| ConfigError {
-            path: if e.path.is_empty() { format!("exporters.{name}") } else { format!("exporters.{name}.{}", e.path) },
+            path: if e.path.is_empty() {
+                format!("exporters.{name}")
+            } else {
+                format!("exporters.{name}.{}", e.path)
+            },
             message: e.message,
         })?;
         entries.push(ExporterEntry { name, resolved });
     }
     if entries.is_empty() {
-        return Err(ConfigError { path: "exporters".to_owned(), message: "no enabled exporter".to_owned() });
+        return Err(ConfigError {
+            path: "exporters".to_owned(),
+            message: "no enabled exporter".to_owned(),
+        });
     }
-    Ok(Settings { exporters: entries, disabled, file, source })
+    Ok(Settings {
+        exporters: entries,
+        disabled,
+        file,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -187,7 +200,10 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let file = clawdstrike_datadog::config::from_yaml::<ForwarderConfig>(yaml, &env)?;
         from_file(file, "test".to_owned(), &env)
@@ -214,7 +230,10 @@ shutdown_timeout_ms: 5000
         let names: Vec<_> = s.exporters.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["datadog_eu", "datadog_us"]);
         assert_eq!(s.disabled, ["old"]);
-        assert_eq!(s.exporters[0].resolved.logs_endpoint, "https://http-intake.logs.datadoghq.eu/api/v2/logs");
+        assert_eq!(
+            s.exporters[0].resolved.logs_endpoint,
+            "https://http-intake.logs.datadoghq.eu/api/v2/logs"
+        );
         assert_eq!(s.shutdown_timeout().as_millis(), 5000);
         assert_eq!(s.rejects_path(), PathBuf::from("/tmp/r.ndjson"));
     }
@@ -227,6 +246,10 @@ shutdown_timeout_ms: 5000
         assert_eq!(err.path, "input.http.lisen");
         let err = parse("buffer: { type: tape }", &[]).unwrap_err();
         assert_eq!(err.path, "buffer.type");
+        let err = parse("buffer: { type: disk, path: /tmp/b, max_bytes: 10 }", &[]).unwrap_err();
+        assert!(err.to_string().contains("max_bytes"), "{err}");
+        let s = parse("buffer: { type: disk, path: /tmp/b, fsync: always }", &[]).unwrap();
+        assert!(matches!(s.file.buffer, BufferConfig::Disk(_)));
         let err = parse("exporters:\n  eu:\n    api_key: ${NOPE}\n", &[]).unwrap_err();
         assert_eq!(err.path, "exporters.eu.api_key");
     }
@@ -236,7 +259,77 @@ shutdown_timeout_ms: 5000
         let s = parse("", &[("DD_SITE", "us5.datadoghq.com")]).unwrap();
         assert_eq!(s.exporters.len(), 1);
         assert_eq!(s.exporters[0].name, DEFAULT_EXPORTER);
-        assert_eq!(s.exporters[0].resolved.api_base, "https://api.us5.datadoghq.com");
+        assert_eq!(
+            s.exporters[0].resolved.api_base,
+            "https://api.us5.datadoghq.com"
+        );
         assert_eq!(s.rejects_path(), PathBuf::from(DEFAULT_REJECTS));
+    }
+
+    fn deploy(path: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/../../deploy/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_shipped_deployment_configurations_load() {
+        let docs: Vec<serde_yaml_ng::Value> =
+            serde_yaml_ng::Deserializer::from_str(&deploy("kubernetes/configmap.yaml"))
+                .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
+                .collect();
+        let text = docs[0]["data"]["config.yaml"].as_str().unwrap();
+        let s = parse(text, &[("CLAWDSTRIKE_DD_TOKEN", "t")]).unwrap();
+        assert_eq!(s.exporters[0].resolved.api_key.kind(), "kubernetes");
+        assert_eq!(s.file.input.http.listen.unwrap().port(), 8126);
+        let s = parse(&deploy("systemd/config.yaml"), &[("DD_API_KEY", "k")]).unwrap();
+        assert_eq!(s.exporters[0].resolved.site.to_string(), "datadoghq.com");
+        // The Role grants exactly the one Secret the configuration reads.
+        let rbac: Vec<serde_yaml_ng::Value> =
+            serde_yaml_ng::Deserializer::from_str(&deploy("kubernetes/rbac.yaml"))
+                .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
+                .collect();
+        let role = rbac.iter().find(|d| d["kind"] == "Role").unwrap();
+        assert_eq!(
+            role["rules"][0]["resourceNames"],
+            serde_yaml_ng::Value::from(vec!["datadog-secret"])
+        );
+        assert!(
+            text.contains("secret: datadog-secret, key: api-key") && text.contains("key: app-key")
+        );
+        let secret = deploy("kubernetes/secret.yaml");
+        assert!(
+            secret.contains("name: datadog-secret")
+                && secret.contains("api-key:")
+                && secret.contains("app-key:")
+        );
+    }
+
+    #[test]
+    fn the_readme_configuration_examples_load() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        let vars = [
+            ("DD_US_API_KEY", "a"),
+            ("DD_EU_API_KEY", "b"),
+            ("CLAWDSTRIKE_DD_TOKEN", "t"),
+            ("DD_API_KEY", "k"),
+        ];
+        let mut checked = 0;
+        for block in readme.split("```yaml\n").skip(1) {
+            let block = &block[..block.find("```").unwrap()];
+            if block.starts_with("exporters:") {
+                parse(block, &vars)
+                    .unwrap_or_else(|e| panic!("README example does not load: {e}\n{block}"));
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 2,
+            "the README's configuration examples were found"
+        );
     }
 }

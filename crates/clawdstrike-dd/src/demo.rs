@@ -34,37 +34,66 @@ pub(crate) async fn run() -> Result<(), String> {
     let config = DatadogConfig::from_yaml(&yaml, &no_env).map_err(|e| e.to_string())?;
     let resolved = config.resolve(&no_env).map_err(|e| e.to_string())?;
     let settings = Settings {
-        exporters: vec![ExporterEntry { name: "datadog_demo".to_owned(), resolved }],
+        exporters: vec![ExporterEntry {
+            name: "datadog_demo".to_owned(),
+            resolved,
+        }],
         disabled: Vec::new(),
         file: ForwarderConfig::default(),
         source: "demo".to_owned(),
     };
-    let forwarder = Forwarder::start(&settings, Keys::Static(KeyHolder::from_static(SecretString::from(key))), None).await?;
+    let forwarder = Forwarder::start(
+        &settings,
+        Keys::Static(KeyHolder::from_static(SecretString::from(key))),
+        None,
+    )
+    .await?;
     let mut sent = 0u64;
     for record in NdjsonReader::new(SAMPLES.as_bytes()) {
         match record {
             Ok(NdjsonRecord::Event(e)) => {
-                forwarder.pipeline.submit(Record::new(e.event)).await.map_err(|e| e.to_string())?;
+                forwarder
+                    .sink
+                    .submit(Record::new(e.event), None)
+                    .await
+                    .map_err(|e| format!("{e:?}"))?;
                 sent += 1;
             }
-            Ok(NdjsonRecord::Rejected(bad)) => return Err(format!("bundled sample line {} is invalid: {}", bad.line, bad.error)),
+            Ok(NdjsonRecord::Rejected(bad)) => {
+                return Err(format!(
+                    "bundled sample line {} is invalid: {}",
+                    bad.line, bad.error
+                ));
+            }
             Err(e) => return Err(e.to_string()),
         }
     }
-    println!("shipped {sent} sample events through the pipeline; shutting down (final flush of logs and metrics)");
+    println!(
+        "shipped {sent} sample events through the pipeline; shutting down (final flush of logs and metrics)"
+    );
     let outcome = forwarder.shutdown(Duration::from_secs(10)).await;
     let _ = intake.wait_for_items(sent, Duration::from_secs(10)).await;
     let items = intake.log_items();
 
     println!();
     println!("== What Datadog received ==");
-    println!("log items: {} ({} unique event ids, {} duplicates)", items.len(), intake.unique_event_ids(), intake.duplicates().len());
+    println!(
+        "log items: {} ({} unique event ids, {} duplicates)",
+        items.len(),
+        intake.unique_event_ids(),
+        intake.duplicates().len()
+    );
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_guard: BTreeMap<String, u64> = BTreeMap::new();
     for item in &items {
         let v = &item.value;
-        *by_status.entry(v["status"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
-        let guard = v.pointer("/security/guard").and_then(|g| g.as_str()).unwrap_or("?");
+        *by_status
+            .entry(v["status"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+        let guard = v
+            .pointer("/security/guard")
+            .and_then(|g| g.as_str())
+            .unwrap_or("?");
         *by_guard.entry(guard.to_owned()).or_default() += 1;
     }
     println!();
@@ -80,14 +109,20 @@ pub(crate) async fn run() -> Result<(), String> {
     if let Some(first) = items.first() {
         println!();
         println!("one log item in full:");
-        println!("{}", serde_json::to_string_pretty(&first.value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&first.value).unwrap_or_default()
+        );
     }
     println!();
     let all = intake.series();
     let mut by_name: BTreeMap<&str, Vec<(f64, String)>> = BTreeMap::new();
     for s in &all {
         let value: f64 = s.points.iter().map(|p| p.value).sum();
-        by_name.entry(s.metric.as_str()).or_default().push((value, s.tags.join(",")));
+        by_name
+            .entry(s.metric.as_str())
+            .or_default()
+            .push((value, s.tags.join(",")));
     }
     println!("metric series ({} received; name, value, tags):", all.len());
     if by_name.is_empty() {
@@ -100,7 +135,12 @@ pub(crate) async fn run() -> Result<(), String> {
             }
         } else {
             let total: f64 = series.iter().map(|(v, _)| v).sum();
-            println!("  {metric} {total} in {} series, e.g. {} [{}]", series.len(), series[0].0, series[0].1);
+            println!(
+                "  {metric} {total} in {} series, e.g. {} [{}]",
+                series.len(),
+                series[0].0,
+                series[0].1
+            );
         }
     }
     println!();

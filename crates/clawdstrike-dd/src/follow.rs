@@ -21,6 +21,12 @@
 //!   `events.log.1`), the rest of it is found by inode among the files of the same directory
 //!   and read first, then the new file from its start. A file removed while stopped cannot be
 //!   finished (its unread lines are lost; a warning says so).
+//! - Truncation is noticed when the file becomes shorter than the read position (as with
+//!   `tail -F`): a file truncated and refilled past that position before the next poll is
+//!   read from the old position. Prefer rotation by rename.
+//! - With the disk buffer (`buffer: { type: disk }`) a line counts as settled once the buffer
+//!   took it (it is on disk and replayed after a crash), so the window shrinks to the lines
+//!   taken since the last checkpoint write.
 //! - The first start (no checkpoint) reads the file from its beginning.
 
 use std::collections::{BTreeMap, HashSet};
@@ -32,15 +38,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clawdstrike_export::{Pipeline, Record, SettleHook, Settlement};
+use clawdstrike_export::{Record, SettleHook, Settlement};
 use clawdstrike_schema::decode_event;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use crate::forwarder::Sink;
 use crate::rejects::{Reject, Rejects};
 
 /// How often the reader looks for new data, rotation and truncation at end of file.
 const POLL: Duration = Duration::from_millis(100);
+/// Sequence numbers of followed lines start here, so events from other inputs of the same
+/// pipeline (the HTTP listener uses the pipeline's own counter, from 0) never move the
+/// checkpoint.
+const SEQ_BASE: u64 = 1 << 63;
 /// How often the checkpoint is written when it moved.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
@@ -100,7 +111,10 @@ impl TrackState {
 impl Tracker {
     /// A tracker for a pipeline of `exporters` exporters.
     pub(crate) fn new(exporters: usize) -> Self {
-        Tracker { exporters: u32::try_from(exporters).unwrap_or(u32::MAX), state: Mutex::default() }
+        Tracker {
+            exporters: u32::try_from(exporters).unwrap_or(u32::MAX),
+            state: Mutex::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TrackState> {
@@ -134,7 +148,7 @@ impl Tracker {
 impl SettleHook for Tracker {
     fn settled(&self, _exporter: usize, _name: &str, seqs: &[u64], _how: Settlement) {
         let mut state = self.lock();
-        for &seq in seqs {
+        for &seq in seqs.iter().filter(|&&s| s >= SEQ_BASE) {
             let count = state.counts.entry(seq).or_insert(0);
             *count += 1;
             if *count >= self.exporters {
@@ -152,7 +166,9 @@ impl SettleHook for Tracker {
 /// A message when it exists but cannot be read or parsed.
 pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, String> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("checkpoint {} is unreadable: {e}", path.display())),
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("checkpoint {} is unreadable: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read checkpoint {}: {e}", path.display())),
     }
@@ -170,9 +186,25 @@ fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) {
 /// What the reader thread sends.
 #[derive(Debug)]
 enum Item {
-    Event { seq: u64, position: Position, event: Box<clawdstrike_schema::SecurityEvent> },
-    Rejected { seq: u64, position: Position, source: String, line: u64, offset: u64, error: String, raw: Vec<u8>, truncated: bool },
-    Blank { seq: u64, position: Position },
+    Event {
+        seq: u64,
+        position: Position,
+        event: Box<clawdstrike_schema::SecurityEvent>,
+    },
+    Rejected {
+        seq: u64,
+        position: Position,
+        source: String,
+        line: u64,
+        offset: u64,
+        error: String,
+        raw: Vec<u8>,
+        truncated: bool,
+    },
+    Blank {
+        seq: u64,
+        position: Position,
+    },
 }
 
 /// An open file being read.
@@ -193,7 +225,11 @@ impl OpenFile {
     fn open(path: &Path, offset: u64, line: u64) -> std::io::Result<OpenFile> {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
-        let (offset, line) = if meta.len() < offset { (0, 1) } else { (offset, line) };
+        let (offset, line) = if meta.len() < offset {
+            (0, 1)
+        } else {
+            (offset, line)
+        };
         file.seek(SeekFrom::Start(offset))?;
         Ok(OpenFile {
             file,
@@ -209,7 +245,12 @@ impl OpenFile {
     }
 
     fn position(&self) -> Position {
-        Position { dev: self.dev, ino: self.ino, offset: self.offset, line: self.line }
+        Position {
+            dev: self.dev,
+            ino: self.ino,
+            offset: self.offset,
+            line: self.line,
+        }
     }
 }
 
@@ -228,7 +269,14 @@ impl Reader {
     }
 
     /// Emits one complete line (without its `\n`) that ended at `open.offset`.
-    fn emit(&mut self, open: &OpenFile, raw: &[u8], len: u64, line_offset: u64, line_no: u64) -> bool {
+    fn emit(
+        &mut self,
+        open: &OpenFile,
+        raw: &[u8],
+        len: u64,
+        line_offset: u64,
+        line_no: u64,
+    ) -> bool {
         let seq = self.seq;
         self.seq += 1;
         let position = open.position();
@@ -240,7 +288,11 @@ impl Reader {
             return self.send(Item::Blank { seq, position });
         }
         if len > self.max_line_bytes as u64 {
-            let error = clawdstrike_schema::DecodeError::TooLong { len, max: self.max_line_bytes }.to_string();
+            let error = clawdstrike_schema::DecodeError::TooLong {
+                len,
+                max: self.max_line_bytes,
+            }
+            .to_string();
             let item = Item::Rejected {
                 seq,
                 position,
@@ -254,7 +306,11 @@ impl Reader {
             return self.send(item);
         }
         match decode_event(raw) {
-            Ok(event) => self.send(Item::Event { seq, position, event: Box::new(event) }),
+            Ok(event) => self.send(Item::Event {
+                seq,
+                position,
+                event: Box::new(event),
+            }),
             Err(e) => self.send(Item::Rejected {
                 seq,
                 position,
@@ -289,7 +345,8 @@ impl Reader {
                 };
                 // Hold at most a little over the limit of a line; count the rest.
                 let room = (self.max_line_bytes + 1).saturating_sub(open.partial.len());
-                open.partial.extend_from_slice(&piece[..piece.len().min(room)]);
+                open.partial
+                    .extend_from_slice(&piece[..piece.len().min(room)]);
                 open.partial_len += piece.len() as u64;
                 if !newline {
                     break;
@@ -362,10 +419,17 @@ impl Reader {
 
 /// Finds the file of `dev`/`ino` among the files beside `path` (a rotated copy).
 fn find_by_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.dev() == dev && m.ino() == ino)
-    })
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.dev() == dev && m.ino() == ino)
+        })
 }
 
 /// Where to start, from the checkpoint.
@@ -415,9 +479,18 @@ impl Follow {
     ///
     /// # Errors
     /// An unreadable checkpoint.
-    pub(crate) fn new(path: &Path, checkpoint_path: &Path, exporters: usize) -> Result<Follow, String> {
+    pub(crate) fn new(
+        path: &Path,
+        checkpoint_path: &Path,
+        exporters: usize,
+    ) -> Result<Follow, String> {
         let start = read_checkpoint(checkpoint_path)?;
-        Ok(Follow { path: path.to_owned(), checkpoint_path: checkpoint_path.to_owned(), tracker: Arc::new(Tracker::new(exporters)), start })
+        Ok(Follow {
+            path: path.to_owned(),
+            checkpoint_path: checkpoint_path.to_owned(),
+            tracker: Arc::new(Tracker::new(exporters)),
+            start,
+        })
     }
 
     /// The settle hook to install.
@@ -427,11 +500,23 @@ impl Follow {
 
     /// Follows until `stop`; the checkpoint keeps being written until `done` (after the
     /// pipeline's shutdown) via [`Follow::finish`].
-    pub(crate) async fn run(&self, max_line_bytes: usize, pipeline: &Pipeline, rejects: &Rejects, stop: &mut watch::Receiver<bool>) -> FollowReport {
+    pub(crate) async fn run(
+        &self,
+        max_line_bytes: usize,
+        sink: &Sink,
+        rejects: &Rejects,
+        stop: &mut watch::Receiver<bool>,
+    ) -> FollowReport {
         let mut report = FollowReport::default();
         let (tx, mut rx) = mpsc::channel::<Item>(1024);
         let halt = Arc::new(AtomicBool::new(false));
-        let reader = Reader { path: self.path.clone(), max_line_bytes, seq: 0, tx, halt: Arc::clone(&halt) };
+        let reader = Reader {
+            path: self.path.clone(),
+            max_line_bytes,
+            seq: SEQ_BASE,
+            tx,
+            halt: Arc::clone(&halt),
+        };
         let open = starting_point(&self.path, self.start.as_ref());
         let thread = std::thread::spawn(move || reader.run(open));
         let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
@@ -444,21 +529,45 @@ impl Follow {
             };
             let Some(item) = item else { break };
             match item {
-                Item::Event { seq, position, event } => {
+                Item::Event {
+                    seq,
+                    position,
+                    event,
+                } => {
                     self.tracker.register(seq, position);
                     let taken = tokio::select! {
-                        r = pipeline.submit_with_seq(Record::new(*event), seq) => r.is_ok(),
+                        r = sink.submit(Record::new(*event), Some(seq)) => r.is_ok(),
                         _ = stop.wait_for(|s| *s) => false,
                     };
                     if !taken {
                         break;
                     }
+                    if sink.is_durable() {
+                        // On disk now: the buffer delivers or replays it.
+                        self.tracker.complete(seq);
+                    }
                     report.submitted += 1;
                 }
-                Item::Rejected { seq, position, source, line, offset, error, raw, truncated } => {
+                Item::Rejected {
+                    seq,
+                    position,
+                    source,
+                    line,
+                    offset,
+                    error,
+                    raw,
+                    truncated,
+                } => {
                     self.tracker.register(seq, position);
                     report.rejected += 1;
-                    rejects.write(&Reject { source: &source, line, offset, error, raw: &raw, truncated });
+                    rejects.write(&Reject {
+                        source: &source,
+                        line,
+                        offset,
+                        error,
+                        raw: &raw,
+                        truncated,
+                    });
                     self.tracker.complete(seq);
                 }
                 Item::Blank { seq, position } => {
@@ -475,7 +584,13 @@ impl Follow {
 
     fn save_if_moved(&self) {
         if let Some(position) = self.tracker.take_dirty() {
-            write_checkpoint(&self.checkpoint_path, &Checkpoint { path: self.path.clone(), position });
+            write_checkpoint(
+                &self.checkpoint_path,
+                &Checkpoint {
+                    path: self.path.clone(),
+                    position,
+                },
+            );
         }
     }
 
@@ -490,23 +605,32 @@ mod tests {
     use super::*;
 
     fn pos(offset: u64) -> Position {
-        Position { dev: 1, ino: 2, offset, line: offset }
+        Position {
+            dev: 1,
+            ino: 2,
+            offset,
+            line: offset,
+        }
     }
 
     #[test]
     fn the_checkpoint_advances_only_over_lines_every_exporter_settled_contiguously() {
         let t = Tracker::new(2);
-        for seq in 0..4 {
-            t.register(seq, pos(seq + 1));
+        let l = |n: u64| SEQ_BASE + n;
+        for n in 0..4 {
+            t.register(l(n), pos(n + 1));
         }
-        t.settled(0, "a", &[1, 2], Settlement::Delivered);
-        t.settled(1, "b", &[1, 2], Settlement::Delivered);
+        t.settled(0, "a", &[l(1), l(2)], Settlement::Delivered);
+        t.settled(1, "b", &[l(1), l(2)], Settlement::Delivered);
         assert_eq!(t.take_dirty(), None, "line 0 is not settled yet");
-        t.settled(0, "a", &[0], Settlement::Delivered);
+        t.settled(0, "a", &[l(0)], Settlement::Delivered);
         assert_eq!(t.take_dirty(), None, "exporter b has not settled line 0");
-        t.settled(1, "b", &[0], Settlement::Filtered);
+        // Another input's event (the HTTP listener, numbered by the pipeline from 0) is ignored.
+        t.settled(1, "b", &[0], Settlement::Delivered);
+        assert_eq!(t.take_dirty(), None, "an HTTP event does not settle line 0");
+        t.settled(1, "b", &[l(0)], Settlement::Filtered);
         assert_eq!(t.take_dirty(), Some(pos(3)));
-        t.complete(3);
+        t.complete(l(3));
         assert_eq!(t.take_dirty(), Some(pos(4)));
         assert_eq!(t.take_dirty(), None);
     }

@@ -6,16 +6,102 @@ use std::time::{Duration, Instant};
 
 use clawdstrike_datadog::exporter::DatadogExporter;
 use clawdstrike_datadog::metrics::{MetricsHandle, MetricsReporter};
-use clawdstrike_export::{Pipeline, SettleHook, ShutdownReport};
+use clawdstrike_export::{
+    BufferConfig, DurablePipeline, DurableSubmitError, Pipeline, Record, SettleHook,
+    ShutdownReport, SubmitError,
+};
 use clawdstrike_keys::KeyHolder;
 
 use crate::config::Settings;
 
+/// Where inputs submit: the pipeline, or the durable buffer in front of it.
+#[derive(Debug, Clone)]
+pub(crate) enum Sink {
+    /// In-memory queues only.
+    Memory(Pipeline),
+    /// The write-ahead log (`buffer: { type: disk }`): an event is on disk once taken.
+    Durable(DurablePipeline),
+}
+
+/// Why a sink did not take an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Shutting down.
+    Closed,
+    /// A queue (or the disk buffer) is full: `why` names it.
+    Full(String),
+    /// Anything else (a buffer write failed, an event too large for the buffer).
+    Failed(String),
+}
+
+/// How long the HTTP input waits for room in a full disk buffer before answering 503.
+const DURABLE_TRY_WAIT: Duration = Duration::from_millis(250);
+
+impl Sink {
+    /// The pipeline behind the sink.
+    pub(crate) fn pipeline(&self) -> &Pipeline {
+        match self {
+            Sink::Memory(p) => p,
+            Sink::Durable(d) => d.pipeline(),
+        }
+    }
+
+    /// True when a taken event is already safe on disk.
+    pub(crate) fn is_durable(&self) -> bool {
+        matches!(self, Sink::Durable(_))
+    }
+
+    /// Submits, waiting for room (backpressure); `seq` for the follow checkpoint (memory
+    /// only: the durable buffer numbers its own records). Cancel-safe.
+    pub(crate) async fn submit(&self, record: Record, seq: Option<u64>) -> Result<(), Refused> {
+        match self {
+            Sink::Memory(p) => match seq {
+                Some(seq) => p.submit_with_seq(record, seq).await,
+                None => p.submit(record).await,
+            }
+            .map_err(refused),
+            Sink::Durable(d) => d.submit(record).await.map_err(durable_refused),
+        }
+    }
+
+    /// Submits without waiting (the HTTP input): a full queue is [`Refused::Full`]. The disk
+    /// buffer is given a moment, since its appends wait for room.
+    pub(crate) async fn try_submit(&self, record: Record) -> Result<(), Refused> {
+        match self {
+            Sink::Memory(p) => p.try_submit(record).map_err(refused),
+            Sink::Durable(d) => {
+                match tokio::time::timeout(DURABLE_TRY_WAIT, d.submit(record)).await {
+                    Ok(r) => r.map_err(durable_refused),
+                    Err(_) => Err(Refused::Full(
+                        "the disk buffer or a queue is full".to_owned(),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+fn refused(e: SubmitError) -> Refused {
+    match e {
+        SubmitError::Closed => Refused::Closed,
+        SubmitError::Full { exporter } => {
+            Refused::Full(format!("the queue of exporter `{exporter}` is full"))
+        }
+    }
+}
+
+fn durable_refused(e: DurableSubmitError) -> Refused {
+    match e {
+        DurableSubmitError::Closed => Refused::Closed,
+        other => Refused::Failed(other.to_string()),
+    }
+}
+
 /// Everything that runs while shipping.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
-    /// The pipeline (cheap to clone).
-    pub(crate) pipeline: Pipeline,
+    /// Where inputs submit.
+    pub(crate) sink: Sink,
     metrics: Vec<MetricsHandle>,
 }
 
@@ -24,12 +110,17 @@ pub(crate) struct Forwarder {
 pub(crate) struct Outcome {
     /// Per exporter.
     pub(crate) reports: Vec<ShutdownReport>,
+    /// Left-behind events are kept in the disk buffer.
+    durable: bool,
 }
 
 impl Outcome {
     /// Events neither delivered nor filtered, over every exporter.
     pub(crate) fn undelivered(&self) -> u64 {
-        self.reports.iter().map(|r| r.dead_lettered + r.dropped.total()).sum()
+        self.reports
+            .iter()
+            .map(|r| r.dead_lettered + r.dropped.total())
+            .sum()
     }
 
     /// Prints the report to stderr.
@@ -45,8 +136,18 @@ impl Outcome {
                 r.dropped.total(),
                 r.dropped.queue_full_newest + r.dropped.queue_full_oldest,
                 r.left_behind,
-                if r.deadline_reached { "; the shutdown deadline was reached" } else { "" },
+                if r.deadline_reached {
+                    "; the shutdown deadline was reached"
+                } else {
+                    ""
+                },
             );
+            if self.durable && r.left_behind > 0 {
+                eprintln!(
+                    "clawdstrike-dd: the {} events left behind are kept in the disk buffer and sent at the next start",
+                    r.left_behind
+                );
+            }
         }
     }
 }
@@ -65,43 +166,88 @@ impl Forwarder {
     ///
     /// # Errors
     /// A message naming the exporter (never a key).
-    pub(crate) async fn start(settings: &Settings, keys: Keys, hook: Option<Arc<dyn SettleHook>>) -> Result<Forwarder, String> {
+    pub(crate) async fn start(
+        settings: &Settings,
+        keys: Keys,
+        hook: Option<Arc<dyn SettleHook>>,
+    ) -> Result<Forwarder, String> {
         let pipeline_cell: Arc<OnceLock<Pipeline>> = Arc::new(OnceLock::new());
         let mut builder = Pipeline::builder();
         let mut reporters = Vec::new();
         for entry in &settings.exporters {
             let exporter = match &keys {
-                Keys::Configured => DatadogExporter::from_config(&entry.name, &entry.resolved).await.map_err(|e| e.to_string())?,
-                Keys::Static(holder) => {
-                    DatadogExporter::from_config_with_key(&entry.name, &entry.resolved, holder.clone()).map_err(|e| e.to_string())?
-                }
+                Keys::Configured => DatadogExporter::from_config(&entry.name, &entry.resolved)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                Keys::Static(holder) => DatadogExporter::from_config_with_key(
+                    &entry.name,
+                    &entry.resolved,
+                    holder.clone(),
+                )
+                .map_err(|e| e.to_string())?,
             };
             let cell = Arc::clone(&pipeline_cell);
             let name = entry.name.clone();
-            let stats = Arc::new(move || cell.get().and_then(|p| p.stats().into_iter().find(|s| s.name == name)));
-            if let Some(reporter) = MetricsReporter::for_exporter(&exporter, &entry.resolved, stats) {
+            let stats = Arc::new(move || {
+                cell.get()
+                    .and_then(|p| p.stats().into_iter().find(|s| s.name == name))
+            });
+            if let Some(reporter) = MetricsReporter::for_exporter(&exporter, &entry.resolved, stats)
+            {
                 reporters.push(reporter);
             }
             builder = builder.with_exporter(Arc::new(exporter), entry.resolved.pipeline.clone());
         }
-        if let Some(hook) = hook {
-            builder = builder.with_settle_hook(hook);
-        }
-        let pipeline = builder.build().map_err(|e| e.to_string())?;
-        let _ = pipeline_cell.set(pipeline.clone());
+        let sink = match &settings.file.buffer {
+            BufferConfig::Disk(disk) => {
+                // The log installs its own settle hook: a followed line is safe once taken.
+                let (durable, found) = DurablePipeline::open(disk, builder)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if found.to_replay > 0 {
+                    tracing::info!(
+                        events = found.to_replay,
+                        path = %disk.path.display(),
+                        "replaying undelivered events from the disk buffer"
+                    );
+                }
+                Sink::Durable(durable)
+            }
+            _ => {
+                if let Some(hook) = hook {
+                    builder = builder.with_settle_hook(hook);
+                }
+                Sink::Memory(builder.build().map_err(|e| e.to_string())?)
+            }
+        };
+        let _ = pipeline_cell.set(sink.pipeline().clone());
         let metrics = reporters.into_iter().map(MetricsReporter::spawn).collect();
-        Ok(Forwarder { pipeline, metrics })
+        Ok(Forwarder { sink, metrics })
     }
 
     /// Drains the pipeline within `deadline`, then flushes the metrics with what time is left
     /// (at least half a second).
     pub(crate) async fn shutdown(self, deadline: Duration) -> Outcome {
         let started = Instant::now();
-        let reports = self.pipeline.shutdown(deadline).await;
-        let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(500));
-        for handle in self.metrics {
-            let _ = handle.shutdown_within(left).await;
+        let reports = match &self.sink {
+            Sink::Memory(p) => p.shutdown(deadline).await,
+            Sink::Durable(d) => d.shutdown(deadline).await,
+        };
+        let left = deadline
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(500));
+        // Each reporter flushes on its own task, so regions flush in parallel.
+        let flushes: Vec<_> = self
+            .metrics
+            .into_iter()
+            .map(|handle| tokio::spawn(handle.shutdown_within(left)))
+            .collect();
+        for flush in flushes {
+            let _ = flush.await;
         }
-        Outcome { reports }
+        Outcome {
+            reports,
+            durable: self.sink.is_durable(),
+        }
     }
 }

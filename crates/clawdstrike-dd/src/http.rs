@@ -10,7 +10,8 @@
 //! | 401 | missing or wrong `Authorization: Bearer <token>` |
 //! | 405 | not `POST` (`GET /health` answers 200) |
 //! | 413 | body over `input.http.max_body_bytes` |
-//! | 503 + `Retry-After: 1` | the queue is full (or the forwarder is stopping); `accepted` says how many events of the body were taken before it filled |
+//! | 500 | the disk buffer could not write the event (disk full, I/O error) |
+//! | 503 + `Retry-After: 1` | the queue (or the disk buffer, after a 250 ms wait) is full, or the forwarder is stopping; `accepted` says how many events of the body were taken before it filled |
 //!
 //! A W3C `traceparent` header is attached to every event of the body for APM correlation.
 
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clawdstrike_export::{Pipeline, Record, SubmitError};
+use clawdstrike_export::Record;
 use clawdstrike_schema::decode_event;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -32,6 +33,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::forwarder::{Refused, Sink};
 use crate::rejects::{Reject, Rejects};
 
 /// How long a body that partly fit waits for room for the rest before answering 503.
@@ -49,7 +51,7 @@ pub(crate) struct HttpOptions {
 #[derive(Debug)]
 struct Shared {
     options: HttpOptions,
-    pipeline: Pipeline,
+    sink: Sink,
     rejects: Arc<Rejects>,
 }
 
@@ -58,20 +60,32 @@ type Resp = Response<Full<Bytes>>;
 fn respond(status: StatusCode, body: serde_json::Value) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 fn unavailable(accepted: usize, why: &str) -> Resp {
-    let mut r = respond(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": why, "accepted": accepted }));
-    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    let mut r = respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({ "error": why, "accepted": accepted }),
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
 /// Constant-time comparison of the presented token with ours.
 fn token_ok(presented: Option<&HeaderValue>, token: &SecretString) -> bool {
-    let Some(value) = presented.and_then(|v| v.to_str().ok()) else { return false };
-    let Some(given) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else { return false };
+    let Some(value) = presented.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(given) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    else {
+        return false;
+    };
     let want = token.expose_secret().as_bytes();
     let given = given.trim().as_bytes();
     let mut diff = u8::from(want.len() != given.len());
@@ -90,10 +104,15 @@ struct Problem {
 }
 
 /// Splits a body into events: a JSON object, an array of objects, or NDJSON.
-fn parse_body(body: &[u8]) -> Result<Vec<clawdstrike_schema::SecurityEvent>, (String, Vec<Problem>)> {
+fn parse_body(
+    body: &[u8],
+) -> Result<Vec<clawdstrike_schema::SecurityEvent>, (String, Vec<Problem>)> {
     let trimmed = body.trim_ascii();
     if trimmed.is_empty() {
-        return Err(("empty body: expected a JSON object, an array of objects, or NDJSON".to_owned(), Vec::new()));
+        return Err((
+            "empty body: expected a JSON object, an array of objects, or NDJSON".to_owned(),
+            Vec::new(),
+        ));
     }
     let mut events = Vec::new();
     let mut problems = Vec::new();
@@ -107,14 +126,22 @@ fn parse_body(body: &[u8]) -> Result<Vec<clawdstrike_schema::SecurityEvent>, (St
         for (i, item) in items.iter().enumerate() {
             match decode_event(item.get().as_bytes()) {
                 Ok(e) => events.push(e),
-                Err(e) => problems.push(Problem { item: i as u64 + 1, error: e.to_string(), raw: item.get().as_bytes().to_vec() }),
+                Err(e) => problems.push(Problem {
+                    item: i as u64 + 1,
+                    error: e.to_string(),
+                    raw: item.get().as_bytes().to_vec(),
+                }),
             }
         }
     } else if serde_json::from_slice::<&serde_json::value::RawValue>(trimmed).is_ok() {
         kind = "body";
         match decode_event(trimmed) {
             Ok(e) => events.push(e),
-            Err(e) => problems.push(Problem { item: 1, error: e.to_string(), raw: trimmed.to_vec() }),
+            Err(e) => problems.push(Problem {
+                item: 1,
+                error: e.to_string(),
+                raw: trimmed.to_vec(),
+            }),
         }
     } else {
         kind = "line";
@@ -125,7 +152,11 @@ fn parse_body(body: &[u8]) -> Result<Vec<clawdstrike_schema::SecurityEvent>, (St
             }
             match decode_event(line) {
                 Ok(e) => events.push(e),
-                Err(e) => problems.push(Problem { item: i as u64 + 1, error: e.to_string(), raw: line.to_vec() }),
+                Err(e) => problems.push(Problem {
+                    item: i as u64 + 1,
+                    error: e.to_string(),
+                    raw: line.to_vec(),
+                }),
             }
         }
     }
@@ -136,7 +167,12 @@ fn parse_body(body: &[u8]) -> Result<Vec<clawdstrike_schema::SecurityEvent>, (St
         let summary = if kind == "body" {
             format!("invalid event: {}", first.error)
         } else {
-            format!("{} bad {kind}(s); {kind} {}: {}", problems.len(), first.item, first.error)
+            format!(
+                "{} bad {kind}(s); {kind} {}: {}",
+                problems.len(),
+                first.item,
+                first.error
+            )
         };
         Err((summary, problems))
     }
@@ -149,35 +185,87 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     if let Some(token) = &shared.options.token
         && !token_ok(req.headers().get(AUTHORIZATION), token)
     {
-        let mut r = respond(StatusCode::UNAUTHORIZED, json!({ "error": "missing or wrong bearer token" }));
-        r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        let mut r = respond(
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": "missing or wrong bearer token" }),
+        );
+        r.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
         return Ok(r);
     }
     if req.method() != Method::POST {
-        return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, json!({ "error": "use POST" })));
+        return Ok(respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({ "error": "use POST" }),
+        ));
     }
     let limit = shared.options.max_body_bytes;
-    let too_large = || respond(StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": format!("body over the limit of {limit} bytes") }));
-    if req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+    let too_large = || {
+        respond(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": format!("body over the limit of {limit} bytes") }),
+        )
+    };
+    if req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+    {
         return Ok(too_large());
     }
-    let trace = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(clawdstrike_datadog::apm::parse_traceparent);
+    let trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(clawdstrike_datadog::apm::parse_traceparent);
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Ok(too_large()),
-        Err(e) => return Ok(respond(StatusCode::BAD_REQUEST, json!({ "error": format!("cannot read the body: {e}") }))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Ok(too_large());
+        }
+        Err(e) => {
+            return Ok(respond(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("cannot read the body: {e}") }),
+            ));
+        }
     };
     let events = match parse_body(&body) {
         Ok(events) => events,
         Err((error, problems)) => {
             for p in &problems {
-                shared.rejects.write(&Reject { source: "http", line: p.item, offset: 0, error: p.error.clone(), raw: &p.raw, truncated: false });
+                shared.rejects.write(&Reject {
+                    source: "http",
+                    line: p.item,
+                    offset: 0,
+                    error: p.error.clone(),
+                    raw: &p.raw,
+                    truncated: false,
+                });
             }
             if problems.is_empty() {
-                shared.rejects.write(&Reject { source: "http", line: 0, offset: 0, error: error.clone(), raw: &body, truncated: false });
+                shared.rejects.write(&Reject {
+                    source: "http",
+                    line: 0,
+                    offset: 0,
+                    error: error.clone(),
+                    raw: &body,
+                    truncated: false,
+                });
             }
-            let problems: Vec<_> = problems.iter().map(|p| json!({ "item": p.item, "error": p.error })).collect();
-            return Ok(respond(StatusCode::BAD_REQUEST, json!({ "error": error, "problems": problems })));
+            let problems: Vec<_> = problems
+                .iter()
+                .map(|p| json!({ "item": p.item, "error": p.error }))
+                .collect();
+            return Ok(respond(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": error, "problems": problems }),
+            ));
         }
     };
     let total = events.len();
@@ -187,24 +275,35 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         if let Some(t) = trace {
             record = record.with_trace(t);
         }
-        match shared.pipeline.try_submit(record.clone()) {
+        match shared.sink.try_submit(record.clone()).await {
             Ok(()) => accepted += 1,
-            Err(SubmitError::Closed) => return Ok(unavailable(accepted, "the forwarder is shutting down")),
-            Err(SubmitError::Full { exporter }) => {
+            Err(Refused::Closed) => {
+                return Ok(unavailable(accepted, "the forwarder is shutting down"));
+            }
+            Err(Refused::Failed(why)) => {
+                return Ok(respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "error": why, "accepted": accepted }),
+                ));
+            }
+            Err(Refused::Full(why)) => {
                 if accepted == 0 {
-                    return Ok(unavailable(0, &format!("the queue of exporter `{exporter}` is full")));
+                    return Ok(unavailable(0, &why));
                 }
                 // Part of the body is in: wait a little for room rather than make the producer
                 // resend (and duplicate) what was taken.
-                match tokio::time::timeout(PARTIAL_WAIT, shared.pipeline.submit(record)).await {
+                match tokio::time::timeout(PARTIAL_WAIT, shared.sink.submit(record, None)).await {
                     Ok(Ok(())) => accepted += 1,
-                    _ => return Ok(unavailable(accepted, &format!("the queue of exporter `{exporter}` is full"))),
+                    _ => return Ok(unavailable(accepted, &why)),
                 }
             }
         }
     }
     debug_assert_eq!(accepted, total);
-    Ok(respond(StatusCode::ACCEPTED, json!({ "accepted": accepted })))
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        json!({ "accepted": accepted }),
+    ))
 }
 
 /// Binds `addr`.
@@ -215,9 +314,19 @@ pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until `stop`; returns the number of connections served.
-pub(crate) async fn serve(listener: TcpListener, options: HttpOptions, pipeline: Pipeline, rejects: Arc<Rejects>, stop: &mut watch::Receiver<bool>) {
-    let shared = Arc::new(Shared { options, pipeline, rejects });
+/// Serves until `stop`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    options: HttpOptions,
+    sink: Sink,
+    rejects: Arc<Rejects>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let shared = Arc::new(Shared {
+        options,
+        sink,
+        rejects,
+    });
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -229,7 +338,9 @@ pub(crate) async fn serve(listener: TcpListener, options: HttpOptions, pipeline:
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -240,14 +351,28 @@ mod tests {
 
     #[test]
     fn bodies_are_objects_arrays_or_ndjson_and_errors_name_the_item() {
-        let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/events.ndjson")).unwrap();
+        let good = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/samples/events.ndjson"
+        ))
+        .unwrap();
         let lines: Vec<&str> = good.lines().take(3).collect();
         assert_eq!(parse_body(lines[0].as_bytes()).unwrap().len(), 1);
-        assert_eq!(parse_body(format!("[{},{}]", lines[0], lines[1]).as_bytes()).unwrap().len(), 2);
+        assert_eq!(
+            parse_body(format!("[{},{}]", lines[0], lines[1]).as_bytes())
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(parse_body(lines.join("\n").as_bytes()).unwrap().len(), 3);
         let bad = lines[1].replace("\"severity\":\"high\"", "\"severity\":\"apocalyptic\"");
-        let (error, problems) = parse_body(format!("{}\n{bad}\n", lines[0]).as_bytes()).err().unwrap();
-        assert!(error.contains("line 2") && error.contains("decision.severity"), "{error}");
+        let (error, problems) = parse_body(format!("{}\n{bad}\n", lines[0]).as_bytes())
+            .err()
+            .unwrap();
+        assert!(
+            error.contains("line 2") && error.contains("decision.severity"),
+            "{error}"
+        );
         assert_eq!(problems.len(), 1);
         let (error, _) = parse_body(b"{\"oops\": ").err().unwrap();
         assert!(error.contains("line 1"), "{error}");
@@ -258,10 +383,22 @@ mod tests {
     #[test]
     fn tokens_compare_exactly() {
         let token = SecretString::from("s3cret");
-        assert!(token_ok(Some(&HeaderValue::from_static("Bearer s3cret")), &token));
-        assert!(!token_ok(Some(&HeaderValue::from_static("Bearer s3cre")), &token));
-        assert!(!token_ok(Some(&HeaderValue::from_static("Bearer s3cret2")), &token));
-        assert!(!token_ok(Some(&HeaderValue::from_static("Basic s3cret")), &token));
+        assert!(token_ok(
+            Some(&HeaderValue::from_static("Bearer s3cret")),
+            &token
+        ));
+        assert!(!token_ok(
+            Some(&HeaderValue::from_static("Bearer s3cre")),
+            &token
+        ));
+        assert!(!token_ok(
+            Some(&HeaderValue::from_static("Bearer s3cret2")),
+            &token
+        ));
+        assert!(!token_ok(
+            Some(&HeaderValue::from_static("Basic s3cret")),
+            &token
+        ));
         assert!(!token_ok(None, &token));
     }
 }

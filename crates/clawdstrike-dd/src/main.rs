@@ -175,8 +175,12 @@ struct FakeIntakeArgs {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,clawdstrike_dd=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,clawdstrike_dd=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[tokio::main]
@@ -221,7 +225,10 @@ fn watch_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
@@ -245,14 +252,22 @@ async fn ship(args: ShipArgs) -> u8 {
     }
     let listen = args.listen.or(settings.file.input.http.listen);
     if args.files.is_empty() && listen.is_none() {
-        eprintln!("clawdstrike-dd: nothing to ship: give NDJSON files (`-` for stdin), --follow FILE, or --listen ADDR");
+        eprintln!(
+            "clawdstrike-dd: nothing to ship: give NDJSON files (`-` for stdin), --follow FILE, or --listen ADDR"
+        );
         return EXIT_CONFIG;
     }
     if args.follow && (args.files.len() != 1 || args.files[0].as_os_str() == "-") {
         eprintln!("clawdstrike-dd: --follow takes exactly one file (not stdin)");
         return EXIT_CONFIG;
     }
-    let token = settings.file.input.http.token.clone().or_else(|| process_env(config::TOKEN_ENV).map(SecretString::from));
+    let token = settings
+        .file
+        .input
+        .http
+        .token
+        .clone()
+        .or_else(|| process_env(config::TOKEN_ENV).map(SecretString::from));
     if let Some(addr) = listen
         && token.is_none()
         && !addr.ip().is_loopback()
@@ -263,7 +278,11 @@ async fn ship(args: ShipArgs) -> u8 {
         );
         return EXIT_CONFIG;
     }
-    let max_line_bytes = settings.file.input.max_line_bytes.unwrap_or(clawdstrike_schema::DEFAULT_MAX_LINE_BYTES);
+    let max_line_bytes = settings
+        .file
+        .input
+        .max_line_bytes
+        .unwrap_or(clawdstrike_schema::DEFAULT_MAX_LINE_BYTES);
     let rejects = Arc::new(rejects::Rejects::new(&settings.rejects_path()));
     let follow = if args.follow {
         let file = &args.files[0];
@@ -285,7 +304,9 @@ async fn ship(args: ShipArgs) -> u8 {
     let listener = match listen {
         Some(addr) => match http::bind(addr).await {
             Ok(l) => {
-                let local = l.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+                let local = l
+                    .local_addr()
+                    .map_or_else(|_| addr.to_string(), |a| a.to_string());
                 eprintln!("clawdstrike-dd: listening on http://{local}");
                 Some(l)
             }
@@ -297,32 +318,52 @@ async fn ship(args: ShipArgs) -> u8 {
         None => None,
     };
     let stop = watch_signals();
-    let forwarder = match Forwarder::start(&settings, Keys::Configured, follow.as_ref().map(follow::Follow::hook)).await {
+    let forwarder = match Forwarder::start(
+        &settings,
+        Keys::Configured,
+        follow.as_ref().map(follow::Follow::hook),
+    )
+    .await
+    {
         Ok(f) => f,
         Err(e) => {
             eprintln!("clawdstrike-dd: cannot start: {e}");
             return EXIT_CONFIG;
         }
     };
-    let pipeline = forwarder.pipeline.clone();
+    let sink = forwarder.sink.clone();
     let mut incomplete = false;
     let mut failed = false;
 
     let http_task = listener.map(|l| {
-        let options = http::HttpOptions { token, max_body_bytes: settings.file.input.http.max_body_bytes.unwrap_or(config::DEFAULT_MAX_BODY_BYTES) };
-        let pipeline = pipeline.clone();
+        let options = http::HttpOptions {
+            token,
+            max_body_bytes: settings
+                .file
+                .input
+                .http
+                .max_body_bytes
+                .unwrap_or(config::DEFAULT_MAX_BODY_BYTES),
+        };
+        let sink = sink.clone();
         let rejects = Arc::clone(&rejects);
         let mut stop = stop.clone();
-        tokio::spawn(async move { http::serve(l, options, pipeline, rejects, &mut stop).await })
+        tokio::spawn(async move { http::serve(l, options, sink, rejects, &mut stop).await })
     });
 
     if let Some(f) = &follow {
         let mut stop = stop.clone();
-        let report = f.run(max_line_bytes, &pipeline, &rejects, &mut stop).await;
-        eprintln!("clawdstrike-dd: followed {}: {} events submitted, {} lines rejected", args.files[0].display(), report.submitted, report.rejected);
+        let report = f.run(max_line_bytes, &sink, &rejects, &mut stop).await;
+        eprintln!(
+            "clawdstrike-dd: followed {}: {} events submitted, {} lines rejected",
+            args.files[0].display(),
+            report.submitted,
+            report.rejected
+        );
     } else if !args.files.is_empty() {
         let mut stop_rx = stop.clone();
-        let report = backfill::run(&args.files, max_line_bytes, &pipeline, &rejects, &mut stop_rx).await;
+        let report =
+            backfill::run(&args.files, max_line_bytes, &sink, &rejects, &mut stop_rx).await;
         for e in &report.errors {
             eprintln!("clawdstrike-dd: {e}");
         }
@@ -332,7 +373,11 @@ async fn ship(args: ShipArgs) -> u8 {
             "clawdstrike-dd: read {} events, rejected {} lines{}",
             report.submitted,
             report.rejected,
-            if report.interrupted { " (interrupted before the end of the input)" } else { "" }
+            if report.interrupted {
+                " (interrupted before the end of the input)"
+            } else {
+                ""
+            }
         );
     }
     if let Some(task) = http_task {
@@ -344,7 +389,11 @@ async fn ship(args: ShipArgs) -> u8 {
     }
     outcome.print();
     if rejects.count() > 0 {
-        eprintln!("clawdstrike-dd: {} bad lines written to {}", rejects.count(), rejects.path().display());
+        eprintln!(
+            "clawdstrike-dd: {} bad lines written to {}",
+            rejects.count(),
+            rejects.path().display()
+        );
     }
     if outcome.undelivered() > 0 || incomplete {
         EXIT_UNDELIVERED
@@ -362,19 +411,30 @@ async fn signals_client(target: &SignalsTarget) -> Result<SignalsClient, u8> {
         None => settings.exporters.first(),
     };
     let Some(entry) = entry else {
-        eprintln!("clawdstrike-dd: no enabled exporter named `{}`", target.exporter.as_deref().unwrap_or_default());
+        eprintln!(
+            "clawdstrike-dd: no enabled exporter named `{}`",
+            target.exporter.as_deref().unwrap_or_default()
+        );
         return Err(EXIT_CONFIG);
     };
     let r = &entry.resolved;
     let Some(app_source) = r.app_key.clone() else {
-        eprintln!("clawdstrike-dd: configuration key `exporters.{}.app_key`: the Security Signals API needs an application key; set it or DD_APP_KEY", entry.name);
+        eprintln!(
+            "clawdstrike-dd: configuration key `exporters.{}.app_key`: the Security Signals API needs an application key; set it or DD_APP_KEY",
+            entry.name
+        );
         return Err(EXIT_CONFIG);
     };
     let key = |source, what: &'static str| async move {
-        KeyHolder::from_source(source, RefreshOptions::default()).await.map_err(|e| {
-            eprintln!("clawdstrike-dd: cannot load the {what} of exporter `{}`: {e}", entry.name);
-            EXIT_CONFIG
-        })
+        KeyHolder::from_source(source, RefreshOptions::default())
+            .await
+            .map_err(|e| {
+                eprintln!(
+                    "clawdstrike-dd: cannot load the {what} of exporter `{}`: {e}",
+                    entry.name
+                );
+                EXIT_CONFIG
+            })
     };
     let api = key(r.api_key.clone(), "API key").await?;
     let app = key(app_source, "application key").await?;
@@ -392,7 +452,10 @@ async fn signals(cmd: SignalsCommand) -> u8 {
                 Err(code) => return code,
             };
             let since = args.since.trim();
-            if since.len() < 2 || !since[..since.len() - 1].bytes().all(|b| b.is_ascii_digit()) || !since.ends_with(['s', 'm', 'h', 'd']) {
+            if since.len() < 2
+                || !since[..since.len() - 1].bytes().all(|b| b.is_ascii_digit())
+                || !since.ends_with(['s', 'm', 'h', 'd'])
+            {
                 eprintln!("clawdstrike-dd: --since `{since}` is not a duration like 15m, 1h or 7d");
                 return EXIT_CONFIG;
             }
@@ -416,7 +479,11 @@ async fn signals(cmd: SignalsCommand) -> u8 {
                             let message = s.message.lines().next().unwrap_or_default();
                             println!("{:<40} {:<25} {:<13} {message}", s.id, s.timestamp, s.state);
                         }
-                        println!("{} signal(s) in the last {since} matching `{}`", page.signals.len(), args.query);
+                        println!(
+                            "{} signal(s) in the last {since} matching `{}`",
+                            page.signals.len(),
+                            args.query
+                        );
                     }
                     EXIT_OK
                 }
@@ -431,7 +498,15 @@ async fn signals(cmd: SignalsCommand) -> u8 {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match client.set_state(&args.id, &args.state, args.reason.as_deref(), args.comment.as_deref()).await {
+            match client
+                .set_state(
+                    &args.id,
+                    &args.state,
+                    args.reason.as_deref(),
+                    args.comment.as_deref(),
+                )
+                .await
+            {
                 Ok(state) => {
                     println!("signal {}: {state}", args.id);
                     EXIT_OK

@@ -40,7 +40,11 @@ pub(crate) struct Rejects {
 impl Rejects {
     /// A writer for `path` (not created until the first reject).
     pub(crate) fn new(path: &Path) -> Self {
-        Rejects { path: path.to_owned(), file: Mutex::new(None), count: Default::default() }
+        Rejects {
+            path: path.to_owned(),
+            file: Mutex::new(None),
+            count: Default::default(),
+        }
     }
 
     /// The file.
@@ -75,7 +79,11 @@ impl Rejects {
         line.push('\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if file.is_none() {
-            match OpenOptions::new().create(true).append(true).open(&self.path) {
+            match OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
                 Ok(f) => *file = Some(f),
                 Err(e) => {
                     tracing::error!(path = %self.path.display(), error = %e, "cannot open the rejects file");
@@ -86,9 +94,12 @@ impl Rejects {
         if let Some(f) = file.as_mut() {
             match f.write_all(line.as_bytes()) {
                 Ok(()) => {
-                    self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.count
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                Err(e) => tracing::error!(path = %self.path.display(), error = %e, "cannot write the rejects file"),
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the rejects file")
+                }
             }
         }
     }
@@ -105,9 +116,27 @@ mod tests {
         let path = dir.join("r.ndjson");
         let _ = std::fs::remove_file(&path);
         let r = Rejects::new(&path);
-        r.write(&Reject { source: "a", line: 3, offset: 10, error: "bad".into(), raw: b"{\"x\":1}", truncated: false });
-        r.write(&Reject { source: "a", line: 4, offset: 20, error: "utf8".into(), raw: b"\xff\xfeok", truncated: true });
-        let lines: Vec<Value> = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        r.write(&Reject {
+            source: "a",
+            line: 3,
+            offset: 10,
+            error: "bad".into(),
+            raw: b"{\"x\":1}",
+            truncated: false,
+        });
+        r.write(&Reject {
+            source: "a",
+            line: 4,
+            offset: 20,
+            error: "utf8".into(),
+            raw: b"\xff\xfeok",
+            truncated: true,
+        });
+        let lines: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["raw"], "{\"x\":1}");
         assert_eq!(lines[0]["line"], 3);
         assert_eq!(lines[1]["raw"], "\\xff\\xfeok");

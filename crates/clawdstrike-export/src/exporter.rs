@@ -253,9 +253,31 @@ pub fn default_size_estimate(event: &SecurityEvent) -> usize {
             .iter()
             .map(|(k, v)| k.len() + v.len() + 6)
             .sum::<usize>();
-    let metadata = match &event.metadata {
-        serde_json::Value::Object(map) if map.is_empty() => 2,
-        other => serde_json::to_vec(other).map_or(0, |v| v.len()),
-    };
-    FIXED + strings + metadata
+    FIXED + strings + json_size_estimate(&event.metadata)
+}
+
+/// The JSON size of `value` without serialising it (no allocation): exact but for string
+/// escapes and number formatting, which it approximates. The batcher calls
+/// [`Exporter::estimate_size`] once per event on one task, so this stays cheap.
+fn json_size_estimate(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null => 4,
+        Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(_) => 12,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => {
+            2 + items
+                .iter()
+                .map(|v| json_size_estimate(v) + 1)
+                .sum::<usize>()
+        }
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + json_size_estimate(v))
+                .sum::<usize>()
+        }
+    }
 }

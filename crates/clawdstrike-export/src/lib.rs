@@ -117,15 +117,45 @@
 //! `queue.capacity + (1 + concurrency) * batch.max_events` events (the queue, the batch being
 //! assembled, the batches in flight); a drop policy keeps it there whatever the producer does.
 //!
-//! # Durable-buffer seam
+//! # Durable buffer
 //!
-//! A write-ahead log (a later addition) slots in without changing the queue: it appends each
-//! event, submits it with [`Pipeline::submit_with_seq`] using the log's record id as sequence
-//! number, and installs a [`SettleHook`]. The pipeline tells the hook, per exporter, when each
-//! sequence number is settled ([`Settlement`]: delivered, dead-lettered, filtered or dropped by
-//! policy); the log frees a record once every exporter has settled it. Events left behind at
-//! the shutdown deadline are deliberately *not* settled, so the log replays them on the next
-//! start.
+//! [`DurablePipeline`] puts a write-ahead log on disk in front of the pipeline, so accepted
+//! events survive a crash (even `SIGKILL`) and are replayed on the next start
+//! ([`BufferConfig`], YAML `buffer: { type: disk, path, max_bytes, segment_bytes, fsync,
+//! when_full }`):
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | `path` | (required) | directory of the segment files and the `ack` file |
+//! | `max_bytes` | 256 MiB | bound on the segment files on disk |
+//! | `segment_bytes` | 8 MiB | size past which a new segment file is started |
+//! | `fsync` | `{ interval_ms: 1000 }` | `always` (per append), `never`, or in the background every N ms |
+//! | `when_full` | `block` | `block`, `drop_newest` (counted, never submitted), `drop_oldest` (evicts the oldest segment's unacknowledged records, counted) |
+//!
+//! - [`DurablePipeline::submit`] appends one CRC-32-checked frame (sequence number, trace
+//!   context, event JSON) to the current segment with a `write` to the operating system
+//!   before it returns, then submits the event with [`Pipeline::submit_with_seq`] using the
+//!   record's sequence number.
+//! - A [`SettleHook`] counts, per record, the exporters that settled it ([`Settlement`]:
+//!   delivered, dead-lettered, filtered or dropped by the queue policy); a record is
+//!   acknowledged once all have, and a segment file is deleted once all its records are.
+//!   Events left behind at the shutdown deadline are deliberately *not* settled.
+//! - On [`DurablePipeline::open`] every segment is scanned; unacknowledged records are replayed
+//!   in log order with their trace context (a background task,
+//!   [`DurablePipeline::wait_replayed`]). What was acknowledged is recorded in an `ack` file
+//!   (a watermark and settled ranges, CRC-checked) at every fsync and at shutdown, so a clean
+//!   restart replays exactly what was left behind; after a crash, records acknowledged since
+//!   the last `ack` write are delivered again (at-least-once).
+//! - A torn tail (an interrupted write) or a corrupt record is found by its checksum,
+//!   counted ([`OpenReport`], [`BufferStats`]) and skipped; the scanner resynchronises on the
+//!   next valid frame, so the records before and after it are replayed. Never a panic.
+//! - Memory is still bounded by the pipeline's queues: the log holds exactly the events the
+//!   pipeline holds (plus, until their segment is deleted, settled neighbours on disk).
+//! - Fan-out: acknowledgement is per record, not per exporter, so a replay after a restart
+//!   resends a record to every exporter, including those that had already delivered it.
+//!
+//! The lower-level seam it uses is public: anything that appends each event somewhere, submits
+//! it with [`Pipeline::submit_with_seq`] and installs a [`SettleHook`] can do the same.
 //!
 //! # Telemetry
 //!

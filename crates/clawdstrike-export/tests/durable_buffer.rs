@@ -30,7 +30,11 @@ fn record(i: u64) -> Record {
         .agent_id("agent-7")
         .session_id("sess-123")
         .action("file_access")
-        .denied("forbidden_path", Severity::High, "access to a forbidden path")
+        .denied(
+            "forbidden_path",
+            Severity::High,
+            "access to a forbidden path",
+        )
         .resource(ResourceType::File, "/home/user/.ssh/id_rsa")
         .build()
         .expect("valid event");
@@ -142,7 +146,12 @@ async fn delivered_records_are_not_replayed_and_only_the_left_behind_ones_are() 
             .with_script([Step::Succeed])
             .with_default(Step::HangForever),
     );
-    let (durable, _) = open(&config(dir.path()), &exporter, fast().with_max_batch_events(10)).await;
+    let (durable, _) = open(
+        &config(dir.path()),
+        &exporter,
+        fast().with_max_batch_events(10),
+    )
+    .await;
     for i in 0..10 {
         durable.submit(record(i)).await.unwrap();
     }
@@ -211,7 +220,11 @@ async fn a_corrupt_record_in_the_middle_is_counted_and_skipped_and_its_neighbour
 #[tokio::test]
 async fn garbage_files_and_an_empty_directory_never_crash_the_open() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("00000000000000000007.wal"), b"\x00\x01garbage").unwrap();
+    std::fs::write(
+        dir.path().join("00000000000000000007.wal"),
+        b"\x00\x01garbage",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("ack"), b"not an ack file").unwrap();
     let exporter = Arc::new(ScriptedExporter::new("ok"));
     let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
@@ -290,7 +303,10 @@ async fn block_waits_for_acknowledgements_when_the_log_is_full() {
     };
     let stats = durable.buffer_stats();
     assert!(stats.disk_bytes <= cfg.max_bytes, "{stats:?}");
-    assert!(stats.disk_bytes + 1024 > cfg.max_bytes, "blocked early: {stats:?}");
+    assert!(
+        stats.disk_bytes + 1024 > cfg.max_bytes,
+        "blocked early: {stats:?}"
+    );
     assert_eq!(stats.appended, i);
 
     exporter.release();
@@ -368,7 +384,10 @@ async fn a_submit_cancelled_while_blocked_or_refused_after_shutdown_leaves_nothi
     let (durable, _) = open(
         &config(dir.path()),
         &exporter,
-        fast().with_queue_capacity(1).with_max_batch_events(1).with_concurrency(1),
+        fast()
+            .with_queue_capacity(1)
+            .with_max_batch_events(1)
+            .with_concurrency(1),
     )
     .await;
     durable.submit(record(0)).await.unwrap();
@@ -448,7 +467,10 @@ fn configuration_reads_from_yaml_with_documented_defaults() {
     assert_eq!(disk, DiskBufferConfig::new("/var/lib/cs"));
     assert_eq!(disk.max_bytes, 256 * 1024 * 1024);
     assert_eq!(disk.segment_bytes, 8 * 1024 * 1024);
-    assert_eq!(disk.fsync, FsyncPolicy::Interval(Duration::from_millis(1000)));
+    assert_eq!(
+        disk.fsync,
+        FsyncPolicy::Interval(Duration::from_millis(1000))
+    );
     assert_eq!(disk.when_full, WhenFull::Block);
 
     let yaml = "type: disk\npath: /b\nmax_bytes: 1048576\nsegment_bytes: 65536\nfsync: { interval_ms: 200 }\nwhen_full: drop_oldest";
@@ -463,7 +485,10 @@ fn configuration_reads_from_yaml_with_documented_defaults() {
             .with_fsync(FsyncPolicy::Interval(Duration::from_millis(200)))
             .with_when_full(WhenFull::DropOldest)
     );
-    for (text, policy) in [("always", FsyncPolicy::Always), ("never", FsyncPolicy::Never)] {
+    for (text, policy) in [
+        ("always", FsyncPolicy::Always),
+        ("never", FsyncPolicy::Never),
+    ] {
         let yaml = format!("type: disk\npath: /b\nfsync: {text}");
         let BufferConfig::Disk(disk) = serde_yaml_ng::from_str(&yaml).unwrap() else {
             panic!("expected a disk buffer")
@@ -483,11 +508,11 @@ fn configuration_reads_from_yaml_with_documented_defaults() {
     );
 
     for bad in [
-        "type: disk",                                     // no path
-        "type: disk\npath: /b\nmax_byte: 1",              // unknown field
-        "type: disk\npath: /b\nfsync: sometimes",         // unknown policy
+        "type: disk",                                      // no path
+        "type: disk\npath: /b\nmax_byte: 1",               // unknown field
+        "type: disk\npath: /b\nfsync: sometimes",          // unknown policy
         "type: disk\npath: /b\nfsync: { interval_ms: 0 }", // zero interval
-        "type: tape\npath: /b",                           // unknown type
+        "type: tape\npath: /b",                            // unknown type
     ] {
         assert!(
             serde_yaml_ng::from_str::<BufferConfig>(bad).is_err(),

@@ -142,7 +142,10 @@ impl Acks {
         if crc32fast::hash(body).to_le_bytes() != crc || !body.starts_with(ACK_MAGIC) {
             return None;
         }
-        let u64_at = |p: usize| body.get(p..p + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        let u64_at = |p: usize| {
+            body.get(p..p + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        };
         let watermark = u64_at(8)?;
         let n = u64_at(16)? as usize;
         let mut ranges = Vec::with_capacity(n.min(1 << 20));
@@ -386,7 +389,8 @@ impl Log {
                             WhenFull::DropOldest => {
                                 while st.disk_bytes + frame_len > self.max_bytes
                                     && self.evict_oldest(&mut st, &mut to_delete)
-                                {}
+                                {
+                                }
                                 Some(self.write(&mut st, record, &json, frame_len, &mut to_delete))
                             }
                         }
@@ -409,9 +413,10 @@ impl Log {
         frame_len: u64,
         to_delete: &mut Vec<u64>,
     ) -> Result<Appended, AppendError> {
-        let roll = st.segments.back().is_none_or(|s| {
-            !s.active || (s.bytes > 0 && s.bytes + frame_len > self.segment_bytes)
-        }) || st.file.is_none();
+        let roll =
+            st.segments.back().is_none_or(|s| {
+                !s.active || (s.bytes > 0 && s.bytes + frame_len > self.segment_bytes)
+            }) || st.file.is_none();
         if roll {
             self.roll(st, to_delete).map_err(AppendError::Io)?;
         }
@@ -542,7 +547,9 @@ impl Log {
                         .fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(segment = id, error = %e, "cannot delete a settled buffer segment"),
+                Err(e) => {
+                    tracing::warn!(segment = id, error = %e, "cannot delete a settled buffer segment")
+                }
             }
         }
     }

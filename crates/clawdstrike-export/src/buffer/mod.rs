@@ -278,11 +278,7 @@ impl DurablePipeline {
                 "the buffer had damaged records; they were skipped, the others are replayed"
             );
         }
-        let handle = tokio::spawn(replay(
-            Arc::clone(&log),
-            pipeline.clone(),
-            found.segments,
-        ));
+        let handle = tokio::spawn(replay(Arc::clone(&log), pipeline.clone(), found.segments));
         Ok((
             Self {
                 pipeline,
