@@ -141,16 +141,7 @@ async fn dogstatsd_over_udp() {
     wait_sent(&h.exporter, 42).await;
     let report = reporter.flush().await;
     assert!(report.sent > 0);
-    let mut text = String::new();
-    let mut buf = vec![0u8; 65_536];
-    while !text.contains("clawdstrike.exporter.events.sent") {
-        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
-        text.push('\n');
-    }
+    let text = receive_until(&socket, "clawdstrike.exporter.events.sent").await;
     let total: f64 = text
         .lines()
         .filter(|l| l.starts_with("clawdstrike.events.total:"))
@@ -171,6 +162,38 @@ async fn dogstatsd_over_udp() {
         0
     );
     h.pipeline.shutdown(Duration::from_secs(10)).await;
+}
+
+/// Both datagram sockets DogStatsD speaks over.
+trait Datagrams {
+    async fn receive(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl Datagrams for tokio::net::UdpSocket {
+    async fn receive(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.recv(buf).await
+    }
+}
+
+impl Datagrams for tokio::net::UnixDatagram {
+    async fn receive(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.recv(buf).await
+    }
+}
+
+/// Reads datagrams until the text contains `needle`; each wait bounded by a deadline.
+async fn receive_until(socket: &impl Datagrams, needle: &str) -> String {
+    let mut text = String::new();
+    let mut buf = vec![0u8; 65_536];
+    while !text.contains(needle) {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.receive(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        text.push('\n');
+    }
+    text
 }
 
 #[test]
@@ -214,16 +237,7 @@ async fn dogstatsd_over_a_unix_socket() {
     h.submit_all(&events(7)).await;
     wait_sent(&h.exporter, 7).await;
     assert!(reporter.flush().await.sent > 0);
-    let mut text = String::new();
-    let mut buf = vec![0u8; 65_536];
-    while !text.contains("clawdstrike.exporter.events.sent") {
-        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
-        text.push('\n');
-    }
+    let text = receive_until(&socket, "clawdstrike.exporter.events.sent").await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("clawdstrike.exporter.events.sent:7|c|#exporter:datadog_test")),
