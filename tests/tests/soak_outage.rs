@@ -182,9 +182,6 @@ async fn a_long_outage_fills_the_buffer_memory_stays_bounded_and_the_counts_are_
             "event {i}: delivered once iff the buffer took it"
         );
     }
-    assert_eq!(
-        kept.iter().filter(|&&k| k).count() as u64,
-        after.appended
-    );
+    assert_eq!(kept.iter().filter(|&&k| k).count() as u64, after.appended);
     intake.shutdown().await;
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo xtask bench [--events N] [--latency-rate R] [--latency-seconds S] [--stall-events M]
+//!                    [--only none|gzip1|gzip6|zstd1|zstd3|disk]...
 //! ```
 //!
 //! A debug build re-runs itself as `cargo run --release -p xtask -- bench ...` (set
@@ -18,6 +19,8 @@
 //! - Throughput: one producer task submits N events (Datadog exporter, `resolved.pipeline`
 //!   defaults); the clock stops when the intake has accepted all N. MB/s counts the
 //!   uncompressed JSON bodies the intake decoded.
+//! - Disk buffer: the zstd 1 run again through `DurablePipeline` (default disk settings,
+//!   fsync every second, log in `target/bench/wal`, removed afterwards): the cost of the WAL.
 //! - Limit: one thread formats (`LogFormatter::write_item`, via `encode::pack`) and compresses
 //!   (`encode::finish`) the same events in batches of 1,000 with the same codec and level.
 //! - Latency: a fixed rate for a few seconds; an exporter wrapper stamps each event when the
@@ -44,7 +47,9 @@ use clawdstrike_datadog::config::{DatadogConfig, ResolvedConfig};
 use clawdstrike_datadog::encode::{Codec, Compression, finish, pack};
 use clawdstrike_datadog::exporter::DatadogExporter;
 use clawdstrike_datadog::format::LogFormatter;
-use clawdstrike_export::{ExportResult, Exporter, Health, Pipeline, Record, WhenFull};
+use clawdstrike_export::{
+    DiskBufferConfig, DurablePipeline, ExportResult, Exporter, Health, Pipeline, Record, WhenFull,
+};
 use clawdstrike_fakeintake::{Endpoint, FakeIntake, FaultAction, RandomFaults};
 use clawdstrike_keys::{KeyHolder, SecretString};
 use clawdstrike_schema::{NdjsonReader, NdjsonRecord, SecurityEvent, Uuid};
@@ -267,6 +272,7 @@ struct CodecResult {
     limit_eps: f64,
     limit_mbps: f64,
     ratio_compressed: f64,
+    create_us: f64,
     pipeline_eps: f64,
     pipeline_mbps: f64,
     pipeline_cpu_per_million: f64,
@@ -275,17 +281,23 @@ struct CodecResult {
 }
 
 /// The serialise-and-compress limit: one thread, batches of 1,000, same formatter and codec.
-fn limit(base: &[SecurityEvent], resolved: &ResolvedConfig, n: u64) -> (f64, f64, f64) {
+/// Returns events/s, MB/s of JSON, the compression ratio, and the µs the producer spends
+/// creating one event (a fixture clone with a fresh id; part of the pipeline's run, not of
+/// the limit).
+fn limit(base: &[SecurityEvent], resolved: &ResolvedConfig, n: u64) -> (f64, f64, f64, f64) {
     let formatter = LogFormatter::new(resolved.format.clone());
     let limits = resolved.request.limits();
     let mut busy = Duration::ZERO;
     let mut raw = 0u64;
     let mut compressed = 0u64;
     let mut done = 0u64;
+    let mut creating = Duration::ZERO;
     while done < n {
+        let created = Instant::now();
         let batch: Vec<Record> = (done..(done + 1_000).min(n))
             .map(|i| Record::new(event(base, i)))
             .collect();
+        creating += created.elapsed();
         let indices: Vec<usize> = (0..batch.len()).collect();
         let started = Instant::now();
         for payload in pack(&formatter, &batch, &indices, limits) {
@@ -302,6 +314,7 @@ fn limit(base: &[SecurityEvent], resolved: &ResolvedConfig, n: u64) -> (f64, f64
         done as f64 / secs,
         raw as f64 / secs / 1e6,
         raw as f64 / compressed.max(1) as f64,
+        creating.as_secs_f64() * 1e6 / done as f64,
     )
 }
 
@@ -330,10 +343,11 @@ fn throughput(
     n: u64,
     intake_rt: &tokio::runtime::Runtime,
     rt: &tokio::runtime::Runtime,
+    wal: Option<&std::path::Path>,
 ) -> Result<CodecResult, BoxError> {
     let intake = start_intake(intake_rt)?;
     let resolved = resolved(&intake, compression)?;
-    let (limit_eps, limit_mbps, ratio) = limit(base, &resolved, n.min(200_000));
+    let (limit_eps, limit_mbps, ratio, create_us) = limit(base, &resolved, n.min(200_000));
     let _in_runtime = rt.enter();
     let exporter = exporter(&resolved, "bench")?;
     let config = resolved.pipeline.clone();
@@ -341,22 +355,36 @@ fn throughput(
     let started = Instant::now();
     let base2 = Arc::clone(base);
     let elapsed = rt.block_on(async {
-        let pipeline = Pipeline::builder()
-            .with_exporter(Arc::new(exporter), config)
-            .build()?;
+        let builder = Pipeline::builder().with_exporter(Arc::new(exporter), config);
+        let (pipeline, durable) = match wal {
+            None => (builder.build()?, None),
+            Some(dir) => {
+                let (durable, _) =
+                    DurablePipeline::open(&DiskBufferConfig::new(dir), builder).await?;
+                (durable.pipeline().clone(), Some(durable))
+            }
+        };
         let producer = {
             let pipeline = pipeline.clone();
+            let durable = durable.clone();
             tokio::spawn(async move {
                 for i in 0..n {
-                    pipeline.submit(Record::new(event(&base2, i))).await?;
+                    let record = Record::new(event(&base2, i));
+                    match &durable {
+                        Some(durable) => durable.submit(record).await?,
+                        None => pipeline.submit(record).await?,
+                    }
                 }
-                Ok::<_, clawdstrike_export::SubmitError>(())
+                Ok::<_, BoxError>(())
             })
         };
         producer.await??;
         intake.wait_for_items(n, Duration::from_secs(600)).await?;
         let elapsed = started.elapsed();
-        pipeline.shutdown(Duration::from_secs(10)).await;
+        match durable {
+            Some(durable) => durable.shutdown(Duration::from_secs(10)).await,
+            None => pipeline.shutdown(Duration::from_secs(10)).await,
+        };
         Ok::<_, BoxError>(elapsed)
     })?;
     let cpu1 = (proc::process_cpu(), proc::threads_cpu("intake"));
@@ -378,6 +406,7 @@ fn throughput(
         limit_eps,
         limit_mbps,
         ratio_compressed: ratio,
+        create_us,
         pipeline_eps: n as f64 / secs,
         pipeline_mbps: stats.log_bytes_uncompressed as f64 / secs / 1e6,
         pipeline_cpu_per_million: per_million(process - intake_cpu),
@@ -644,7 +673,7 @@ fn bench(o: &Options) -> Result<(), BoxError> {
         if !o.only.is_empty() && !o.only.iter().any(|c| *c == label.replace(' ', "")) {
             continue;
         }
-        let r = throughput(&base, label, compression, o.events, &intake_rt, &rt)?;
+        let r = throughput(&base, label, compression, o.events, &intake_rt, &rt, None)?;
         println!(
             "{:<8} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>6.0}% {:>7.1}x {:>11.2} {:>11.2}",
             r.label,
@@ -658,6 +687,42 @@ fn bench(o: &Options) -> Result<(), BoxError> {
             r.intake_cpu_per_million,
         );
         results.push(r);
+    }
+    // The same with the durable buffer (default disk settings: fsync every second).
+    let wal_dir = crate::project_root().join("target/bench/wal");
+    let _ = std::fs::remove_dir_all(&wal_dir);
+    let disk = if o.only.is_empty() || o.only.iter().any(|c| c == "disk") {
+        let r = throughput(
+            &base,
+            "zstd 1 + disk buffer",
+            Compression::default(),
+            o.events,
+            &intake_rt,
+            &rt,
+            Some(&wal_dir),
+        )?;
+        let _ = std::fs::remove_dir_all(&wal_dir);
+        println!(
+            "{:<8} {:>12.0} {:>9.1} {:>12} {:>9} {:>7} {:>8} {:>11.2} {:>11.2}   (zstd 1 + disk buffer, fsync every 1 s)",
+            "zstd1+wal",
+            r.pipeline_eps,
+            r.pipeline_mbps,
+            "",
+            "",
+            "",
+            "",
+            r.pipeline_cpu_per_million,
+            r.intake_cpu_per_million
+        );
+        Some(r)
+    } else {
+        None
+    };
+    if let Some(r) = results.first() {
+        println!(
+            "(cpu s/M = the pipeline's CPU per million events, producer included: creating one event, a fixture clone with a fresh id, costs {:.2} us; intake s/M = the in-process fake intake's)",
+            r.create_us
+        );
     }
     let (p50, p99, mean, samples) = latency(&base, o, &intake_rt, &rt)?;
     println!(
@@ -768,6 +833,7 @@ fn bench(o: &Options) -> Result<(), BoxError> {
             "limit_mb_per_s": r.limit_mbps,
             "pipeline_over_limit": r.pipeline_eps / r.limit_eps,
             "compression_ratio": r.ratio_compressed,
+            "producer_event_creation_us": r.create_us,
             "pipeline_cpu_s_per_million": r.pipeline_cpu_per_million,
             "intake_cpu_s_per_million": r.intake_cpu_per_million,
             "process_cpu_s_per_million": r.process_cpu_per_million,
@@ -781,6 +847,12 @@ fn bench(o: &Options) -> Result<(), BoxError> {
             "bytes_per_event_in_memory": per_event,
         },
         "goals": goals,
+        "disk_buffer": disk.as_ref().map(|r| json!({
+            "codec": "zstd 1", "fsync": "interval_ms: 1000",
+            "pipeline_events_per_s": r.pipeline_eps,
+            "pipeline_mb_per_s": r.pipeline_mbps,
+            "pipeline_cpu_s_per_million": r.pipeline_cpu_per_million,
+        })),
     });
     let dir = crate::project_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;

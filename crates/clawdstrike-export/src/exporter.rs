@@ -265,7 +265,14 @@ fn json_size_estimate(value: &serde_json::Value) -> usize {
         Value::Null => 4,
         Value::Bool(true) => 4,
         Value::Bool(false) => 5,
-        Value::Number(_) => 12,
+        Value::Number(n) => {
+            let digits = |u: u64| u.checked_ilog10().map_or(1, |d| d as usize + 1);
+            match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => digits(u),
+                (None, Some(i)) => 1 + digits(i.unsigned_abs()),
+                _ => 10, // a float: its shortest round-trip form is usually about this long
+            }
+        }
         Value::String(s) => s.len() + 2,
         Value::Array(items) => {
             2 + items
@@ -278,6 +285,28 @@ fn json_size_estimate(value: &serde_json::Value) -> usize {
                 .iter()
                 .map(|(k, v)| k.len() + 4 + json_size_estimate(v))
                 .sum::<usize>()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_size_estimate;
+
+    #[test]
+    fn the_metadata_size_estimate_tracks_the_serialised_size_without_serialising() {
+        for value in [
+            serde_json::json!({}),
+            serde_json::json!({"pid": 4242, "argv": ["curl", "-s", "https://x"], "ok": true, "n": null}),
+            serde_json::json!({"nested": {"deep": {"list": [1, 2.5, -3, "four", false]}}, "k": "v"}),
+            serde_json::json!({"blob": "x".repeat(10_000)}),
+        ] {
+            let exact = serde_json::to_vec(&value).unwrap().len();
+            let estimate = json_size_estimate(&value);
+            assert!(
+                estimate * 10 >= exact * 8 && estimate * 10 <= exact * 15,
+                "{value}: estimate {estimate}, exact {exact}"
+            );
         }
     }
 }

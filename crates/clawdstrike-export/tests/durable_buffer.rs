@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clawdstrike_export::testing::{ScriptedExporter, Step};
 use clawdstrike_export::{
-    BufferConfig, DiskBufferConfig, DurablePipeline, DurableSubmitError, ExporterConfig,
+    BufferConfig, DiskBufferConfig, DurablePipeline, DurableSubmitError, ExporterConfig, Failure,
     FsyncPolicy, Pipeline, Record, TraceContext, WhenFull,
 };
 use clawdstrike_schema::{EventType, ResourceType, SecurityEvent, Severity, Timestamp, Uuid};
@@ -39,7 +39,7 @@ fn record(i: u64) -> Record {
         .build()
         .expect("valid event");
     let record = Record::new(event);
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         record.with_trace(trace(i))
     } else {
         record
@@ -50,7 +50,7 @@ fn trace(i: u64) -> TraceContext {
     TraceContext {
         trace_id: 0xabc0_0000_0000_0000_0000_0000_0000_0000 | u128::from(i),
         span_id: 0x1000 + i,
-        sampled: i % 2 == 0,
+        sampled: i.is_multiple_of(2),
     }
 }
 
@@ -542,4 +542,43 @@ async fn open_rejects_an_invalid_configuration() {
     let builder = Pipeline::builder().with_exporter(exporter as _, fast());
     let err = DurablePipeline::open(&cfg, builder).await.unwrap_err();
     assert!(err.to_string().contains("segment_bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stale_ack_file_after_a_crash_never_hides_records_appended_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path()).with_segment_bytes(4096);
+    // Run 1: event 0 never gets through, the others do; a clean shutdown writes the `ack` file
+    // (everything but 0 acknowledged, up to the last sequence number).
+    let picky = Arc::new(ScriptedExporter::new("picky").with_per_event(|record, _| {
+        (record.event.event_id == id(0)).then(|| Failure::retryable("stuck"))
+    }));
+    let (durable, _) = open(&cfg, &picky, fast()).await;
+    for i in 0..30 {
+        durable.submit(record(i)).await.unwrap();
+    }
+    picky.wait_for_exported(29).await;
+    durable.shutdown(Duration::from_millis(50)).await;
+
+    // Run 2: only event 0's segment is left; new events are appended, then the process
+    // "crashes" (dropped without shutdown: no new `ack` file).
+    let stuck = Arc::new(ScriptedExporter::new("stuck").with_default(Step::HangForever));
+    let (durable, found) = open(&cfg, &stuck, fast()).await;
+    assert_eq!(found.to_replay, 1);
+    for i in 100..130 {
+        durable.submit(record(i)).await.unwrap();
+    }
+    drop(durable);
+
+    // Run 3: the stale `ack` file must not hide the new records.
+    let ok = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, found) = open(&cfg, &ok, fast()).await;
+    assert_eq!(found.to_replay, 31, "{found:?}");
+    durable.wait_replayed().await;
+    durable.shutdown(Duration::from_secs(5)).await;
+    let mut ids = ok.exported_ids();
+    ids.sort();
+    let mut expected: Vec<Uuid> = std::iter::once(0).chain(100..130).map(id).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
 }

@@ -18,7 +18,7 @@ use crate::exporter::Record;
 
 const SEGMENT_EXT: &str = "wal";
 const ACK_FILE: &str = "ack";
-const ACK_MAGIC: &[u8; 8] = b"CLWBACK1";
+const ACK_MAGIC: &[u8; 8] = b"CLWBACK2";
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -117,13 +117,17 @@ pub(super) struct Log {
     space: Notify,
     pub(super) counters: Counters,
     stop_sync: AtomicBool,
+    /// One `sync` at a time (the background thread and `close` share `ack.tmp`).
+    syncing: Mutex<()>,
 }
 
 /// The acknowledgement file: every seq below `watermark` is settled, and so is every seq in
-/// `ranges` (half-open, sorted).
+/// `ranges` (half-open, sorted). `next_seq` is the next sequence number to assign: kept so
+/// that a number is never reused, or a stale `ack` file could mark a new record settled.
 #[derive(Debug, Default)]
 struct Acks {
     watermark: u64,
+    next_seq: u64,
     ranges: Vec<(u64, u64)>,
 }
 
@@ -147,18 +151,24 @@ impl Acks {
                 .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
         };
         let watermark = u64_at(8)?;
-        let n = u64_at(16)? as usize;
+        let next_seq = u64_at(16)?;
+        let n = u64_at(24)? as usize;
         let mut ranges = Vec::with_capacity(n.min(1 << 20));
         for i in 0..n {
-            ranges.push((u64_at(24 + 16 * i)?, u64_at(32 + 16 * i)?));
+            ranges.push((u64_at(32 + 16 * i)?, u64_at(40 + 16 * i)?));
         }
-        Some(Acks { watermark, ranges })
+        Some(Acks {
+            watermark,
+            next_seq,
+            ranges,
+        })
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(28 + 16 * self.ranges.len());
+        let mut out = Vec::with_capacity(36 + 16 * self.ranges.len());
         out.extend_from_slice(ACK_MAGIC);
         out.extend_from_slice(&self.watermark.to_le_bytes());
+        out.extend_from_slice(&self.next_seq.to_le_bytes());
         out.extend_from_slice(&(self.ranges.len() as u64).to_le_bytes());
         for (start, end) in &self.ranges {
             out.extend_from_slice(&start.to_le_bytes());
@@ -191,6 +201,7 @@ impl State {
     fn acks(&self) -> Acks {
         let mut acks = Acks {
             watermark: self.next_seq,
+            next_seq: self.next_seq,
             ranges: Vec::new(),
         };
         let mut found_pending = false;
@@ -248,7 +259,7 @@ impl Log {
         let mut state = State {
             segments: VecDeque::new(),
             file: None,
-            next_seq: acks.watermark,
+            next_seq: acks.watermark.max(acks.next_seq),
             next_segment_id: 0,
             disk_bytes: 0,
             dirty: false,
@@ -313,6 +324,7 @@ impl Log {
             space: Notify::new(),
             counters: Counters::default(),
             stop_sync: AtomicBool::new(false),
+            syncing: Mutex::new(()),
         });
         let c = &log.counters;
         c.corrupt_records
@@ -608,6 +620,7 @@ impl Log {
 
     /// Forces appended data to disk and writes the acknowledgement file (if anything changed).
     pub(super) fn sync(&self, force_acks: bool) -> io::Result<()> {
+        let _one_at_a_time = lock(&self.syncing);
         let (file, acks) = {
             let mut st = lock(&self.state);
             let file = if st.dirty { st.file.clone() } else { None };
