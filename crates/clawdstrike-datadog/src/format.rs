@@ -460,7 +460,12 @@ struct Message<'a>(&'a SecurityEvent);
 impl Serialize for Message<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let d = &self.0.decision;
-        s.collect_str(&format_args!("[{}] {}: {}", d.guard, if d.allowed { "ALLOWED" } else { "BLOCKED" }, d.reason))
+        s.collect_str(&format_args!(
+            "[{}] {}: {}",
+            d.guard,
+            if d.allowed { "ALLOWED" } else { "BLOCKED" },
+            d.reason
+        ))
     }
 }
 

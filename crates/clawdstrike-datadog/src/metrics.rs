@@ -131,11 +131,16 @@ impl SecurityAggregator {
             if let Some(tenant) = &k.tenant {
                 push_tag(&mut tags, "tenant", tenant);
             }
-            let own: Vec<String> = tags.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect();
+            let own: Vec<String> = tags
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
             // The event's own tags (its env) win over the reporter's common tags.
-            let extra = extra_tags
-                .iter()
-                .filter(|t| !own.iter().any(|o| crate::tags::tag_key(o) == crate::tags::tag_key(t)));
+            let extra = extra_tags.iter().filter(|t| {
+                !own.iter()
+                    .any(|o| crate::tags::tag_key(o) == crate::tags::tag_key(t))
+            });
             let tags: Vec<String> = own.iter().cloned().chain(extra.cloned()).collect();
             for (metric, value) in catalogue::SECURITY_METRICS
                 .iter()
@@ -378,7 +383,9 @@ impl MetricsHandle {
             Ok(report) => report,
             Err(_) => {
                 abort.abort();
-                tracing::warn!("metrics reporter did not finish within its shutdown deadline; last points dropped");
+                tracing::warn!(
+                    "metrics reporter did not finish within its shutdown deadline; last points dropped"
+                );
                 FlushReport::default()
             }
         }
@@ -822,13 +829,24 @@ mod tests {
             .unwrap();
         let batch = vec![Record::new(with_env), Record::new(without_env)];
         agg.record_delivered(&batch, &[0, 1]);
-        let points = agg.take("clawdstrike", &["env:demo".to_owned(), "service:clawdstrike".to_owned()]);
+        let points = agg.take(
+            "clawdstrike",
+            &["env:demo".to_owned(), "service:clawdstrike".to_owned()],
+        );
         for p in &points {
             let envs: Vec<_> = p.tags.iter().filter(|t| t.starts_with("env:")).collect();
             assert_eq!(envs.len(), 1, "{:?}", p.tags);
             assert!(p.tags.contains(&"service:clawdstrike".to_owned()));
         }
-        assert!(points.iter().any(|p| p.tags.contains(&"env:production".to_owned())));
-        assert!(points.iter().any(|p| p.tags.contains(&"env:fallback".to_owned())));
+        assert!(
+            points
+                .iter()
+                .any(|p| p.tags.contains(&"env:production".to_owned()))
+        );
+        assert!(
+            points
+                .iter()
+                .any(|p| p.tags.contains(&"env:fallback".to_owned()))
+        );
     }
 }

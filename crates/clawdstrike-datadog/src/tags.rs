@@ -12,7 +12,10 @@ pub const MAX_TAG_CHARS: usize = 200;
 
 /// True for a character that is kept as is in a normalised tag (ASCII fast path).
 fn ascii_tag_char(b: u8, allow_colon: bool) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'/') || (allow_colon && b == b':')
+    b.is_ascii_lowercase()
+        || b.is_ascii_digit()
+        || matches!(b, b'_' | b'-' | b'.' | b'/')
+        || (allow_colon && b == b':')
 }
 
 fn push_normalised(out: &mut String, s: &str, allow_colon: bool, max_chars: usize) {
