@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::{LogFormatter, Scratch};
 
+thread_local! {
+    /// The zstd context of this thread and its level.
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Datadog's hard limits for one logs request.
 pub const MAX_ITEMS_PER_REQUEST: usize = 1_000;
 /// Datadog's hard limit of uncompressed bytes per logs request.
@@ -124,7 +129,18 @@ impl Compression {
                 enc.write_all(&data)?;
                 enc.finish()
             }
-            Codec::Zstd => zstd::bulk::compress(&data, level),
+            Codec::Zstd => ZSTD.with(|cell| {
+                // One compression context per thread, reused across requests.
+                let mut cell = cell.borrow_mut();
+                let reuse = matches!(&*cell, Some((l, _)) if *l == level);
+                if !reuse {
+                    *cell = Some((level, zstd::bulk::Compressor::new(level)?));
+                }
+                match &mut *cell {
+                    Some((_, compressor)) => compressor.compress(&data),
+                    None => zstd::bulk::compress(&data, level),
+                }
+            }),
         }
     }
 }
@@ -193,13 +209,16 @@ pub fn pack(
     let limits = limits.clamped();
     let mut payloads = Vec::new();
     let mut scratch = Scratch::default();
+    // Sized for the items still to come (about 1.3 KB each), so buffers do not grow by copying.
+    let capacity =
+        |remaining: usize| (remaining.min(limits.max_items) * 1_300 + 2).min(limits.max_bytes);
     let mut current = Payload {
-        json: Vec::with_capacity(64 * 1024),
+        json: Vec::with_capacity(capacity(indices.len())),
         indices: Vec::new(),
         truncated: 0,
     };
     current.json.push(b'[');
-    for &index in indices {
+    for (position, &index) in indices.iter().enumerate() {
         let mark = current.json.len();
         if !current.indices.is_empty() {
             current.json.push(b',');
@@ -210,7 +229,7 @@ pub fn pack(
         let full_bytes = current.json.len() + 1 > limits.max_bytes;
         if !current.indices.is_empty() && (full_items || full_bytes) {
             // Move the item just written into a fresh payload.
-            let mut next = Vec::with_capacity(current.json.capacity());
+            let mut next = Vec::with_capacity(capacity(indices.len() - position));
             next.push(b'[');
             next.extend_from_slice(&current.json[item_start..]);
             current.json.truncate(mark);
