@@ -34,6 +34,35 @@ pub fn fixture(name: &str) -> PathBuf {
     shared_dir().join("fixtures").join(name)
 }
 
+/// The base of the deterministic event ids [`numbered_event`] gives (a UUID v7 layout).
+pub const EVENT_ID_BASE: u128 = 0x0194_0000_0000_7000_8000_0000_0000_0000;
+
+/// The shared fixture events, decoded.
+///
+/// # Panics
+/// When the fixtures are missing or a line is rejected.
+pub fn fixture_events() -> Vec<clawdstrike_schema::SecurityEvent> {
+    use clawdstrike_schema::{NdjsonReader, NdjsonRecord};
+    let file =
+        BufReader::new(std::fs::File::open(fixture("events.ndjson")).expect("shared fixtures"));
+    NdjsonReader::new(file)
+        .map(|r| match r.expect("readable") {
+            NdjsonRecord::Event(e) => e.event,
+            NdjsonRecord::Rejected(bad) => panic!("fixture rejected: {}", bad.error),
+        })
+        .collect()
+}
+
+/// Fixture event `i` (cycling through `base`) with the unique id `EVENT_ID_BASE | i`.
+pub fn numbered_event(
+    base: &[clawdstrike_schema::SecurityEvent],
+    i: u64,
+) -> clawdstrike_schema::SecurityEvent {
+    let mut e = base[(i % base.len() as u64) as usize].clone();
+    e.event_id = clawdstrike_schema::Uuid::from_u128(EVENT_ID_BASE | u128::from(i));
+    e
+}
+
 /// The built `clawdstrike-dd` binary (`$CLAWDSTRIKE_DD_BIN`, or beside this test executable,
 /// built once per test process with `cargo build -p clawdstrike-dd` so it is never stale).
 ///

@@ -27,29 +27,11 @@ use clawdstrike_datadog::exporter::DatadogExporter;
 use clawdstrike_export::{ExporterConfig, Pipeline, Record};
 use clawdstrike_fakeintake::{Endpoint, FakeIntake, FaultAction, RandomFaults};
 use clawdstrike_keys::{KeyHolder, KeySource, RefreshOptions, SecretString};
-use clawdstrike_schema::{NdjsonReader, NdjsonRecord, SecurityEvent, Uuid};
 
 const KEY_1: &str = "soakKeyOne000000000000000000000001";
 const KEY_2: &str = "soakKeyTwo000000000000000000000002";
 const REQUEST_TIMEOUT_MS: u64 = 1_500;
 const MAX_BATCH: usize = 100;
-
-fn fixtures() -> Vec<SecurityEvent> {
-    let path = clawdstrike_e2e::shared_dir().join("fixtures/events.ndjson");
-    let file = std::io::BufReader::new(std::fs::File::open(path).expect("shared fixtures"));
-    NdjsonReader::new(file)
-        .map(|r| match r.expect("readable") {
-            NdjsonRecord::Event(e) => e.event,
-            NdjsonRecord::Rejected(bad) => panic!("fixture rejected: {}", bad.error),
-        })
-        .collect()
-}
-
-fn event(base: &[SecurityEvent], i: u64) -> SecurityEvent {
-    let mut e = base[(i % base.len() as u64) as usize].clone();
-    e.event_id = Uuid::from_u128(0x0194_0000_0000_7000_8000_0000_0000_0000 | u128::from(i));
-    e
-}
 
 fn soak_events() -> u64 {
     std::env::var("SOAK_EVENTS")
@@ -94,7 +76,7 @@ async fn every_event_arrives_under_a_seeded_random_fault_schedule_and_a_key_rota
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_0001_u64);
-    let base = fixtures();
+    let base = clawdstrike_e2e::fixture_events();
     let intake = FakeIntake::builder()
         .with_api_key(SecretString::from(KEY_1))
         .with_keep_items(false)
@@ -150,7 +132,10 @@ async fn every_event_arrives_under_a_seeded_random_fault_schedule_and_a_key_rota
             std::fs::write(&key_file, KEY_2).unwrap();
             intake.set_api_keys([SecretString::from(KEY_2)]);
         }
-        pipeline.submit(Record::new(event(&base, i))).await.unwrap();
+        pipeline
+            .submit(Record::new(clawdstrike_e2e::numbered_event(&base, i)))
+            .await
+            .unwrap();
     }
     // Stalled requests end at our timeout; the pipeline retries them. Shutdown flushes all.
     let report = pipeline.shutdown(Duration::from_secs(600)).await.remove(0);

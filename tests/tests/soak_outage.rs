@@ -15,27 +15,9 @@ use clawdstrike_export::{
 };
 use clawdstrike_fakeintake::{Endpoint, FakeIntake, FaultAction, RandomFaults};
 use clawdstrike_keys::{KeyHolder, SecretString};
-use clawdstrike_schema::{NdjsonReader, NdjsonRecord, SecurityEvent, Uuid};
+use clawdstrike_schema::Uuid;
 
 const KEY: &str = "outageKey00000000000000000000001";
-const ID_PREFIX: u128 = 0x0194_0000_0000_7000_8000_0000_0000_0000;
-
-fn fixtures() -> Vec<SecurityEvent> {
-    let path = clawdstrike_e2e::shared_dir().join("fixtures/events.ndjson");
-    let file = std::io::BufReader::new(std::fs::File::open(path).expect("shared fixtures"));
-    NdjsonReader::new(file)
-        .map(|r| match r.expect("readable") {
-            NdjsonRecord::Event(e) => e.event,
-            NdjsonRecord::Rejected(bad) => panic!("fixture rejected: {}", bad.error),
-        })
-        .collect()
-}
-
-fn event(base: &[SecurityEvent], i: u64) -> SecurityEvent {
-    let mut e = base[(i % base.len() as u64) as usize].clone();
-    e.event_id = Uuid::from_u128(ID_PREFIX | u128::from(i));
-    e
-}
 
 fn vm_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -53,7 +35,7 @@ async fn a_long_outage_fills_the_buffer_memory_stays_bounded_and_the_counts_are_
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(100_000);
-    let base = fixtures();
+    let base = clawdstrike_e2e::fixture_events();
     let intake = FakeIntake::builder()
         .with_api_key(SecretString::from(KEY))
         .with_keep_items(false)
@@ -117,7 +99,10 @@ async fn a_long_outage_fills_the_buffer_memory_stays_bounded_and_the_counts_are_
     let mut kept = vec![false; n as usize];
     for i in 0..n {
         let before = durable.buffer_stats().appended;
-        durable.submit(Record::new(event(&base, i))).await.unwrap();
+        durable
+            .submit(Record::new(clawdstrike_e2e::numbered_event(&base, i)))
+            .await
+            .unwrap();
         kept[i as usize] = durable.buffer_stats().appended > before;
         if i % 5_000 == 0 {
             peak = peak.max(vm_rss());
@@ -174,7 +159,7 @@ async fn a_long_outage_fills_the_buffer_memory_stays_bounded_and_the_counts_are_
     // (Under drop_newest, a later, smaller event can still fit the last bytes of the log.)
     let counts = intake.event_id_counts();
     for i in 0..n {
-        let id = Uuid::from_u128(ID_PREFIX | u128::from(i)).to_string();
+        let id = Uuid::from_u128(clawdstrike_e2e::EVENT_ID_BASE | u128::from(i)).to_string();
         let expected = u32::from(kept[i as usize]);
         assert_eq!(
             counts.get(&id).copied().unwrap_or(0),
