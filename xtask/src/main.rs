@@ -8,6 +8,10 @@
 //!
 //! Nothing depends on `xtask`; it may depend on any of our crates.
 
+/// The forwarder's allocator (see `clawdstrike-dd`), so that the benchmark measures what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod templates;
 mod tidy;

@@ -60,7 +60,7 @@ pub struct Counts {
 /// Aggregates security counts of delivered events between flushes.
 #[derive(Debug, Default)]
 pub struct SecurityAggregator {
-    counts: Mutex<HashMap<SecurityKey, Counts>>,
+    counts: Mutex<HashMap<SecurityKey, Counts, foldhash::fast::RandomState>>,
     default_env: Option<Arc<str>>,
 }
 
@@ -75,7 +75,9 @@ impl SecurityAggregator {
 
     /// Counts the delivered records at `indices` of `batch`.
     pub fn record_delivered(&self, batch: &[Record], indices: &[usize]) {
-        let mut local: HashMap<SecurityKeyRef<'_>, Counts> = HashMap::new();
+        // A fast hasher: this runs once per delivered event.
+        let mut local: HashMap<SecurityKeyRef<'_>, Counts, foldhash::fast::RandomState> =
+            HashMap::default();
         for &i in indices {
             let e = &batch[i].event;
             let key = SecurityKeyRef {

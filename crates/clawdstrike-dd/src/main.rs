@@ -25,6 +25,14 @@
 //! The binary may depend on any of our crates; nothing depends on it. It does no HTTP to
 //! Datadog itself: every Datadog request goes through `clawdstrike-datadog`.
 
+/// mimalloc rather than glibc's malloc: events are allocated by the reader thread and freed by
+/// the pipeline's workers, a pattern under which glibc keeps per-thread arenas fragmented.
+/// Measured with `cargo xtask bench` (which uses the same allocator): lower peak RSS and less
+/// CPU per event than the system allocator. Transparent huge pages are off (`no_thp`): with
+/// them, mimalloc's resident memory grew by tens of MiB for no speed gain.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backfill;
 mod check;
 mod config;

@@ -140,37 +140,50 @@ pub(crate) fn decode_error(req: &mut Req<'_>, e: DecodeError, cap: usize) -> Res
 }
 
 /// The string (or number, stringified) value of top-level attribute `key` of a JSON object.
+///
+/// `item` must be valid JSON (the callers have validated it): the probe stops reading at the
+/// first non-null value of `key` and leaves the rest of the item unparsed.
 pub(crate) fn probe_id<'a>(item: &'a str, key: &str) -> Option<Cow<'a, str>> {
+    let mut found = None;
     let mut de = serde_json::Deserializer::from_str(item);
-    IdProbe { key }.deserialize(&mut de).ok().flatten()
+    // Stopping early makes serde_json report the unread rest of the object: not an error here.
+    let _ = IdProbe {
+        key,
+        found: &mut found,
+    }
+    .deserialize(&mut de);
+    found
 }
 
-struct IdProbe<'k> {
+struct IdProbe<'k, 'f, 'de> {
     key: &'k str,
+    found: &'f mut Option<Cow<'de, str>>,
 }
 
-impl<'de> DeserializeSeed<'de> for IdProbe<'_> {
-    type Value = Option<Cow<'de, str>>;
+impl<'de> DeserializeSeed<'de> for IdProbe<'_, '_, 'de> {
+    type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for IdProbe<'_> {
-    type Value = Option<Cow<'de, str>>;
+impl<'de> Visitor<'de> for IdProbe<'_, '_, 'de> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
         while let Some(key) = map.next_key::<Text<'de>>()? {
-            if found.is_none() && key.0 == self.key {
-                found = map.next_value::<Scalar<'de>>()?.0;
+            if key.0 == self.key {
+                *self.found = map.next_value::<Scalar<'de>>()?.0;
+                if self.found.is_some() {
+                    return Ok(());
+                }
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(found)
+        Ok(())
     }
 }
 
@@ -262,6 +275,15 @@ mod tests {
         assert_eq!(probe_id(r#"{"event_id":null}"#, "event_id"), None);
         assert_eq!(probe_id(r#"{"other":[1,{"x":2}]}"#, "event_id"), None);
         assert_eq!(probe_id(r#"{"id":"x"}"#, "id").as_deref(), Some("x"));
+        // The first non-null occurrence wins; a null one is passed over.
+        assert_eq!(
+            probe_id(r#"{"event_id":"a","event_id":"b"}"#, "event_id").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            probe_id(r#"{"event_id":null,"x":[],"event_id":"b"}"#, "event_id").as_deref(),
+            Some("b")
+        );
         assert!(matches!(
             probe_id(r#"{"event_id":"b"}"#, "event_id"),
             Some(Cow::Borrowed(_))

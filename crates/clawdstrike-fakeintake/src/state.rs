@@ -93,7 +93,8 @@ impl KeptItem {
 pub(crate) struct Recorded {
     pub(crate) requests: VecDeque<RequestRecord>,
     pub(crate) items: VecDeque<KeptItem>,
-    pub(crate) id_counts: HashMap<String, u32>,
+    /// Keyed with a fast hasher: one lookup per item received.
+    pub(crate) id_counts: HashMap<String, u32, foldhash::fast::RandomState>,
     pub(crate) series: Vec<MetricSeries>,
     pub(crate) stats: Stats,
 }
@@ -264,7 +265,11 @@ impl Shared {
     }
 
     pub(crate) fn event_id_counts(&self) -> HashMap<String, u32> {
-        lock(&self.rec).id_counts.clone()
+        let rec = lock(&self.rec);
+        rec.id_counts
+            .iter()
+            .map(|(id, count)| (id.clone(), *count))
+            .collect()
     }
 
     pub(crate) fn duplicates(&self) -> BTreeMap<String, u32> {
