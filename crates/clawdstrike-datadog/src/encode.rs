@@ -12,6 +12,41 @@ use crate::format::{LogFormatter, Scratch};
 thread_local! {
     /// The zstd context of this thread and its level.
     static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    /// Request-sized buffers of this thread, reused: [`pack`] takes them for JSON arrays and
+    /// [`Compression::compress`] gives them back once it has compressed their content. Encoding
+    /// runs on a few threads, so a few buffers serve every request instead of a megabyte-sized
+    /// allocation per request (which allocators hand back to the OS only after a delay, so
+    /// that churning them inflates the resident set).
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare buffers kept per thread: a JSON array and the compressor's output.
+const MAX_SPARE: usize = 2;
+
+/// An empty buffer with room for `capacity` bytes, reused when this thread has one.
+fn take_buffer(capacity: usize) -> Vec<u8> {
+    match SPARE.with(|spare| spare.borrow_mut().pop()) {
+        Some(mut buffer) => {
+            buffer.clear();
+            buffer.reserve(capacity);
+            buffer
+        }
+        None => Vec::with_capacity(capacity),
+    }
+}
+
+/// Keeps `buffer` for reuse by this thread (up to [`MAX_SPARE`], each at most a request's size).
+fn recycle(mut buffer: Vec<u8>) {
+    if buffer.capacity() > 2 * MAX_BYTES_PER_REQUEST {
+        return;
+    }
+    buffer.clear();
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < MAX_SPARE {
+            spare.push(buffer);
+        }
+    });
 }
 
 /// Datadog's hard limits for one logs request.
@@ -111,15 +146,15 @@ impl Compression {
     /// Only if the compressor fails (out of memory); callers treat it as retryable.
     pub fn compress(&self, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
         let level = self.effective_level();
-        match self.codec {
-            Codec::None => Ok(data),
+        let compressed = match self.codec {
+            Codec::None => return Ok(data),
             Codec::Gzip => {
                 let mut enc = flate2::write::GzEncoder::new(
                     Vec::with_capacity(data.len() / 4),
                     flate2::Compression::new(level as u32),
                 );
                 enc.write_all(&data)?;
-                enc.finish()
+                enc.finish()?
             }
             Codec::Deflate => {
                 let mut enc = flate2::write::ZlibEncoder::new(
@@ -127,21 +162,29 @@ impl Compression {
                     flate2::Compression::new(level as u32),
                 );
                 enc.write_all(&data)?;
-                enc.finish()
+                enc.finish()?
             }
             Codec::Zstd => ZSTD.with(|cell| {
-                // One compression context per thread, reused across requests.
+                // One compression context per thread, reused across requests; the output goes
+                // to a reused buffer of the worst-case size, then into one of the exact size.
                 let mut cell = cell.borrow_mut();
                 let reuse = matches!(&*cell, Some((l, _)) if *l == level);
                 if !reuse {
                     *cell = Some((level, zstd::bulk::Compressor::new(level)?));
                 }
-                match &mut *cell {
-                    Some((_, compressor)) => compressor.compress(&data),
+                let mut out = take_buffer(zstd::zstd_safe::compress_bound(data.len()));
+                let result = match &mut *cell {
+                    Some((_, compressor)) => compressor
+                        .compress_to_buffer(&data, &mut out)
+                        .map(|_| out.as_slice().to_vec()),
                     None => zstd::bulk::compress(&data, level),
-                }
-            }),
-        }
+                };
+                recycle(out);
+                result
+            })?,
+        };
+        recycle(data);
+        Ok(compressed)
     }
 }
 
@@ -213,7 +256,7 @@ pub fn pack(
     let capacity =
         |remaining: usize| (remaining.min(limits.max_items) * 1_300 + 2).min(limits.max_bytes);
     let mut current = Payload {
-        json: Vec::with_capacity(capacity(indices.len())),
+        json: take_buffer(capacity(indices.len())),
         indices: Vec::new(),
         truncated: 0,
     };
@@ -229,7 +272,7 @@ pub fn pack(
         let full_bytes = current.json.len() + 1 > limits.max_bytes;
         if !current.indices.is_empty() && (full_items || full_bytes) {
             // Move the item just written into a fresh payload.
-            let mut next = Vec::with_capacity(capacity(indices.len() - position));
+            let mut next = take_buffer(capacity(indices.len() - position));
             next.push(b'[');
             next.extend_from_slice(&current.json[item_start..]);
             current.json.truncate(mark);
@@ -267,4 +310,49 @@ pub fn finish(payload: Payload, compression: &Compression) -> std::io::Result<En
         indices: payload.indices,
         truncated: payload.truncated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn decompress(codec: Codec, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match codec {
+            Codec::None => out.extend_from_slice(body),
+            Codec::Gzip => {
+                flate2::read::GzDecoder::new(body)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Codec::Deflate => {
+                flate2::read::ZlibDecoder::new(body)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Codec::Zstd => out = zstd::decode_all(body).unwrap(),
+        }
+        out
+    }
+
+    #[test]
+    fn reused_buffers_never_carry_bytes_from_one_request_to_the_next() {
+        for codec in [Codec::None, Codec::Gzip, Codec::Deflate, Codec::Zstd] {
+            let compression = Compression::new(codec, codec.default_level());
+            // Shrinking sizes: a reused buffer that kept earlier bytes would show them.
+            for (round, n) in [300_000usize, 50_000, 1_000, 10, 0].into_iter().enumerate() {
+                let data: Vec<u8> = (0..n).map(|j| (j % 251) as u8 ^ round as u8).collect();
+                let mut json = take_buffer(n);
+                assert!(
+                    json.is_empty(),
+                    "{codec:?}: a spare buffer came back non-empty"
+                );
+                json.extend_from_slice(&data);
+                let body = compression.compress(json).unwrap();
+                assert_eq!(decompress(codec, &body), data, "{codec:?}, {n} bytes");
+            }
+        }
+    }
 }

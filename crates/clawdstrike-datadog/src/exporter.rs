@@ -146,6 +146,10 @@ struct Inner {
     stats: Arc<TransportStats>,
     rejection: Mutex<Rejection>,
     security: Option<Arc<SecurityAggregator>>,
+    /// Encoding (formatting and compression) is CPU-bound: at most one batch per core at a
+    /// time, however many requests are in flight, so that extra concurrency waits on the
+    /// network rather than crowding the CPU with threads and buffers.
+    encoders: tokio::sync::Semaphore,
     /// Keeps the scheduled key refresh running as long as the exporter lives.
     _refresher: Option<RefresherHandle>,
 }
@@ -223,6 +227,9 @@ impl DatadogExporter {
                 stats,
                 rejection: Mutex::new(Rejection::default()),
                 security,
+                encoders: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+                ),
                 _refresher: refresher,
             }),
         })
@@ -358,6 +365,8 @@ impl Inner {
                 .map(|p| finish(p, &inner.options.compression))
                 .collect::<Result<Vec<_>, _>>()
         };
+        // The semaphore is never closed; should it be, encoding goes on unthrottled.
+        let _permit = self.encoders.acquire().await.ok();
         match tokio::task::spawn_blocking(work).await {
             Ok(Ok(requests)) => Ok(requests),
             Ok(Err(e)) => Err(Failure::retryable(format!("compression failed: {e}"))),
