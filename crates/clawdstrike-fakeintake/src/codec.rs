@@ -49,7 +49,7 @@ pub(crate) fn decode(
         ),
         other => return Err(DecodeError::Unsupported(other.to_owned())),
     };
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max.saturating_add(1)));
+    let mut out = Vec::with_capacity(size_hint(&enc, &body).min(max.saturating_add(1)));
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     reader
         .take(limit)
@@ -59,6 +59,25 @@ pub(crate) fn decode(
         return Err(DecodeError::TooLarge);
     }
     Ok(Bytes::from(out))
+}
+
+/// The decoded size the body announces, to size the output once rather than grow it by
+/// copying: zstd's frame header carries the content size (when the sender wrote it), gzip's
+/// trailer the last member's size modulo 2^32. Only a hint: the decoder's output decides.
+fn size_hint(encoding: &str, body: &[u8]) -> usize {
+    let guess = body.len().saturating_mul(4);
+    let announced = match encoding {
+        "zstd" | "zstd1" => zstd::zstd_safe::get_frame_content_size(body)
+            .ok()
+            .flatten()
+            .and_then(|n| usize::try_from(n).ok()),
+        "gzip" | "x-gzip" if body.len() >= 18 => body[body.len() - 4..]
+            .try_into()
+            .ok()
+            .map(|b| u32::from_le_bytes(b) as usize),
+        _ => None,
+    };
+    announced.unwrap_or(guess)
 }
 
 /// RFC 1950 header: CM = 8, window ≤ 32 KiB, FCHECK makes the pair a multiple of 31.

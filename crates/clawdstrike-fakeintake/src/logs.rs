@@ -91,17 +91,10 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>) -> Resp {
             }
             match id {
                 None => stats.items_without_event_id += 1,
-                Some(id) => match rec.id_counts.get_mut(id.as_ref()) {
-                    Some(count) => {
-                        *count += 1;
-                        if *count == 2 {
-                            stats.duplicate_event_ids += 1;
-                        }
-                    }
-                    None => {
-                        rec.id_counts.insert(id.into_owned(), 1);
-                        stats.unique_event_ids += 1;
-                    }
+                Some(id) => match rec.id_counts.bump(&id) {
+                    1 => stats.unique_event_ids += 1,
+                    2 => stats.duplicate_event_ids += 1,
+                    _ => {}
                 },
             }
             if keep {
