@@ -20,7 +20,8 @@ thread_local! {
     static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Spare buffers kept per thread: a JSON array and the compressor's output.
+/// Spare buffers kept per thread: a JSON array and zstd's output (gzip and deflate grow their
+/// own, request-sized output).
 const MAX_SPARE: usize = 2;
 
 /// An empty buffer with room for `capacity` bytes, reused when this thread has one.
@@ -35,7 +36,8 @@ fn take_buffer(capacity: usize) -> Vec<u8> {
     }
 }
 
-/// Keeps `buffer` for reuse by this thread (up to [`MAX_SPARE`], each at most a request's size).
+/// Keeps `buffer` for reuse by this thread (up to [`MAX_SPARE`]; none larger than twice a
+/// request, as zstd's worst-case output for a full request slightly exceeds one).
 fn recycle(mut buffer: Vec<u8>) {
     if buffer.capacity() > 2 * MAX_BYTES_PER_REQUEST {
         return;
@@ -147,6 +149,13 @@ impl Compression {
     pub fn compress(&self, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
         let level = self.effective_level();
         let compressed = match self.codec {
+            // The buffer becomes the body. One far larger than its content (a spare that served
+            // a bigger request) would be held at full size until the request is done: copy.
+            Codec::None if data.capacity() > 2 * data.len() + 4096 => {
+                let body = data.clone();
+                recycle(data);
+                return Ok(body);
+            }
             Codec::None => return Ok(data),
             Codec::Gzip => {
                 let mut enc = flate2::write::GzEncoder::new(

@@ -149,7 +149,7 @@ struct Inner {
     /// Encoding (formatting and compression) is CPU-bound: at most one batch per core at a
     /// time, however many requests are in flight, so that extra concurrency waits on the
     /// network rather than crowding the CPU with threads and buffers.
-    encoders: tokio::sync::Semaphore,
+    encoders: Arc<tokio::sync::Semaphore>,
     /// Keeps the scheduled key refresh running as long as the exporter lives.
     _refresher: Option<RefresherHandle>,
 }
@@ -227,9 +227,9 @@ impl DatadogExporter {
                 stats,
                 rejection: Mutex::new(Rejection::default()),
                 security,
-                encoders: tokio::sync::Semaphore::new(
+                encoders: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-                ),
+                )),
                 _refresher: refresher,
             }),
         })
@@ -365,13 +365,27 @@ impl Inner {
                 .map(|p| finish(p, &inner.options.compression))
                 .collect::<Result<Vec<_>, _>>()
         };
-        // The semaphore is never closed; should it be, encoding goes on unthrottled.
-        let _permit = self.encoders.acquire().await.ok();
-        match tokio::task::spawn_blocking(work).await {
+        match self.encode_blocking(work).await {
             Ok(Ok(requests)) => Ok(requests),
             Ok(Err(e)) => Err(Failure::retryable(format!("compression failed: {e}"))),
             Err(e) => Err(Failure::retryable(format!("encoding task failed: {e}"))),
         }
+    }
+
+    /// Runs encoding `work` on the blocking pool, at most one batch per core at a time. The
+    /// permit travels with the work: it is held until the work ends, even if the caller stops
+    /// waiting (a cancelled export).
+    async fn encode_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        // The semaphore is never closed; should it be, encoding goes on unthrottled.
+        let permit = Arc::clone(&self.encoders).acquire_owned().await.ok();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
     }
 
     /// Sends one request body once with the current key.
@@ -529,13 +543,14 @@ impl Inner {
             let inner = Arc::clone(self);
             let batch_ref = Arc::clone(batch);
             let indices = half.to_vec();
-            let encoded = tokio::task::spawn_blocking(move || {
-                let mut payloads = pack(&inner.options.formatter, &batch_ref, &indices, limits);
-                payloads
-                    .pop()
-                    .map(|p| finish(p, &inner.options.compression))
-            })
-            .await;
+            let encoded = self
+                .encode_blocking(move || {
+                    let mut payloads = pack(&inner.options.formatter, &batch_ref, &indices, limits);
+                    payloads
+                        .pop()
+                        .map(|p| finish(p, &inner.options.compression))
+                })
+                .await;
             match encoded {
                 Ok(Some(Ok(req))) => outcomes.extend(self.send(batch, req).await),
                 failed => {

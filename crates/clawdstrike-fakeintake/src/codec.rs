@@ -77,7 +77,9 @@ fn size_hint(encoding: &str, body: &[u8]) -> usize {
             .map(|b| u32::from_le_bytes(b) as usize),
         _ => None,
     };
-    announced.unwrap_or(guess)
+    // A forged header on a tiny body must not buy a large allocation: no codec we accept
+    // compresses realistic input beyond ~1,000:1.
+    announced.map_or(guess, |n| n.min(body.len().saturating_mul(1_024)))
 }
 
 /// RFC 1950 header: CM = 8, window ≤ 32 KiB, FCHECK makes the pair a multiple of 31.

@@ -135,7 +135,8 @@ pub(crate) fn decode_error(req: &mut Req<'_>, e: DecodeError, cap: usize) -> Res
 /// The string (or number, stringified) value of top-level attribute `key` of a JSON object.
 ///
 /// `item` must be valid JSON (the callers have validated it): the probe stops reading at the
-/// first non-null value of `key` and leaves the rest of the item unparsed.
+/// first occurrence of `key` whose value is a string or a number, and leaves the rest of the
+/// item unparsed. Occurrences with other values (null, bool, array, object) read as none.
 pub(crate) fn probe_id<'a>(item: &'a str, key: &str) -> Option<Cow<'a, str>> {
     let mut found = None;
     let mut de = serde_json::Deserializer::from_str(item);
