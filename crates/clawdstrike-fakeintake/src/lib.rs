@@ -93,4 +93,5 @@ pub use model::{
     Endpoint, KeyStatus, LogItem, MetricApi, MetricPoint, MetricSeries, ObjectKind, RequestRecord,
     Stats,
 };
+pub use objects::{DOCUMENTED_WIDGET_TYPES, MORE_WIDGET_TYPES};
 pub use signals::SignalSeed;

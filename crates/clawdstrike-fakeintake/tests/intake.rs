@@ -79,6 +79,15 @@ async fn post_logs(
     req.body(body).send().await
 }
 
+/// The status of an uncompressed logs request.
+async fn logs_status(intake: &FakeIntake, key: Option<&str>, body: Vec<u8>) -> u16 {
+    post_logs(intake, key, None, body)
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 async fn status_and_json(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
@@ -165,36 +174,12 @@ async fn missing_key_is_401_invalid_is_403_and_keys_change_at_run_time() {
     assert_eq!((status, json), (403, json!({"errors": ["Forbidden"]})));
 
     intake.add_api_key("rotated");
-    assert_eq!(
-        post_logs(&intake, Some("rotated"), None, body())
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
+    assert_eq!(logs_status(&intake, Some("rotated"), body()).await, 202);
     assert!(intake.revoke_api_key(API));
-    assert_eq!(
-        post_logs(&intake, Some(API), None, body())
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(logs_status(&intake, Some(API), body()).await, 403);
     intake.set_api_keys(["k-a", "k-b"]);
-    assert_eq!(
-        post_logs(&intake, Some("rotated"), None, body())
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        post_logs(&intake, Some("k-b"), None, body())
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
+    assert_eq!(logs_status(&intake, Some("rotated"), body()).await, 403);
+    assert_eq!(logs_status(&intake, Some("k-b"), body()).await, 202);
 
     // The same over the admin endpoint.
     let resp = client()
@@ -207,20 +192,8 @@ async fn missing_key_is_401_invalid_is_403_and_keys_change_at_run_time() {
         status_and_json(resp).await,
         (200, json!({"api_keys": 2, "app_keys": 1}))
     );
-    assert_eq!(
-        post_logs(&intake, Some("via-admin"), None, body())
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
-    assert_eq!(
-        post_logs(&intake, Some("k-b"), None, body())
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(logs_status(&intake, Some("via-admin"), body()).await, 202);
+    assert_eq!(logs_status(&intake, Some("k-b"), body()).await, 403);
 
     let statuses: Vec<KeyStatus> = intake.requests().iter().map(|r| r.api_key).collect();
     assert_eq!(
@@ -371,10 +344,7 @@ async fn more_than_1000_items_is_413_unless_configured_to_accept() {
         .await
         .unwrap();
     assert_eq!(
-        post_logs(&lenient, Some(API), None, items(ids(1001, "c")))
-            .await
-            .unwrap()
-            .status(),
+        logs_status(&lenient, Some(API), items(ids(1001, "c"))).await,
         202
     );
     assert_eq!(lenient.total_items(), 1001);
@@ -435,15 +405,12 @@ async fn bodies_that_are_not_a_json_array_or_object_are_400_with_a_reason() {
     }
     // A single object is one item.
     assert_eq!(
-        post_logs(
+        logs_status(
             &intake,
             Some(API),
-            None,
             br#"{"message":"one","event_id":"solo"}"#.to_vec()
         )
-        .await
-        .unwrap()
-        .status(),
+        .await,
         202
     );
     assert_eq!(intake.unique_event_ids(), 1);
@@ -687,10 +654,7 @@ async fn a_reset_fault_is_a_connection_error_for_the_client() {
     assert_eq!(intake.requests()[0].status, None);
     // The next request is served.
     assert_eq!(
-        post_logs(&intake, Some(API), None, items(["r".to_owned()]))
-            .await
-            .unwrap()
-            .status(),
+        logs_status(&intake, Some(API), items(["r".to_owned()])).await,
         202
     );
 }
@@ -792,13 +756,7 @@ async fn faults_are_scripted_over_the_admin_endpoint() {
 
     let mut statuses = Vec::new();
     for i in 0..4 {
-        statuses.push(
-            post_logs(&intake, Some(API), None, items([format!("a{i}")]))
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
+        statuses.push(logs_status(&intake, Some(API), items([format!("a{i}")])).await);
     }
     assert_eq!(statuses, [503, 503, 429, 202]);
     let (_, stats) = status_and_json(client().get(admin("stats")).send().await.unwrap()).await;
@@ -838,13 +796,7 @@ async fn random_faults_replay_with_the_same_seed_over_the_admin_endpoint() {
         assert_eq!(resp.status(), 200);
         let mut out = Vec::new();
         for i in 0..30 {
-            out.push(
-                post_logs(&intake, Some(API), None, items([format!("x{i}")]))
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16(),
-            );
+            out.push(logs_status(&intake, Some(API), items([format!("x{i}")])).await);
         }
         out
     }

@@ -58,39 +58,9 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(value: &Value) -> Result<T, Mo
 // Dashboards
 // ---------------------------------------------------------------------------------------------
 
-/// Every widget `definition.type` Datadog knows (see `shared/spec/datadog.md`). There is no `pie`.
-pub(crate) const WIDGET_TYPES: &[&str] = &[
-    "timeseries",
-    "query_value",
-    "toplist",
-    "query_table",
-    "sunburst",
-    "heatmap",
-    "distribution",
-    "log_stream",
-    "list_stream",
-    "note",
-    "free_text",
-    "group",
-    "alert_graph",
-    "alert_value",
-    "check_status",
-    "change",
-    "scatterplot",
-    "treemap",
-    "geomap",
-    "hostmap",
-    "manage_status",
-    "slo",
-    "image",
-    "iframe",
-    "event_stream",
-    "event_timeline",
-    "trace_service",
-    "topology_map",
-    "funnel",
-    "servicemap",
-];
+/// Every widget `definition.type` Datadog documents, in the spec's order (the fake intake owns
+/// the list, so the emulator and the template checks agree).
+pub(crate) use clawdstrike_fakeintake::DOCUMENTED_WIDGET_TYPES as WIDGET_TYPES;
 
 /// A dashboard (`/api/v1/dashboard`).
 #[derive(Debug, Deserialize)]
