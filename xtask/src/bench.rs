@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo xtask bench [--events N] [--repeat K] [--latency-rate R] [--latency-seconds S] [--stall-events M]
-//!                    [--only none|gzip1|gzip6|zstd1|zstd3|disk]...
+//!                    [--only none|gzip1|gzip6|zstd1|zstd3|disk]... [--throughput-only]
 //! ```
 //!
 //! A debug build re-runs itself as `cargo run --release -p xtask -- bench ...` (set
@@ -74,6 +74,8 @@ struct Options {
     stall_events: u64,
     /// Only these codecs (labels without spaces: `zstd1`), for profiling.
     only: Vec<String>,
+    /// Stop after the throughput table (for profiling): no latency, memory or report.
+    throughput_only: bool,
     /// A measurement run in a fresh child process (`rss` or `stall`), so that its RSS is its own.
     probe: Option<String>,
     /// For the `stall` probe: the parent's measured RSS per event held.
@@ -90,6 +92,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         latency_seconds: 5,
         stall_events: 200_000,
         only: Vec::new(),
+        throughput_only: false,
         probe: None,
         per_event: None,
         intake_url: None,
@@ -111,6 +114,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or("--only needs a codec (none, gzip1, gzip6, zstd1, zstd3)")?
                     .clone(),
             ),
+            "--throughput-only" => o.throughput_only = true,
             "--per-event-bytes" => o.per_event = Some(number(flag, it.next())? as f64),
             "--intake-url" => {
                 o.intake_url = Some(it.next().ok_or("--intake-url needs a URL")?.clone())
@@ -123,7 +127,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-const USAGE: &str = "usage: cargo xtask bench [--events N] [--repeat K] [--latency-rate EVENTS_PER_S] [--latency-seconds S] [--stall-events N] [--only CODEC]...";
+const USAGE: &str = "usage: cargo xtask bench [--events N] [--repeat K] [--latency-rate EVENTS_PER_S] [--latency-seconds S] [--stall-events N] [--only CODEC]... [--throughput-only]";
 
 /// Runs the benchmark (re-running itself in release when built in debug).
 pub(crate) fn run(args: &[String]) -> ExitCode {
@@ -765,6 +769,10 @@ fn bench(o: &Options) -> Result<(), BoxError> {
             "(cpu s/M = the pipeline's CPU per million events, from submit (events are built before the clock starts; building one, a fixture clone with a fresh id, costs {:.2} us); intake s/M = the in-process fake intake's)",
             r.create_us
         );
+    }
+    if o.throughput_only {
+        println!("(--throughput-only: no latency, memory, goals or report)");
+        return Ok(());
     }
     let (p50, p99, mean, samples) = latency(&base, o, &intake_rt, &rt)?;
     println!(

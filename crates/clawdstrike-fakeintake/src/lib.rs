@@ -82,6 +82,7 @@ mod logs;
 mod metrics;
 mod model;
 mod objects;
+mod scan;
 mod server;
 mod signals;
 mod state;

@@ -1,6 +1,6 @@
 //! The state shared by the server tasks and the [`crate::FakeIntake`] handle.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::Instant;
@@ -281,29 +281,40 @@ impl Shared {
 /// as text; both read back as the id exactly as received.
 #[derive(Debug, Default)]
 pub(crate) struct IdCounts {
-    uuids: HashMap<u128, u32, foldhash::fast::RandomState>,
+    /// Every UUID seen: a set (16 bytes a slot) rather than a map to counts, since nearly
+    /// every id arrives once; one random access per item is the whole cost.
+    uuids: HashSet<u128, foldhash::fast::RandomState>,
+    /// The UUIDs seen more than once, with their counts.
+    repeated: HashMap<u128, u32, foldhash::fast::RandomState>,
     others: HashMap<String, u32, foldhash::fast::RandomState>,
 }
 
 impl IdCounts {
     /// Counts one arrival of `id`; returns how many there have been, this one included.
     pub(crate) fn bump(&mut self, id: &str) -> u32 {
-        let count = match canonical_uuid(id) {
-            Some(n) => self.uuids.entry(n).or_insert(0),
-            None => match self.others.get_mut(id) {
-                Some(count) => count,
-                None => self.others.entry(id.to_owned()).or_insert(0),
-            },
-        };
-        *count += 1;
-        *count
+        match canonical_uuid(id) {
+            Some(n) if self.uuids.insert(n) => 1,
+            Some(n) => {
+                let count = self.repeated.entry(n).or_insert(1);
+                *count += 1;
+                *count
+            }
+            None => {
+                let count = match self.others.get_mut(id) {
+                    Some(count) => count,
+                    None => self.others.entry(id.to_owned()).or_insert(0),
+                };
+                *count += 1;
+                *count
+            }
+        }
     }
 
     /// Every id with its count.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (String, u32)> + '_ {
         self.uuids
             .iter()
-            .map(|(n, count)| (format_uuid(*n), *count))
+            .map(|n| (format_uuid(*n), self.repeated.get(n).copied().unwrap_or(1)))
             .chain(self.others.iter().map(|(id, count)| (id.clone(), *count)))
     }
 }
@@ -360,6 +371,7 @@ mod tests {
             assert_eq!(counts.bump(id), 1, "{id}");
         }
         assert_eq!(counts.bump(ids[0]), 2);
+        assert_eq!(counts.bump(ids[0]), 3);
         assert_eq!(counts.bump(ids[1]), 2);
         assert_eq!(counts.uuids.len(), 1);
         let mut got: Vec<(String, u32)> = counts.iter().collect();
@@ -367,7 +379,7 @@ mod tests {
         let mut want: Vec<(String, u32)> = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| ((*id).to_owned(), if i < 2 { 2 } else { 1 }))
+            .map(|(i, id)| ((*id).to_owned(), [3, 2].get(i).copied().unwrap_or(1)))
             .collect();
         want.sort();
         assert_eq!(got, want);

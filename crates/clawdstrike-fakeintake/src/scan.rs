@@ -1,0 +1,532 @@
+//! One pass over a logs request body: checks that it is JSON, splits the top-level array into
+//! its items, and reads each object item's top-level id attribute on the way.
+//!
+//! This is the fake intake's hot path (and so part of what the benchmark measures). The
+//! grammar is exactly the one `serde_json` accepts for `Vec<&RawValue>` (RFC 8259: no trailing
+//! commas, no comments, strings without raw control characters, `\u` followed by four hex
+//! digits, nesting as deep as it goes), and the ids are those
+//! [`probe_id`](crate::logs::probe_id) reads. When the scanner refuses a body, the caller asks
+//! `serde_json` again for the error message; a test holds the two to the same answers on
+//! mutated bodies.
+//!
+//! The only cleverness: inside strings, eight bytes at a time are tested for the three bytes
+//! that end a plain run (`"`, `\` and control characters), as `serde_json` itself does.
+
+use std::borrow::Cow;
+
+/// One item of the body: its span (no surrounding whitespace) and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Item<'a> {
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    pub(crate) id: Option<Cow<'a, str>>,
+}
+
+/// The body is not the JSON the scanner accepts; `serde_json` says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refused;
+
+type Step = Result<(), Refused>;
+
+/// Splits `text` (a JSON array of items, or one JSON object) into `items`, reading the
+/// top-level attribute `id_key` of each object item.
+pub(crate) fn split<'a>(text: &'a str, id_key: &str, items: &mut Vec<Item<'a>>) -> Step {
+    let mut s = Scanner {
+        text,
+        b: text.as_bytes(),
+        i: 0,
+        stack: Vec::new(),
+    };
+    s.ws();
+    match s.peek() {
+        Some(b'[') => {
+            s.i += 1;
+            s.ws();
+            if s.peek() == Some(b']') {
+                s.i += 1;
+            } else {
+                loop {
+                    items.push(s.item(id_key)?);
+                    s.ws();
+                    match s.peek() {
+                        Some(b',') => {
+                            s.i += 1;
+                            s.ws();
+                        }
+                        Some(b']') => {
+                            s.i += 1;
+                            break;
+                        }
+                        _ => return Err(Refused),
+                    }
+                }
+            }
+        }
+        Some(b'{') => items.push(s.item(id_key)?),
+        _ => return Err(Refused),
+    }
+    s.ws();
+    if s.i == s.b.len() {
+        Ok(())
+    } else {
+        Err(Refused)
+    }
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+    /// The closing bytes of the containers open inside the value being skipped.
+    stack: Vec<u8>,
+}
+
+impl<'a> Scanner<'a> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn eat(&mut self, byte: u8) -> Step {
+        if self.peek() == Some(byte) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Refused)
+        }
+    }
+
+    /// One item at the current position (whitespace skipped).
+    fn item(&mut self, id_key: &str) -> Result<Item<'a>, Refused> {
+        let start = self.i;
+        let id = if self.peek() == Some(b'{') {
+            self.object_with_id(id_key)?
+        } else {
+            self.value()?;
+            None
+        };
+        Ok(Item {
+            start,
+            len: self.i - start,
+            id,
+        })
+    }
+
+    /// An object, reading the first top-level `id_key` whose value is a string or a number.
+    /// Values of other kinds under that key are passed over; a value that cannot be read as
+    /// text (an escape that is no character, a number out of range) ends the search with none.
+    fn object_with_id(&mut self, id_key: &str) -> Result<Option<Cow<'a, str>>, Refused> {
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(None);
+        }
+        let mut id = None;
+        let mut searching = true;
+        loop {
+            let k0 = self.i;
+            if self.peek() != Some(b'"') {
+                return Err(Refused);
+            }
+            let escaped = self.string()?;
+            let key = &self.text[k0..self.i];
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            let wanted = searching
+                && if escaped {
+                    match serde_json::from_str::<String>(key) {
+                        Ok(k) => k == id_key,
+                        Err(_) => {
+                            searching = false;
+                            false
+                        }
+                    }
+                } else {
+                    &key[1..key.len() - 1] == id_key
+                };
+            let v0 = self.i;
+            match self.peek() {
+                Some(b'"') if wanted => {
+                    let escaped = self.string()?;
+                    let raw = &self.text[v0..self.i];
+                    id = if escaped {
+                        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+                    } else {
+                        Some(Cow::Borrowed(&raw[1..raw.len() - 1]))
+                    };
+                    searching = false;
+                }
+                Some(b'-' | b'0'..=b'9') if wanted => {
+                    self.number()?;
+                    id = crate::logs::number_text(&self.text[v0..self.i]).map(Cow::Owned);
+                    searching = false;
+                }
+                _ => self.value()?,
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(id);
+                }
+                _ => return Err(Refused),
+            }
+        }
+    }
+
+    /// Skips one value at the current position (whitespace skipped), containers included,
+    /// without recursion.
+    fn value(&mut self) -> Step {
+        self.stack.clear();
+        loop {
+            match self.peek().ok_or(Refused)? {
+                b'"' => {
+                    self.string()?;
+                }
+                b'{' => {
+                    self.i += 1;
+                    self.ws();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                    } else {
+                        self.stack.push(b'}');
+                        self.key()?;
+                        continue;
+                    }
+                }
+                b'[' => {
+                    self.i += 1;
+                    self.ws();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                    } else {
+                        self.stack.push(b']');
+                        continue;
+                    }
+                }
+                b't' => self.word(b"true")?,
+                b'f' => self.word(b"false")?,
+                b'n' => self.word(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                _ => return Err(Refused),
+            }
+            // A value ended: close what it ends, or go on to the next member.
+            loop {
+                let Some(&close) = self.stack.last() else {
+                    return Ok(());
+                };
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        self.ws();
+                        if close == b'}' {
+                            self.key()?;
+                        }
+                        break;
+                    }
+                    Some(c) if c == close => {
+                        self.i += 1;
+                        self.stack.pop();
+                    }
+                    _ => return Err(Refused),
+                }
+            }
+        }
+    }
+
+    /// `"key"`, a colon, and the whitespace up to the value.
+    fn key(&mut self) -> Step {
+        if self.peek() != Some(b'"') {
+            return Err(Refused);
+        }
+        self.string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Ok(())
+    }
+
+    fn word(&mut self, word: &[u8]) -> Step {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Refused)
+        }
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> Step {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => {
+                self.i += 1;
+                if let Some(b'0'..=b'9') = self.peek() {
+                    return Err(Refused);
+                }
+            }
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(Refused),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(Refused);
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(Refused);
+            }
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) -> usize {
+        let from = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        self.i - from
+    }
+
+    /// A string at its opening quote; ends past the closing one. True if it has escapes.
+    fn string(&mut self) -> Result<bool, Refused> {
+        self.i += 1;
+        let mut escaped = false;
+        loop {
+            self.plain_run();
+            match self.peek() {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(escaped);
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    match self.b.get(self.i + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.i += 2;
+                        }
+                        Some(b'u') => match self.b.get(self.i + 2..self.i + 6) {
+                            Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => self.i += 6,
+                            _ => return Err(Refused),
+                        },
+                        _ => return Err(Refused),
+                    }
+                }
+                // A control character, or the end of the text.
+                _ => return Err(Refused),
+            }
+        }
+    }
+
+    /// Moves to the next `"`, `\` or control character (or the end).
+    #[inline]
+    fn plain_run(&mut self) {
+        const ONES: u64 = u64::MAX / 255;
+        const HIGH: u64 = ONES << 7;
+        let rest = &self.b[self.i..];
+        let mut chunks = rest.chunks_exact(8);
+        let mut offset = 0;
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let x = u64::from_le_bytes(word);
+            // The classic zero-byte test, three times: each flags the lowest matching byte
+            // exactly (a borrow only runs upwards from a match), which is the one we want.
+            let control = x.wrapping_sub(ONES * 0x20) & !x;
+            let q = x ^ (ONES * u64::from(b'"'));
+            let quote = q.wrapping_sub(ONES) & !q;
+            let s = x ^ (ONES * u64::from(b'\\'));
+            let backslash = s.wrapping_sub(ONES) & !s;
+            let hit = (control | quote | backslash) & HIGH;
+            if hit != 0 {
+                self.i += offset + hit.trailing_zeros() as usize / 8;
+                return;
+            }
+            offset += 8;
+        }
+        self.i += offset;
+        while let Some(c) = self.peek() {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                return;
+            }
+            self.i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SplitMix64;
+
+    fn scan(text: &str) -> Result<Vec<Item<'_>>, Refused> {
+        let mut items = Vec::new();
+        split(text, "event_id", &mut items).map(|()| items)
+    }
+
+    #[test]
+    fn splits_items_and_reads_ids() {
+        let text = r#" [ {"a":[1,{"event_id":"no"}],"event_id":"yes"} , 3, "s", {"event_id":42},
+            {"event_id":null,"event_id":"b"}, {"event_\u0069d":"e\"sc"}, {}, [] ] "#;
+        let items = scan(text).unwrap();
+        let got: Vec<(&str, Option<&str>)> = items
+            .iter()
+            .map(|it| (&text[it.start..it.start + it.len], it.id.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    r#"{"a":[1,{"event_id":"no"}],"event_id":"yes"}"#,
+                    Some("yes")
+                ),
+                ("3", None),
+                (r#""s""#, None),
+                (r#"{"event_id":42}"#, Some("42")),
+                (r#"{"event_id":null,"event_id":"b"}"#, Some("b")),
+                (r#"{"event_\u0069d":"e\"sc"}"#, Some("e\"sc")),
+                ("{}", None),
+                ("[]", None),
+            ]
+        );
+        assert!(matches!(items[0].id, Some(Cow::Borrowed(_))));
+        assert_eq!(scan("[]").unwrap(), vec![]);
+        assert_eq!(
+            scan(r#" {"event_id":"x"} "#).unwrap()[0].id.as_deref(),
+            Some("x")
+        );
+    }
+
+    #[test]
+    fn refuses_what_json_refuses() {
+        for bad in [
+            "",
+            " ",
+            "[",
+            "]",
+            "[,]",
+            "[1,]",
+            "[1 2]",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{a:1}",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[1e]",
+            "[-]",
+            "[+1]",
+            "[tru]",
+            "[nul]",
+            "[\"a]",
+            "[\"\\x\"]",
+            "[\"\\u12g4\"]",
+            "[\"\\u12\"]",
+            "[\"a\u{1}b\"]",
+            "[] x",
+            "[][]",
+            "[}",
+            "{\"a\":1]",
+            "[{\"a\":[1}]",
+            "[\"\t\"]",
+            "1",
+            "\"s\"",
+            "null",
+        ] {
+            assert_eq!(scan(bad), Err(Refused), "{bad:?}");
+        }
+    }
+
+    /// What the slow path (serde_json, then `probe_id` per object item) makes of `text`.
+    fn oracle(text: &str) -> Option<Vec<(usize, usize, Option<String>)>> {
+        crate::logs::slow_split(text, "event_id").ok().map(|items| {
+            items
+                .into_iter()
+                .map(|it| (it.start, it.len, it.id.map(Cow::into_owned)))
+                .collect()
+        })
+    }
+
+    /// Mutated bodies (bytes deleted, inserted, duplicated, swapped), thousands of them: the
+    /// scanner accepts exactly what serde_json accepts, with the same spans and ids.
+    #[test]
+    fn agrees_with_serde_json_on_mutated_bodies() {
+        let seeds = [
+            r#"[{"message":"a \"quoted\" \\ line\n","event_id":"0194-a","n":-12.5e+3,"t":true,"f":false,"z":null,"o":{"k":[1,2,{"x":"y"}]},"e":{},"a":[]}]"#,
+            r#"[{"event_id":17},{"event_id":-0.5E2},{"event_id":1e400},{"event_id":"\ud800"},{"event_i\u0064":"k"}]"#,
+            r#"  {"ddtags":"env:prod,team:sec","event_id":"\u00e9t\u00E9","nested":[[[[[]]]]]}  "#,
+            r#"[1,"two",[3],{"four":4},null,true,false,-0,0.0,1E-7,"\/\b\f\n\r\t\u0000"]"#,
+        ];
+        let alphabet: &[u8] = b"{}[]\",:\\ 0123456789-+.eEtrufalsn\"\"\"\t\nu\x01a\xc3\xa9";
+        let mut rng = SplitMix64::new(0x5eed);
+        let mut checked = 0;
+        let mut accepted = 0;
+        for round in 0..40_000 {
+            let mut body: Vec<u8> = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..=(rng.next_u64() % 3) {
+                let at = (rng.next_u64() as usize) % (body.len() + 1);
+                match rng.next_u64() % 4 {
+                    0 if at < body.len() => {
+                        body.remove(at);
+                    }
+                    1 => {
+                        let c = alphabet[(rng.next_u64() as usize) % alphabet.len()];
+                        body.insert(at, c);
+                    }
+                    2 if at < body.len() => {
+                        let c = body[at];
+                        body.insert(at, c);
+                    }
+                    _ if at + 1 < body.len() => body.swap(at, at + 1),
+                    _ => {}
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&body) else {
+                continue;
+            };
+            let fast = scan(text).ok().map(|items| {
+                items
+                    .into_iter()
+                    .map(|it| (it.start, it.len, it.id.map(Cow::into_owned)))
+                    .collect::<Vec<_>>()
+            });
+            let slow = oracle(text);
+            assert_eq!(fast, slow, "body: {text:?}");
+            checked += 1;
+            accepted += usize::from(slow.is_some());
+        }
+        // Both verdicts must have been exercised, or the test proves little.
+        assert!(checked > 30_000, "{checked}");
+        assert!(
+            accepted > 3_000 && checked - accepted > 3_000,
+            "{accepted} of {checked}"
+        );
+    }
+}
