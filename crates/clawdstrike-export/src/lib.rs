@@ -73,7 +73,7 @@
 //!
 //! | setting | default | meaning |
 //! |---|---|---|
-//! | `queue.capacity` | 10,000 | events waiting per exporter |
+//! | `queue.capacity` | 5,000 | events waiting per exporter |
 //! | `queue.when_full` | `block` | `block` (backpressure), `drop_newest`, `drop_oldest` |
 //! | `batch.max_events` | 1,000 | events per batch |
 //! | `batch.max_bytes` | 4,250,000 | bytes per batch, summed from [`Exporter::estimate_size`] |

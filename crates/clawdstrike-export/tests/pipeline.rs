@@ -823,7 +823,7 @@ dead_letter: { path: /var/lib/clawdstrike/dlq.jsonl }
     let defaults = ExporterConfig::default();
     assert_eq!(
         (defaults.queue.capacity, defaults.queue.when_full),
-        (10_000, WhenFull::Block)
+        (5_000, WhenFull::Block)
     );
     assert_eq!(
         (defaults.batch.max_events, defaults.concurrency),

@@ -1,12 +1,10 @@
 //! A builder for producers and tests.
 
-use std::collections::BTreeMap;
-
 use uuid::Uuid;
 
 use crate::event::empty_object;
 use crate::{
-    AgentInfo, Decision, EventCategory, EventType, IndicatorType, Outcome, ResourceInfo,
+    AgentInfo, Decision, EventCategory, EventType, IndicatorType, Labels, Outcome, ResourceInfo,
     ResourceType, SCHEMA_VERSION, SecurityEvent, SessionInfo, Severity, ThreatIndicator,
     ThreatInfo, Timestamp, ValidationError,
 };
@@ -88,7 +86,7 @@ impl SecurityEventBuilder {
                 },
                 resource: ResourceInfo::default(),
                 metadata: empty_object(),
-                labels: BTreeMap::new(),
+                labels: Labels::new(),
             },
             outcome_set: false,
         }
@@ -259,7 +257,7 @@ impl SecurityEventBuilder {
 
     /// Adds a label.
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.event.labels.insert(key.into(), value.into());
+        self.event.labels.insert(key, value);
         self
     }
 

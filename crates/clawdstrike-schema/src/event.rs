@@ -1,12 +1,11 @@
 //! The event types, with serde attributes giving the exact wire names of schema 1.0.0.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::Timestamp;
+use crate::{Labels, Timestamp};
 
 /// The schema version this crate reads and writes.
 pub const SCHEMA_VERSION: &str = "1.0.0";
@@ -51,7 +50,7 @@ pub struct SecurityEvent {
     pub metadata: serde_json::Value,
     /// User labels such as `team: security`.
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
 }
 
 pub(crate) fn empty_object() -> serde_json::Value {

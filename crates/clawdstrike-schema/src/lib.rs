@@ -56,6 +56,7 @@
 mod builder;
 mod decode;
 mod event;
+mod labels;
 mod ndjson;
 mod timestamp;
 mod validate;
@@ -70,6 +71,7 @@ pub use event::{
     ResourceType, SCHEMA_VERSION, SecurityEvent, SessionInfo, Severity, ThreatIndicator,
     ThreatInfo,
 };
+pub use labels::Labels;
 pub use ndjson::{
     DEFAULT_MAX_LINE_BYTES, DecodedEvent, NdjsonOptions, NdjsonReader, NdjsonRecord, RejectedLine,
 };

@@ -19,7 +19,6 @@
 //!     .unwrap();
 //! ```
 
-use std::collections::BTreeMap;
 
 use proptest::collection::{btree_map, vec};
 use proptest::option;
@@ -145,7 +144,7 @@ pub fn metadata() -> impl Strategy<Value = serde_json::Value> {
 }
 
 /// Labels with keys and values that contain commas, colons, spaces and unicode.
-pub fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+pub fn labels() -> impl Strategy<Value = crate::Labels> {
     let key = prop_oneof![
         3 => "[a-z][a-z_-]{0,12}",
         1 => Just("env".to_owned()),
@@ -160,7 +159,7 @@ pub fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
         1 => Just("a b:c".to_owned()),
         2 => nasty_string(),
     ];
-    btree_map(key, value, 0..6)
+    btree_map(key, value, 0..6).prop_map(crate::Labels::from)
 }
 
 fn threat() -> impl Strategy<Value = ThreatInfo> {
