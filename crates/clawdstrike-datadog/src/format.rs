@@ -195,7 +195,7 @@ impl LogFormatter {
                 .labels
                 .keys()
                 .take(max_labels)
-                .filter_map(|k| label_key(k))
+                .filter_map(label_key)
                 .collect()
         };
         for (key, tag) in &self.static_tags {
