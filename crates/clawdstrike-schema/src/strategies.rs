@@ -19,7 +19,6 @@
 //!     .unwrap();
 //! ```
 
-
 use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
