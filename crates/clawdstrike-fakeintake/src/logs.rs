@@ -49,14 +49,6 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>) -> Resp {
             ),
         );
     }
-    let metas = items.into_iter().map(|item| {
-        (
-            item.start,
-            item.len,
-            item.len > limits.max_item_bytes,
-            item.id,
-        )
-    });
 
     let keep = shared.settings.keep_items && shared.settings.max_kept_items > 0;
     let max_kept = shared.settings.max_kept_items;
@@ -67,8 +59,9 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>) -> Resp {
         stats.log_requests_accepted += 1;
         stats.log_bytes_compressed += req.body.len() as u64;
         stats.log_bytes_uncompressed += decoded.len() as u64;
-        stats.total_items += req.rec.items.unwrap_or(0) as u64;
-        for (start, len, truncated, id) in metas {
+        stats.total_items += items.len() as u64;
+        for scan::Item { start, len, id } in items {
+            let truncated = len > limits.max_item_bytes;
             if truncated {
                 stats.items_truncated_by_intake += 1;
             }
