@@ -13,9 +13,9 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, USER_AGENT};
 
 use crate::classify::{Verdict, classify, retry_after};
 use crate::config::ResolvedConfig;
-use crate::encode::{Compression, EncodedRequest, RequestLimits, finish, pack};
+use crate::encode::{Compression, EncodedRequest, Payload, RequestLimits, finish, pack};
 use crate::format::LogFormatter;
-use crate::metrics::SecurityAggregator;
+use crate::metrics::{SecurityAggregator, Tally};
 
 /// How often at most we probe the intake with a key Datadog already rejected.
 const REJECTED_KEY_PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -130,6 +130,13 @@ impl TransportStats {
 struct Rejection {
     generation: Option<u64>,
     next_probe: Option<Instant>,
+}
+
+/// One request ready to send, with the security counts of its events (added on 202).
+#[derive(Debug)]
+struct Encoded {
+    request: EncodedRequest,
+    tally: Option<Tally>,
 }
 
 /// Ships security events to the Datadog logs intake.
@@ -345,12 +352,23 @@ impl Inner {
         self.stats.key_valid.store(true, Ordering::Relaxed);
     }
 
+    /// Compresses a packed payload and, when security metrics are on, tallies its events
+    /// while they are still in cache from formatting.
+    fn finish(&self, batch: &[Record], payload: Payload) -> std::io::Result<Encoded> {
+        let tally = self
+            .security
+            .as_ref()
+            .map(|security| security.tally(batch, &payload.indices));
+        let request = finish(payload, &self.options.compression)?;
+        Ok(Encoded { request, tally })
+    }
+
     /// Formats and compresses the records at `indices` off the async runtime.
     async fn encode(
         self: &Arc<Self>,
         batch: &Arc<Vec<Record>>,
         indices: Vec<usize>,
-    ) -> Result<Vec<EncodedRequest>, Failure> {
+    ) -> Result<Vec<Encoded>, Failure> {
         let inner = Arc::clone(self);
         let batch = Arc::clone(batch);
         let work = move || {
@@ -362,7 +380,7 @@ impl Inner {
             );
             payloads
                 .into_iter()
-                .map(|p| finish(p, &inner.options.compression))
+                .map(|p| inner.finish(&batch, p))
                 .collect::<Result<Vec<_>, _>>()
         };
         match self.encode_blocking(work).await {
@@ -430,9 +448,10 @@ impl Inner {
     fn send<'a>(
         self: &'a Arc<Self>,
         batch: &'a Arc<Vec<Record>>,
-        request: EncodedRequest,
+        encoded: Encoded,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcomes> + Send + 'a>> {
         Box::pin(async move {
+            let Encoded { request, tally } = encoded;
             let all = |failure: Option<Failure>| {
                 request
                     .indices
@@ -465,8 +484,8 @@ impl Inner {
                 match verdict {
                     Verdict::Accepted => {
                         self.mark_key_accepted();
-                        if let Some(security) = &self.security {
-                            security.record_delivered(batch, &request.indices);
+                        if let (Some(security), Some(tally)) = (&self.security, tally) {
+                            security.add(tally);
                         }
                         self.stats
                             .events_sent
@@ -546,9 +565,7 @@ impl Inner {
             let encoded = self
                 .encode_blocking(move || {
                     let mut payloads = pack(&inner.options.formatter, &batch_ref, &indices, limits);
-                    payloads
-                        .pop()
-                        .map(|p| finish(p, &inner.options.compression))
+                    payloads.pop().map(|p| inner.finish(&batch_ref, p))
                 })
                 .await;
             match encoded {

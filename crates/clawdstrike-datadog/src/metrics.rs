@@ -57,6 +57,11 @@ pub struct Counts {
     pub denied: u64,
 }
 
+/// Counts of some events by dimension, from [`SecurityAggregator::tally`], waiting to be
+/// [added](SecurityAggregator::add).
+#[derive(Debug, Default)]
+pub struct Tally(Vec<(SecurityKey, Counts)>);
+
 /// Aggregates security counts of delivered events between flushes.
 #[derive(Debug, Default)]
 pub struct SecurityAggregator {
@@ -73,9 +78,17 @@ impl SecurityAggregator {
         }
     }
 
-    /// Counts the delivered records at `indices` of `batch`.
+    /// Counts the delivered records at `indices` of `batch`: [`tally`](Self::tally) then
+    /// [`add`](Self::add).
     pub fn record_delivered(&self, batch: &[Record], indices: &[usize]) {
-        // A fast hasher: this runs once per delivered event.
+        self.add(self.tally(batch, indices));
+    }
+
+    /// The counts of the records at `indices` of `batch`, not yet added. The exporter takes
+    /// them while it encodes a request, when the events are still in cache, and adds them
+    /// once the intake has accepted that request.
+    pub fn tally(&self, batch: &[Record], indices: &[usize]) -> Tally {
+        // A fast hasher: this runs once per event.
         let mut local: HashMap<SecurityKeyRef<'_>, Counts, foldhash::fast::RandomState> =
             HashMap::default();
         for &i in indices {
@@ -100,17 +113,29 @@ impl SecurityAggregator {
                 c.denied += 1;
             }
         }
+        Tally(
+            local
+                .into_iter()
+                .map(|(k, c)| {
+                    let owned = SecurityKey {
+                        guard: Arc::from(k.guard),
+                        severity: k.severity,
+                        outcome: k.outcome,
+                        event_type: k.event_type,
+                        env: k.env.map(Arc::from),
+                        tenant: k.tenant.map(Arc::from),
+                    };
+                    (owned, c)
+                })
+                .collect(),
+        )
+    }
+
+    /// Adds a [`tally`](Self::tally) to the counts.
+    pub fn add(&self, tally: Tally) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, c) in local {
-            let owned = SecurityKey {
-                guard: Arc::from(k.guard),
-                severity: k.severity,
-                outcome: k.outcome,
-                event_type: k.event_type,
-                env: k.env.map(Arc::from),
-                tenant: k.tenant.map(Arc::from),
-            };
-            let entry = counts.entry(owned).or_default();
+        for (key, c) in tally.0 {
+            let entry = counts.entry(key).or_default();
             entry.total += c.total;
             entry.allowed += c.allowed;
             entry.denied += c.denied;

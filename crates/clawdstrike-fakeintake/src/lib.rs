@@ -76,6 +76,7 @@ mod codec;
 mod config;
 mod faults;
 mod http;
+mod id_counts;
 mod ids;
 mod intake;
 mod logs;

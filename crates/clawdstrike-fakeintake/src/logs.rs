@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use crate::codec::{self, DecodeError};
 use crate::config::TooManyItems;
 use crate::http::{self, Resp};
+use crate::id_counts::Id;
 use crate::scan;
 use crate::server::Req;
 use crate::state::{KeptItem, Shared, lock};
@@ -52,22 +53,30 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>) -> Resp {
 
     let keep = shared.settings.keep_items && shared.settings.max_kept_items > 0;
     let max_kept = shared.settings.max_kept_items;
+    // Ids are read outside the lock; inside, the id table's slots for the whole request are
+    // loaded at once before the counts are bumped one by one.
+    let ids: Vec<Option<Id<'_>>> = items
+        .iter()
+        .map(|item| item.id.as_deref().map(Id::parse))
+        .collect();
     {
         let mut guard = lock(&shared.rec);
         let rec = &mut *guard;
+        rec.id_counts.warm(ids.iter().flatten());
         let stats = &mut rec.stats;
         stats.log_requests_accepted += 1;
         stats.log_bytes_compressed += req.body.len() as u64;
         stats.log_bytes_uncompressed += decoded.len() as u64;
         stats.total_items += items.len() as u64;
-        for scan::Item { start, len, id } in items {
+        for (scan::Item { start, len, .. }, id) in items.iter().zip(&ids) {
+            let (start, len) = (*start, *len);
             let truncated = len > limits.max_item_bytes;
             if truncated {
                 stats.items_truncated_by_intake += 1;
             }
             match id {
                 None => stats.items_without_event_id += 1,
-                Some(id) => match rec.id_counts.bump(&id) {
+                Some(id) => match rec.id_counts.bump(id) {
                     1 => stats.unique_event_ids += 1,
                     2 => stats.duplicate_event_ids += 1,
                     _ => {}

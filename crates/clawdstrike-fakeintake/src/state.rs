@@ -1,6 +1,6 @@
 //! The state shared by the server tasks and the [`crate::FakeIntake`] handle.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::Instant;
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RateLimit, Settings};
 use crate::faults::FaultState;
+use crate::id_counts::IdCounts;
 use crate::model::{KeyStatus, LogItem, MetricSeries, RequestRecord, Stats};
 use crate::objects::Objects;
 use crate::signals::Signals;
@@ -273,115 +274,5 @@ impl Shared {
             .iter()
             .filter(|(_, c)| *c > 1)
             .collect()
-    }
-}
-
-/// How many times each id arrived: one update per item received, so cheap. Canonical UUIDs
-/// (lowercase, hyphenated: what our exporters send) are kept as 128-bit numbers, anything else
-/// as text; both read back as the id exactly as received.
-#[derive(Debug, Default)]
-pub(crate) struct IdCounts {
-    /// Every UUID seen: a set (16 bytes a slot) rather than a map to counts, since nearly
-    /// every id arrives once; one random access per item is the whole cost.
-    uuids: HashSet<u128, foldhash::fast::RandomState>,
-    /// The UUIDs seen more than once, with their counts.
-    repeated: HashMap<u128, u32, foldhash::fast::RandomState>,
-    others: HashMap<String, u32, foldhash::fast::RandomState>,
-}
-
-impl IdCounts {
-    /// Counts one arrival of `id`; returns how many there have been, this one included.
-    pub(crate) fn bump(&mut self, id: &str) -> u32 {
-        match canonical_uuid(id) {
-            Some(n) if self.uuids.insert(n) => 1,
-            Some(n) => {
-                let count = self.repeated.entry(n).or_insert(1);
-                *count += 1;
-                *count
-            }
-            None => {
-                let count = match self.others.get_mut(id) {
-                    Some(count) => count,
-                    None => self.others.entry(id.to_owned()).or_insert(0),
-                };
-                *count += 1;
-                *count
-            }
-        }
-    }
-
-    /// Every id with its count.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (String, u32)> + '_ {
-        self.uuids
-            .iter()
-            .map(|n| (format_uuid(*n), self.repeated.get(n).copied().unwrap_or(1)))
-            .chain(self.others.iter().map(|(id, count)| (id.clone(), *count)))
-    }
-}
-
-/// The value of a lowercase hyphenated UUID (`8-4-4-4-12` hex digits), or `None`.
-fn canonical_uuid(id: &str) -> Option<u128> {
-    let bytes = id.as_bytes();
-    if bytes.len() != 36 {
-        return None;
-    }
-    let mut n = 0u128;
-    for (i, &c) in bytes.iter().enumerate() {
-        let digit = match (i, c) {
-            (8 | 13 | 18 | 23, b'-') => continue,
-            (8 | 13 | 18 | 23, _) => return None,
-            (_, b'0'..=b'9') => c - b'0',
-            (_, b'a'..=b'f') => c - b'a' + 10,
-            _ => return None,
-        };
-        n = n << 4 | u128::from(digit);
-    }
-    Some(n)
-}
-
-fn format_uuid(n: u128) -> String {
-    let hex = format!("{n:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_read_back_exactly_as_received_and_are_counted() {
-        let mut counts = IdCounts::default();
-        let ids = [
-            "0194a1b2-0000-7000-8000-00000000002a", // canonical: stored as a number
-            "0194A1B2-0000-7000-8000-00000000002A", // uppercase: stored as text
-            "0194a1b2000070008000000000000002a",    // no hyphens
-            "0194a1b2-0000-7000-8000_00000000002a", // wrong separator
-            "g194a1b2-0000-7000-8000-00000000002a", // not hex
-            "evt-1",
-            "",
-        ];
-        for id in ids {
-            assert_eq!(counts.bump(id), 1, "{id}");
-        }
-        assert_eq!(counts.bump(ids[0]), 2);
-        assert_eq!(counts.bump(ids[0]), 3);
-        assert_eq!(counts.bump(ids[1]), 2);
-        assert_eq!(counts.uuids.len(), 1);
-        let mut got: Vec<(String, u32)> = counts.iter().collect();
-        got.sort();
-        let mut want: Vec<(String, u32)> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| ((*id).to_owned(), [3, 2].get(i).copied().unwrap_or(1)))
-            .collect();
-        want.sort();
-        assert_eq!(got, want);
     }
 }
