@@ -260,6 +260,79 @@ async fn a_413_splits_until_the_parts_fit_and_a_lone_oversized_event_is_dead_let
     assert_eq!(h.intake.unique_event_ids(), 63);
 }
 
+/// Security counts are tallied while a request is encoded and added only on its 202: through
+/// a 413 split, a 503 retried later and a 403 answered by a key refresh, they equal the events
+/// delivered, exactly: no event counted twice (a tally added on a failure, or a split half
+/// tallying the whole batch) and none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_counts_equal_the_events_delivered_through_413_503_and_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
+    let holder = KeyHolder::from_source(
+        clawdstrike_keys::KeySource::File(key_file.clone()),
+        RefreshOptions::default().with_min_interval(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    let h = Harness::start(
+        Codec::Zstd,
+        holder,
+        fast_pipeline().with_max_batch_events(64),
+    )
+    .await;
+    // The batch of 64 gets a 413 (split in halves); the first half a 503 (retried later); the
+    // second half finds the key rotated: 403, refresh, the same request again with key B.
+    h.intake
+        .fail_next(Endpoint::Logs, 1, FaultAction::status(413));
+    h.intake
+        .fail_next(Endpoint::Logs, 1, FaultAction::status(503));
+    h.intake.set_api_keys([SecretString::from(KEY_B)]);
+    std::fs::write(&key_file, format!("{KEY_B}\n")).unwrap();
+    let events = events(64);
+    h.submit_all(&events).await;
+    let reports = h.pipeline.shutdown(DEADLINE).await;
+    assert_eq!(reports[0].delivered, 64, "{reports:?}");
+    assert_eq!(h.intake.unique_event_ids(), 64);
+    let statuses = h.intake.stats().responses_by_status;
+    for status in [413, 503, 403] {
+        assert!(
+            statuses.get(&status).copied().unwrap_or(0) >= 1,
+            "{statuses:?}"
+        );
+    }
+
+    let points = h
+        .exporter
+        .security_aggregator()
+        .expect("security metrics are on by default")
+        .take("clawdstrike", &[]);
+    let sum = |metric: &str, tag: Option<&str>| -> u64 {
+        points
+            .iter()
+            .filter(|p| p.metric == metric && tag.is_none_or(|t| p.tags.iter().any(|x| x == t)))
+            .map(|p| p.value as u64)
+            .sum()
+    };
+    assert_eq!(sum("clawdstrike.events.total", None), 64, "{points:?}");
+    let denied = events.iter().filter(|e| !e.decision.allowed).count() as u64;
+    assert_eq!(sum("clawdstrike.events.denied", None), denied);
+    assert_eq!(sum("clawdstrike.events.allowed", None), 64 - denied);
+    let mut by_guard: std::collections::BTreeMap<String, u64> = Default::default();
+    for e in &events {
+        *by_guard
+            .entry(format!("guard:{}", e.decision.guard))
+            .or_default() += 1;
+    }
+    for (tag, expected) in &by_guard {
+        assert_eq!(
+            sum("clawdstrike.events.total", Some(tag)),
+            *expected,
+            "{tag}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_after_rotation_is_delivered_with_the_new_key() {
     let dir = tempfile::tempdir().unwrap();

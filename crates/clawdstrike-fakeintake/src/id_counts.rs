@@ -120,34 +120,40 @@ impl UuidSet {
         if n == 0 {
             return !std::mem::replace(&mut self.has_nil, true);
         }
-        if (self.filled + 1) * 4 > self.slots.len() * 3 {
-            self.grow();
-        }
         let mask = self.slots.len() - 1;
         let mut at = self.home(n);
         loop {
             match self.slots[at] {
-                0 => {
-                    self.slots[at] = n;
-                    self.filled += 1;
-                    return true;
-                }
+                0 => break,
                 there if there == n => return false,
                 _ => at = (at + 1) & mask,
             }
         }
+        if (self.filled + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+            at = self.free_slot(n);
+        }
+        self.slots[at] = n;
+        self.filled += 1;
+        true
+    }
+
+    /// The first empty slot from `n`'s home on (`n` known to be absent).
+    fn free_slot(&self, n: u128) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut at = self.home(n);
+        while self.slots[at] != 0 {
+            at = (at + 1) & mask;
+        }
+        at
     }
 
     fn grow(&mut self) {
         let doubled = vec![0; 2 * self.slots.len()];
         let old = std::mem::replace(&mut self.slots, doubled);
         self.shift -= 1;
-        let mask = self.slots.len() - 1;
         for n in old.into_iter().filter(|&n| n != 0) {
-            let mut at = self.home(n);
-            while self.slots[at] != 0 {
-                at = (at + 1) & mask;
-            }
+            let at = self.free_slot(n);
             self.slots[at] = n;
         }
     }
