@@ -68,9 +68,8 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>) -> Resp {
         stats.log_bytes_compressed += req.body.len() as u64;
         stats.log_bytes_uncompressed += decoded.len() as u64;
         stats.total_items += items.len() as u64;
-        for (scan::Item { start, len, .. }, id) in items.iter().zip(&ids) {
-            let (start, len) = (*start, *len);
-            let truncated = len > limits.max_item_bytes;
+        for (item, id) in items.iter().zip(&ids) {
+            let truncated = item.len > limits.max_item_bytes;
             if truncated {
                 stats.items_truncated_by_intake += 1;
             }
@@ -89,8 +88,8 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>) -> Resp {
                 }
                 rec.items.push_back(KeptItem {
                     body: decoded.clone(),
-                    start,
-                    len,
+                    start: item.start,
+                    len: item.len,
                     truncated,
                     request_seq: req.rec.seq,
                 });
