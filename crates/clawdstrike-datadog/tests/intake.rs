@@ -260,13 +260,9 @@ async fn a_413_splits_until_the_parts_fit_and_a_lone_oversized_event_is_dead_let
     assert_eq!(h.intake.unique_event_ids(), 63);
 }
 
-/// Security counts are tallied while a request is encoded and added only on its 202: through
-/// a 413 split, a 503 retried later and a 403 answered by a key refresh, they equal the events
-/// delivered, exactly: no event counted twice (a tally added on a failure, or a split half
-/// tallying the whole batch) and none lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn security_counts_equal_the_events_delivered_through_413_503_and_403() {
-    let dir = tempfile::tempdir().unwrap();
+/// A key file holding `KEY_A` in `dir`, and a holder reading it that may refresh at any time
+/// (the tests rotate the key by rewriting the file).
+async fn key_file_with_a(dir: &tempfile::TempDir) -> (std::path::PathBuf, KeyHolder) {
     let key_file = dir.path().join("api-key");
     std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
     let holder = KeyHolder::from_source(
@@ -275,6 +271,17 @@ async fn security_counts_equal_the_events_delivered_through_413_503_and_403() {
     )
     .await
     .unwrap();
+    (key_file, holder)
+}
+
+/// Security counts are tallied while a request is encoded and added only on its 202: through
+/// a 413 split, a 503 retried later and a 403 answered by a key refresh, they equal the events
+/// delivered, exactly: no event counted twice (a tally added on a failure, or a split half
+/// tallying the whole batch) and none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_counts_equal_the_events_delivered_through_413_503_and_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, holder) = key_file_with_a(&dir).await;
     let h = Harness::start(
         Codec::Zstd,
         holder,
@@ -336,15 +343,7 @@ async fn security_counts_equal_the_events_delivered_through_413_503_and_403() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_after_rotation_is_delivered_with_the_new_key() {
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("api-key");
-    std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
-    let source = clawdstrike_keys::KeySource::File(key_file.clone());
-    let holder = KeyHolder::from_source(
-        source,
-        RefreshOptions::default().with_min_interval(Duration::ZERO),
-    )
-    .await
-    .unwrap();
+    let (key_file, holder) = key_file_with_a(&dir).await;
     let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
     // Rotate: Datadog now only accepts B, and the secret store has B.
     h.intake.set_api_keys([SecretString::from(KEY_B)]);
