@@ -126,7 +126,7 @@
 //!
 //! | setting | default | meaning |
 //! |---|---|---|
-//! | `path` | (required) | directory of the segment files and the `ack` file |
+//! | `path` | (required) | directory of the segment files, the `ack` file and a `lock` file (one process at a time) |
 //! | `max_bytes` | 256 MiB | bound on the segment files on disk |
 //! | `segment_bytes` | 8 MiB | size past which a new segment file is started |
 //! | `fsync` | `{ interval_ms: 1000 }` | `always` (per append), `never`, or in the background every N ms |
@@ -143,7 +143,8 @@
 //! - On [`DurablePipeline::open`] every segment is scanned; unacknowledged records are replayed
 //!   in log order with their trace context (a background task,
 //!   [`DurablePipeline::wait_replayed`]). What was acknowledged is recorded in an `ack` file
-//!   (a watermark and settled ranges, CRC-checked) at every fsync and at shutdown, so a clean
+//!   (a watermark and settled ranges, CRC-checked) every second or at every `interval_ms`
+//!   fsync, and at shutdown, so a clean
 //!   restart replays exactly what was left behind; after a crash, records acknowledged since
 //!   the last `ack` write are delivered again (at-least-once).
 //! - A torn tail (an interrupted write) or a corrupt record is found by its checksum,

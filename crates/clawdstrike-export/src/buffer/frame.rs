@@ -20,7 +20,13 @@ const MAGIC: u32 = u32::from_le_bytes(*b"CLWB");
 pub(super) const HEADER: usize = 12;
 /// A payload longer than this is taken for a corrupt length.
 const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
+/// The largest event JSON a frame can carry and be read back (the rest of the payload is the
+/// seq, flags and trace context).
+pub(super) const MAX_EVENT_JSON: usize = MAX_PAYLOAD - 9 - 25;
 const FLAG_TRACE: u8 = 1;
+
+/// The shortest frame: header, seq and flags, no trace, empty JSON.
+pub(super) const MIN_FRAME: usize = HEADER + 9;
 
 /// Appends one frame for `seq` to `out`.
 pub(super) fn encode(out: &mut Vec<u8>, seq: u64, trace: Option<TraceContext>, event_json: &[u8]) {
@@ -51,6 +57,13 @@ pub(super) struct Frame<'a> {
     pub(super) seq: u64,
     pub(super) trace: Option<TraceContext>,
     pub(super) event_json: &'a [u8],
+}
+
+impl Frame<'_> {
+    /// Its length in the file.
+    pub(super) fn encoded_len(&self) -> usize {
+        MIN_FRAME + if self.trace.is_some() { 25 } else { 0 } + self.event_json.len()
+    }
 }
 
 /// What a scan found besides the valid frames.

@@ -19,6 +19,12 @@ use crate::exporter::Record;
 const SEGMENT_EXT: &str = "wal";
 const ACK_FILE: &str = "ack";
 const ACK_MAGIC: &[u8; 8] = b"CLWBACK2";
+/// How often the acknowledgement file is rewritten (when something settled) under the `always`
+/// and `never` policies; `interval_ms` uses its own interval.
+const ACK_INTERVAL: Duration = Duration::from_millis(1000);
+/// Held (an advisory lock) while the log is open: two processes on one directory would
+/// overwrite each other's acknowledgement file and so lose records.
+const LOCK_FILE: &str = "lock";
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -93,6 +99,8 @@ pub(super) struct FoundSegment {
     pub(super) id: u64,
     pub(super) path: PathBuf,
     pub(super) pending: usize,
+    /// The previous segment's last plausible sequence number (see [`plausible`]).
+    pub(super) previous_last: Option<u64>,
 }
 
 /// What [`Log::open`] found on disk.
@@ -119,6 +127,9 @@ pub(super) struct Log {
     stop_sync: AtomicBool,
     /// One `sync` at a time (the background thread and `close` share `ack.tmp`).
     syncing: Mutex<()>,
+    /// The directory's lock, released at close (tasks stuck past the shutdown deadline may keep
+    /// the log alive, and must not keep the directory from being opened again).
+    dir_lock: Mutex<Option<File>>,
 }
 
 /// The acknowledgement file: every seq below `watermark` is settled, and so is every seq in
@@ -236,11 +247,57 @@ impl State {
     }
 }
 
+/// The frames of one segment whose sequence numbers can be this log's: after the previous
+/// segment's, increasing through the file, no further apart than the file has room for, and
+/// never the last number. The others (a CRC-valid frame from another buffer, say) are counted
+/// as corrupt: numbers read from disk must not crash the reader, size an allocation, or make a
+/// segment look settled.
+pub(super) fn plausible<'a>(
+    frames: Vec<frame::Frame<'a>>,
+    previous_last: Option<u64>,
+    file_len: usize,
+    damage: &mut ScanDamage,
+) -> Vec<frame::Frame<'a>> {
+    let max_span = (file_len / frame::MIN_FRAME) as u64;
+    let mut kept: Vec<frame::Frame<'a>> = Vec::with_capacity(frames.len());
+    for f in frames {
+        let ok = f.seq != u64::MAX
+            && previous_last.is_none_or(|p| f.seq > p)
+            && kept.last().is_none_or(|k| f.seq > k.seq)
+            && kept.first().is_none_or(|k| f.seq - k.seq < max_span);
+        if ok {
+            kept.push(f);
+        } else {
+            damage.corrupt_records += 1;
+            damage.corrupt_bytes += f.encoded_len() as u64;
+        }
+    }
+    kept
+}
+
 impl Log {
     /// Opens (creating) the directory, reads the acknowledgement file and scans every segment:
     /// what is already settled is deleted, what is not is kept for replay.
     pub(super) fn open(config: &DiskBufferConfig) -> io::Result<(Arc<Log>, Found)> {
         fs::create_dir_all(&config.path)?;
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(config.path.join(LOCK_FILE))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "the buffer directory {} is in use by another process",
+                        config.path.display()
+                    ),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         let acks = Acks::read(&config.path.join(ACK_FILE));
         let mut found = Found {
             ack_file_valid: acks.is_some(),
@@ -267,11 +324,14 @@ impl Log {
             closed: false,
             scratch: Vec::with_capacity(4096),
         };
+        let mut previous_last = None;
         for id in ids {
             let path = segment_path(&config.path, id);
             state.next_segment_id = state.next_segment_id.max(id + 1);
             let data = fs::read(&path)?;
-            let (frames, damage) = frame::scan(&data);
+            let (frames, mut damage) = frame::scan(&data);
+            let after = previous_last;
+            let frames = plausible(frames, after, data.len(), &mut damage);
             found.damage.corrupt_records += damage.corrupt_records;
             found.damage.corrupt_bytes += damage.corrupt_bytes;
             found.damage.torn_tail_bytes += damage.torn_tail_bytes;
@@ -282,6 +342,7 @@ impl Log {
                 let _ = fs::remove_file(&path);
                 continue;
             };
+            previous_last = Some(last);
             state.next_seq = state.next_seq.max(last + 1);
             let mut segment = Segment {
                 id,
@@ -309,6 +370,7 @@ impl Log {
                 id,
                 path,
                 pending: segment.unsettled,
+                previous_last: after,
             });
             state.disk_bytes += segment.bytes;
             state.segments.push_back(segment);
@@ -325,6 +387,7 @@ impl Log {
             counters: Counters::default(),
             stop_sync: AtomicBool::new(false),
             syncing: Mutex::new(()),
+            dir_lock: Mutex::new(Some(lock_file)),
         });
         let c = &log.counters;
         c.corrupt_records
@@ -333,9 +396,13 @@ impl Log {
             .store(found.damage.corrupt_bytes, Ordering::Relaxed);
         c.torn_tail_bytes
             .store(found.damage.torn_tail_bytes, Ordering::Relaxed);
-        if let FsyncPolicy::Interval(every) = config.fsync {
-            spawn_syncer(Arc::downgrade(&log), every);
-        }
+        // The background thread fsyncs (under `interval_ms`) and, whatever the policy, keeps
+        // the acknowledgement file recent, so a crash replays only what was settled since.
+        let every = match config.fsync {
+            FsyncPolicy::Interval(every) => every,
+            FsyncPolicy::Always | FsyncPolicy::Never => ACK_INTERVAL,
+        };
+        spawn_syncer(Arc::downgrade(&log), every);
         Ok((log, found))
     }
 
@@ -372,7 +439,8 @@ impl Log {
         record.event.write_json(&mut json);
         let frame_len =
             (HEADER + 9 + if record.trace.is_some() { 25 } else { 0 } + json.len()) as u64;
-        if frame_len > self.max_bytes {
+        // Larger than the buffer, or than the reader accepts back (it would replay as corrupt).
+        if frame_len > self.max_bytes || json.len() > frame::MAX_EVENT_JSON {
             return Err(AppendError::TooLarge(frame_len));
         }
         loop {
@@ -469,7 +537,23 @@ impl Log {
         if self.fsync == FsyncPolicy::Always
             && let Some(file) = &file
         {
-            file.sync_data().map_err(AppendError::Io)?;
+            if let Err(e) = file.sync_data() {
+                // Not durable, so not accepted: the producer hears of the error, the record is
+                // settled as abandoned (the acknowledgement file keeps it from being replayed
+                // behind the producer's back) and nothing more is appended to this file.
+                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                st.file = None;
+                if let Some(segment) = st.segments.back_mut() {
+                    segment.active = false;
+                    if let Some(count) = segment.counts.last_mut() {
+                        *count = 0;
+                        segment.unsettled -= 1;
+                    }
+                }
+                st.acks_dirty = true;
+                self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+                return Err(AppendError::Io(e));
+            }
             st.dirty = false;
         }
         self.counters.appended.fetch_add(1, Ordering::Relaxed);
@@ -478,6 +562,15 @@ impl Log {
 
     /// Closes the active segment (deleting it if fully settled) and starts a new one.
     fn roll(&self, st: &mut State, to_delete: &mut Vec<u64>) -> io::Result<()> {
+        // What was appended since the last fsync must not lose its turn: the syncer only ever
+        // syncs the active file.
+        if st.dirty
+            && self.fsync != FsyncPolicy::Never
+            && let Some(file) = &st.file
+        {
+            file.sync_data()?;
+            st.dirty = false;
+        }
         if let Some(last) = st.segments.back_mut()
             && last.active
         {
@@ -652,7 +745,14 @@ impl Log {
         lock(&self.state).closed = true;
         self.stop_sync.store(true, Ordering::Relaxed);
         self.space.notify_waiters();
-        self.sync(true)
+        let synced = self.sync(true);
+        self.release_dir_lock();
+        synced
+    }
+
+    /// Lets another log open the directory.
+    pub(super) fn release_dir_lock(&self) {
+        lock(&self.dir_lock).take();
     }
 
     pub(super) fn snapshot(&self) -> (u64, usize, u64) {

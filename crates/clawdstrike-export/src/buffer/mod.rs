@@ -197,6 +197,18 @@ pub struct DurablePipeline {
     pipeline: Pipeline,
     log: Arc<Log>,
     replay: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Releases the directory's lock when the last handle goes, even if tasks stuck past a
+    /// shutdown deadline (or a dropped pipeline's) keep the log itself alive.
+    _dir_lock: Arc<DirLockRelease>,
+}
+
+#[derive(Debug)]
+struct DirLockRelease(Arc<Log>);
+
+impl Drop for DirLockRelease {
+    fn drop(&mut self) {
+        self.0.release_dir_lock();
+    }
 }
 
 impl fmt::Debug for DurablePipeline {
@@ -282,6 +294,7 @@ impl DurablePipeline {
         Ok((
             Self {
                 pipeline,
+                _dir_lock: Arc::new(DirLockRelease(Arc::clone(&log))),
                 log,
                 replay: Arc::new(Mutex::new(Some(handle))),
             },
@@ -406,8 +419,10 @@ async fn replay(log: Arc<Log>, pipeline: Pipeline, segments: Vec<FoundSegment>) 
             }
             Err(_) => return,
         };
-        let (frames, _) = frame::scan(&data);
-        for f in frames {
+        // The same frames `Log::open` counted (a stray frame reusing a pending number must not
+        // be replayed in its place).
+        let (frames, mut damage) = frame::scan(&data);
+        for f in log::plausible(frames, segment.previous_last, data.len(), &mut damage) {
             if !log.is_pending(f.seq) {
                 continue;
             }
