@@ -140,20 +140,27 @@ pub struct Running {
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     lines: mpsc::Receiver<String>,
+    /// One message per output pipe when it reaches its end (the child exited).
+    closed: mpsc::Receiver<()>,
 }
 
 fn collect(
     pipe: impl Read + Send + 'static,
     into: Arc<Mutex<String>>,
     lines: mpsc::Sender<String>,
+    closed: mpsc::Sender<()>,
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            into.lock().unwrap().push_str(&line);
-            into.lock().unwrap().push('\n');
+            {
+                let mut into = into.lock().unwrap();
+                into.push_str(&line);
+                into.push('\n');
+            }
             let _ = lines.send(line);
         }
+        let _ = closed.send(());
     });
 }
 
@@ -172,21 +179,25 @@ impl Running {
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, lines) = mpsc::channel();
+        let (closed_tx, closed) = mpsc::channel();
         collect(
             child.stdout.take().expect("stdout"),
             Arc::clone(&stdout),
             tx.clone(),
+            closed_tx.clone(),
         );
         collect(
             child.stderr.take().expect("stderr"),
             Arc::clone(&stderr),
             tx,
+            closed_tx,
         );
         Running {
             child,
             stdout,
             stderr,
             lines,
+            closed,
         }
     }
 
@@ -233,19 +244,18 @@ impl Running {
         assert!(status.success(), "kill -{sig} failed");
     }
 
-    /// Waits (bounded) for the exit.
+    /// Waits (bounded) for the exit, and for every line the child printed.
+    ///
+    /// The child's output pipes reach their end when it exits (clawdstrike-dd never closes
+    /// them earlier), so both readers finishing means it is gone and its output is complete.
     ///
     /// # Panics
     /// On timeout (the child is killed), with the output so far.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the reader threads catch the last lines.
-                let _ = self.lines.recv_timeout(Duration::from_millis(50));
-                return status;
-            }
-            if Instant::now() > deadline {
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.closed.recv_timeout(left).is_err() {
                 let _ = self.child.kill();
                 panic!(
                     "clawdstrike-dd did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
@@ -253,8 +263,8 @@ impl Running {
                     self.stderr()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        self.child.wait().expect("wait for clawdstrike-dd")
     }
 
     /// Everything printed on stdout so far.
