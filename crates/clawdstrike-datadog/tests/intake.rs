@@ -274,6 +274,12 @@ async fn key_file_with_a(dir: &tempfile::TempDir) -> (std::path::PathBuf, KeyHol
     (key_file, holder)
 }
 
+/// Rotates to `KEY_B`: Datadog now accepts only B, and the key file holds B.
+fn rotate_to_b(intake: &clawdstrike_fakeintake::FakeIntake, key_file: &std::path::Path) {
+    intake.set_api_keys([SecretString::from(KEY_B)]);
+    std::fs::write(key_file, format!("{KEY_B}\n")).unwrap();
+}
+
 /// Security counts are tallied while a request is encoded and added only on its 202: through
 /// a 413 split, a 503 retried later and a 403 answered by a key refresh, they equal the events
 /// delivered, exactly: no event counted twice (a tally added on a failure, or a split half
@@ -294,8 +300,7 @@ async fn security_counts_equal_the_events_delivered_through_413_503_and_403() {
         .fail_next(Endpoint::Logs, 1, FaultAction::status(413));
     h.intake
         .fail_next(Endpoint::Logs, 1, FaultAction::status(503));
-    h.intake.set_api_keys([SecretString::from(KEY_B)]);
-    std::fs::write(&key_file, format!("{KEY_B}\n")).unwrap();
+    rotate_to_b(&h.intake, &key_file);
     let events = events(64);
     h.submit_all(&events).await;
     let reports = h.pipeline.shutdown(DEADLINE).await;
@@ -345,9 +350,7 @@ async fn a_403_after_rotation_is_delivered_with_the_new_key() {
     let dir = tempfile::tempdir().unwrap();
     let (key_file, holder) = key_file_with_a(&dir).await;
     let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
-    // Rotate: Datadog now only accepts B, and the secret store has B.
-    h.intake.set_api_keys([SecretString::from(KEY_B)]);
-    std::fs::write(&key_file, format!("{KEY_B}\n")).unwrap();
+    rotate_to_b(&h.intake, &key_file);
     let events = events(2_000);
     h.submit_all(&events).await;
     let reports = h.pipeline.shutdown(DEADLINE).await;

@@ -99,6 +99,22 @@ async fn leave_behind(dir: &Path, range: std::ops::Range<u64>) {
     assert_eq!(durable.buffer_stats().unsettled, range.end - range.start);
 }
 
+/// Opens the log at `cfg` behind an exporter that accepts everything, waits for the replay and
+/// shuts down: what the open found, the ids replayed (in order) and the buffer's counters.
+async fn replay_all(
+    cfg: &DiskBufferConfig,
+) -> (
+    clawdstrike_export::OpenReport,
+    Vec<Uuid>,
+    clawdstrike_export::BufferStats,
+) {
+    let exporter = Arc::new(ScriptedExporter::new("ok"));
+    let (durable, found) = open(cfg, &exporter, fast()).await;
+    durable.wait_replayed().await;
+    durable.shutdown(Duration::from_secs(5)).await;
+    (found, exporter.exported_ids(), durable.buffer_stats())
+}
+
 /// Polls `fut` once: is it already done?
 fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut Context::from_waker(Waker::noop()))
@@ -163,13 +179,10 @@ async fn delivered_records_are_not_replayed_and_only_the_left_behind_ones_are() 
     assert_eq!(reports[0].delivered, 10);
     assert_eq!(reports[0].left_behind, 15);
 
-    let next = Arc::new(ScriptedExporter::new("ok"));
-    let (durable, found) = open(&config(dir.path()), &next, fast()).await;
+    let (found, ids, _) = replay_all(&config(dir.path())).await;
     assert_eq!(found.to_replay, 15);
     assert_eq!(found.already_acknowledged, 10);
-    durable.wait_replayed().await;
-    durable.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(next.exported_ids(), (10..25).map(id).collect::<Vec<_>>());
+    assert_eq!(ids, (10..25).map(id).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -182,15 +195,12 @@ async fn a_torn_tail_is_counted_and_every_record_before_it_replayed() {
     let data = std::fs::read(&files[0]).unwrap();
     std::fs::write(&files[0], &data[..data.len() - 7]).unwrap();
 
-    let exporter = Arc::new(ScriptedExporter::new("ok"));
-    let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
+    let (found, ids, stats) = replay_all(&config(dir.path())).await;
     assert_eq!(found.to_replay, 9);
     assert_eq!(found.corrupt_records, 0);
     assert!(found.torn_tail_bytes > 0, "{found:?}");
-    durable.wait_replayed().await;
-    durable.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(exporter.exported_ids(), (0..9).map(id).collect::<Vec<_>>());
-    assert!(durable.buffer_stats().torn_tail_bytes > 0);
+    assert_eq!(ids, (0..9).map(id).collect::<Vec<_>>());
+    assert!(stats.torn_tail_bytes > 0);
 }
 
 #[tokio::test]
@@ -209,14 +219,10 @@ async fn a_corrupt_record_in_the_middle_is_counted_and_skipped_and_its_neighbour
     data[pos + 12 + 60] ^= 0x01;
     std::fs::write(&files[0], &data).unwrap();
 
-    let exporter = Arc::new(ScriptedExporter::new("ok"));
-    let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
+    let (found, ids, _) = replay_all(&config(dir.path())).await;
     assert_eq!(found.corrupt_records, 1, "{found:?}");
     assert_eq!(found.torn_tail_bytes, 0);
     assert_eq!(found.to_replay, 9);
-    durable.wait_replayed().await;
-    durable.shutdown(Duration::from_secs(5)).await;
-    let ids = exporter.exported_ids();
     let expected: Vec<Uuid> = (0..10).filter(|&i| i != 4).map(id).collect();
     assert_eq!(ids, expected, "exactly record 4 is lost");
 }
@@ -248,13 +254,10 @@ async fn checksummed_frames_with_impossible_sequence_numbers_are_counted_as_corr
     data.extend(raw_frame(1 << 40, &stray));
     std::fs::write(&files[0], &data).unwrap();
 
-    let exporter = Arc::new(ScriptedExporter::new("ok"));
-    let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
+    let (found, ids, _) = replay_all(&config(dir.path())).await;
     assert_eq!(found.corrupt_records, 3, "{found:?}");
     assert_eq!(found.to_replay, 5);
-    durable.wait_replayed().await;
-    durable.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(exporter.exported_ids(), (0..5).map(id).collect::<Vec<_>>());
+    assert_eq!(ids, (0..5).map(id).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -424,15 +427,9 @@ async fn drop_oldest_evicts_the_oldest_records_from_the_log_and_counts_them() {
     // A crash now (the exporter never answered): the next start replays exactly the newest
     // `unsettled` events, none of the evicted ones.
     durable.shutdown(Duration::from_millis(50)).await;
-    let next = Arc::new(ScriptedExporter::new("ok"));
-    let (durable, found) = open(&cfg, &next, fast()).await;
+    let (found, ids, _) = replay_all(&cfg).await;
     assert_eq!(found.to_replay, stats.unsettled);
-    durable.wait_replayed().await;
-    durable.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(
-        next.exported_ids(),
-        (stats.dropped_oldest..200).map(id).collect::<Vec<_>>()
-    );
+    assert_eq!(ids, (stats.dropped_oldest..200).map(id).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -633,12 +630,8 @@ async fn a_stale_ack_file_after_a_crash_never_hides_records_appended_since() {
     drop(durable);
 
     // Run 3: the stale `ack` file must not hide the new records.
-    let ok = Arc::new(ScriptedExporter::new("ok"));
-    let (durable, found) = open(&cfg, &ok, fast()).await;
+    let (found, mut ids, _) = replay_all(&cfg).await;
     assert_eq!(found.to_replay, 31, "{found:?}");
-    durable.wait_replayed().await;
-    durable.shutdown(Duration::from_secs(5)).await;
-    let mut ids = ok.exported_ids();
     ids.sort();
     let mut expected: Vec<Uuid> = std::iter::once(0).chain(100..130).map(id).collect();
     expected.sort();

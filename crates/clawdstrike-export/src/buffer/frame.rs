@@ -20,13 +20,20 @@ const MAGIC: u32 = u32::from_le_bytes(*b"CLWB");
 pub(super) const HEADER: usize = 12;
 /// A payload longer than this is taken for a corrupt length.
 const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
-/// The largest event JSON a frame can carry and be read back (the rest of the payload is the
-/// seq, flags and trace context).
-pub(super) const MAX_EVENT_JSON: usize = MAX_PAYLOAD - 9 - 25;
+/// Payload bytes before the event JSON: seq and flags, then the trace context if any.
+const SEQ_AND_FLAGS: usize = 9;
+const TRACE_BYTES: usize = 25;
+/// The largest event JSON a frame can carry and be read back.
+pub(super) const MAX_EVENT_JSON: usize = MAX_PAYLOAD - SEQ_AND_FLAGS - TRACE_BYTES;
 const FLAG_TRACE: u8 = 1;
 
 /// The shortest frame: header, seq and flags, no trace, empty JSON.
-pub(super) const MIN_FRAME: usize = HEADER + 9;
+pub(super) const MIN_FRAME: usize = HEADER + SEQ_AND_FLAGS;
+
+/// The length in the file of a frame carrying `event_json_len` bytes of JSON.
+pub(super) fn frame_len(with_trace: bool, event_json_len: usize) -> usize {
+    MIN_FRAME + if with_trace { TRACE_BYTES } else { 0 } + event_json_len
+}
 
 /// Appends one frame for `seq` to `out`.
 pub(super) fn encode(out: &mut Vec<u8>, seq: u64, trace: Option<TraceContext>, event_json: &[u8]) {
@@ -62,7 +69,7 @@ pub(super) struct Frame<'a> {
 impl Frame<'_> {
     /// Its length in the file.
     pub(super) fn encoded_len(&self) -> usize {
-        MIN_FRAME + if self.trace.is_some() { 25 } else { 0 } + self.event_json.len()
+        frame_len(self.trace.is_some(), self.event_json.len())
     }
 }
 

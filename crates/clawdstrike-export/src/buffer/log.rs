@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::config::{DiskBufferConfig, FsyncPolicy};
-use super::frame::{self, HEADER, ScanDamage};
+use super::frame::{self, ScanDamage};
 use crate::config::WhenFull;
 use crate::exporter::Record;
 
@@ -437,8 +437,7 @@ impl Log {
     pub(super) async fn append(&self, record: &Record) -> Result<Appended, AppendError> {
         let mut json = Vec::with_capacity(1024);
         record.event.write_json(&mut json);
-        let frame_len =
-            (HEADER + 9 + if record.trace.is_some() { 25 } else { 0 } + json.len()) as u64;
+        let frame_len = frame::frame_len(record.trace.is_some(), json.len()) as u64;
         // Larger than the buffer, or than the reader accepts back (it would replay as corrupt).
         if frame_len > self.max_bytes || json.len() > frame::MAX_EVENT_JSON {
             return Err(AppendError::TooLarge(frame_len));
