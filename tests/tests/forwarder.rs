@@ -780,3 +780,77 @@ async fn the_disk_buffer_keeps_events_across_a_sigkill_and_replays_them() {
     assert!(intake.duplicates().is_empty(), "{:?}", intake.duplicates());
     intake.shutdown().await;
 }
+
+/// Ships the 42 fixture events through a disk buffer too small for them (16 KiB) while the
+/// intake holds the first request, releases it once the whole file is read, and returns the
+/// exit code and stderr.
+async fn ship_through_a_full_buffer(intake: &FakeIntake, when_full: &str) -> (Option<i32>, String) {
+    intake.fail_next(Endpoint::Logs, 1, FaultAction::Stall);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "buffer: {{ type: disk, path: {}, max_bytes: 16384, segment_bytes: 4096, fsync: never, when_full: {when_full} }}\n",
+        dir.path().join("buffer").display()
+    );
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config)
+        .arg(fixture("events.ndjson"));
+    let mut run = Running::spawn(cmd);
+    run.wait_for_line("read 42 events", WAIT);
+    intake
+        .wait_until(WAIT, |s| s.stalled_now >= 1)
+        .await
+        .expect("the first request reaches the stalled intake");
+    intake.release_stalled();
+    let code = run.wait(WAIT).code();
+    (code, run.stderr())
+}
+
+/// The number that starts the forwarder's "the disk buffer was full: N ..." line.
+fn buffer_report_count(stderr: &str) -> u64 {
+    stderr
+        .split("the disk buffer was full: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no buffer report in stderr:\n{stderr}"))
+}
+
+/// `when_full: drop_newest` with the disk buffer: the events it refused are reported and make
+/// the exit code 3; every other event arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_full_disk_buffer_drops_are_reported_and_fail_the_run() {
+    let intake = intake().await;
+    let (code, stderr) = ship_through_a_full_buffer(&intake, "drop_newest").await;
+    let dropped = buffer_report_count(&stderr);
+    assert!(dropped > 0, "16 KiB cannot hold 42 events:\n{stderr}");
+    assert_eq!(code, Some(3), "dropped events fail the run:\n{stderr}");
+    assert_eq!(intake.unique_event_ids() + dropped, 42, "counts are exact");
+    assert!(intake.duplicates().is_empty(), "{:?}", intake.duplicates());
+    intake.shutdown().await;
+}
+
+/// `when_full: drop_oldest` with the disk buffer: evicted events the pipeline still holds are
+/// delivered, so nothing is counted lost and the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_evicted_from_the_disk_buffer_but_delivered_are_not_counted_lost() {
+    let intake = intake().await;
+    let (code, stderr) = ship_through_a_full_buffer(&intake, "drop_oldest").await;
+    let evicted = buffer_report_count(&stderr);
+    assert!(evicted > 0, "16 KiB cannot hold 42 events:\n{stderr}");
+    assert!(
+        stderr.contains("0 of them were lost, the others delivered from memory"),
+        "{stderr}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        intake.unique_event_ids(),
+        42,
+        "evicted events are delivered"
+    );
+    assert!(intake.duplicates().is_empty(), "{:?}", intake.duplicates());
+    intake.shutdown().await;
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clawdstrike_datadog::exporter::DatadogExporter;
 use clawdstrike_datadog::metrics::{MetricsHandle, MetricsReporter};
 use clawdstrike_export::{
-    BufferConfig, DurablePipeline, DurableSubmitError, Pipeline, Record, SettleHook,
+    BufferConfig, BufferStats, DurablePipeline, DurableSubmitError, Pipeline, Record, SettleHook,
     ShutdownReport, SubmitError,
 };
 use clawdstrike_keys::KeyHolder;
@@ -110,17 +110,24 @@ pub(crate) struct Forwarder {
 pub(crate) struct Outcome {
     /// Per exporter.
     pub(crate) reports: Vec<ShutdownReport>,
-    /// Left-behind events are kept in the disk buffer.
-    durable: bool,
+    /// The disk buffer's counters after it closed, if there is one.
+    buffer: Option<BufferStats>,
 }
 
 impl Outcome {
-    /// Events neither delivered nor filtered, over every exporter.
+    /// Events neither delivered nor filtered, over every exporter, and those the disk buffer
+    /// dropped by its `when_full` policy (never submitted to an exporter).
     pub(crate) fn undelivered(&self) -> u64 {
-        self.reports
+        let exporters: u64 = self
+            .reports
             .iter()
             .map(|r| r.dead_lettered + r.dropped.total())
-            .sum()
+            .sum();
+        let buffer = self
+            .buffer
+            .as_ref()
+            .map_or(0, |b| b.dropped_newest + b.dropped_oldest);
+        exporters + buffer
     }
 
     /// Prints the report to stderr.
@@ -142,10 +149,24 @@ impl Outcome {
                     ""
                 },
             );
-            if self.durable && r.left_behind > 0 {
+        }
+        if let Some(b) = &self.buffer {
+            if b.dropped_newest > 0 {
                 eprintln!(
-                    "clawdstrike-dd: the {} events left behind are kept in the disk buffer and sent at the next start",
-                    r.left_behind
+                    "clawdstrike-dd: the disk buffer was full: {} new events were dropped (when_full: drop_newest)",
+                    b.dropped_newest
+                );
+            }
+            if b.evicted > 0 {
+                eprintln!(
+                    "clawdstrike-dd: the disk buffer was full: {} of its oldest events were evicted (when_full: drop_oldest); {} of them were lost, the others delivered from memory",
+                    b.evicted, b.dropped_oldest
+                );
+            }
+            if b.unsettled > 0 {
+                eprintln!(
+                    "clawdstrike-dd: {} events are kept in the disk buffer and sent at the next start",
+                    b.unsettled
                 );
             }
         }
@@ -245,9 +266,10 @@ impl Forwarder {
         for flush in flushes {
             let _ = flush.await;
         }
-        Outcome {
-            reports,
-            durable: self.sink.is_durable(),
-        }
+        let buffer = match &self.sink {
+            Sink::Memory(_) => None,
+            Sink::Durable(d) => Some(d.buffer_stats()),
+        };
+        Outcome { reports, buffer }
     }
 }

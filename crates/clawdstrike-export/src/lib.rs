@@ -130,7 +130,7 @@
 //! | `max_bytes` | 256 MiB | bound on the segment files on disk |
 //! | `segment_bytes` | 8 MiB | size past which a new segment file is started |
 //! | `fsync` | `{ interval_ms: 1000 }` | `always` (per append), `never`, or in the background every N ms |
-//! | `when_full` | `block` | `block`, `drop_newest` (counted, never submitted), `drop_oldest` (evicts the oldest segment's unacknowledged records, counted) |
+//! | `when_full` | `block` | `block`, `drop_newest` (counted, never submitted), `drop_oldest` (deletes the oldest segment: its records are no longer durable, counted as `evicted`; those then never delivered are counted in `dropped_oldest`) |
 //!
 //! - [`DurablePipeline::submit`] appends one CRC-32-checked frame (sequence number, trace
 //!   context, event JSON) to the current segment with a `write` to the operating system

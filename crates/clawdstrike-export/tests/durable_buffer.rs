@@ -413,7 +413,7 @@ async fn drop_newest_refuses_new_events_when_full_and_counts_them() {
 }
 
 #[tokio::test]
-async fn drop_oldest_evicts_the_oldest_records_from_the_log_and_counts_them() {
+async fn drop_oldest_evicts_the_oldest_records_and_counts_those_lost_at_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let (durable, _exporter, cfg) = full_log(dir.path(), WhenFull::DropOldest).await;
     for i in 0..200 {
@@ -422,14 +422,46 @@ async fn drop_oldest_evicts_the_oldest_records_from_the_log_and_counts_them() {
     }
     let stats = durable.buffer_stats();
     assert_eq!(stats.appended, 200);
-    assert!(stats.dropped_oldest > 0, "{stats:?}");
-    assert_eq!(stats.unsettled + stats.dropped_oldest, 200);
-    // A crash now (the exporter never answered): the next start replays exactly the newest
-    // `unsettled` events, none of the evicted ones.
-    durable.shutdown(Duration::from_millis(50)).await;
+    assert!(stats.evicted > 0, "{stats:?}");
+    assert_eq!(stats.unsettled + stats.evicted, 200);
+    // Evicted, but the pipeline still holds them: nothing is lost yet.
+    assert_eq!(stats.dropped_oldest, 0, "{stats:?}");
+    // A shutdown the exporter never answers: the evicted events are left behind and on disk no
+    // more, so they are lost (counted at close); the next start replays exactly the others.
+    let reports = durable.shutdown(Duration::from_millis(50)).await;
+    assert_eq!(reports[0].left_behind, 200);
+    let after = durable.buffer_stats();
+    assert_eq!(after.dropped_oldest, stats.evicted, "{after:?}");
+    assert_eq!(after.unsettled + after.dropped_oldest, 200);
     let (found, ids, _) = replay_all(&cfg).await;
     assert_eq!(found.to_replay, stats.unsettled);
-    assert_eq!(ids, (stats.dropped_oldest..200).map(id).collect::<Vec<_>>());
+    assert_eq!(ids, (stats.evicted..200).map(id).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn drop_oldest_evicted_events_that_are_delivered_are_not_counted_as_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (durable, exporter, cfg) = full_log(dir.path(), WhenFull::DropOldest).await;
+    for i in 0..200 {
+        durable.submit(record(i)).await.unwrap();
+        assert!(durable.buffer_stats().disk_bytes <= cfg.max_bytes);
+    }
+    let evicted = durable.buffer_stats().evicted;
+    assert!(evicted > 0);
+    exporter.release();
+    let reports = durable.shutdown(Duration::from_secs(5)).await;
+    let stats = durable.buffer_stats();
+    // Every event counted once: all 200 delivered (the evicted ones from memory), none dropped.
+    assert_eq!(reports[0].delivered, 200);
+    assert_eq!(stats.dropped_oldest, 0, "{stats:?}");
+    assert_eq!(stats.evicted, evicted);
+    assert_eq!(stats.settled, 200, "evicted records are settled too");
+    assert_eq!(stats.unsettled, 0);
+    let mut ids = exporter.exported_ids();
+    ids.sort();
+    assert_eq!(ids, (0..200).map(id).collect::<Vec<_>>());
+    let (found, replayed, _) = replay_all(&cfg).await;
+    assert_eq!((found.to_replay, replayed.len()), (0, 0));
 }
 
 #[tokio::test]

@@ -47,6 +47,10 @@ struct Segment {
 #[derive(Debug)]
 struct State {
     segments: VecDeque<Segment>,
+    /// Segments evicted by `drop_oldest` (their files deleted) whose records are not all settled
+    /// yet: the pipeline still holds some of them and delivers them. What is still unsettled
+    /// when the log closes, or in a segment the replay could no longer read, is lost.
+    evicted: VecDeque<Segment>,
     /// The active segment's file.
     file: Option<Arc<File>>,
     next_seq: u64,
@@ -68,6 +72,7 @@ pub(super) struct Counters {
     pub(super) abandoned: AtomicU64,
     pub(super) dropped_newest: AtomicU64,
     pub(super) dropped_oldest: AtomicU64,
+    pub(super) evicted: AtomicU64,
     pub(super) write_errors: AtomicU64,
     pub(super) replayed: AtomicU64,
     pub(super) corrupt_records: AtomicU64,
@@ -201,12 +206,23 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Where `seq` is among `segments` (sorted by sequence number): the segment's index and the
+/// record's offset in it.
+fn position(segments: &VecDeque<Segment>, seq: u64) -> Option<(usize, usize)> {
+    let i = segments.partition_point(|s| s.first_seq <= seq);
+    let index = i.checked_sub(1)?;
+    let offset = usize::try_from(seq - segments[index].first_seq).ok()?;
+    (offset < segments[index].counts.len()).then_some((index, offset))
+}
+
 impl State {
-    fn segment_of(&mut self, seq: u64) -> Option<(usize, usize)> {
-        let i = self.segments.partition_point(|s| s.first_seq <= seq);
-        let index = i.checked_sub(1)?;
-        let offset = usize::try_from(seq - self.segments[index].first_seq).ok()?;
-        (offset < self.segments[index].counts.len()).then_some((index, offset))
+    /// The segment holding `seq`, on disk or evicted (then `true`), and the record's offset.
+    fn locate(&mut self, seq: u64) -> Option<(&mut Segment, usize, bool)> {
+        if let Some((i, o)) = position(&self.segments, seq) {
+            return Some((&mut self.segments[i], o, false));
+        }
+        let (i, o) = position(&self.evicted, seq)?;
+        Some((&mut self.evicted[i], o, true))
     }
 
     fn acks(&self) -> Acks {
@@ -315,6 +331,7 @@ impl Log {
         ids.sort_unstable();
         let mut state = State {
             segments: VecDeque::new(),
+            evicted: VecDeque::new(),
             file: None,
             next_seq: acks.watermark.max(acks.next_seq),
             next_segment_id: 0,
@@ -426,11 +443,28 @@ impl Log {
     }
 
     /// True if `seq` still waits for its first settlement (not yet submitted, not dropped).
+    /// A record evicted after the replay read its segment still is: the replay has it.
     pub(super) fn is_pending(&self, seq: u64) -> bool {
         let n = self.exporters();
         let mut st = lock(&self.state);
-        st.segment_of(seq)
-            .is_some_and(|(i, o)| st.segments[i].counts[o] == n)
+        st.locate(seq)
+            .is_some_and(|(segment, o, _)| segment.counts[o] == n)
+    }
+
+    /// The replay could not read segment `id`: evicted before its turn, so its records never
+    /// reached the pipeline. They are lost to `drop_oldest`.
+    pub(super) fn lost_before_replay(&self, id: u64) {
+        let mut st = lock(&self.state);
+        let mut lost = 0;
+        st.evicted.retain(|s| {
+            if s.id == id {
+                lost += s.unsettled as u64;
+            }
+            s.id != id
+        });
+        self.counters
+            .dropped_oldest
+            .fetch_add(lost, Ordering::Relaxed);
     }
 
     /// Appends `record`, waiting for room under `block`.
@@ -625,20 +659,26 @@ impl Log {
         }
     }
 
-    /// `drop_oldest`: forgets the oldest segment's unsettled records (counted) and deletes it.
+    /// `drop_oldest`: deletes the oldest segment, unsettled records and all (counted as
+    /// evicted). Its records stay tracked: those the pipeline holds are still settled when it
+    /// delivers them; only those it never does are lost (see [`Log::close`]).
     fn evict_oldest(&self, st: &mut State, to_delete: &mut Vec<u64>) -> bool {
-        let Some(oldest) = st.segments.pop_front() else {
+        let Some(mut oldest) = st.segments.pop_front() else {
             return false;
         };
         if oldest.active {
             st.file = None;
+            oldest.active = false;
         }
         self.counters
-            .dropped_oldest
+            .evicted
             .fetch_add(oldest.unsettled as u64, Ordering::Relaxed);
         st.disk_bytes -= oldest.bytes;
         st.acks_dirty = true;
         to_delete.push(oldest.id);
+        if oldest.unsettled > 0 {
+            st.evicted.push_back(oldest);
+        }
         true
     }
 
@@ -674,11 +714,11 @@ impl Log {
         let mut room = false;
         {
             let mut st = lock(&self.state);
+            let mut evicted_done = false;
             for &seq in seqs {
-                let Some((i, o)) = st.segment_of(seq) else {
-                    continue; // evicted by drop_oldest, or a stale seq
+                let Some((segment, o, evicted)) = st.locate(seq) else {
+                    continue; // a stale seq, or one already counted lost
                 };
-                let segment = &mut st.segments[i];
                 let count = &mut segment.counts[o];
                 if *count == 0 {
                     continue;
@@ -688,9 +728,16 @@ impl Log {
                     segment.unsettled -= 1;
                     done += 1;
                     if segment.unsettled == 0 {
-                        room = true;
+                        if evicted {
+                            evicted_done = true;
+                        } else {
+                            room = true;
+                        }
                     }
                 }
+            }
+            if evicted_done {
+                st.evicted.retain(|s| s.unsettled > 0);
             }
             if done > 0 {
                 st.acks_dirty = true;
@@ -740,8 +787,17 @@ impl Log {
     }
 
     /// Refuses further appends, wakes blocked ones, syncs and writes the acknowledgement file.
+    /// Evicted records still unsettled (left behind by the pipeline's shutdown, or never
+    /// replayed) are on disk no more: they are counted lost to `drop_oldest`.
     pub(super) fn close(&self) -> io::Result<()> {
-        lock(&self.state).closed = true;
+        {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            let lost: u64 = st.evicted.drain(..).map(|s| s.unsettled as u64).sum();
+            self.counters
+                .dropped_oldest
+                .fetch_add(lost, Ordering::Relaxed);
+        }
         self.stop_sync.store(true, Ordering::Relaxed);
         self.space.notify_waiters();
         let synced = self.sync(true);

@@ -98,8 +98,14 @@ pub struct BufferStats {
     pub abandoned: u64,
     /// Events refused by `when_full: drop_newest` (never appended, never submitted).
     pub dropped_newest: u64,
-    /// Unacknowledged records evicted by `when_full: drop_oldest`.
+    /// Records lost to `when_full: drop_oldest`: evicted from the log and then never delivered,
+    /// because they were still waiting for their replay, or the pipeline left them behind at
+    /// shutdown (counted when the log closes).
     pub dropped_oldest: u64,
+    /// Unacknowledged records evicted from the log by `when_full: drop_oldest`. Not a loss by
+    /// itself: the pipeline still delivers (and counts) those it holds in memory; they are just
+    /// no longer durable. Those it does not deliver are counted in `dropped_oldest`.
+    pub evicted: u64,
     /// Appends that failed with an I/O error.
     pub write_errors: u64,
     /// Corrupt records found at open.
@@ -116,7 +122,8 @@ pub struct BufferStats {
     pub max_bytes: u64,
     /// Segment files now.
     pub segments: usize,
-    /// Records not yet settled by every exporter.
+    /// Records in the log not yet settled by every exporter: after a shutdown, what the next
+    /// start replays.
     pub unsettled: u64,
 }
 
@@ -139,9 +146,11 @@ pub struct BufferStats {
 ///
 /// The log is bounded by `max_bytes` of segment files. When an append would pass it:
 /// `block` waits for segments to be freed, `drop_newest` drops the new event (counted,
-/// never submitted), `drop_oldest` evicts the oldest segment's unacknowledged records
-/// (counted in [`BufferStats::dropped_oldest`]): they are no longer durable, though the
-/// pipeline still delivers those it holds in memory.
+/// never submitted), `drop_oldest` deletes the oldest segment, unacknowledged records and all
+/// (counted in [`BufferStats::evicted`]): they are no longer durable, but the pipeline still
+/// delivers those it holds in memory. Only the evicted records that are never delivered (not
+/// yet replayed, or left behind at shutdown) are lost, and counted in
+/// [`BufferStats::dropped_oldest`], so every event is counted once.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -369,6 +378,7 @@ impl DurablePipeline {
             abandoned: c.abandoned.load(Ordering::Relaxed),
             dropped_newest: c.dropped_newest.load(Ordering::Relaxed),
             dropped_oldest: c.dropped_oldest.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
             write_errors: c.write_errors.load(Ordering::Relaxed),
             corrupt_records: c.corrupt_records.load(Ordering::Relaxed),
             corrupt_bytes: c.corrupt_bytes.load(Ordering::Relaxed),
@@ -412,7 +422,11 @@ async fn replay(log: Arc<Log>, pipeline: Pipeline, segments: Vec<FoundSegment>) 
         let path = segment.path.clone();
         let data = match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
             Ok(Ok(data)) => data,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => continue, // evicted meanwhile
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                // Evicted by `drop_oldest` before its turn: its records never reach the pipeline.
+                log.lost_before_replay(segment.id);
+                continue;
+            }
             Ok(Err(e)) => {
                 tracing::error!(segment = segment.id, error = %e, "cannot read a buffer segment to replay; it stays for the next start");
                 continue;
