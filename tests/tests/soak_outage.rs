@@ -19,14 +19,24 @@ use clawdstrike_schema::Uuid;
 
 const KEY: &str = "outageKey00000000000000000000001";
 
-fn vm_rss() -> u64 {
+/// A `/proc/self/status` value in bytes (`VmRSS`, `VmHWM`).
+fn status_bytes(key: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("{key} in /proc/self/status"))
         * 1024
+}
+
+fn vm_rss() -> u64 {
+    status_bytes("VmRSS")
+}
+
+/// Resets the kernel's peak-RSS mark (`VmHWM`) to the current RSS; false where not allowed.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,6 +104,9 @@ async fn a_long_outage_fills_the_buffer_memory_stays_bounded_and_the_counts_are_
     let bound = max_held * largest_json * 8 + 24 * 1024 * 1024;
 
     let rss_before = vm_rss();
+    // The kernel's own peak mark sees every spike; the samples are the fallback where it
+    // cannot be reset.
+    let exact_peak = reset_peak_rss();
     let mut peak = rss_before;
     // Which events the buffer took (one producer: the appended counter tells).
     let mut kept = vec![false; n as usize];
@@ -109,6 +122,9 @@ async fn a_long_outage_fills_the_buffer_memory_stays_bounded_and_the_counts_are_
         }
     }
     peak = peak.max(vm_rss());
+    if exact_peak {
+        peak = peak.max(status_bytes("VmHWM"));
+    }
     let during = durable.buffer_stats();
     let outage_requests = intake
         .stats()
@@ -117,9 +133,14 @@ async fn a_long_outage_fills_the_buffer_memory_stays_bounded_and_the_counts_are_
         .copied()
         .unwrap_or(0);
     println!(
-        "soak_outage: {n} events during the outage ({outage_requests} requests answered 503); buffer {during:?}\n  RSS {} -> peak {} MiB (bound {} MiB; unbounded would hold about {} MiB of events)",
+        "soak_outage: {n} events during the outage ({outage_requests} requests answered 503); buffer {during:?}\n  RSS {} -> peak {} MiB ({}; bound {} MiB; unbounded would hold about {} MiB of events)",
         rss_before >> 20,
         peak >> 20,
+        if exact_peak {
+            "VmHWM"
+        } else {
+            "sampled every 5,000 events"
+        },
         bound >> 20,
         (n * largest_json) >> 20,
     );

@@ -296,6 +296,12 @@ async fn garbage_files_and_an_empty_directory_never_crash_the_open() {
     assert_eq!(found.to_replay, 0);
     assert!(!found.ack_file_valid);
     assert_eq!(found.torn_tail_bytes, 9);
+    // Kept aside for investigation, not deleted, and not read again.
+    assert_eq!(
+        std::fs::read(dir.path().join("00000000000000000007.corrupt")).unwrap(),
+        b"\x00\x01garbage"
+    );
+    assert!(!dir.path().join("00000000000000000007.wal").exists());
     durable.submit(record(1)).await.unwrap();
     let reports = durable.shutdown(Duration::from_secs(5)).await;
     assert_eq!(reports[0].delivered, 1);

@@ -17,6 +17,8 @@ use crate::config::WhenFull;
 use crate::exporter::Record;
 
 const SEGMENT_EXT: &str = "wal";
+/// A segment in which no record was valid is renamed to this extension, not deleted.
+const CORRUPT_EXT: &str = "corrupt";
 const ACK_FILE: &str = "ack";
 const ACK_MAGIC: &[u8; 8] = b"CLWBACK2";
 /// How often the acknowledgement file is rewritten (when something settled) under the `always`
@@ -356,7 +358,25 @@ impl Log {
                 frames.iter().map(|f| f.seq).min(),
                 frames.iter().map(|f| f.seq).max(),
             ) else {
-                let _ = fs::remove_file(&path);
+                if data.is_empty() {
+                    let _ = fs::remove_file(&path);
+                } else {
+                    // Not one valid record: keep the bytes for whoever investigates, out of
+                    // the log's way (and outside `max_bytes`).
+                    let kept = path.with_extension(CORRUPT_EXT);
+                    match fs::rename(&path, &kept) {
+                        Ok(()) => tracing::warn!(
+                            file = %kept.display(),
+                            bytes = data.len(),
+                            "a buffer segment holds no valid record; kept aside"
+                        ),
+                        Err(e) => tracing::warn!(
+                            file = %path.display(),
+                            error = %e,
+                            "a buffer segment holds no valid record and cannot be renamed"
+                        ),
+                    }
+                }
                 continue;
             };
             previous_last = Some(last);
@@ -768,6 +788,19 @@ impl Log {
             st.acks_dirty = false;
             (file, acks)
         };
+        let wrote_acks = acks.is_some();
+        let result = self.sync_io(file, acks);
+        if result.is_err() {
+            // Not done: the next tick tries again. (Appends after the failure may have set
+            // them already; setting them again is harmless.)
+            let mut st = lock(&self.state);
+            st.dirty = true;
+            st.acks_dirty |= wrote_acks;
+        }
+        result
+    }
+
+    fn sync_io(&self, file: Option<Arc<File>>, acks: Option<Acks>) -> io::Result<()> {
         if let Some(file) = file
             && self.fsync != FsyncPolicy::Never
         {
