@@ -284,6 +284,78 @@ async fn follow_survives_rotation_and_sigkill_without_loss_or_duplicates() {
     intake.shutdown().await;
 }
 
+/// `--follow` with the disk buffer: a line counts as taken once the buffer has it, so the
+/// checkpoint moves past lines Datadog never received (it stalls); after a SIGKILL the buffer
+/// replays them and the checkpoint keeps them from being read again: each arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_with_the_disk_buffer_checkpoints_taken_lines_and_replays_them_after_a_sigkill() {
+    let intake = intake().await;
+    intake.fail_next(Endpoint::Logs, 1000, FaultAction::Stall);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "buffer: {{ type: disk, path: {} }}\nshutdown_timeout_ms: 1000\n",
+        dir.path().join("buffer").display()
+    );
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
+    let all = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let log = dir.path().join("audit.ndjson");
+    let checkpoint = dir.path().join("audit.checkpoint");
+    append(&log, &lines[0..20]);
+    let start = || {
+        let mut cmd = dd_command(dir.path());
+        cmd.env("DD_API_KEY", KEY)
+            .arg("ship")
+            .arg("--config")
+            .arg(&config)
+            .arg("--follow")
+            .arg(&log)
+            .arg("--checkpoint")
+            .arg(&checkpoint);
+        Running::spawn(cmd)
+    };
+    let mut run = start();
+    assert!(
+        poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)),
+        "the checkpoint passes the lines the buffer took: {:?}",
+        std::fs::read_to_string(&checkpoint)
+    );
+    assert_eq!(intake.total_items(), 0, "while Datadog stalls");
+    run.signal("KILL");
+    run.wait(WAIT);
+    intake.clear_faults();
+    intake.release_stalled();
+
+    let mut run = start();
+    intake
+        .wait_for_items(20, WAIT)
+        .await
+        .expect("the buffer replays the taken lines");
+    append(&log, &lines[20..25]);
+    intake
+        .wait_for_items(25, WAIT)
+        .await
+        .expect("new lines after the restart");
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
+    let expected: BTreeSet<String> = lines[..25]
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(received_ids(&intake), expected, "nothing lost");
+    assert!(
+        intake.duplicates().is_empty(),
+        "nothing sent twice: {:?}",
+        intake.duplicates()
+    );
+    intake.shutdown().await;
+}
+
 fn listen_addr(run: &Running) -> String {
     let line = run.wait_for_line("listening on http://", WAIT);
     line.rsplit("http://").next().unwrap().trim().to_owned()

@@ -26,7 +26,9 @@
 //!   read from the old position. Prefer rotation by rename.
 //! - With the disk buffer (`buffer: { type: disk }`) a line counts as settled once the buffer
 //!   took it (it is on disk and replayed after a crash), so the window shrinks to the lines
-//!   taken since the last checkpoint write.
+//!   taken since the last checkpoint write. The buffer is synced before each checkpoint write,
+//!   so after a power loss the checkpoint never points past lines the buffer lost (unless its
+//!   policy is `fsync: never`).
 //! - The first start (no checkpoint) reads the file from its beginning.
 
 use std::collections::{BTreeMap, HashSet};
@@ -143,6 +145,12 @@ impl Tracker {
             None
         }
     }
+
+    /// The checkpoint taken by [`take_dirty`](Self::take_dirty) was not written: try again
+    /// at the next tick.
+    fn mark_dirty(&self) {
+        self.lock().dirty = true;
+    }
 }
 
 impl SettleHook for Tracker {
@@ -174,10 +182,18 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, String>
     }
 }
 
+/// Writes `checkpoint` atomically: a temporary file, fsynced, renamed over the old one (so a
+/// power loss leaves the old checkpoint or the new one, never an empty file).
 fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) {
+    use std::io::Write as _;
     let tmp = path.with_extension("tmp");
     let text = serde_json::to_string(checkpoint).unwrap_or_default();
-    let result = std::fs::write(&tmp, text.as_bytes()).and_then(|()| std::fs::rename(&tmp, path));
+    let result = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         tracing::error!(path = %path.display(), error = %e, "cannot write the checkpoint");
     }
@@ -524,7 +540,7 @@ impl Follow {
         loop {
             let item = tokio::select! {
                 item = rx.recv() => item,
-                _ = ticker.tick() => { self.save_if_moved(); continue; }
+                _ = ticker.tick() => { self.save_if_moved(sink).await; continue; }
                 _ = stop.wait_for(|s| *s) => None,
             };
             let Some(item) = item else { break };
@@ -582,21 +598,43 @@ impl Follow {
         report
     }
 
-    fn save_if_moved(&self) {
-        if let Some(position) = self.tracker.take_dirty() {
-            write_checkpoint(
-                &self.checkpoint_path,
-                &Checkpoint {
-                    path: self.path.clone(),
-                    position,
-                },
-            );
+    /// Writes the checkpoint if it moved. With the disk buffer, the lines it passes count as
+    /// settled once the buffer took them, so the buffer is synced first: the checkpoint never
+    /// runs ahead of what survives a power loss (as far as the buffer's fsync policy goes).
+    async fn save_if_moved(&self, sink: &Sink) {
+        let Some(position) = self.tracker.take_dirty() else {
+            return;
+        };
+        if sink.is_durable() {
+            let sink = sink.clone();
+            let synced = tokio::task::spawn_blocking(move || sink.sync_buffer())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            if let Err(e) = synced {
+                tracing::error!(error = %e, "cannot sync the disk buffer; the checkpoint waits");
+                self.tracker.mark_dirty();
+                return;
+            }
         }
+        self.write(position);
     }
 
-    /// Writes the final checkpoint (call after the pipeline's shutdown).
+    fn write(&self, position: Position) {
+        write_checkpoint(
+            &self.checkpoint_path,
+            &Checkpoint {
+                path: self.path.clone(),
+                position,
+            },
+        );
+    }
+
+    /// Writes the final checkpoint (call after the pipeline's shutdown, which also closed and
+    /// synced the disk buffer).
     pub(crate) fn finish(&self) {
-        self.save_if_moved();
+        if let Some(position) = self.tracker.take_dirty() {
+            self.write(position);
+        }
     }
 }
 

@@ -51,6 +51,14 @@ impl Sink {
         matches!(self, Sink::Durable(_))
     }
 
+    /// Forces the disk buffer's appended records to disk (blocking; nothing without one).
+    pub(crate) fn sync_buffer(&self) -> std::io::Result<()> {
+        match self {
+            Sink::Memory(_) => Ok(()),
+            Sink::Durable(d) => d.sync(),
+        }
+    }
+
     /// Submits, waiting for room (backpressure); `seq` for the follow checkpoint (memory
     /// only: the durable buffer numbers its own records). Cancel-safe.
     pub(crate) async fn submit(&self, record: Record, seq: Option<u64>) -> Result<(), Refused> {
