@@ -227,6 +227,30 @@ async fn a_corrupt_record_in_the_middle_is_counted_and_skipped_and_its_neighbour
     assert_eq!(ids, expected, "exactly record 4 is lost");
 }
 
+#[tokio::test]
+async fn damage_across_several_records_counts_each_record_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    leave_behind(dir.path(), 0..10).await;
+    let files = segments(dir.path());
+    let mut data = std::fs::read(&files[0]).unwrap();
+    // Zero everything from inside record 3 to inside record 5: one damaged stretch, three
+    // records (sequence numbers 3, 4 and 5 are missing between 2 and 6).
+    let mut starts = vec![0];
+    for _ in 0..7 {
+        let pos = *starts.last().unwrap();
+        let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        starts.push(pos + 12 + len);
+    }
+    data[starts[3] + 20..starts[5] + 20].fill(0);
+    std::fs::write(&files[0], &data).unwrap();
+
+    let (found, ids, _) = replay_all(&config(dir.path())).await;
+    assert_eq!(found.corrupt_records, 3, "{found:?}");
+    assert_eq!(found.to_replay, 7);
+    let expected: Vec<Uuid> = [0, 1, 2, 6, 7, 8, 9].into_iter().map(id).collect();
+    assert_eq!(ids, expected);
+}
+
 /// One frame as the log writes it: magic, payload length, CRC-32 of the payload, then the
 /// payload (sequence number, flags = no trace, event JSON).
 fn raw_frame(seq: u64, event: &SecurityEvent) -> Vec<u8> {

@@ -277,6 +277,8 @@ pub(super) fn plausible<'a>(
     damage: &mut ScanDamage,
 ) -> Vec<frame::Frame<'a>> {
     let max_span = (file_len / frame::MIN_FRAME) as u64;
+    // Damaged stretches the scan skipped (each at least one record).
+    let stretches = damage.corrupt_records;
     let mut kept: Vec<frame::Frame<'a>> = Vec::with_capacity(frames.len());
     for f in frames {
         let ok = f.seq != u64::MAX
@@ -290,6 +292,11 @@ pub(super) fn plausible<'a>(
             damage.corrupt_bytes += f.encoded_len() as u64;
         }
     }
+    // Numbers run without gaps through a segment (a failed write ends its segment without
+    // using a number), so the numbers missing between valid records say how many records the
+    // stretches held.
+    let missing: u64 = kept.windows(2).map(|w| w[1].seq - w[0].seq - 1).sum();
+    damage.corrupt_records += missing.saturating_sub(stretches);
     kept
 }
 

@@ -73,7 +73,9 @@ pub struct OpenReport {
     pub to_replay: u64,
     /// Records found in the log but already acknowledged (not replayed).
     pub already_acknowledged: u64,
-    /// Damaged stretches followed by valid records (each a lost record, counted here).
+    /// Records lost to damage: in each damaged stretch followed by valid records, as many as
+    /// the sequence numbers missing around it (at least one), plus checksummed records with
+    /// impossible sequence numbers.
     pub corrupt_records: u64,
     /// Bytes in those stretches.
     pub corrupt_bytes: u64,
