@@ -200,6 +200,33 @@ fn checkpoint_covers(checkpoint: &Path, file: &Path) -> bool {
     })
 }
 
+/// `ship --follow log --checkpoint checkpoint` with `config`, in `dir`.
+fn follow(dir: &Path, config: &Path, log: &Path, checkpoint: &Path) -> Running {
+    let mut cmd = dd_command(dir);
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(config)
+        .arg("--follow")
+        .arg(log)
+        .arg("--checkpoint")
+        .arg(checkpoint);
+    Running::spawn(cmd)
+}
+
+/// The event ids of NDJSON lines.
+fn event_ids(lines: &[&str]) -> BTreeSet<String> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Acceptance 3: follow mode survives rotation (while running and while stopped) and a
 /// SIGKILL; with the checkpoint written before the kill, nothing is lost and nothing is sent
 /// twice.
@@ -213,18 +240,7 @@ async fn follow_survives_rotation_and_sigkill_without_loss_or_duplicates() {
     let log = dir.path().join("audit.ndjson");
     let checkpoint = dir.path().join("audit.checkpoint");
     append(&log, &lines[0..10]);
-    let start = || {
-        let mut cmd = dd_command(dir.path());
-        cmd.env("DD_API_KEY", KEY)
-            .arg("ship")
-            .arg("--config")
-            .arg(&config)
-            .arg("--follow")
-            .arg(&log)
-            .arg("--checkpoint")
-            .arg(&checkpoint);
-        Running::spawn(cmd)
-    };
+    let start = || follow(dir.path(), &config, &log, &checkpoint);
     let mut run = start();
     intake
         .wait_for_items(10, WAIT)
@@ -265,16 +281,11 @@ async fn follow_survives_rotation_and_sigkill_without_loss_or_duplicates() {
     run.signal("TERM");
     let status = run.wait(WAIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", run.stderr());
-    let expected: BTreeSet<String> = lines[..32]
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(received_ids(&intake), expected, "nothing lost");
+    assert_eq!(
+        received_ids(&intake),
+        event_ids(&lines[..32]),
+        "nothing lost"
+    );
     assert!(
         intake.duplicates().is_empty(),
         "nothing sent twice: {:?}",
@@ -302,18 +313,7 @@ async fn follow_with_the_disk_buffer_checkpoints_taken_lines_and_replays_them_af
     let log = dir.path().join("audit.ndjson");
     let checkpoint = dir.path().join("audit.checkpoint");
     append(&log, &lines[0..20]);
-    let start = || {
-        let mut cmd = dd_command(dir.path());
-        cmd.env("DD_API_KEY", KEY)
-            .arg("ship")
-            .arg("--config")
-            .arg(&config)
-            .arg("--follow")
-            .arg(&log)
-            .arg("--checkpoint")
-            .arg(&checkpoint);
-        Running::spawn(cmd)
-    };
+    let start = || follow(dir.path(), &config, &log, &checkpoint);
     let mut run = start();
     assert!(
         poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)),
@@ -338,16 +338,11 @@ async fn follow_with_the_disk_buffer_checkpoints_taken_lines_and_replays_them_af
         .expect("new lines after the restart");
     run.signal("TERM");
     assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
-    let expected: BTreeSet<String> = lines[..25]
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(received_ids(&intake), expected, "nothing lost");
+    assert_eq!(
+        received_ids(&intake),
+        event_ids(&lines[..25]),
+        "nothing lost"
+    );
     assert!(
         intake.duplicates().is_empty(),
         "nothing sent twice: {:?}",
@@ -801,6 +796,24 @@ fn a_public_listener_without_a_token_is_refused() {
     );
 }
 
+/// Ships the 42 fixture events with `config` and returns once the whole file is read and a
+/// request is held by the (stalling) intake.
+async fn ship_fixtures_until_stalled(dir: &Path, config: &Path, intake: &FakeIntake) -> Running {
+    let mut cmd = dd_command(dir);
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(config)
+        .arg(fixture("events.ndjson"));
+    let run = Running::spawn(cmd);
+    run.wait_for_line("read 42 events", WAIT);
+    intake
+        .wait_until(WAIT, |s| s.stalled_now >= 1)
+        .await
+        .expect("a request reaches the stalled intake");
+    run
+}
+
 /// The disk buffer (`buffer: { type: disk }`): events taken while Datadog stalls survive a
 /// SIGKILL and are delivered by the next run, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -814,18 +827,7 @@ async fn the_disk_buffer_keeps_events_across_a_sigkill_and_replays_them() {
         buffer.display()
     );
     let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
-    let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY)
-        .arg("ship")
-        .arg("--config")
-        .arg(&config)
-        .arg(fixture("events.ndjson"));
-    let mut run = Running::spawn(cmd);
-    run.wait_for_line("read 42 events", WAIT);
-    intake
-        .wait_until(WAIT, |s| s.stalled_now >= 1)
-        .await
-        .expect("requests reach the stalled intake");
+    let mut run = ship_fixtures_until_stalled(dir.path(), &config, &intake).await;
     run.signal("KILL");
     run.wait(WAIT);
     assert_eq!(
@@ -864,18 +866,7 @@ async fn ship_through_a_full_buffer(intake: &FakeIntake, when_full: &str) -> (Op
         dir.path().join("buffer").display()
     );
     let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
-    let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY)
-        .arg("ship")
-        .arg("--config")
-        .arg(&config)
-        .arg(fixture("events.ndjson"));
-    let mut run = Running::spawn(cmd);
-    run.wait_for_line("read 42 events", WAIT);
-    intake
-        .wait_until(WAIT, |s| s.stalled_now >= 1)
-        .await
-        .expect("the first request reaches the stalled intake");
+    let mut run = ship_fixtures_until_stalled(dir.path(), &config, intake).await;
     intake.release_stalled();
     let code = run.wait(WAIT).code();
     (code, run.stderr())
