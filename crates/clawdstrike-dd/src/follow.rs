@@ -630,9 +630,14 @@ impl Follow {
     }
 
     /// Writes the final checkpoint (call after the pipeline's shutdown, which also closed and
-    /// synced the disk buffer).
-    pub(crate) fn finish(&self) {
+    /// synced the disk buffer), unless the buffer's fsync failed: then the lines it took may
+    /// not be on disk, and the checkpoint stays where it was (they are read again).
+    pub(crate) fn finish(&self, buffer_fsync_failed: bool) {
         if let Some(position) = self.tracker.take_dirty() {
+            if buffer_fsync_failed {
+                tracing::error!("the disk buffer's fsync failed: the checkpoint is not moved");
+                return;
+            }
             self.write(position);
         }
     }

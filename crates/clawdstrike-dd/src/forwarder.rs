@@ -138,6 +138,16 @@ impl Outcome {
         exporters + buffer
     }
 
+    /// Events kept in the disk buffer for the next start (not delivered by this run).
+    pub(crate) fn kept_for_next_start(&self) -> u64 {
+        self.buffer.as_ref().map_or(0, |b| b.unsettled)
+    }
+
+    /// True when the disk buffer's fsync failed (what the follow checkpoint must not trust).
+    pub(crate) fn buffer_fsync_failed(&self) -> bool {
+        self.buffer.as_ref().is_some_and(|b| b.fsync_failed)
+    }
+
     /// Prints the report to stderr.
     pub(crate) fn print(&self) {
         for r in &self.reports {
@@ -167,8 +177,13 @@ impl Outcome {
             }
             if b.evicted > 0 {
                 eprintln!(
-                    "clawdstrike-dd: the disk buffer was full: {} of its oldest events were evicted (when_full: drop_oldest); {} of them were lost, the others delivered from memory",
-                    b.evicted, b.dropped_oldest
+                    "clawdstrike-dd: the disk buffer was full: {} of its oldest events were evicted (when_full: drop_oldest); {} of them were lost before their replay, {} were left behind at the deadline (lost: no longer on disk), the others were settled from memory",
+                    b.evicted, b.dropped_oldest, b.evicted_left_behind
+                );
+            }
+            if b.fsync_failed {
+                eprintln!(
+                    "clawdstrike-dd: an fsync of the disk buffer failed: some events may not have survived a power loss"
                 );
             }
             if b.unsettled > 0 {

@@ -18,7 +18,7 @@
 //! | 0 | done; every event was delivered (bad input lines are in the rejects file) |
 //! | 1 | a runtime failure: unreadable input, listener cannot bind, `check` found a problem, a signals call failed |
 //! | 2 | usage or configuration error (the message names the key), or a key that cannot be loaded |
-//! | 3 | shipped, but events were left undelivered: dead-lettered, dropped, left behind at the shutdown deadline, or input not read to its end because of a signal |
+//! | 3 | shipped, but events were left undelivered: dead-lettered, dropped, left behind at the shutdown deadline, kept in the disk buffer for the next start, or input not read to its end because of a signal |
 //!
 //! # Architecture invariant
 //!
@@ -393,7 +393,7 @@ async fn ship(args: ShipArgs) -> u8 {
     }
     let outcome = forwarder.shutdown(settings.shutdown_timeout()).await;
     if let Some(f) = &follow {
-        f.finish();
+        f.finish(outcome.buffer_fsync_failed());
     }
     outcome.print();
     if rejects.count() > 0 {
@@ -403,7 +403,7 @@ async fn ship(args: ShipArgs) -> u8 {
             rejects.path().display()
         );
     }
-    if outcome.undelivered() > 0 || incomplete {
+    if outcome.undelivered() > 0 || outcome.kept_for_next_start() > 0 || incomplete {
         EXIT_UNDELIVERED
     } else if failed {
         EXIT_FAILURE

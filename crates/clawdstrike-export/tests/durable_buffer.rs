@@ -314,12 +314,21 @@ async fn garbage_files_and_an_empty_directory_never_crash_the_open() {
         b"\x00\x01garbage",
     )
     .unwrap();
+    // What a crash during a segment's first write leaves: the start of one frame.
+    std::fs::write(
+        dir.path().join("00000000000000000009.wal"),
+        b"CLWB\x40\x00\x00\x00\x01\x02",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("ack"), b"not an ack file").unwrap();
     let exporter = Arc::new(ScriptedExporter::new("ok"));
     let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
     assert_eq!(found.to_replay, 0);
     assert!(!found.ack_file_valid);
-    assert_eq!(found.torn_tail_bytes, 9);
+    assert_eq!(found.torn_tail_bytes, 9 + 10);
+    // The torn first write is ordinary crash debris: deleted.
+    assert!(!dir.path().join("00000000000000000009.wal").exists());
+    assert!(!dir.path().join("00000000000000000009.corrupt").exists());
     // Kept aside for investigation, not deleted, and not read again.
     assert_eq!(
         std::fs::read(dir.path().join("00000000000000000007.corrupt")).unwrap(),
@@ -443,7 +452,7 @@ async fn drop_newest_refuses_new_events_when_full_and_counts_them() {
 }
 
 #[tokio::test]
-async fn drop_oldest_evicts_the_oldest_records_and_counts_those_lost_at_shutdown() {
+async fn drop_oldest_evicts_the_oldest_records_and_says_which_left_behind_ones_are_lost() {
     let dir = tempfile::tempdir().unwrap();
     let (durable, _exporter, cfg) = full_log(dir.path(), WhenFull::DropOldest).await;
     for i in 0..200 {
@@ -461,8 +470,11 @@ async fn drop_oldest_evicts_the_oldest_records_and_counts_those_lost_at_shutdown
     let reports = durable.shutdown(Duration::from_millis(50)).await;
     assert_eq!(reports[0].left_behind, 200);
     let after = durable.buffer_stats();
-    assert_eq!(after.dropped_oldest, stats.evicted, "{after:?}");
-    assert_eq!(after.unsettled + after.dropped_oldest, 200);
+    // Counted once: the report has all 200 as left behind; the buffer says which of them are
+    // lost (evicted) and which it keeps, and drops none of its own.
+    assert_eq!(after.evicted_left_behind, stats.evicted, "{after:?}");
+    assert_eq!(after.dropped_oldest, 0, "{after:?}");
+    assert_eq!(after.unsettled + after.evicted_left_behind, 200);
     let (found, ids, _) = replay_all(&cfg).await;
     assert_eq!(found.to_replay, stats.unsettled);
     assert_eq!(ids, (stats.evicted..200).map(id).collect::<Vec<_>>());

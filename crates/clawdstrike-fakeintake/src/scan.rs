@@ -400,29 +400,36 @@ mod tests {
 
     #[test]
     fn every_special_byte_is_found_at_every_position_of_a_word() {
-        // Escapes, quotes and control characters at each offset of the first two 16-byte words
-        // (and in the tail shorter than a word), with the same answer as serde_json.
+        // Escapes, the closing quote and control characters at each offset of the first two
+        // 16-byte words (and in the tail shorter than a word), after ASCII or multibyte UTF-8
+        // (bytes >= 0x80), with the same answer as serde_json. DEL and space are not special.
+        let specials = [
+            ("\\n", true),
+            ("\\\"", true),
+            ("", true), // the closing quote right after the filler
+            ("\t", false),
+            ("\u{0}", false),
+            ("\u{1f}", false),
+            ("\u{7f}", true),
+            (" ", true),
+        ];
         for len in 0..40 {
-            for (special, valid) in [
-                ("\\n", true),
-                ("\\\"", true),
-                ("\t", false),
-                ("\u{1f}", false),
-            ] {
-                let text = format!(r#"[{{"event_id":"{}{special}x"}}]"#, "a".repeat(len));
-                let expected = serde_json::from_str::<serde_json::Value>(&text).is_ok();
-                assert_eq!(expected, valid, "{text:?}");
-                match scan(&text) {
-                    Ok(items) => {
-                        assert!(valid, "accepted {text:?}");
-                        let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()[0]
-                            ["event_id"]
-                            .as_str()
-                            .unwrap()
-                            .to_owned();
-                        assert_eq!(items[0].id.as_deref(), Some(id.as_str()), "{text:?}");
+            for filler in ["a", "\u{e9}", "\u{1f600}"] {
+                for (special, valid) in specials {
+                    let text = format!(r#"[{{"event_id":"{}{special}"}}]"#, filler.repeat(len));
+                    let oracle = serde_json::from_str::<serde_json::Value>(&text).ok();
+                    assert_eq!(oracle.is_some(), valid, "{text:?}");
+                    match scan(&text) {
+                        Ok(items) => {
+                            let id = oracle.expect("accepted only what serde_json accepts")[0]
+                                ["event_id"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned();
+                            assert_eq!(items[0].id.as_deref(), Some(id.as_str()), "{text:?}");
+                        }
+                        Err(Refused) => assert!(!valid, "refused {text:?}"),
                     }
-                    Err(Refused) => assert!(!valid, "refused {text:?}"),
                 }
             }
         }

@@ -90,6 +90,16 @@ fn u32_at(data: &[u8], pos: usize) -> Option<u32> {
 }
 
 /// The payload of a valid frame starting at `pos`, or `None`.
+/// True if `data` is only the beginning of one frame: what a crash during a segment's first
+/// write leaves (a magic number, and a length the file is too short for, or less).
+pub(super) fn is_torn_first_frame(data: &[u8]) -> bool {
+    if data.len() < 8 {
+        return MAGIC.to_le_bytes().starts_with(&data[..data.len().min(4)]);
+    }
+    u32_at(data, 0) == Some(MAGIC)
+        && u32_at(data, 4).is_some_and(|len| HEADER + len as usize > data.len())
+}
+
 fn frame_at(data: &[u8], pos: usize) -> Option<&[u8]> {
     if u32_at(data, pos)? != MAGIC {
         return None;

@@ -75,6 +75,7 @@ pub(super) struct Counters {
     pub(super) dropped_newest: AtomicU64,
     pub(super) dropped_oldest: AtomicU64,
     pub(super) evicted: AtomicU64,
+    pub(super) evicted_left_behind: AtomicU64,
     pub(super) write_errors: AtomicU64,
     pub(super) replayed: AtomicU64,
     pub(super) corrupt_records: AtomicU64,
@@ -132,6 +133,14 @@ pub(super) struct Log {
     space: Notify,
     pub(super) counters: Counters,
     stop_sync: AtomicBool,
+    /// An fsync of a segment failed. Sticky: the kernel may have dropped the data and marked
+    /// it clean, so a later fsync of the same file could succeed without it being on disk.
+    pub(super) fsync_failed: AtomicBool,
+    /// The first sequence number of this run: records below it were found at open and reach
+    /// the pipeline only through the replay.
+    first_new_seq: u64,
+    /// One past the last sequence number the replay handed to the pipeline (0: none yet).
+    pub(super) replayed_through: AtomicU64,
     /// One `sync` at a time (the background thread and `close` share `ack.tmp`).
     syncing: Mutex<()>,
     /// The directory's lock, released at close (tasks stuck past the shutdown deadline may keep
@@ -200,6 +209,18 @@ impl Acks {
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.{SEGMENT_EXT}"))
+}
+
+/// The ids of the files `<id>.<extension>` in `dir`.
+fn ids_with_extension(dir: &Path, extension: &str) -> io::Result<Vec<u64>> {
+    Ok(fs::read_dir(dir)?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension()? == extension)
+                .then(|| path.file_stem()?.to_str()?.parse::<u64>().ok())
+                .flatten()
+        })
+        .collect())
 }
 
 fn sync_dir(dir: &Path) {
@@ -329,21 +350,20 @@ impl Log {
             ..Found::default()
         };
         let acks = acks.unwrap_or_default();
-        let mut ids: Vec<u64> = fs::read_dir(&config.path)?
-            .filter_map(|entry| {
-                let path = entry.ok()?.path();
-                (path.extension()? == SEGMENT_EXT)
-                    .then(|| path.file_stem()?.to_str()?.parse::<u64>().ok())
-                    .flatten()
-            })
-            .collect();
+        let mut ids = ids_with_extension(&config.path, SEGMENT_EXT)?;
+        // Segments kept aside as corrupt keep their ids: a new segment must not be renamed
+        // over one of them later.
+        let corrupt_after = ids_with_extension(&config.path, CORRUPT_EXT)?
+            .into_iter()
+            .max()
+            .map_or(0, |id| id + 1);
         ids.sort_unstable();
         let mut state = State {
             segments: VecDeque::new(),
             evicted: VecDeque::new(),
             file: None,
             next_seq: acks.watermark.max(acks.next_seq),
-            next_segment_id: 0,
+            next_segment_id: corrupt_after,
             disk_bytes: 0,
             dirty: false,
             acks_dirty: false,
@@ -365,7 +385,8 @@ impl Log {
                 frames.iter().map(|f| f.seq).min(),
                 frames.iter().map(|f| f.seq).max(),
             ) else {
-                if data.is_empty() {
+                if data.is_empty() || frame::is_torn_first_frame(&data) {
+                    // An ordinary crash during the segment's first write.
                     let _ = fs::remove_file(&path);
                 } else {
                     // Not one valid record: keep the bytes for whoever investigates, out of
@@ -419,6 +440,7 @@ impl Log {
             state.disk_bytes += segment.bytes;
             state.segments.push_back(segment);
         }
+        let first_new_seq = state.next_seq;
         let log = Arc::new(Log {
             dir: config.path.clone(),
             max_bytes: config.max_bytes,
@@ -430,6 +452,9 @@ impl Log {
             space: Notify::new(),
             counters: Counters::default(),
             stop_sync: AtomicBool::new(false),
+            fsync_failed: AtomicBool::new(false),
+            first_new_seq,
+            replayed_through: AtomicU64::new(0),
             syncing: Mutex::new(()),
             dir_lock: Mutex::new(Some(lock_file)),
         });
@@ -628,7 +653,12 @@ impl Log {
             && self.fsync != FsyncPolicy::Never
             && let Some(file) = &st.file
         {
-            file.sync_data()?;
+            if let Err(e) = file.sync_data() {
+                // Its records stay in the pipeline's memory and are delivered, but may not
+                // survive a power loss: say so from now on (see `sync`), and go on in a new file.
+                self.fsync_failed.store(true, Ordering::Relaxed);
+                tracing::error!(error = %e, "fsync of a buffer segment failed; its records may not survive a power loss");
+            }
             st.dirty = false;
         }
         if let Some(last) = st.segments.back_mut()
@@ -795,24 +825,40 @@ impl Log {
             st.acks_dirty = false;
             (file, acks)
         };
-        let wrote_acks = acks.is_some();
-        let result = self.sync_io(file, acks);
-        if result.is_err() {
-            // Not done: the next tick tries again. (Appends after the failure may have set
-            // them already; setting them again is harmless.)
-            let mut st = lock(&self.state);
-            st.dirty = true;
-            st.acks_dirty |= wrote_acks;
-        }
-        result
-    }
-
-    fn sync_io(&self, file: Option<Arc<File>>, acks: Option<Acks>) -> io::Result<()> {
         if let Some(file) = file
             && self.fsync != FsyncPolicy::Never
+            && let Err(e) = file.sync_data()
         {
-            file.sync_data()?;
+            // Not retried: a second fsync of this file could succeed without the data (the
+            // kernel may have marked the failed pages clean). Appends go to a new file; the
+            // failure is sticky, so callers that wait for durability (the follow checkpoint)
+            // stop trusting the buffer until a restart.
+            self.fsync_failed.store(true, Ordering::Relaxed);
+            let mut st = lock(&self.state);
+            if st.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &file)) {
+                st.file = None;
+                if let Some(segment) = st.segments.back_mut() {
+                    segment.active = false;
+                }
+            }
+            drop(st);
+            tracing::error!(error = %e, "fsync of a buffer segment failed; its records may not survive a power loss");
         }
+        let written = self.write_acks(acks);
+        if written.is_err() {
+            // The acknowledgement file is written afresh each time: retrying is sound.
+            lock(&self.state).acks_dirty = true;
+        }
+        written?;
+        if self.fsync_failed.load(Ordering::Relaxed) {
+            return Err(io::Error::other(
+                "an earlier fsync of the buffer failed: records it covered may not be on disk",
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_acks(&self, acks: Option<Acks>) -> io::Result<()> {
         if let Some(acks) = acks {
             let tmp = self.dir.join("ack.tmp");
             let mut f = File::create(&tmp)?;
@@ -827,16 +873,32 @@ impl Log {
     }
 
     /// Refuses further appends, wakes blocked ones, syncs and writes the acknowledgement file.
-    /// Evicted records still unsettled (left behind by the pipeline's shutdown, or never
-    /// replayed) are on disk no more: they are counted lost to `drop_oldest`.
+    /// Evicted records still unsettled are on disk no more, so they are lost: those the
+    /// pipeline held were left behind at its deadline (its report counts them already:
+    /// `evicted_left_behind`), the others never reached it (`dropped_oldest`).
     pub(super) fn close(&self) -> io::Result<()> {
         {
             let mut st = lock(&self.state);
             st.closed = true;
-            let lost: u64 = st.evicted.drain(..).map(|s| s.unsettled as u64).sum();
+            let replayed_through = self.replayed_through.load(Ordering::Relaxed);
+            let (mut held, mut never) = (0, 0);
+            for segment in st.evicted.drain(..) {
+                for (offset, &count) in segment.counts.iter().enumerate() {
+                    let seq = segment.first_seq + offset as u64;
+                    if count == 0 {
+                    } else if seq >= self.first_new_seq || seq < replayed_through {
+                        held += 1;
+                    } else {
+                        never += 1;
+                    }
+                }
+            }
+            self.counters
+                .evicted_left_behind
+                .fetch_add(held, Ordering::Relaxed);
             self.counters
                 .dropped_oldest
-                .fetch_add(lost, Ordering::Relaxed);
+                .fetch_add(never, Ordering::Relaxed);
         }
         self.stop_sync.store(true, Ordering::Relaxed);
         self.space.notify_waiters();
@@ -874,8 +936,12 @@ fn spawn_syncer(log: Weak<Log>, every: Duration) {
                 if log.stop_sync.load(Ordering::Relaxed) {
                     return;
                 }
-                if let Err(e) = log.sync(false) {
-                    tracing::warn!(error = %e, "buffer fsync failed");
+                // The fsync failure itself is logged once, where it happens; this says when
+                // the acknowledgement file cannot be written.
+                if let Err(e) = log.sync(false)
+                    && !log.fsync_failed.load(Ordering::Relaxed)
+                {
+                    tracing::warn!(error = %e, "writing the buffer's acknowledgement file failed");
                 }
             }
         });

@@ -100,14 +100,22 @@ pub struct BufferStats {
     pub abandoned: u64,
     /// Events refused by `when_full: drop_newest` (never appended, never submitted).
     pub dropped_newest: u64,
-    /// Records lost to `when_full: drop_oldest`: evicted from the log and then never delivered,
-    /// because they were still waiting for their replay, or the pipeline left them behind at
-    /// shutdown (counted when the log closes).
+    /// Records lost to `when_full: drop_oldest` that never reached the pipeline: found at open
+    /// and evicted before the replay handed them over. No exporter report counts them.
     pub dropped_oldest: u64,
     /// Unacknowledged records evicted from the log by `when_full: drop_oldest`. Not a loss by
     /// itself: the pipeline still delivers (and counts) those it holds in memory; they are just
-    /// no longer durable. Those it does not deliver are counted in `dropped_oldest`.
+    /// no longer durable. Those it never got are counted in `dropped_oldest`, those it left
+    /// behind at shutdown in `evicted_left_behind`.
     pub evicted: u64,
+    /// Evicted records the pipeline still held when its shutdown deadline passed: lost, since
+    /// they are no longer on disk. The exporters' reports count them already (left behind),
+    /// so they are not in `dropped_oldest`. Counted when the log closes.
+    pub evicted_left_behind: u64,
+    /// An fsync of the log failed since open: records it covered may not survive a power loss
+    /// (they are still delivered from memory). Sticky until a restart; [`DurablePipeline::sync`]
+    /// fails from then on.
+    pub fsync_failed: bool,
     /// Appends that failed with an I/O error.
     pub write_errors: u64,
     /// Corrupt records found at open.
@@ -151,8 +159,9 @@ pub struct BufferStats {
 /// never submitted), `drop_oldest` deletes the oldest segment, unacknowledged records and all
 /// (counted in [`BufferStats::evicted`]): they are no longer durable, but the pipeline still
 /// delivers those it holds in memory. Only the evicted records that are never delivered (not
-/// yet replayed, or left behind at shutdown) are lost, and counted in
-/// [`BufferStats::dropped_oldest`], so every event is counted once.
+/// yet replayed, or left behind at shutdown) are lost: [`BufferStats::dropped_oldest`] counts
+/// those no exporter ever got, [`BufferStats::evicted_left_behind`] those the exporters'
+/// reports count as left behind, so every event is counted once.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -381,6 +390,8 @@ impl DurablePipeline {
             dropped_newest: c.dropped_newest.load(Ordering::Relaxed),
             dropped_oldest: c.dropped_oldest.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
+            evicted_left_behind: c.evicted_left_behind.load(Ordering::Relaxed),
+            fsync_failed: self.log.fsync_failed.load(Ordering::Relaxed),
             write_errors: c.write_errors.load(Ordering::Relaxed),
             corrupt_records: c.corrupt_records.load(Ordering::Relaxed),
             corrupt_bytes: c.corrupt_bytes.load(Ordering::Relaxed),
@@ -397,7 +408,8 @@ impl DurablePipeline {
     /// policy; `never` skips the fsync but still writes the acknowledgement file).
     ///
     /// # Errors
-    /// The I/O error of the fsync or of the acknowledgement file.
+    /// The I/O error of the fsync or of the acknowledgement file; after any failed fsync since
+    /// open, always an error (a retried fsync can succeed without the data being on disk).
     pub fn sync(&self) -> io::Result<()> {
         self.log.sync(true)
     }
@@ -459,6 +471,7 @@ async fn replay(log: Arc<Log>, pipeline: Pipeline, segments: Vec<FoundSegment>) 
                 return; // shutting down: the rest stays in the log for the next start
             }
             log.counters.replayed.fetch_add(1, Ordering::Relaxed);
+            log.replayed_through.fetch_max(f.seq + 1, Ordering::Relaxed);
         }
     }
 }
