@@ -227,6 +227,16 @@ fn event_ids(lines: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every event of `lines` reached the intake, and none twice.
+fn assert_each_line_arrived_once(intake: &FakeIntake, lines: &[&str]) {
+    assert_eq!(received_ids(intake), event_ids(lines), "nothing lost");
+    assert!(
+        intake.duplicates().is_empty(),
+        "nothing sent twice: {:?}",
+        intake.duplicates()
+    );
+}
+
 /// Acceptance 3: follow mode survives rotation (while running and while stopped) and a
 /// SIGKILL; with the checkpoint written before the kill, nothing is lost and nothing is sent
 /// twice.
@@ -281,16 +291,7 @@ async fn follow_survives_rotation_and_sigkill_without_loss_or_duplicates() {
     run.signal("TERM");
     let status = run.wait(WAIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", run.stderr());
-    assert_eq!(
-        received_ids(&intake),
-        event_ids(&lines[..32]),
-        "nothing lost"
-    );
-    assert!(
-        intake.duplicates().is_empty(),
-        "nothing sent twice: {:?}",
-        intake.duplicates()
-    );
+    assert_each_line_arrived_once(&intake, &lines[..32]);
     assert_eq!(intake.total_items(), 32);
     intake.shutdown().await;
 }
@@ -338,16 +339,7 @@ async fn follow_with_the_disk_buffer_checkpoints_taken_lines_and_replays_them_af
         .expect("new lines after the restart");
     run.signal("TERM");
     assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
-    assert_eq!(
-        received_ids(&intake),
-        event_ids(&lines[..25]),
-        "nothing lost"
-    );
-    assert!(
-        intake.duplicates().is_empty(),
-        "nothing sent twice: {:?}",
-        intake.duplicates()
-    );
+    assert_each_line_arrived_once(&intake, &lines[..25]);
     intake.shutdown().await;
 }
 

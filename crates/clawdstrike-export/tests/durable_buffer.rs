@@ -391,6 +391,14 @@ async fn full_log(
     (durable, exporter, cfg)
 }
 
+/// Submits events 0..200 into a log far too small for them; the bound holds after each.
+async fn submit_200_within_the_bound(durable: &DurablePipeline, cfg: &DiskBufferConfig) {
+    for i in 0..200 {
+        durable.submit(record(i)).await.unwrap();
+        assert!(durable.buffer_stats().disk_bytes <= cfg.max_bytes);
+    }
+}
+
 #[tokio::test]
 async fn block_waits_for_acknowledgements_when_the_log_is_full() {
     let dir = tempfile::tempdir().unwrap();
@@ -430,10 +438,7 @@ async fn block_waits_for_acknowledgements_when_the_log_is_full() {
 async fn drop_newest_refuses_new_events_when_full_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let (durable, exporter, cfg) = full_log(dir.path(), WhenFull::DropNewest).await;
-    for i in 0..200 {
-        durable.submit(record(i)).await.unwrap();
-        assert!(durable.buffer_stats().disk_bytes <= cfg.max_bytes);
-    }
+    submit_200_within_the_bound(&durable, &cfg).await;
     let stats = durable.buffer_stats();
     assert!(stats.dropped_newest > 0, "{stats:?}");
     assert_eq!(stats.appended + stats.dropped_newest, 200);
@@ -455,10 +460,7 @@ async fn drop_newest_refuses_new_events_when_full_and_counts_them() {
 async fn drop_oldest_evicts_the_oldest_records_and_says_which_left_behind_ones_are_lost() {
     let dir = tempfile::tempdir().unwrap();
     let (durable, _exporter, cfg) = full_log(dir.path(), WhenFull::DropOldest).await;
-    for i in 0..200 {
-        durable.submit(record(i)).await.unwrap();
-        assert!(durable.buffer_stats().disk_bytes <= cfg.max_bytes);
-    }
+    submit_200_within_the_bound(&durable, &cfg).await;
     let stats = durable.buffer_stats();
     assert_eq!(stats.appended, 200);
     assert!(stats.evicted > 0, "{stats:?}");
@@ -484,10 +486,7 @@ async fn drop_oldest_evicts_the_oldest_records_and_says_which_left_behind_ones_a
 async fn drop_oldest_evicted_events_that_are_delivered_are_not_counted_as_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let (durable, exporter, cfg) = full_log(dir.path(), WhenFull::DropOldest).await;
-    for i in 0..200 {
-        durable.submit(record(i)).await.unwrap();
-        assert!(durable.buffer_stats().disk_bytes <= cfg.max_bytes);
-    }
+    submit_200_within_the_bound(&durable, &cfg).await;
     let evicted = durable.buffer_stats().evicted;
     assert!(evicted > 0);
     exporter.release();

@@ -886,7 +886,9 @@ impl Log {
                 for (offset, &count) in segment.counts.iter().enumerate() {
                     let seq = segment.first_seq + offset as u64;
                     if count == 0 {
-                    } else if seq >= self.first_new_seq || seq < replayed_through {
+                        continue;
+                    }
+                    if seq >= self.first_new_seq || seq < replayed_through {
                         held += 1;
                     } else {
                         never += 1;
