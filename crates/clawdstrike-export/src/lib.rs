@@ -129,7 +129,7 @@
 //! | `path` | (required) | directory of the segment files, the `ack` file and a `lock` file (one process at a time) |
 //! | `max_bytes` | 256 MiB | bound on the segment files on disk |
 //! | `segment_bytes` | 8 MiB | size past which a new segment file is started |
-//! | `fsync` | `{ interval_ms: 1000 }` | `always` (per append), `never`, or in the background every N ms |
+//! | `fsync` | `{ interval_ms: 1000 }` | `always` (each append waits for an fsync; concurrent appends share one), `never`, or in the background every N ms |
 //! | `when_full` | `block` | `block`, `drop_newest` (counted, never submitted), `drop_oldest` (deletes the oldest segment: its records are no longer durable, counted as `evicted`; those then never delivered are counted in `dropped_oldest`) |
 //!
 //! - [`DurablePipeline::submit`] appends one CRC-32-checked frame (sequence number, trace

@@ -570,6 +570,39 @@ async fn fsync_always_and_interval_policies_deliver_and_acknowledge() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_always_with_concurrent_producers_delivers_each_event_once() {
+    // Under `always` each submit returns once an fsync covers its record; producers that wait
+    // together share one (group commit). Whatever the grouping, every event is appended,
+    // delivered once and settled.
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = Arc::new(ScriptedExporter::new("ok"));
+    let cfg = DiskBufferConfig::new(dir.path()).with_fsync(FsyncPolicy::Always);
+    let (durable, _) = open(&cfg, &exporter, fast()).await;
+    let producers: Vec<_> = (0..8u64)
+        .map(|p| {
+            let durable = durable.clone();
+            tokio::spawn(async move {
+                for i in (p..200).step_by(8) {
+                    durable.submit(record(i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    let stats = durable.buffer_stats();
+    assert_eq!(stats.appended, 200);
+    assert!((1..=200).contains(&stats.fsyncs), "{} fsyncs", stats.fsyncs);
+    let reports = durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(reports[0].delivered, 200);
+    let mut delivered = exporter.exported_ids();
+    delivered.sort();
+    assert_eq!(delivered, (0..200).map(id).collect::<Vec<_>>());
+    assert_eq!(durable.buffer_stats().unsettled, 0);
+}
+
 #[tokio::test]
 async fn an_event_larger_than_the_log_is_refused_with_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -132,7 +132,11 @@ impl DiskBufferConfig {
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "FsyncRepr", into = "FsyncRepr")]
 pub enum FsyncPolicy {
-    /// `fdatasync` after every append (slowest, loses nothing).
+    /// Every append waits for an `fdatasync` covering its record before it returns (slowest,
+    /// loses nothing). The fsyncs run on a thread of their own, not on the async runtime, and
+    /// are shared: appends from concurrent producers that wait together are covered by one
+    /// (group commit), so throughput grows with the number of producers. A failed fsync
+    /// refuses every append it covered ([`DurableSubmitError::Io`](crate::DurableSubmitError::Io)).
     Always,
     /// `fdatasync` in the background at this interval when something was appended.
     Interval(Duration),

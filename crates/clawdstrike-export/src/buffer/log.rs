@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -64,6 +64,24 @@ struct State {
     acks_dirty: bool,
     closed: bool,
     scratch: Vec<u8>,
+    /// Under `always`: no record below this needs an fsync any more. It was covered by one
+    /// that succeeded, or by one that failed (then it is in `sync_failed`), or it left the disk
+    /// (evicted, or settled). Every record at or above it is in the active file: whatever
+    /// closes that file resolves them first.
+    synced_below: u64,
+    /// Under `always`: records whose fsync failed, until each one's appender has heard so.
+    sync_failed: Vec<FailedSync>,
+}
+
+/// Under `always`: a run of records an fsync failed to cover.
+#[derive(Debug)]
+struct FailedSync {
+    from: u64,
+    to: u64,
+    /// Appenders in the run not yet told.
+    waiting: u64,
+    kind: io::ErrorKind,
+    message: String,
 }
 
 /// Counters, read by [`Log::stats`].
@@ -82,6 +100,7 @@ pub(super) struct Counters {
     pub(super) corrupt_bytes: AtomicU64,
     pub(super) torn_tail_bytes: AtomicU64,
     pub(super) segments_deleted: AtomicU64,
+    pub(super) fsyncs: AtomicU64,
 }
 
 /// Why an append did not take the record.
@@ -99,6 +118,20 @@ pub(super) enum Appended {
     Seq(u64),
     /// Dropped by `drop_newest`.
     Dropped,
+}
+
+/// Frees an appended record whose submit did not complete (refused or cancelled).
+pub(super) struct Abandon<'a> {
+    pub(super) log: &'a Log,
+    pub(super) seq: Option<u64>,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq {
+            self.log.abandon(seq);
+        }
+    }
 }
 
 /// A segment found at open, to replay.
@@ -143,6 +176,13 @@ pub(super) struct Log {
     pub(super) replayed_through: AtomicU64,
     /// One `sync` at a time (the background thread and `close` share `ack.tmp`).
     syncing: Mutex<()>,
+    /// Under `always`: appenders waiting for an fsync wake the group-commit thread here...
+    commits: Arc<CommitInbox>,
+    /// ...and it wakes them here after each fsync.
+    committed: Notify,
+    /// Tests: every data fsync fails.
+    #[cfg(test)]
+    fail_fsyncs: AtomicBool,
     /// The directory's lock, released at close (tasks stuck past the shutdown deadline may keep
     /// the log alive, and must not keep the directory from being opened again).
     dir_lock: Mutex<Option<File>>,
@@ -239,6 +279,46 @@ fn position(segments: &VecDeque<Segment>, seq: u64) -> Option<(usize, usize)> {
 }
 
 impl State {
+    /// Under `always`: the records below `upto` need no more fsync; `failure` says the one
+    /// that covered them failed.
+    fn resolve(&mut self, upto: u64, failure: Option<&io::Error>) {
+        if upto <= self.synced_below {
+            return;
+        }
+        if let Some(e) = failure {
+            self.sync_failed.push(FailedSync {
+                from: self.synced_below,
+                to: upto,
+                waiting: upto - self.synced_below,
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+        }
+        self.synced_below = upto;
+    }
+
+    /// Under `always`: whether record `seq` is on stable storage, once that is known. Each
+    /// appender asks once; a failure is handed out as often as the run has records.
+    fn outcome(&mut self, seq: u64) -> Option<io::Result<()>> {
+        if seq >= self.synced_below {
+            return None;
+        }
+        let Some(i) = self
+            .sync_failed
+            .iter()
+            .position(|f| (f.from..f.to).contains(&seq))
+        else {
+            return Some(Ok(()));
+        };
+        let failed = &mut self.sync_failed[i];
+        let error = io::Error::new(failed.kind, failed.message.clone());
+        failed.waiting -= 1;
+        if failed.waiting == 0 {
+            self.sync_failed.swap_remove(i);
+        }
+        Some(Err(error))
+    }
+
     /// The segment holding `seq`, on disk or evicted (then `true`), and the record's offset.
     fn locate(&mut self, seq: u64) -> Option<(&mut Segment, usize, bool)> {
         if let Some((i, o)) = position(&self.segments, seq) {
@@ -369,6 +449,8 @@ impl Log {
             acks_dirty: false,
             closed: false,
             scratch: Vec::with_capacity(4096),
+            synced_below: 0,
+            sync_failed: Vec::new(),
         };
         let mut previous_last = None;
         for id in ids {
@@ -441,6 +523,8 @@ impl Log {
             state.segments.push_back(segment);
         }
         let first_new_seq = state.next_seq;
+        state.synced_below = first_new_seq;
+        let commits = Arc::new(CommitInbox::default());
         let log = Arc::new(Log {
             dir: config.path.clone(),
             max_bytes: config.max_bytes,
@@ -456,6 +540,10 @@ impl Log {
             first_new_seq,
             replayed_through: AtomicU64::new(0),
             syncing: Mutex::new(()),
+            commits: Arc::clone(&commits),
+            committed: Notify::new(),
+            #[cfg(test)]
+            fail_fsyncs: AtomicBool::new(false),
             dir_lock: Mutex::new(Some(lock_file)),
         });
         let c = &log.counters;
@@ -472,6 +560,9 @@ impl Log {
             FsyncPolicy::Always | FsyncPolicy::Never => ACK_INTERVAL,
         };
         spawn_syncer(Arc::downgrade(&log), every);
+        if config.fsync == FsyncPolicy::Always {
+            spawn_committer(Arc::downgrade(&log), commits)?;
+        }
         Ok((log, found))
     }
 
@@ -519,7 +610,8 @@ impl Log {
             .fetch_add(lost, Ordering::Relaxed);
     }
 
-    /// Appends `record`, waiting for room under `block`.
+    /// Appends `record`, waiting for room under `block`, and under `always` for an fsync that
+    /// covers it.
     pub(super) async fn append(&self, record: &Record) -> Result<Appended, AppendError> {
         let mut json = Vec::with_capacity(1024);
         record.event.write_json(&mut json);
@@ -564,10 +656,103 @@ impl Log {
             };
             self.delete(to_delete);
             match outcome {
+                Some(Ok(Appended::Seq(seq))) if self.fsync == FsyncPolicy::Always => {
+                    return self.durable(seq).await;
+                }
                 Some(result) => return result,
                 None => notified.await,
             }
         }
+    }
+
+    /// Under `always`: waits until record `seq` is on stable storage (the group-commit thread
+    /// fsyncs for every appender waiting), then counts it appended. If the fsync failed, the
+    /// record is freed (the acknowledgement file keeps it from being replayed behind the
+    /// producer's back) and the error returned.
+    async fn durable(&self, seq: u64) -> Result<Appended, AppendError> {
+        // Cancelled while waiting: written, but never handed over.
+        let mut cancelled = Abandon {
+            log: self,
+            seq: Some(seq),
+        };
+        let synced = loop {
+            let notified = self.committed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(outcome) = lock(&self.state).outcome(seq) {
+                break outcome;
+            }
+            self.commits.request();
+            notified.await;
+        };
+        cancelled.seq = None;
+        match synced {
+            Ok(()) => {
+                self.counters.appended.fetch_add(1, Ordering::Relaxed);
+                Ok(Appended::Seq(seq))
+            }
+            Err(e) => {
+                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.abandon(seq);
+                Err(AppendError::Io(e))
+            }
+        }
+    }
+
+    /// Under `always`, on the group-commit thread: one fsync of the active file covers every
+    /// record written to it and not yet covered, however many appenders wait for them.
+    fn commit_pending(&self) {
+        let (file, upto) = {
+            let mut st = lock(&self.state);
+            if st.synced_below >= st.next_seq {
+                return;
+            }
+            if let Some(file) = st.file.clone() {
+                (file, st.next_seq)
+            } else {
+                // Not expected: whatever closes the active file resolves its records first.
+                let e = io::Error::other("the buffer segment was closed before its fsync");
+                let upto = st.next_seq;
+                st.resolve(upto, Some(&e));
+                return;
+            }
+        };
+        let synced = self.fsync_segment(&file);
+        let mut st = lock(&self.state);
+        let mut upto = upto;
+        if let Err(e) = &synced {
+            self.fsync_failed.store(true, Ordering::Relaxed);
+            tracing::error!(error = %e, "fsync of a buffer segment failed; the events it covered are refused");
+            if st.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &file)) {
+                // Not retried, and nothing more goes to this file: what was written to it after
+                // `upto` is no safer (see `sync`).
+                st.file = None;
+                if let Some(segment) = st.segments.back_mut() {
+                    segment.active = false;
+                }
+                upto = st.next_seq;
+            }
+        }
+        st.resolve(upto, synced.as_ref().err());
+    }
+
+    /// Under `always`: the records in the active file need no fsync of it any more (it is
+    /// being closed); `failure` says why they are not durable.
+    fn resolve_active(&self, st: &mut State, failure: Option<&io::Error>) {
+        if self.fsync == FsyncPolicy::Always {
+            let upto = st.next_seq;
+            st.resolve(upto, failure);
+        }
+    }
+
+    /// One fsync of a segment's data, counted.
+    fn fsync_segment(&self, file: &File) -> io::Result<()> {
+        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        #[cfg(test)]
+        if self.fail_fsyncs.load(Ordering::Relaxed) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        file.sync_data()
     }
 
     fn write(
@@ -598,6 +783,7 @@ impl Log {
         if let Err(e) = written {
             // The segment may end in a partial frame: never append after it.
             self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            self.resolve_active(st, Some(&e));
             st.file = None;
             if let Some(s) = st.segments.back_mut() {
                 s.active = false;
@@ -619,48 +805,41 @@ impl Log {
         segment.bytes += frame_len;
         st.disk_bytes += frame_len;
         st.dirty = true;
-        if self.fsync == FsyncPolicy::Always
-            && let Some(file) = &file
-        {
-            if let Err(e) = file.sync_data() {
-                // Not durable, so not accepted: the producer hears of the error, the record is
-                // settled as abandoned (the acknowledgement file keeps it from being replayed
-                // behind the producer's back) and nothing more is appended to this file.
-                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
-                st.file = None;
-                if let Some(segment) = st.segments.back_mut() {
-                    segment.active = false;
-                    if let Some(count) = segment.counts.last_mut() {
-                        *count = 0;
-                        segment.unsettled -= 1;
-                    }
-                }
-                st.acks_dirty = true;
-                self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
-                return Err(AppendError::Io(e));
-            }
-            st.dirty = false;
+        // Under `always` the record counts as appended once an fsync covers it (`durable`).
+        if self.fsync != FsyncPolicy::Always {
+            self.counters.appended.fetch_add(1, Ordering::Relaxed);
         }
-        self.counters.appended.fetch_add(1, Ordering::Relaxed);
         Ok(Appended::Seq(seq))
     }
 
     /// Closes the active segment (deleting it if fully settled) and starts a new one.
     fn roll(&self, st: &mut State, to_delete: &mut Vec<u64>) -> io::Result<()> {
-        // What was appended since the last fsync must not lose its turn: the syncer only ever
-        // syncs the active file.
-        if st.dirty
-            && self.fsync != FsyncPolicy::Never
-            && let Some(file) = &st.file
-        {
-            if let Err(e) = file.sync_data() {
-                // Its records stay in the pipeline's memory and are delivered, but may not
-                // survive a power loss: say so from now on (see `sync`), and go on in a new file.
+        // What was appended since the last fsync must not lose its turn: the syncer (and under
+        // `always` the group fsync) only ever syncs the active file.
+        let unsynced = match self.fsync {
+            FsyncPolicy::Always => st.synced_below < st.next_seq,
+            FsyncPolicy::Interval(_) => st.dirty,
+            FsyncPolicy::Never => false,
+        };
+        if unsynced {
+            let synced = match &st.file {
+                Some(file) => self.fsync_segment(file),
+                None => Err(io::Error::other(
+                    "the buffer segment was closed before its fsync",
+                )),
+            };
+            if let Err(e) = &synced
+                && st.file.is_some()
+            {
+                // Under `interval_ms` its records stay in the pipeline's memory and are
+                // delivered, but may not survive a power loss: say so from now on (see `sync`).
+                // Under `always` their appenders are refused. Either way, a new file.
                 self.fsync_failed.store(true, Ordering::Relaxed);
                 tracing::error!(error = %e, "fsync of a buffer segment failed; its records may not survive a power loss");
             }
-            st.dirty = false;
+            self.resolve_active(st, synced.as_ref().err());
         }
+        st.dirty = false;
         if let Some(last) = st.segments.back_mut()
             && last.active
         {
@@ -711,6 +890,8 @@ impl Log {
             && last.bytes > 0
         {
             last.active = false;
+            // Every record in it is settled: no appender waits for its fsync but cancelled ones.
+            self.resolve_active(st, None);
             st.file = None;
             self.collect_settled(st, to_delete);
         }
@@ -724,6 +905,8 @@ impl Log {
             return false;
         };
         if oldest.active {
+            // Records waiting for its fsync go on, not durable, like the rest of it.
+            self.resolve_active(st, None);
             st.file = None;
             oldest.active = false;
         }
@@ -819,15 +1002,19 @@ impl Log {
         let _one_at_a_time = lock(&self.syncing);
         let (file, acks) = {
             let mut st = lock(&self.state);
-            let file = if st.dirty { st.file.clone() } else { None };
+            // Under `always` the appenders fsync their own records (`group_fsync`).
+            let file = if st.dirty && matches!(self.fsync, FsyncPolicy::Interval(_)) {
+                st.file.clone()
+            } else {
+                None
+            };
             st.dirty = false;
             let acks = (st.acks_dirty || force_acks).then(|| st.acks());
             st.acks_dirty = false;
             (file, acks)
         };
         if let Some(file) = file
-            && self.fsync != FsyncPolicy::Never
-            && let Err(e) = file.sync_data()
+            && let Err(e) = self.fsync_segment(&file)
         {
             // Not retried: a second fsync of this file could succeed without the data (the
             // kernel may have marked the failed pages clean). Appends go to a new file; the
@@ -924,7 +1111,65 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         self.stop_sync.store(true, Ordering::Relaxed);
+        self.commits.stop();
     }
+}
+
+/// Under `always`: how appenders wake the group-commit thread (a plain thread, since fsync
+/// blocks), and how the log stops it.
+#[derive(Debug, Default)]
+struct CommitInbox {
+    /// (an appender waits for an fsync, the log is gone)
+    flags: Mutex<(bool, bool)>,
+    wake: Condvar,
+}
+
+impl CommitInbox {
+    fn request(&self) {
+        let mut flags = lock(&self.flags);
+        if !flags.0 {
+            flags.0 = true;
+            self.wake.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        lock(&self.flags).1 = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits for a request; false once the log is gone.
+    fn next(&self) -> bool {
+        let mut flags = lock(&self.flags);
+        loop {
+            if flags.1 {
+                return false;
+            }
+            if flags.0 {
+                flags.0 = false;
+                return true;
+            }
+            flags = self
+                .wake
+                .wait(flags)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// The `always` policy's group commit: while one fsync runs, appenders keep writing; the next
+/// fsync covers all of them at once.
+fn spawn_committer(log: Weak<Log>, commits: Arc<CommitInbox>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("clawdstrike-buffer-commit".to_owned())
+        .spawn(move || {
+            while commits.next() {
+                let Some(log) = log.upgrade() else { return };
+                log.commit_pending();
+                log.committed.notify_waiters();
+            }
+        })
+        .map(drop)
 }
 
 /// The `interval_ms` policy: a plain thread (fsync blocks) holding only a weak reference.
@@ -949,5 +1194,154 @@ fn spawn_syncer(log: Weak<Log>, every: Duration) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the buffer fsync thread; fsync happens at close only");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clawdstrike_schema::{EventType, ResourceType, SecurityEvent, Severity, Uuid};
+
+    fn record(i: u64) -> Record {
+        let event = SecurityEvent::builder(EventType::ForbiddenPath)
+            .event_id(Uuid::from_u128(u128::from(i) + 1))
+            .agent_id("agent-7")
+            .session_id("sess-1")
+            .action("file_access")
+            .denied("forbidden_path", Severity::High, "forbidden")
+            .resource(ResourceType::File, "/etc/shadow")
+            .build()
+            .expect("valid event");
+        Record::new(event)
+    }
+
+    fn open_always(dir: &Path) -> Arc<Log> {
+        let config = DiskBufferConfig::new(dir).with_fsync(FsyncPolicy::Always);
+        Log::open(&config).expect("the log opens").0
+    }
+
+    /// Writes a record as `append` does, without waiting for its fsync.
+    fn write_only(log: &Log, i: u64) -> u64 {
+        let record = record(i);
+        let mut json = Vec::new();
+        record.event.write_json(&mut json);
+        let frame_len = frame::frame_len(false, json.len()) as u64;
+        let mut to_delete = Vec::new();
+        let mut st = lock(&log.state);
+        match log.write(&mut st, &record, &json, frame_len, &mut to_delete) {
+            Ok(Appended::Seq(seq)) => seq,
+            other => panic!("the write failed: {other:?}"),
+        }
+    }
+
+    fn outcome(log: &Log, seq: u64) -> Option<io::Result<()>> {
+        lock(&log.state).outcome(seq)
+    }
+
+    #[test]
+    fn one_group_fsync_covers_every_record_written_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_always(dir.path());
+        let seqs: Vec<u64> = (0..3).map(|i| write_only(&log, i)).collect();
+        assert!(
+            outcome(&log, seqs[0]).is_none(),
+            "not durable before an fsync"
+        );
+        let before = log.counters.fsyncs.load(Ordering::Relaxed);
+        log.commit_pending();
+        assert_eq!(log.counters.fsyncs.load(Ordering::Relaxed), before + 1);
+        for seq in seqs {
+            assert!(matches!(outcome(&log, seq), Some(Ok(()))), "record {seq}");
+        }
+        // Nothing new: no fsync.
+        log.commit_pending();
+        assert_eq!(log.counters.fsyncs.load(Ordering::Relaxed), before + 1);
+    }
+
+    #[test]
+    fn a_failed_group_fsync_refuses_each_record_it_covered_and_retires_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_always(dir.path());
+        let good = write_only(&log, 0);
+        log.commit_pending();
+        assert!(matches!(outcome(&log, good), Some(Ok(()))));
+        log.fail_fsyncs.store(true, Ordering::Relaxed);
+        let covered: Vec<u64> = (1..3).map(|i| write_only(&log, i)).collect();
+        log.commit_pending();
+        assert!(log.fsync_failed.load(Ordering::Relaxed));
+        assert!(
+            lock(&log.state).file.is_none(),
+            "nothing more goes to that file"
+        );
+        for &seq in &covered {
+            match outcome(&log, seq) {
+                Some(Err(e)) => assert!(e.to_string().contains("injected"), "{e}"),
+                other => panic!("record {seq}: expected the fsync error, got {other:?}"),
+            }
+        }
+        assert!(
+            lock(&log.state).sync_failed.is_empty(),
+            "each appender took its error: the run is forgotten"
+        );
+        // A sound fsync later: the next record goes to a new file and is durable.
+        log.fail_fsyncs.store(false, Ordering::Relaxed);
+        let next = write_only(&log, 3);
+        log.commit_pending();
+        assert!(matches!(outcome(&log, next), Some(Ok(()))));
+        assert_eq!(lock(&log.state).segments.len(), 2);
+        // But `sync` says the buffer is not to be trusted until a restart.
+        assert!(log.sync(true).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_whose_fsync_fails_is_refused_freed_and_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_always(dir.path());
+        match log.append(&record(0)).await {
+            Ok(Appended::Seq(_)) => {}
+            other => panic!("the first append is durable: {other:?}"),
+        }
+        log.fail_fsyncs.store(true, Ordering::Relaxed);
+        match log.append(&record(1)).await {
+            Err(AppendError::Io(e)) => assert!(e.to_string().contains("injected"), "{e}"),
+            other => panic!("expected the fsync error, got {other:?}"),
+        }
+        log.fail_fsyncs.store(false, Ordering::Relaxed);
+        let c = &log.counters;
+        assert_eq!(c.appended.load(Ordering::Relaxed), 1);
+        assert_eq!(c.write_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(c.abandoned.load(Ordering::Relaxed), 1);
+        assert!(log.close().is_err(), "the failed fsync stays reported");
+        drop(log);
+        let config = DiskBufferConfig::new(dir.path()).with_fsync(FsyncPolicy::Always);
+        let (_reopened, found) = Log::open(&config).expect("the log reopens");
+        let pending: usize = found.segments.iter().map(|s| s.pending).sum();
+        assert_eq!(
+            pending, 1,
+            "the durable record only; the refused one is not replayed"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_each_return_once_an_fsync_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_always(dir.path());
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let log = Arc::clone(&log);
+                tokio::spawn(
+                    async move { matches!(log.append(&record(i)).await, Ok(Appended::Seq(_))) },
+                )
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap());
+        }
+        let c = &log.counters;
+        assert_eq!(c.appended.load(Ordering::Relaxed), 64);
+        let fsyncs = c.fsyncs.load(Ordering::Relaxed);
+        assert!((1..=64).contains(&fsyncs), "{fsyncs} fsyncs");
+        let st = lock(&log.state);
+        assert_eq!(st.synced_below, st.next_seq, "every record is covered");
     }
 }

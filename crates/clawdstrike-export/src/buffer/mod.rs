@@ -17,7 +17,7 @@ use clawdstrike_schema::SecurityEvent;
 use tokio::task::JoinHandle;
 
 pub use self::config::{BufferConfig, DiskBufferConfig, FsyncPolicy};
-use self::log::{AppendError, Appended, FoundSegment, Log};
+use self::log::{Abandon, AppendError, Appended, FoundSegment, Log};
 use crate::exporter::Record;
 use crate::pipeline::{BuildError, Pipeline, PipelineBuilder, ShutdownReport, SubmitError};
 use crate::settle::{SettleHook, Settlement};
@@ -126,6 +126,9 @@ pub struct BufferStats {
     pub torn_tail_bytes: u64,
     /// Segment files deleted because every record in them was settled (or evicted).
     pub segments_deleted: u64,
+    /// Data fsyncs of segment files since open. Under `always` one fsync covers every append
+    /// waiting for it (group commit), so concurrent producers need far fewer than one each.
+    pub fsyncs: u64,
     /// Bytes of segment files on disk now.
     pub disk_bytes: u64,
     /// The bound on `disk_bytes`.
@@ -247,20 +250,6 @@ struct Hook(Arc<Log>);
 impl SettleHook for Hook {
     fn settled(&self, _exporter: usize, _name: &str, seqs: &[u64], _how: Settlement) {
         self.0.settle(seqs);
-    }
-}
-
-/// Frees an appended record whose submit did not complete (refused or cancelled).
-struct Abandon<'a> {
-    log: &'a Log,
-    seq: Option<u64>,
-}
-
-impl Drop for Abandon<'_> {
-    fn drop(&mut self) {
-        if let Some(seq) = self.seq {
-            self.log.abandon(seq);
-        }
     }
 }
 
@@ -397,6 +386,7 @@ impl DurablePipeline {
             corrupt_bytes: c.corrupt_bytes.load(Ordering::Relaxed),
             torn_tail_bytes: c.torn_tail_bytes.load(Ordering::Relaxed),
             segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
             disk_bytes,
             max_bytes: self.log.max_bytes,
             segments,
