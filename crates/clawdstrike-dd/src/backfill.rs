@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use clawdstrike_export::Record;
 use clawdstrike_schema::{NdjsonOptions, NdjsonReader, NdjsonRecord};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::forwarder::Sink;
@@ -19,7 +19,8 @@ use crate::rejects::{Reject, Rejects};
 
 /// Submits awaiting the sink at once. Under the disk buffer's `fsync: always` each waits for an
 /// fsync, and those waiting together share one: a window, not one at a time, is what lets a
-/// single input go faster than one fsync per event. Each submit starts in input order.
+/// single input go faster than one fsync per event. Submits start in input order; one that
+/// waits for room may be overtaken.
 const IN_FLIGHT: usize = 256;
 
 /// What a reader thread sends.
@@ -36,12 +37,25 @@ enum Item {
 pub(crate) struct BackfillReport {
     /// Events submitted.
     pub(crate) submitted: u64,
+    /// Events the sink refused (shutting down, too large for the disk buffer, a failed write
+    /// or fsync): read, but not taken. The sink logs why.
+    pub(crate) refused: u64,
     /// Lines rejected.
     pub(crate) rejected: u64,
     /// Stopped by a signal before the end of the input.
     pub(crate) interrupted: bool,
     /// Read errors (file missing, I/O).
     pub(crate) errors: Vec<String>,
+}
+
+impl BackfillReport {
+    fn count(&mut self, submitted: bool) {
+        if submitted {
+            self.submitted += 1;
+        } else {
+            self.refused += 1;
+        }
+    }
 }
 
 /// Ships every source in order (`-` is stdin). Stops early when `stop` turns true.
@@ -102,15 +116,13 @@ pub(crate) async fn run(
             }
         });
         let mut shown = Instant::now();
-        let mut in_flight = FuturesOrdered::new();
+        let mut in_flight = FuturesUnordered::new();
         loop {
             let item = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => { report.interrupted = true; None }
                 Some(submitted) = in_flight.next(), if !in_flight.is_empty() => {
-                    if submitted {
-                        report.submitted += 1;
-                    }
+                    report.count(submitted);
                     continue;
                 }
                 item = rx.recv(), if in_flight.len() < IN_FLIGHT => item,
@@ -119,7 +131,15 @@ pub(crate) async fn run(
             match item {
                 Item::Event(event) => {
                     let submit = sink.submit(Record::new(*event), None);
-                    in_flight.push_back(async move { submit.await.is_ok() });
+                    in_flight.push(async move {
+                        match submit.await {
+                            Ok(()) => true,
+                            Err(why) => {
+                                tracing::error!(reason = ?why, "an event was read but not taken");
+                                false
+                            }
+                        }
+                    });
                 }
                 Item::Rejected(bad) => {
                     report.rejected += 1;
@@ -156,12 +176,12 @@ pub(crate) async fn run(
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => report.interrupted = true,
-                Some(submitted) = in_flight.next() => {
-                    if submitted {
-                        report.submitted += 1;
-                    }
-                }
+                Some(submitted) = in_flight.next() => report.count(submitted),
             }
+        }
+        // Stopped: count what already finished; the rest is cancelled (not taken, or freed).
+        while let Some(Some(submitted)) = in_flight.next().now_or_never() {
+            report.count(submitted);
         }
         drop(in_flight);
         halt.store(true, Ordering::Relaxed);

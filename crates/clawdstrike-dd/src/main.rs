@@ -377,6 +377,13 @@ async fn ship(args: ShipArgs) -> u8 {
         }
         failed |= !report.errors.is_empty();
         incomplete |= report.interrupted;
+        if report.refused > 0 {
+            eprintln!(
+                "clawdstrike-dd: {} events were read but not taken (refused: see the log); they were not shipped",
+                report.refused
+            );
+            failed = true;
+        }
         eprintln!(
             "clawdstrike-dd: read {} events, rejected {} lines{}",
             report.submitted,

@@ -24,6 +24,9 @@ const ACK_MAGIC: &[u8; 8] = b"CLWBACK2";
 /// How often the acknowledgement file is rewritten (when something settled) under the `always`
 /// and `never` policies; `interval_ms` uses its own interval.
 const ACK_INTERVAL: Duration = Duration::from_millis(1000);
+/// How long `close` waits for submits under way (a task that is never polled again must not
+/// hold the shutdown forever).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Held (an advisory lock) while the log is open: two processes on one directory would
 /// overwrite each other's acknowledgement file and so lose records.
 const LOCK_FILE: &str = "lock";
@@ -71,6 +74,8 @@ struct State {
     synced_below: u64,
     /// Under `always`: records whose fsync failed, until each one's appender has heard so.
     sync_failed: Vec<FailedSync>,
+    /// Under `always`: unresolved records whose appender stopped waiting (cancelled).
+    gave_up: Vec<u64>,
 }
 
 /// Under `always`: a run of records an fsync failed to cover.
@@ -134,6 +139,47 @@ impl Drop for Abandon<'_> {
     }
 }
 
+/// Under `always`: an appender cancelled while it waits for its fsync frees its record and
+/// stops counting as one to tell.
+struct GiveUp<'a> {
+    log: &'a Log,
+    seq: Option<u64>,
+}
+
+impl Drop for GiveUp<'_> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq {
+            {
+                let mut st = lock(&self.log.state);
+                if st.outcome(seq).is_none() {
+                    st.gave_up.push(seq);
+                }
+            }
+            self.log.abandon(seq);
+        }
+    }
+}
+
+/// A submit under way, from before its append to after its record is handed over or freed.
+pub(super) struct InFlight<'a>(&'a Log);
+
+impl<'a> InFlight<'a> {
+    pub(super) fn new(log: &'a Log) -> Self {
+        *lock(&log.submitting) += 1;
+        Self(log)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut n = lock(&self.0.submitting);
+        *n -= 1;
+        if *n == 0 {
+            self.0.submits_done.notify_all();
+        }
+    }
+}
+
 /// A segment found at open, to replay.
 #[derive(Debug)]
 pub(super) struct FoundSegment {
@@ -180,6 +226,12 @@ pub(super) struct Log {
     commits: Arc<CommitInbox>,
     /// ...and it wakes them here after each fsync.
     committed: Notify,
+    /// Files whose fsync failed (see `fsync_segment`); held while an fsync runs.
+    failed_files: Mutex<Vec<Weak<File>>>,
+    /// Submits under way (`InFlight`): `close` waits for them, so a record an appender frees
+    /// after the shutdown began still makes the last acknowledgement file.
+    submitting: Mutex<usize>,
+    submits_done: Condvar,
     /// Tests: every data fsync fails.
     #[cfg(test)]
     fail_fsyncs: AtomicBool,
@@ -285,11 +337,16 @@ impl State {
         if upto <= self.synced_below {
             return;
         }
-        if let Some(e) = failure {
+        let before = self.gave_up.len() as u64;
+        self.gave_up.retain(|&seq| seq >= upto);
+        let waiting = upto - self.synced_below - (before - self.gave_up.len() as u64);
+        if let Some(e) = failure
+            && waiting > 0
+        {
             self.sync_failed.push(FailedSync {
                 from: self.synced_below,
                 to: upto,
-                waiting: upto - self.synced_below,
+                waiting,
                 kind: e.kind(),
                 message: e.to_string(),
             });
@@ -451,6 +508,7 @@ impl Log {
             scratch: Vec::with_capacity(4096),
             synced_below: 0,
             sync_failed: Vec::new(),
+            gave_up: Vec::new(),
         };
         let mut previous_last = None;
         for id in ids {
@@ -542,6 +600,9 @@ impl Log {
             syncing: Mutex::new(()),
             commits: Arc::clone(&commits),
             committed: Notify::new(),
+            failed_files: Mutex::new(Vec::new()),
+            submitting: Mutex::new(0),
+            submits_done: Condvar::new(),
             #[cfg(test)]
             fail_fsyncs: AtomicBool::new(false),
             dir_lock: Mutex::new(Some(lock_file)),
@@ -670,8 +731,9 @@ impl Log {
     /// record is freed (the acknowledgement file keeps it from being replayed behind the
     /// producer's back) and the error returned.
     async fn durable(&self, seq: u64) -> Result<Appended, AppendError> {
-        // Cancelled while waiting: written, but never handed over.
-        let mut cancelled = Abandon {
+        // Cancelled while waiting: written, but never handed over; and no one will ask for its
+        // outcome.
+        let mut cancelled = GiveUp {
             log: self,
             seq: Some(seq),
         };
@@ -745,14 +807,34 @@ impl Log {
         }
     }
 
-    /// One fsync of a segment's data, counted.
-    fn fsync_segment(&self, file: &File) -> io::Result<()> {
+    /// One fsync of a segment's data, counted. Fsyncs take turns, and a file whose fsync
+    /// failed fails every later one: the kernel reports a writeback error once, so a second
+    /// fsync of the same file (from `roll` racing the commit thread, say) could succeed without
+    /// the data.
+    fn fsync_segment(&self, file: &Arc<File>) -> io::Result<()> {
+        let mut failed = lock(&self.failed_files);
+        failed.retain(|f| f.strong_count() > 0);
+        if failed
+            .iter()
+            .any(|f| std::ptr::eq(f.as_ptr(), Arc::as_ptr(file)))
+        {
+            return Err(io::Error::other(
+                "an earlier fsync of this buffer segment failed",
+            ));
+        }
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         #[cfg(test)]
-        if self.fail_fsyncs.load(Ordering::Relaxed) {
-            return Err(io::Error::other("injected fsync failure"));
+        let synced = if self.fail_fsyncs.load(Ordering::Relaxed) {
+            Err(io::Error::other("injected fsync failure"))
+        } else {
+            file.sync_data()
+        };
+        #[cfg(not(test))]
+        let synced = file.sync_data();
+        if synced.is_err() {
+            failed.push(Arc::downgrade(file));
         }
-        file.sync_data()
+        synced
     }
 
     fn write(
@@ -1002,7 +1084,7 @@ impl Log {
         let _one_at_a_time = lock(&self.syncing);
         let (file, acks) = {
             let mut st = lock(&self.state);
-            // Under `always` the appenders fsync their own records (`group_fsync`).
+            // Under `always` the commit thread fsyncs for the appenders (`commit_pending`).
             let file = if st.dirty && matches!(self.fsync, FsyncPolicy::Interval(_)) {
                 st.file.clone()
             } else {
@@ -1091,6 +1173,27 @@ impl Log {
         }
         self.stop_sync.store(true, Ordering::Relaxed);
         self.space.notify_waiters();
+        // Appenders still waiting (for room, or under `always` for their fsync) finish now:
+        // closed, refused by the closed pipeline and freed, or handed over. Their outcome must
+        // make the last acknowledgement file, or a refused record would be replayed.
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        let mut submitting = lock(&self.submitting);
+        while *submitting > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    submits = *submitting,
+                    "closing the buffer with submits still under way; their events may be replayed at the next start"
+                );
+                break;
+            }
+            submitting = self
+                .submits_done
+                .wait_timeout(submitting, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(submitting);
         let synced = self.sync(true);
         self.release_dir_lock();
         synced
@@ -1267,6 +1370,12 @@ mod tests {
         assert!(matches!(outcome(&log, good), Some(Ok(()))));
         log.fail_fsyncs.store(true, Ordering::Relaxed);
         let covered: Vec<u64> = (1..3).map(|i| write_only(&log, i)).collect();
+        let given_up = write_only(&log, 9);
+        drop(GiveUp {
+            log: &log,
+            seq: Some(given_up),
+        });
+        let failed_file = lock(&log.state).file.clone().expect("an active file");
         log.commit_pending();
         assert!(log.fsync_failed.load(Ordering::Relaxed));
         assert!(
@@ -1281,10 +1390,14 @@ mod tests {
         }
         assert!(
             lock(&log.state).sync_failed.is_empty(),
-            "each appender took its error: the run is forgotten"
+            "each appender took its error (the cancelled one is not waited for): the run is forgotten"
         );
-        // A sound fsync later: the next record goes to a new file and is durable.
+        assert_eq!(log.counters.abandoned.load(Ordering::Relaxed), 1);
+        // A sound fsync later: the failed file still fails (the kernel reports an error once;
+        // a second fsync could succeed without the data), and the next record goes to a new
+        // file and is durable.
         log.fail_fsyncs.store(false, Ordering::Relaxed);
+        assert!(log.fsync_segment(&failed_file).is_err());
         let next = write_only(&log, 3);
         log.commit_pending();
         assert!(matches!(outcome(&log, next), Some(Ok(()))));

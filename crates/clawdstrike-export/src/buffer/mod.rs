@@ -17,7 +17,7 @@ use clawdstrike_schema::SecurityEvent;
 use tokio::task::JoinHandle;
 
 pub use self::config::{BufferConfig, DiskBufferConfig, FsyncPolicy};
-use self::log::{Abandon, AppendError, Appended, FoundSegment, Log};
+use self::log::{Abandon, AppendError, Appended, FoundSegment, InFlight, Log};
 use crate::exporter::Record;
 use crate::pipeline::{BuildError, Pipeline, PipelineBuilder, ShutdownReport, SubmitError};
 use crate::settle::{SettleHook, Settlement};
@@ -323,6 +323,8 @@ impl DurablePipeline {
     /// [`DurableSubmitError::Closed`] once shutdown has begun, [`DurableSubmitError::TooLarge`]
     /// for an event larger than `max_bytes`, [`DurableSubmitError::Io`] when the write fails.
     pub async fn submit(&self, record: Record) -> Result<(), DurableSubmitError> {
+        // Dropped last, after `Abandon`: `close` waits for it.
+        let _in_flight = InFlight::new(&self.log);
         let seq = match self.log.append(&record).await {
             Ok(Appended::Seq(seq)) => seq,
             Ok(Appended::Dropped) => return Ok(()),
