@@ -718,7 +718,9 @@ async fn a_stale_ack_file_after_a_crash_never_hides_records_appended_since() {
     let picky = Arc::new(ScriptedExporter::new("picky").with_per_event(|record, _| {
         (record.event.event_id == id(0)).then(|| Failure::retryable("stuck"))
     }));
-    let (durable, _) = open(&cfg, &picky, fast()).await;
+    // Unlimited attempts: on a slow machine ten fast retries could end before the shutdown and
+    // dead-letter event 0 (settled, so not replayed).
+    let (durable, _) = open(&cfg, &picky, fast().with_max_attempts(None)).await;
     for i in 0..30 {
         durable.submit(record(i)).await.unwrap();
     }
