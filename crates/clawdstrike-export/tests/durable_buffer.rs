@@ -209,13 +209,8 @@ async fn a_corrupt_record_in_the_middle_is_counted_and_skipped_and_its_neighbour
     leave_behind(dir.path(), 0..10).await;
     let files = segments(dir.path());
     let mut data = std::fs::read(&files[0]).unwrap();
-    // Flip one bit inside record 4's event JSON, found by walking the frame headers (magic,
-    // payload length, CRC: 12 bytes).
-    let mut pos = 0;
-    for _ in 0..4 {
-        let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        pos += 12 + len;
-    }
+    // Flip one bit inside record 4's event JSON.
+    let pos = frame_starts(&data, 4)[4];
     data[pos + 12 + 60] ^= 0x01;
     std::fs::write(&files[0], &data).unwrap();
 
@@ -235,12 +230,7 @@ async fn damage_across_several_records_counts_each_record_lost() {
     let mut data = std::fs::read(&files[0]).unwrap();
     // Zero everything from inside record 3 to inside record 5: one damaged stretch, three
     // records (sequence numbers 3, 4 and 5 are missing between 2 and 6).
-    let mut starts = vec![0];
-    for _ in 0..7 {
-        let pos = *starts.last().unwrap();
-        let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        starts.push(pos + 12 + len);
-    }
+    let starts = frame_starts(&data, 7);
     data[starts[3] + 20..starts[5] + 20].fill(0);
     std::fs::write(&files[0], &data).unwrap();
 
@@ -249,6 +239,18 @@ async fn damage_across_several_records_counts_each_record_lost() {
     assert_eq!(found.to_replay, 7);
     let expected: Vec<Uuid> = [0, 1, 2, 6, 7, 8, 9].into_iter().map(id).collect();
     assert_eq!(ids, expected);
+}
+
+/// Where the first `n + 1` frames of a segment start, found by walking the frame headers
+/// (magic, payload length, CRC: 12 bytes).
+fn frame_starts(data: &[u8], n: usize) -> Vec<usize> {
+    let mut starts = vec![0];
+    for _ in 0..n {
+        let pos = *starts.last().unwrap();
+        let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        starts.push(pos + 12 + len);
+    }
+    starts
 }
 
 /// One frame as the log writes it: magic, payload length, CRC-32 of the payload, then the
