@@ -343,6 +343,56 @@ async fn follow_with_the_disk_buffer_checkpoints_taken_lines_and_replays_them_af
     intake.shutdown().await;
 }
 
+/// `--follow` when the sink refuses an event (here: larger than the whole disk buffer): the
+/// following stops there with a message naming it and a failing exit code, instead of ending
+/// quietly; the lines before it are delivered, and the checkpoint stays before it, so a
+/// restart (with a larger buffer) reads it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_stops_at_an_event_the_buffer_refuses_and_says_so() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "buffer: {{ type: disk, path: {}, max_bytes: 8192, segment_bytes: 4096 }}\n",
+        dir.path().join("buffer").display()
+    );
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
+    let all = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let mut big: serde_json::Value = serde_json::from_str(lines[5]).unwrap();
+    big["metadata"] = serde_json::json!({ "blob": "x".repeat(10_000) });
+    let big = big.to_string();
+    let log = dir.path().join("audit.ndjson");
+    let checkpoint = dir.path().join("audit.checkpoint");
+    append(&log, &lines[0..5]);
+    let big_starts_at = std::fs::metadata(&log).unwrap().len();
+    append(&log, &[big.as_str()]);
+    append(&log, &lines[6..8]);
+
+    let mut run = follow(dir.path(), &config, &log, &checkpoint);
+    let status = run.wait(WAIT);
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("1 events were read but not taken") && stderr.contains("following stopped"),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        event_ids(&lines[0..5]).is_subset(&received_ids(&intake)),
+        "the lines before it are delivered"
+    );
+    assert!(!received_ids(&intake).contains(&event_ids(&[big.as_str()]).pop_first().unwrap()));
+    let saved = read_jsonl(&checkpoint);
+    let offset = saved
+        .first()
+        .and_then(|c| c["offset"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        offset <= big_starts_at,
+        "the checkpoint ({offset}) stays before the refused line ({big_starts_at})"
+    );
+    intake.shutdown().await;
+}
+
 fn listen_addr(run: &Running) -> String {
     let line = run.wait_for_line("listening on http://", WAIT);
     line.rsplit("http://").next().unwrap().trim().to_owned()

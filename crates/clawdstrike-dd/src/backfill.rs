@@ -14,14 +14,8 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::forwarder::Sink;
+use crate::forwarder::{SUBMITS_IN_FLIGHT, Sink};
 use crate::rejects::{Reject, Rejects};
-
-/// Submits awaiting the sink at once. Under the disk buffer's `fsync: always` each waits for an
-/// fsync, and those waiting together share one: a window, not one at a time, is what lets a
-/// single input go faster than one fsync per event. Submits start in input order; one that
-/// waits for room may be overtaken.
-const IN_FLIGHT: usize = 256;
 
 /// What a reader thread sends.
 #[derive(Debug)]
@@ -125,21 +119,12 @@ pub(crate) async fn run(
                     report.count(submitted);
                     continue;
                 }
-                item = rx.recv(), if in_flight.len() < IN_FLIGHT => item,
+                item = rx.recv(), if in_flight.len() < SUBMITS_IN_FLIGHT => item,
             };
             let Some(item) = item else { break };
             match item {
                 Item::Event(event) => {
-                    let submit = sink.submit(Record::new(*event), None);
-                    in_flight.push(async move {
-                        match submit.await {
-                            Ok(()) => true,
-                            Err(why) => {
-                                tracing::error!(reason = ?why, "an event was read but not taken");
-                                false
-                            }
-                        }
-                    });
+                    in_flight.push(sink.submit_or_log(Record::new(*event), None));
                 }
                 Item::Rejected(bad) => {
                     report.rejected += 1;

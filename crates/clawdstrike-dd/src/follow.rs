@@ -30,6 +30,9 @@
 //!   so after a power loss the checkpoint never points past lines the buffer lost (unless its
 //!   policy is `fsync: never`).
 //! - The first start (no checkpoint) reads the file from its beginning.
+//! - Up to [`SUBMITS_IN_FLIGHT`] lines are submitted at once (under `fsync: always` they
+//!   share fsyncs). An event the sink refuses stops the reading, with a message and a failing
+//!   exit code; its line stays ahead of the checkpoint, so a restart reads it again.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -42,10 +45,12 @@ use std::time::Duration;
 
 use clawdstrike_export::{Record, SettleHook, Settlement};
 use clawdstrike_schema::decode_event;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::forwarder::Sink;
+use crate::forwarder::{SUBMITS_IN_FLIGHT, Sink};
 use crate::rejects::{Reject, Rejects};
 
 /// How often the reader looks for new data, rotation and truncation at end of file.
@@ -477,6 +482,9 @@ fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFi
 pub(crate) struct FollowReport {
     /// Events submitted.
     pub(crate) submitted: u64,
+    /// Events the sink refused (a failed write or fsync of the disk buffer, an event too
+    /// large for it): the first one stops the following, and a restart reads them again.
+    pub(crate) refused: u64,
     /// Lines rejected.
     pub(crate) rejected: u64,
 }
@@ -537,11 +545,23 @@ impl Follow {
         let thread = std::thread::spawn(move || reader.run(open));
         let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Submits under way, each resolving to its line's number and whether it was taken.
+        let mut in_flight = FuturesUnordered::new();
         loop {
+            // A refused event stops the reading (its line stays ahead of the checkpoint, so a
+            // restart reads it again); the submits already under way finish first.
+            if report.refused > 0 && in_flight.is_empty() {
+                break;
+            }
             let item = tokio::select! {
-                item = rx.recv() => item,
-                _ = ticker.tick() => { self.save_if_moved(sink).await; continue; }
+                biased;
                 _ = stop.wait_for(|s| *s) => None,
+                Some((seq, taken)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.submitted(seq, taken, sink, &mut report);
+                    continue;
+                }
+                _ = ticker.tick() => { self.save_if_moved(sink).await; continue; }
+                item = rx.recv(), if report.refused == 0 && in_flight.len() < SUBMITS_IN_FLIGHT => item,
             };
             let Some(item) = item else { break };
             match item {
@@ -551,18 +571,8 @@ impl Follow {
                     event,
                 } => {
                     self.tracker.register(seq, position);
-                    let taken = tokio::select! {
-                        r = sink.submit(Record::new(*event), Some(seq)) => r.is_ok(),
-                        _ = stop.wait_for(|s| *s) => false,
-                    };
-                    if !taken {
-                        break;
-                    }
-                    if sink.is_durable() {
-                        // On disk now: the buffer delivers or replays it.
-                        self.tracker.complete(seq);
-                    }
-                    report.submitted += 1;
+                    let submit = sink.submit_or_log(Record::new(*event), Some(seq));
+                    in_flight.push(submit.map(move |taken| (seq, taken)));
                 }
                 Item::Rejected {
                     seq,
@@ -592,10 +602,29 @@ impl Follow {
                 }
             }
         }
+        // Stopped: count the submits that already finished; the rest are cancelled (not taken,
+        // or freed: see `Sink::submit`), so their lines stay ahead of the checkpoint.
+        while let Some(Some((seq, taken))) = in_flight.next().now_or_never() {
+            self.submitted(seq, taken, sink, &mut report);
+        }
+        drop(in_flight);
         halt.store(true, Ordering::Relaxed);
         drop(rx);
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         report
+    }
+
+    /// A submit finished. With the disk buffer, a taken line is settled: the buffer delivers or
+    /// replays it.
+    fn submitted(&self, seq: u64, taken: bool, sink: &Sink, report: &mut FollowReport) {
+        if !taken {
+            report.refused += 1;
+            return;
+        }
+        report.submitted += 1;
+        if sink.is_durable() {
+            self.tracker.complete(seq);
+        }
     }
 
     /// Writes the checkpoint if it moved. With the disk buffer, the lines it passes count as

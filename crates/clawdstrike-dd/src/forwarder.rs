@@ -37,6 +37,12 @@ pub(crate) enum Refused {
 /// How long the HTTP input waits for room in a full disk buffer before answering 503.
 const DURABLE_TRY_WAIT: Duration = Duration::from_millis(250);
 
+/// How many submits a file input (backfill or `--follow`) keeps awaiting the sink at once.
+/// Under the disk buffer's `fsync: always` each waits for an fsync, and those waiting together
+/// share one: a window, not one at a time, is what lets a single input go faster than one
+/// fsync per event. Submits start in input order; one that waits for room may be overtaken.
+pub(crate) const SUBMITS_IN_FLIGHT: usize = 256;
+
 impl Sink {
     /// The pipeline behind the sink.
     pub(crate) fn pipeline(&self) -> &Pipeline {
@@ -69,6 +75,17 @@ impl Sink {
             }
             .map_err(refused),
             Sink::Durable(d) => d.submit(record).await.map_err(durable_refused),
+        }
+    }
+
+    /// [`submit`](Self::submit), logging why when the event is not taken; true when taken.
+    pub(crate) async fn submit_or_log(&self, record: Record, seq: Option<u64>) -> bool {
+        match self.submit(record, seq).await {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::error!(reason = ?why, "an event was read but not taken");
+                false
+            }
         }
     }
 

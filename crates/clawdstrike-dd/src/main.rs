@@ -362,6 +362,13 @@ async fn ship(args: ShipArgs) -> u8 {
     if let Some(f) = &follow {
         let mut stop = stop.clone();
         let report = f.run(max_line_bytes, &sink, &rejects, &mut stop).await;
+        if report.refused > 0 {
+            eprintln!(
+                "clawdstrike-dd: {} events were read but not taken (refused: see the log); following stopped there, and a restart reads them again from the checkpoint",
+                report.refused
+            );
+            failed = true;
+        }
         eprintln!(
             "clawdstrike-dd: followed {}: {} events submitted, {} lines rejected",
             args.files[0].display(),
