@@ -141,7 +141,8 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     /// Events neither delivered nor filtered, over every exporter, and those the disk buffer
-    /// dropped by its `when_full` policy (never submitted to an exporter).
+    /// dropped by its `when_full` policy or could not read back (never submitted to an
+    /// exporter).
     pub(crate) fn undelivered(&self) -> u64 {
         let exporters: u64 = self
             .reports
@@ -151,7 +152,7 @@ impl Outcome {
         let buffer = self
             .buffer
             .as_ref()
-            .map_or(0, |b| b.dropped_newest + b.dropped_oldest);
+            .map_or(0, |b| b.dropped_newest + b.dropped_oldest + b.undecodable);
         exporters + buffer
     }
 
@@ -196,6 +197,12 @@ impl Outcome {
                 eprintln!(
                     "clawdstrike-dd: the disk buffer was full: {} of its oldest events were evicted (when_full: drop_oldest); {} of them were lost before their replay, {} were left behind at the deadline (lost: no longer on disk), the others were settled from memory",
                     b.evicted, b.dropped_oldest, b.evicted_left_behind
+                );
+            }
+            if b.undecodable > 0 {
+                eprintln!(
+                    "clawdstrike-dd: {} events in the disk buffer could not be read back as events (written by another version?); they were not sent, and are kept with the reason in undecodable.ndjson in the buffer's directory",
+                    b.undecodable
                 );
             }
             if b.fsync_failed {

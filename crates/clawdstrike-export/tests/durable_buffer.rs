@@ -256,9 +256,14 @@ fn frame_starts(data: &[u8], n: usize) -> Vec<usize> {
 /// One frame as the log writes it: magic, payload length, CRC-32 of the payload, then the
 /// payload (sequence number, flags = no trace, event JSON).
 fn raw_frame(seq: u64, event: &SecurityEvent) -> Vec<u8> {
+    raw_frame_json(seq, &serde_json::to_vec(event).unwrap())
+}
+
+/// [`raw_frame`] with any bytes for the event JSON.
+fn raw_frame_json(seq: u64, event_json: &[u8]) -> Vec<u8> {
     let mut payload = seq.to_le_bytes().to_vec();
     payload.push(0);
-    payload.extend_from_slice(&serde_json::to_vec(event).unwrap());
+    payload.extend_from_slice(event_json);
     let mut frame = b"CLWB".to_vec();
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -284,6 +289,58 @@ async fn checksummed_frames_with_impossible_sequence_numbers_are_counted_as_corr
     assert_eq!(found.corrupt_records, 3, "{found:?}");
     assert_eq!(found.to_replay, 5);
     assert_eq!(ids, (0..5).map(id).collect::<Vec<_>>());
+}
+
+/// A record whose checksum holds but whose JSON is no event this version reads (a newer
+/// version's event type, say) is not dropped: it is kept, with the reason, in
+/// `undecodable.ndjson`, freed, and counted; its neighbours are replayed, and it is not
+/// replayed again after the next start.
+#[tokio::test]
+async fn a_record_that_no_longer_decodes_is_kept_aside_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    leave_behind(dir.path(), 0..5).await;
+    let files = segments(dir.path());
+    let data = std::fs::read(&files[0]).unwrap();
+    let starts = frame_starts(&data, 5);
+    let mut event = serde_json::to_value(&*record(2).event).unwrap();
+    event["event_type"] = serde_json::json!("teleportation_attempt");
+    let json = event.to_string();
+    let mut rewritten = data[..starts[2]].to_vec();
+    rewritten.extend(raw_frame_json(2, json.as_bytes()));
+    rewritten.extend_from_slice(&data[starts[3]..]);
+    std::fs::write(&files[0], &rewritten).unwrap();
+
+    let (found, ids, stats) = replay_all(&config(dir.path())).await;
+    assert_eq!(
+        (found.to_replay, found.corrupt_records),
+        (5, 0),
+        "{found:?}"
+    );
+    let expected: Vec<Uuid> = [0, 1, 3, 4].into_iter().map(id).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(stats.undecodable, 1, "{stats:?}");
+    assert_eq!(stats.unsettled, 0, "{stats:?}");
+    let kept = std::fs::read_to_string(dir.path().join("undecodable.ndjson")).unwrap();
+    let lines: Vec<serde_json::Value> = kept
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{kept}");
+    assert_eq!(lines[0]["seq"], 2);
+    assert_eq!(lines[0]["event_json"].as_str(), Some(json.as_str()));
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("teleportation_attempt")),
+        "{kept}"
+    );
+
+    let (found, ids, stats) = replay_all(&config(dir.path())).await;
+    assert_eq!((found.to_replay, ids.len(), stats.undecodable), (0, 0, 0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("undecodable.ndjson")).unwrap(),
+        kept
+    );
 }
 
 #[tokio::test]

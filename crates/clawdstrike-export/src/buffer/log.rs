@@ -30,6 +30,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Held (an advisory lock) while the log is open: two processes on one directory would
 /// overwrite each other's acknowledgement file and so lose records.
 const LOCK_FILE: &str = "lock";
+/// Keeps the records whose checksum holds but which no longer decode as an event, one JSON
+/// line each, with the reason.
+pub(super) const UNDECODABLE_FILE: &str = "undecodable.ndjson";
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -106,6 +109,7 @@ pub(super) struct Counters {
     pub(super) torn_tail_bytes: AtomicU64,
     pub(super) segments_deleted: AtomicU64,
     pub(super) fsyncs: AtomicU64,
+    pub(super) undecodable: AtomicU64,
 }
 
 /// Why an append did not take the record.
@@ -1018,6 +1022,32 @@ impl Log {
                 }
             }
         }
+    }
+
+    /// Keeps a record that no longer decodes as an event (its checksum holds, so it was written
+    /// like this: by another version?) as a line of [`UNDECODABLE_FILE`], with `error`, on disk
+    /// before this returns; the caller then frees it. Blocking. Returns the file's path.
+    pub(super) fn keep_undecodable(
+        &self,
+        seq: u64,
+        error: &str,
+        event_json: &[u8],
+    ) -> io::Result<PathBuf> {
+        let path = self.dir.join(UNDECODABLE_FILE);
+        let kept = serde_json::json!({
+            "seq": seq,
+            "kept_at": clawdstrike_schema::Timestamp::now().to_rfc3339_millis(),
+            "error": error,
+            "event_json": String::from_utf8_lossy(event_json),
+        });
+        let mut line = kept.to_string();
+        line.push('\n');
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        file.write_all(line.as_bytes())?;
+        file.sync_data()?;
+        sync_dir(&self.dir);
+        self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+        Ok(path)
     }
 
     /// One exporter settled `seqs`.

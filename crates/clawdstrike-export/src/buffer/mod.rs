@@ -129,6 +129,11 @@ pub struct BufferStats {
     /// Data fsyncs of segment files since open. Under `always` one fsync covers every append
     /// waiting for it (group commit), so concurrent producers need far fewer than one each.
     pub fsyncs: u64,
+    /// Records whose checksum holds but which do not decode as an event (written by another
+    /// version?), found by the replay: kept in `undecodable.ndjson` in the buffer's directory
+    /// (`seq`, `kept_at`, `error`, and the record's JSON as text in `event_json`), then freed
+    /// (also counted in `abandoned`). Not delivered.
+    pub undecodable: u64,
     /// Bytes of segment files on disk now.
     pub disk_bytes: u64,
     /// The bound on `disk_bytes`.
@@ -155,7 +160,9 @@ pub struct BufferStats {
 /// waits for it). Which records were acknowledged is kept in a small `ack` file written at
 /// every fsync and at shutdown; after a crash, records acknowledged since the last one are
 /// delivered again (at-least-once). A torn or corrupt record is detected by its checksum,
-/// counted ([`OpenReport`]) and skipped; the records before and after it are replayed.
+/// counted ([`OpenReport`]) and skipped; the records before and after it are replayed. One
+/// whose checksum holds but which does not decode is kept aside with the reason
+/// ([`BufferStats::undecodable`]).
 ///
 /// The log is bounded by `max_bytes` of segment files. When an append would pass it:
 /// `block` waits for segments to be freed, `drop_newest` drops the new event (counted,
@@ -389,6 +396,7 @@ impl DurablePipeline {
             torn_tail_bytes: c.torn_tail_bytes.load(Ordering::Relaxed),
             segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            undecodable: c.undecodable.load(Ordering::Relaxed),
             disk_bytes,
             max_bytes: self.log.max_bytes,
             segments,
@@ -422,6 +430,26 @@ impl DurablePipeline {
     }
 }
 
+/// A record whose checksum holds but which does not decode: kept aside with the reason, then
+/// freed; left in the log (replayed at the next start) when it cannot be kept.
+async fn keep_undecodable(log: &Arc<Log>, seq: u64, error: String, event_json: &[u8]) {
+    let keeper = Arc::clone(log);
+    let json = event_json.to_vec();
+    let reason = error.clone();
+    let kept = tokio::task::spawn_blocking(move || keeper.keep_undecodable(seq, &reason, &json))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+    match kept {
+        Ok(path) => {
+            tracing::error!(seq, %error, kept_in = %path.display(), "a buffered record does not decode as an event (written by another version?); it was kept aside with the reason and will not be delivered");
+            log.abandon(seq);
+        }
+        Err(io) => {
+            tracing::error!(seq, %error, io_error = %io, "a buffered record does not decode as an event and cannot be kept aside; it stays in the buffer for the next start")
+        }
+    }
+}
+
 /// Hands the records found at open to the pipeline, in log order.
 async fn replay(log: Arc<Log>, pipeline: Pipeline, segments: Vec<FoundSegment>) {
     for segment in segments {
@@ -449,9 +477,7 @@ async fn replay(log: Arc<Log>, pipeline: Pipeline, segments: Vec<FoundSegment>) 
             let event: SecurityEvent = match serde_json::from_slice(f.event_json) {
                 Ok(event) => event,
                 Err(e) => {
-                    tracing::error!(seq = f.seq, error = %e, "a buffered record does not decode; skipping it");
-                    log.counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
-                    log.abandon(f.seq);
+                    keep_undecodable(&log, f.seq, e.to_string(), f.event_json).await;
                     continue;
                 }
             };
