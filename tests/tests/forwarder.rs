@@ -343,12 +343,12 @@ async fn follow_with_the_disk_buffer_checkpoints_taken_lines_and_replays_them_af
     intake.shutdown().await;
 }
 
-/// `--follow` when the sink refuses an event (here: larger than the whole disk buffer): the
-/// following stops there with a message naming it and a failing exit code, instead of ending
-/// quietly; the lines before it are delivered, and the checkpoint stays before it, so a
-/// restart (with a larger buffer) reads it again.
+/// An event larger than the whole disk buffer is bad input, not a reason to stop: `ship` of a
+/// file and `--follow` both write it to the rejects file (its line number, the reason, the
+/// event as JSON) and deliver the lines around it. (Stopping there would make a follow stall
+/// at that line after every restart.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follow_stops_at_an_event_the_buffer_refuses_and_says_so() {
+async fn an_event_too_large_for_the_disk_buffer_is_rejected_and_the_input_goes_on() {
     let intake = intake().await;
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
@@ -361,35 +361,76 @@ async fn follow_stops_at_an_event_the_buffer_refuses_and_says_so() {
     let mut big: serde_json::Value = serde_json::from_str(lines[5]).unwrap();
     big["metadata"] = serde_json::json!({ "blob": "x".repeat(10_000) });
     let big = big.to_string();
+    let input: Vec<&str> = [&lines[0..5], &[big.as_str()], &lines[6..8]].concat();
+    let good: Vec<&str> = [&lines[0..5], &lines[6..8]].concat();
+    let check_rejects = |rejects: &Path, source: &Path| {
+        let rejected = read_jsonl(rejects);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0]["line"], 6);
+        assert_eq!(rejected[0]["source"], source.display().to_string());
+        assert!(
+            rejected[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("does not fit a buffer of 8192 bytes")),
+            "{rejected:?}"
+        );
+        let kept: serde_json::Value =
+            serde_json::from_str(rejected[0]["raw"].as_str().unwrap()).unwrap();
+        assert_eq!(kept["event_id"], big_id(&big));
+    };
+    fn big_id(big: &str) -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(big).unwrap()["event_id"].clone()
+    }
+
+    // `ship --config config --rejects rejects`, more arguments to follow.
+    let ship = |rejects: &Path| {
+        let mut cmd = dd_command(dir.path());
+        cmd.env("DD_API_KEY", KEY)
+            .arg("ship")
+            .arg("--config")
+            .arg(&config)
+            .arg("--rejects")
+            .arg(rejects);
+        cmd
+    };
+
+    // Backfill.
+    let file = dir.path().join("backfill.ndjson");
+    append(&file, &input);
+    let rejects = dir.path().join("backfill-rejects.ndjson");
+    let mut cmd = ship(&rejects);
+    cmd.arg(&file);
+    let mut run = Running::spawn(cmd);
+    assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
+    assert_each_line_arrived_once(&intake, &good);
+    check_rejects(&rejects, &file);
+
+    // Follow: the checkpoint passes the rejected line, and the lines after it arrive.
+    intake.reset();
     let log = dir.path().join("audit.ndjson");
     let checkpoint = dir.path().join("audit.checkpoint");
-    append(&log, &lines[0..5]);
-    let big_starts_at = std::fs::metadata(&log).unwrap().len();
-    append(&log, &[big.as_str()]);
-    append(&log, &lines[6..8]);
-
-    let mut run = follow(dir.path(), &config, &log, &checkpoint);
-    let status = run.wait(WAIT);
-    let stderr = run.stderr();
-    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    append(&log, &input);
+    let rejects = dir.path().join("follow-rejects.ndjson");
+    let mut cmd = ship(&rejects);
+    cmd.arg("--follow")
+        .arg(&log)
+        .arg("--checkpoint")
+        .arg(&checkpoint);
+    let mut run = Running::spawn(cmd);
     assert!(
-        stderr.contains("1 events were read but not taken") && stderr.contains("following stopped"),
-        "stderr:\n{stderr}"
+        poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)),
+        "the checkpoint reaches the end: {:?}\nstderr:\n{}",
+        std::fs::read_to_string(&checkpoint),
+        run.stderr()
     );
-    assert!(
-        event_ids(&lines[0..5]).is_subset(&received_ids(&intake)),
-        "the lines before it are delivered"
-    );
-    assert!(!received_ids(&intake).contains(&event_ids(&[big.as_str()]).pop_first().unwrap()));
-    let saved = read_jsonl(&checkpoint);
-    let offset = saved
-        .first()
-        .and_then(|c| c["offset"].as_u64())
-        .unwrap_or(0);
-    assert!(
-        offset <= big_starts_at,
-        "the checkpoint ({offset}) stays before the refused line ({big_starts_at})"
-    );
+    intake
+        .wait_for_items(good.len() as u64, WAIT)
+        .await
+        .expect("the lines around it");
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
+    assert_each_line_arrived_once(&intake, &good);
+    check_rejects(&rejects, &log);
     intake.shutdown().await;
 }
 

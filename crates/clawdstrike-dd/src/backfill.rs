@@ -9,18 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clawdstrike_export::Record;
-use clawdstrike_schema::{NdjsonOptions, NdjsonReader, NdjsonRecord};
+use clawdstrike_schema::{DecodedEvent, NdjsonOptions, NdjsonReader, NdjsonRecord};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::forwarder::{SUBMITS_IN_FLIGHT, Sink};
+use crate::forwarder::{SUBMITS_IN_FLIGHT, Sink, Submitted};
 use crate::rejects::{Reject, Rejects};
 
 /// What a reader thread sends.
 #[derive(Debug)]
 enum Item {
-    Event(Box<clawdstrike_schema::SecurityEvent>),
+    Event(Box<DecodedEvent>),
     Rejected(clawdstrike_schema::RejectedLine),
     Progress(u64),
     Failed(String),
@@ -31,10 +31,10 @@ enum Item {
 pub(crate) struct BackfillReport {
     /// Events submitted.
     pub(crate) submitted: u64,
-    /// Events the sink refused (shutting down, too large for the disk buffer, a failed write
-    /// or fsync): read, but not taken. The sink logs why.
+    /// Events the sink refused (shutting down, a failed write or fsync of the disk buffer):
+    /// read, but not taken. The sink logs why.
     pub(crate) refused: u64,
-    /// Lines rejected.
+    /// Lines rejected (events larger than the disk buffer included).
     pub(crate) rejected: u64,
     /// Stopped by a signal before the end of the input.
     pub(crate) interrupted: bool,
@@ -43,11 +43,14 @@ pub(crate) struct BackfillReport {
 }
 
 impl BackfillReport {
-    fn count(&mut self, submitted: bool) {
-        if submitted {
-            self.submitted += 1;
-        } else {
-            self.refused += 1;
+    fn count(&mut self, submitted: Submitted, rejects: &Rejects, source: &str, at: (u64, u64)) {
+        match submitted {
+            Submitted::Taken => self.submitted += 1,
+            Submitted::TooLarge { event, why } => {
+                self.rejected += 1;
+                rejects.write_too_large(source, at.0, at.1, &event, why);
+            }
+            Submitted::Refused => self.refused += 1,
         }
     }
 }
@@ -95,7 +98,7 @@ pub(crate) async fn run(
             while !thread_halt.load(Ordering::Relaxed) {
                 let item = match lines.next() {
                     None => break,
-                    Some(Ok(NdjsonRecord::Event(e))) => Item::Event(Box::new(e.event)),
+                    Some(Ok(NdjsonRecord::Event(e))) => Item::Event(e),
                     Some(Ok(NdjsonRecord::Rejected(bad))) => Item::Rejected(bad),
                     Some(Err(e)) => Item::Failed(e.to_string()),
                 };
@@ -115,16 +118,23 @@ pub(crate) async fn run(
             let item = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => { report.interrupted = true; None }
-                Some(submitted) = in_flight.next(), if !in_flight.is_empty() => {
-                    report.count(submitted);
+                Some((at, submitted)) = in_flight.next(), if !in_flight.is_empty() => {
+                    report.count(submitted, rejects, &name, at);
                     continue;
                 }
                 item = rx.recv(), if in_flight.len() < SUBMITS_IN_FLIGHT => item,
             };
             let Some(item) = item else { break };
             match item {
-                Item::Event(event) => {
-                    in_flight.push(sink.submit_or_log(Record::new(*event), None));
+                Item::Event(decoded) => {
+                    let DecodedEvent {
+                        line,
+                        offset,
+                        event,
+                        ..
+                    } = *decoded;
+                    let submit = sink.submit_input(Record::new(event), None);
+                    in_flight.push(submit.map(move |s| ((line, offset), s)));
                 }
                 Item::Rejected(bad) => {
                     report.rejected += 1;
@@ -161,12 +171,14 @@ pub(crate) async fn run(
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => report.interrupted = true,
-                Some(submitted) = in_flight.next() => report.count(submitted),
+                Some((at, submitted)) = in_flight.next() => {
+                    report.count(submitted, rejects, &name, at);
+                }
             }
         }
         // Stopped: count what already finished; the rest is cancelled (not taken, or freed).
-        while let Some(Some(submitted)) = in_flight.next().now_or_never() {
-            report.count(submitted);
+        while let Some(Some((at, submitted))) = in_flight.next().now_or_never() {
+            report.count(submitted, rejects, &name, at);
         }
         drop(in_flight);
         halt.store(true, Ordering::Relaxed);

@@ -16,7 +16,8 @@
 //! - The duplicate window: lines settled after the last checkpoint write (at most 200 ms of
 //!   deliveries, plus those delivered while an earlier line was still in flight) are sent again
 //!   after a crash (SIGKILL, power loss). A clean shutdown writes the final checkpoint, so a
-//!   restart after SIGTERM re-sends only what was left behind.
+//!   restart after SIGTERM re-sends only what was left behind (and lines taken after one that
+//!   was still waiting for room when the stop came).
 //! - Rotation while stopped: when the checkpointed file was renamed (`events.log` →
 //!   `events.log.1`), the rest of it is found by inode among the files of the same directory
 //!   and read first, then the new file from its start. A file removed while stopped cannot be
@@ -31,8 +32,9 @@
 //!   policy is `fsync: never`).
 //! - The first start (no checkpoint) reads the file from its beginning.
 //! - Up to [`SUBMITS_IN_FLIGHT`] lines are submitted at once (under `fsync: always` they
-//!   share fsyncs). An event the sink refuses stops the reading, with a message and a failing
-//!   exit code; its line stays ahead of the checkpoint, so a restart reads it again.
+//!   share fsyncs). An event larger than the whole disk buffer is a bad line (rejects file,
+//!   settled). Any other refusal stops the reading, with a message naming the line and a
+//!   failing exit code; that line stays ahead of the checkpoint, so a restart reads it again.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -50,7 +52,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::forwarder::{SUBMITS_IN_FLIGHT, Sink};
+use crate::forwarder::{SUBMITS_IN_FLIGHT, Sink, Submitted};
 use crate::rejects::{Reject, Rejects};
 
 /// How often the reader looks for new data, rotation and truncation at end of file.
@@ -210,6 +212,10 @@ enum Item {
     Event {
         seq: u64,
         position: Position,
+        /// Where the line is, for the rejects file.
+        source: Arc<str>,
+        line: u64,
+        offset: u64,
         event: Box<clawdstrike_schema::SecurityEvent>,
     },
     Rejected {
@@ -232,7 +238,7 @@ enum Item {
 #[derive(Debug)]
 struct OpenFile {
     file: File,
-    name: String,
+    name: Arc<str>,
     dev: u64,
     ino: u64,
     offset: u64,
@@ -254,7 +260,7 @@ impl OpenFile {
         file.seek(SeekFrom::Start(offset))?;
         Ok(OpenFile {
             file,
-            name: path.display().to_string(),
+            name: Arc::from(path.display().to_string()),
             dev: meta.dev(),
             ino: meta.ino(),
             offset,
@@ -317,7 +323,7 @@ impl Reader {
             let item = Item::Rejected {
                 seq,
                 position,
-                source: open.name.clone(),
+                source: open.name.to_string(),
                 line: line_no,
                 offset: line_offset,
                 error,
@@ -330,12 +336,15 @@ impl Reader {
             Ok(event) => self.send(Item::Event {
                 seq,
                 position,
+                source: Arc::clone(&open.name),
+                line: line_no,
+                offset: line_offset,
                 event: Box::new(event),
             }),
             Err(e) => self.send(Item::Rejected {
                 seq,
                 position,
-                source: open.name.clone(),
+                source: open.name.to_string(),
                 line: line_no,
                 offset: line_offset,
                 error: e.to_string(),
@@ -482,10 +491,12 @@ fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFi
 pub(crate) struct FollowReport {
     /// Events submitted.
     pub(crate) submitted: u64,
-    /// Events the sink refused (a failed write or fsync of the disk buffer, an event too
-    /// large for it): the first one stops the following, and a restart reads them again.
+    /// Events the sink refused (a failed write or fsync of the disk buffer): the first one
+    /// stops the following, and a restart reads them again.
     pub(crate) refused: u64,
-    /// Lines rejected.
+    /// Where the first refused event is (`FILE line N`).
+    pub(crate) stopped_at: Option<String>,
+    /// Lines rejected (events larger than the disk buffer included).
     pub(crate) rejected: u64,
 }
 
@@ -556,8 +567,8 @@ impl Follow {
             let item = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => None,
-                Some((seq, taken)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.submitted(seq, taken, sink, &mut report);
+                Some((at, submitted)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.submitted(at, submitted, sink, rejects, &mut report);
                     continue;
                 }
                 _ = ticker.tick() => { self.save_if_moved(sink).await; continue; }
@@ -568,11 +579,14 @@ impl Follow {
                 Item::Event {
                     seq,
                     position,
+                    source,
+                    line,
+                    offset,
                     event,
                 } => {
                     self.tracker.register(seq, position);
-                    let submit = sink.submit_or_log(Record::new(*event), Some(seq));
-                    in_flight.push(submit.map(move |taken| (seq, taken)));
+                    let submit = sink.submit_input(Record::new(*event), Some(seq));
+                    in_flight.push(submit.map(move |s| ((seq, source, line, offset), s)));
                 }
                 Item::Rejected {
                     seq,
@@ -604,8 +618,8 @@ impl Follow {
         }
         // Stopped: count the submits that already finished; the rest are cancelled (not taken,
         // or freed: see `Sink::submit`), so their lines stay ahead of the checkpoint.
-        while let Some(Some((seq, taken))) = in_flight.next().now_or_never() {
-            self.submitted(seq, taken, sink, &mut report);
+        while let Some(Some((at, submitted))) = in_flight.next().now_or_never() {
+            self.submitted(at, submitted, sink, rejects, &mut report);
         }
         drop(in_flight);
         halt.store(true, Ordering::Relaxed);
@@ -615,15 +629,34 @@ impl Follow {
     }
 
     /// A submit finished. With the disk buffer, a taken line is settled: the buffer delivers or
-    /// replays it.
-    fn submitted(&self, seq: u64, taken: bool, sink: &Sink, report: &mut FollowReport) {
-        if !taken {
-            report.refused += 1;
-            return;
-        }
-        report.submitted += 1;
-        if sink.is_durable() {
-            self.tracker.complete(seq);
+    /// replays it. An event larger than the buffer is a bad line: rejected and settled. Any
+    /// other refusal stops the reading at that line (`report.refused`).
+    fn submitted(
+        &self,
+        (seq, source, line, offset): (u64, Arc<str>, u64, u64),
+        submitted: Submitted,
+        sink: &Sink,
+        rejects: &Rejects,
+        report: &mut FollowReport,
+    ) {
+        match submitted {
+            Submitted::Taken => {
+                report.submitted += 1;
+                if sink.is_durable() {
+                    self.tracker.complete(seq);
+                }
+            }
+            Submitted::TooLarge { event, why } => {
+                report.rejected += 1;
+                rejects.write_too_large(&source, line, offset, &event, why);
+                self.tracker.complete(seq);
+            }
+            Submitted::Refused => {
+                report.refused += 1;
+                if report.stopped_at.is_none() {
+                    report.stopped_at = Some(format!("{source} line {line}"));
+                }
+            }
         }
     }
 

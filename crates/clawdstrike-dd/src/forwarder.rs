@@ -30,8 +30,25 @@ pub(crate) enum Refused {
     Closed,
     /// A queue (or the disk buffer) is full: `why` names it.
     Full(String),
-    /// Anything else (a buffer write failed, an event too large for the buffer).
+    /// The event is larger than the whole disk buffer: bad input, never taken however often
+    /// it is retried.
+    TooLarge(String),
+    /// Anything else (a buffer write or fsync failed).
     Failed(String),
+}
+
+/// What a file input's submit came to ([`Sink::submit_input`]).
+#[derive(Debug)]
+pub(crate) enum Submitted {
+    /// Taken.
+    Taken,
+    /// Larger than the disk buffer: a bad line for the rejects file, with why.
+    TooLarge {
+        event: Arc<clawdstrike_schema::SecurityEvent>,
+        why: String,
+    },
+    /// Not taken (logged).
+    Refused,
 }
 
 /// How long the HTTP input waits for room in a full disk buffer before answering 503.
@@ -78,13 +95,16 @@ impl Sink {
         }
     }
 
-    /// [`submit`](Self::submit), logging why when the event is not taken; true when taken.
-    pub(crate) async fn submit_or_log(&self, record: Record, seq: Option<u64>) -> bool {
+    /// [`submit`](Self::submit) for a file input: an event too large for the disk buffer comes
+    /// back for the rejects file; any other refusal is logged.
+    pub(crate) async fn submit_input(&self, record: Record, seq: Option<u64>) -> Submitted {
+        let event = Arc::clone(&record.event);
         match self.submit(record, seq).await {
-            Ok(()) => true,
+            Ok(()) => Submitted::Taken,
+            Err(Refused::TooLarge(why)) => Submitted::TooLarge { event, why },
             Err(why) => {
                 tracing::error!(reason = ?why, "an event was read but not taken");
-                false
+                Submitted::Refused
             }
         }
     }
@@ -118,6 +138,7 @@ fn refused(e: SubmitError) -> Refused {
 fn durable_refused(e: DurableSubmitError) -> Refused {
     match e {
         DurableSubmitError::Closed => Refused::Closed,
+        too_large @ DurableSubmitError::TooLarge { .. } => Refused::TooLarge(too_large.to_string()),
         other => Refused::Failed(other.to_string()),
     }
 }

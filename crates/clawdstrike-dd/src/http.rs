@@ -280,6 +280,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
             Err(Refused::Closed) => {
                 return Ok(unavailable(accepted, "the forwarder is shutting down"));
             }
+            Err(Refused::TooLarge(why)) => {
+                return Ok(respond(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({ "error": why, "accepted": accepted }),
+                ));
+            }
             Err(Refused::Failed(why)) => {
                 return Ok(respond(
                     StatusCode::INTERNAL_SERVER_ERROR,

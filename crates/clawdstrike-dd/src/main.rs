@@ -16,9 +16,9 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done; every event was delivered (bad input lines are in the rejects file) |
-//! | 1 | a runtime failure: unreadable input, listener cannot bind, `check` found a problem, a signals call failed |
+//! | 1 | a runtime failure: unreadable input, listener cannot bind, the disk buffer refused an event (a failed write or fsync), `check` found a problem, a signals call failed |
 //! | 2 | usage or configuration error (the message names the key), or a key that cannot be loaded |
-//! | 3 | shipped, but events were left undelivered: dead-lettered, dropped, left behind at the shutdown deadline, kept in the disk buffer for the next start, or input not read to its end because of a signal |
+//! | 3 | shipped, but events were left undelivered: dead-lettered, dropped, left behind at the shutdown deadline, kept in the disk buffer for the next start, found in the disk buffer but no longer readable as events, or input not read to its end because of a signal |
 //!
 //! # Architecture invariant
 //!
@@ -229,8 +229,11 @@ fn load(path: Option<&Path>) -> Result<Settings, u8> {
 }
 
 /// Turns SIGTERM/SIGINT into `true` on the returned channel; a second signal exits at once.
-fn watch_signals() -> watch::Receiver<bool> {
+fn watch_signals() -> (watch::Sender<bool>, watch::Receiver<bool>) {
     let (tx, rx) = watch::channel(false);
+    // The caller's sender keeps the channel open if the handlers cannot be installed, and
+    // lets it stop the inputs itself.
+    let stopper = tx.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
@@ -247,7 +250,7 @@ fn watch_signals() -> watch::Receiver<bool> {
         eprintln!("clawdstrike-dd: second signal, exiting without draining");
         std::process::exit(i32::from(EXIT_UNDELIVERED));
     });
-    rx
+    (stopper, rx)
 }
 
 async fn ship(args: ShipArgs) -> u8 {
@@ -325,7 +328,7 @@ async fn ship(args: ShipArgs) -> u8 {
         },
         None => None,
     };
-    let stop = watch_signals();
+    let (stopper, stop) = watch_signals();
     let forwarder = match Forwarder::start(
         &settings,
         Keys::Configured,
@@ -364,10 +367,13 @@ async fn ship(args: ShipArgs) -> u8 {
         let report = f.run(max_line_bytes, &sink, &rejects, &mut stop).await;
         if report.refused > 0 {
             eprintln!(
-                "clawdstrike-dd: {} events were read but not taken (refused: see the log); following stopped there, and a restart reads them again from the checkpoint",
-                report.refused
+                "clawdstrike-dd: {} events were read but not taken (refused: see the log); following stopped at {}, and a restart reads them again from the checkpoint",
+                report.refused,
+                report.stopped_at.as_deref().unwrap_or("?")
             );
             failed = true;
+            // The other inputs (the HTTP listener) stop too, so the process ends and says so.
+            stopper.send_replace(true);
         }
         eprintln!(
             "clawdstrike-dd: followed {}: {} events submitted, {} lines rejected",
@@ -564,7 +570,7 @@ async fn fakeintake(args: FakeIntakeArgs) -> u8 {
         }
     };
     println!("fakeintake listening on {}", intake.base_url());
-    let mut stop = watch_signals();
+    let (_stopper, mut stop) = watch_signals();
     let _ = stop.wait_for(|s| *s).await;
     intake.shutdown().await;
     EXIT_OK

@@ -57,6 +57,28 @@ impl Rejects {
         self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A line whose event is larger than the whole disk buffer: kept as the event's JSON, with
+    /// why.
+    pub(crate) fn write_too_large(
+        &self,
+        source: &str,
+        line: u64,
+        offset: u64,
+        event: &clawdstrike_schema::SecurityEvent,
+        why: String,
+    ) {
+        let mut raw = Vec::new();
+        event.write_json(&mut raw);
+        self.write(&Reject {
+            source,
+            line,
+            offset,
+            error: why,
+            raw: &raw,
+            truncated: false,
+        });
+    }
+
     /// Appends one reject (a failed write is logged, never fatal).
     pub(crate) fn write(&self, reject: &Reject<'_>) {
         let mut value = json!({

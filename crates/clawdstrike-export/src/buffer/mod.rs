@@ -96,7 +96,8 @@ pub struct BufferStats {
     pub replayed: u64,
     /// Records settled by every exporter since open.
     pub settled: u64,
-    /// Records whose submit was refused or cancelled after the append (freed at once).
+    /// Records whose submit was refused or cancelled after the append (freed at once), and
+    /// records the replay found undecodable (see `undecodable`).
     pub abandoned: u64,
     /// Events refused by `when_full: drop_newest` (never appended, never submitted).
     pub dropped_newest: u64,
@@ -132,7 +133,8 @@ pub struct BufferStats {
     /// Records whose checksum holds but which do not decode as an event (written by another
     /// version?), found by the replay: kept in `undecodable.ndjson` in the buffer's directory
     /// (`seq`, `kept_at`, `error`, and the record's JSON as text in `event_json`), then freed
-    /// (also counted in `abandoned`). Not delivered.
+    /// (also counted in `abandoned`). Not delivered. A crash before the next acknowledgement
+    /// write keeps such a record again at the next start: the same `seq` twice.
     pub undecodable: u64,
     /// Bytes of segment files on disk now.
     pub disk_bytes: u64,
