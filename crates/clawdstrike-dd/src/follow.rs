@@ -221,7 +221,7 @@ enum Item {
     Rejected {
         seq: u64,
         position: Position,
-        source: String,
+        source: Arc<str>,
         line: u64,
         offset: u64,
         error: String,
@@ -323,7 +323,7 @@ impl Reader {
             let item = Item::Rejected {
                 seq,
                 position,
-                source: open.name.to_string(),
+                source: Arc::clone(&open.name),
                 line: line_no,
                 offset: line_offset,
                 error,
@@ -344,7 +344,7 @@ impl Reader {
             Err(e) => self.send(Item::Rejected {
                 seq,
                 position,
-                source: open.name.to_string(),
+                source: Arc::clone(&open.name),
                 line: line_no,
                 offset: line_offset,
                 error: e.to_string(),
@@ -556,7 +556,8 @@ impl Follow {
         let thread = std::thread::spawn(move || reader.run(open));
         let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Submits under way, each resolving to its line's number and whether it was taken.
+        // Submits under way, each resolving to its line (number, file, line, offset) and what
+        // the sink did with it.
         let mut in_flight = FuturesUnordered::new();
         loop {
             // A refused event stops the reading (its line stays ahead of the checkpoint, so a
