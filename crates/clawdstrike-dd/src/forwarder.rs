@@ -231,10 +231,16 @@ impl Outcome {
                     "clawdstrike-dd: an fsync of the disk buffer failed: some events may not have survived a power loss"
                 );
             }
-            if b.unsettled > 0 {
+            if b.undecodable_not_kept > 0 {
                 eprintln!(
-                    "clawdstrike-dd: {} events are kept in the disk buffer and sent at the next start",
-                    b.unsettled
+                    "clawdstrike-dd: {} records in the disk buffer could not be read back as events and could not be kept aside in undecodable.ndjson either (see the errors above); they stay in the buffer, will not be sent, and the next start tries again to keep them aside",
+                    b.undecodable_not_kept
+                );
+            }
+            let to_send = b.unsettled.saturating_sub(b.undecodable_not_kept);
+            if to_send > 0 {
+                eprintln!(
+                    "clawdstrike-dd: {to_send} events are kept in the disk buffer and sent at the next start"
                 );
             }
         }

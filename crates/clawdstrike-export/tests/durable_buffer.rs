@@ -344,6 +344,56 @@ async fn a_record_that_no_longer_decodes_is_kept_aside_with_the_reason() {
 }
 
 #[tokio::test]
+async fn an_undecodable_record_that_cannot_be_kept_aside_stays_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    leave_behind(dir.path(), 0..3).await;
+    let files = segments(dir.path());
+    let data = std::fs::read(&files[0]).unwrap();
+    let starts = frame_starts(&data, 3);
+    let mut event = serde_json::to_value(&*record(1).event).unwrap();
+    event.as_object_mut().unwrap().remove("event_id");
+    let json = event.to_string();
+    let mut rewritten = data[..starts[1]].to_vec();
+    rewritten.extend(raw_frame_json(1, json.as_bytes()));
+    rewritten.extend_from_slice(&data[starts[2]..]);
+    std::fs::write(&files[0], &rewritten).unwrap();
+    // A directory where the file goes: the append fails, as a full or read-only disk would
+    // make it (even for root).
+    let aside = dir.path().join("undecodable.ndjson");
+    std::fs::create_dir(&aside).unwrap();
+
+    let (_, ids, stats) = replay_all(&config(dir.path())).await;
+    assert_eq!(ids, vec![id(0), id(2)]);
+    assert_eq!(
+        (
+            stats.undecodable,
+            stats.undecodable_not_kept,
+            stats.unsettled
+        ),
+        (0, 1, 1),
+        "{stats:?}"
+    );
+
+    // Once the file can be written, the next start keeps it aside and frees it.
+    std::fs::remove_dir(&aside).unwrap();
+    let (found, ids, stats) = replay_all(&config(dir.path())).await;
+    assert_eq!((found.to_replay, ids.len()), (1, 0));
+    assert_eq!(
+        (
+            stats.undecodable,
+            stats.undecodable_not_kept,
+            stats.unsettled
+        ),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    let kept = std::fs::read_to_string(&aside).unwrap();
+    let line: serde_json::Value = serde_json::from_str(kept.trim_end()).unwrap();
+    assert_eq!(line["seq"], 1);
+    assert_eq!(line["event_json"].as_str(), Some(json.as_str()));
+}
+
+#[tokio::test]
 async fn a_directory_is_used_by_one_open_log_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let exporter = Arc::new(ScriptedExporter::new("ok"));

@@ -110,6 +110,7 @@ pub(super) struct Counters {
     pub(super) segments_deleted: AtomicU64,
     pub(super) fsyncs: AtomicU64,
     pub(super) undecodable: AtomicU64,
+    pub(super) undecodable_not_kept: AtomicU64,
 }
 
 /// Why an append did not take the record.

@@ -136,6 +136,11 @@ pub struct BufferStats {
     /// (also counted in `abandoned`). Not delivered. A crash before the next acknowledgement
     /// write keeps such a record again at the next start: the same `seq` twice.
     pub undecodable: u64,
+    /// Records found by the replay that do not decode as an event and could not be kept aside
+    /// (writing `undecodable.ndjson` failed): they stay in the log, are counted in
+    /// `unsettled`, and the next start tries to keep them aside again. They are never
+    /// delivered.
+    pub undecodable_not_kept: u64,
     /// Bytes of segment files on disk now.
     pub disk_bytes: u64,
     /// The bound on `disk_bytes`.
@@ -399,6 +404,7 @@ impl DurablePipeline {
             segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             undecodable: c.undecodable.load(Ordering::Relaxed),
+            undecodable_not_kept: c.undecodable_not_kept.load(Ordering::Relaxed),
             disk_bytes,
             max_bytes: self.log.max_bytes,
             segments,
@@ -447,7 +453,10 @@ async fn keep_undecodable(log: &Arc<Log>, seq: u64, error: String, event_json: &
             log.abandon(seq);
         }
         Err(io) => {
-            tracing::error!(seq, %error, io_error = %io, "a buffered record does not decode as an event and cannot be kept aside; it stays in the buffer for the next start")
+            log.counters
+                .undecodable_not_kept
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(seq, %error, io_error = %io, "a buffered record does not decode as an event and cannot be kept aside; it stays in the buffer, and the next start tries again")
         }
     }
 }
