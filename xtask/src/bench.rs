@@ -20,7 +20,9 @@
 //!   thread comes from `/proc/self/task/*/stat`, so the pipeline's CPU excludes the intake's.
 //! - Runs: each codec is measured `--repeat` times (3), each run with its own limit; the best
 //!   pipeline run and the best limit are compared (other work on the machine only slows runs
-//!   down), and every run's figures are printed and kept in the report.
+//!   down), and every run's figures are printed and kept in the report. The runs go round
+//!   robin (first run of every codec, then the second...), so that a slow stretch of a shared
+//!   host costs each codec one run rather than all the runs of one codec.
 //! - Throughput: one producer task submits N events (Datadog exporter, `resolved.pipeline`
 //!   defaults); the clock stops when the intake has accepted all N. MB/s counts the
 //!   uncompressed JSON bodies the intake decoded.
@@ -742,14 +744,31 @@ fn bench(o: &Options) -> Result<(), BoxError> {
         "intake s/M",
         "2-thr limit/s",
     );
-    let mut results = Vec::new();
-    for (label, compression) in codecs {
-        if !o.only.is_empty() && !o.only.iter().any(|c| *c == label.replace(' ', "")) {
-            continue;
+    let codecs: Vec<_> = codecs
+        .into_iter()
+        .filter(|(label, _)| {
+            o.only.is_empty() || o.only.iter().any(|c| *c == label.replace(' ', ""))
+        })
+        .collect();
+    // Round robin: run k of every codec, then run k + 1 of every codec. A slow stretch of the
+    // machine (other tenants of the host) then costs every codec one run, instead of all the
+    // runs of whichever codec it fell on.
+    let mut runs: Vec<Vec<CodecResult>> = vec![Vec::new(); codecs.len()];
+    for _ in 0..o.repeat {
+        for ((label, compression), runs) in codecs.iter().zip(&mut runs) {
+            runs.push(throughput(
+                &base,
+                label,
+                *compression,
+                o.events,
+                &intake_rt,
+                &rt,
+                None,
+            )?);
         }
-        let runs = (0..o.repeat)
-            .map(|_| throughput(&base, label, compression, o.events, &intake_rt, &rt, None))
-            .collect::<Result<Vec<_>, _>>()?;
+    }
+    let mut results = Vec::new();
+    for runs in runs {
         let r = CodecResult::best_of(runs).ok_or("no runs")?;
         println!(
             "{:<8} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>6.0}% {:>7.1}x {:>11.2} {:>11.2} {:>13.0}   {} / {}",
