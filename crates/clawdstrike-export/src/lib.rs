@@ -152,7 +152,8 @@
 //!   next valid frame, so the records before and after it are replayed. Never a panic.
 //!   A record whose checksum holds but which does not decode as an event (written by another
 //!   version?) is not dropped: the replay keeps it, with the reason, in `undecodable.ndjson`
-//!   beside the segments ([`BufferStats::undecodable`]).
+//!   beside the segments ([`BufferStats::undecodable`]); should that write fail, the record
+//!   stays in the log and the next start tries again ([`BufferStats::undecodable_not_kept`]).
 //! - Memory is still bounded by the pipeline's queues: the log holds exactly the events the
 //!   pipeline holds (plus, until their segment is deleted, settled neighbours on disk).
 //! - Fan-out: acknowledgement is per record, not per exporter, so a replay after a restart

@@ -79,6 +79,10 @@ struct State {
     sync_failed: Vec<FailedSync>,
     /// Under `always`: unresolved records whose appender stopped waiting (cancelled).
     gave_up: Vec<u64>,
+    /// Records the replay found undecodable and could not keep aside: never submitted, so
+    /// never settled. They stay in the log for the next start, unless `drop_oldest` evicts
+    /// them (then they are lost and counted in `dropped_oldest`).
+    not_kept: Vec<u64>,
 }
 
 /// Under `always`: a run of records an fsync failed to cover.
@@ -110,7 +114,6 @@ pub(super) struct Counters {
     pub(super) segments_deleted: AtomicU64,
     pub(super) fsyncs: AtomicU64,
     pub(super) undecodable: AtomicU64,
-    pub(super) undecodable_not_kept: AtomicU64,
 }
 
 /// Why an append did not take the record.
@@ -510,6 +513,7 @@ impl Log {
             dirty: false,
             acks_dirty: false,
             closed: false,
+            not_kept: Vec::new(),
             scratch: Vec::with_capacity(4096),
             synced_below: 0,
             sync_failed: Vec::new(),
@@ -1044,8 +1048,16 @@ impl Log {
         let mut line = kept.to_string();
         line.push('\n');
         let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
-        file.write_all(line.as_bytes())?;
-        file.sync_data()?;
+        let len = file.metadata()?.len();
+        if let Err(e) = file
+            .write_all(line.as_bytes())
+            .and_then(|()| file.sync_data())
+        {
+            // The record stays in the log and is kept again at the next start: no half line
+            // (a full disk) or second copy (a failed fsync) before that one.
+            let _ = file.set_len(len);
+            return Err(e);
+        }
         sync_dir(&self.dir);
         self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
         Ok(path)
@@ -1182,13 +1194,15 @@ impl Log {
             st.closed = true;
             let replayed_through = self.replayed_through.load(Ordering::Relaxed);
             let (mut held, mut never) = (0, 0);
+            let not_kept = st.not_kept.clone();
             for segment in st.evicted.drain(..) {
                 for (offset, &count) in segment.counts.iter().enumerate() {
                     let seq = segment.first_seq + offset as u64;
                     if count == 0 {
                         continue;
                     }
-                    if seq >= self.first_new_seq || seq < replayed_through {
+                    let submitted = seq < replayed_through && !not_kept.contains(&seq);
+                    if seq >= self.first_new_seq || submitted {
                         held += 1;
                     } else {
                         never += 1;
@@ -1239,6 +1253,21 @@ impl Log {
         let st = lock(&self.state);
         let unsettled = st.segments.iter().map(|s| s.unsettled as u64).sum();
         (st.disk_bytes, st.segments.len(), unsettled)
+    }
+
+    /// The replay found `seq` undecodable and could not keep it aside: it stays in the log.
+    pub(super) fn not_kept(&self, seq: u64) {
+        lock(&self.state).not_kept.push(seq);
+    }
+
+    /// Records the replay could not keep aside that are still in the log's segments (those
+    /// `drop_oldest` evicted are counted in `dropped_oldest` when the log closes).
+    pub(super) fn not_kept_in_log(&self) -> u64 {
+        let st = lock(&self.state);
+        st.not_kept
+            .iter()
+            .filter(|&&seq| position(&st.segments, seq).is_some())
+            .count() as u64
     }
 }
 

@@ -137,9 +137,10 @@ pub struct BufferStats {
     /// write keeps such a record again at the next start: the same `seq` twice.
     pub undecodable: u64,
     /// Records found by the replay that do not decode as an event and could not be kept aside
-    /// (writing `undecodable.ndjson` failed): they stay in the log, are counted in
-    /// `unsettled`, and the next start tries to keep them aside again. They are never
-    /// delivered.
+    /// (writing `undecodable.ndjson` failed), still in the log: counted in `unsettled` too,
+    /// and the next start tries to keep them aside again. They are never delivered. Should
+    /// `drop_oldest` evict one, it leaves this count for `dropped_oldest` (lost) when the log
+    /// closes.
     pub undecodable_not_kept: u64,
     /// Bytes of segment files on disk now.
     pub disk_bytes: u64,
@@ -169,7 +170,8 @@ pub struct BufferStats {
 /// delivered again (at-least-once). A torn or corrupt record is detected by its checksum,
 /// counted ([`OpenReport`]) and skipped; the records before and after it are replayed. One
 /// whose checksum holds but which does not decode is kept aside with the reason
-/// ([`BufferStats::undecodable`]).
+/// ([`BufferStats::undecodable`]), or, when that write fails, left in the log for the next
+/// start ([`BufferStats::undecodable_not_kept`]).
 ///
 /// The log is bounded by `max_bytes` of segment files. When an append would pass it:
 /// `block` waits for segments to be freed, `drop_newest` drops the new event (counted,
@@ -404,7 +406,7 @@ impl DurablePipeline {
             segments_deleted: c.segments_deleted.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             undecodable: c.undecodable.load(Ordering::Relaxed),
-            undecodable_not_kept: c.undecodable_not_kept.load(Ordering::Relaxed),
+            undecodable_not_kept: self.log.not_kept_in_log(),
             disk_bytes,
             max_bytes: self.log.max_bytes,
             segments,
@@ -453,9 +455,7 @@ async fn keep_undecodable(log: &Arc<Log>, seq: u64, error: String, event_json: &
             log.abandon(seq);
         }
         Err(io) => {
-            log.counters
-                .undecodable_not_kept
-                .fetch_add(1, Ordering::Relaxed);
+            log.not_kept(seq);
             tracing::error!(seq, %error, io_error = %io, "a buffered record does not decode as an event and cannot be kept aside; it stays in the buffer, and the next start tries again")
         }
     }
