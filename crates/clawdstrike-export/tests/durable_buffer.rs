@@ -259,6 +259,19 @@ fn raw_frame(seq: u64, event: &SecurityEvent) -> Vec<u8> {
     raw_frame_json(seq, &serde_json::to_vec(event).unwrap())
 }
 
+/// Rewrites record `seq` of the first segment (records `0..` in order) as a frame whose
+/// checksum holds around `event_json`.
+fn rewrite_record(dir: &std::path::Path, seq: u64, event_json: &str) {
+    let file = &segments(dir)[0];
+    let data = std::fs::read(file).unwrap();
+    let at = seq as usize;
+    let starts = frame_starts(&data, at + 1);
+    let mut rewritten = data[..starts[at]].to_vec();
+    rewritten.extend(raw_frame_json(seq, event_json.as_bytes()));
+    rewritten.extend_from_slice(&data[starts[at + 1]..]);
+    std::fs::write(file, &rewritten).unwrap();
+}
+
 /// [`raw_frame`] with any bytes for the event JSON.
 fn raw_frame_json(seq: u64, event_json: &[u8]) -> Vec<u8> {
     let mut payload = seq.to_le_bytes().to_vec();
@@ -299,16 +312,10 @@ async fn checksummed_frames_with_impossible_sequence_numbers_are_counted_as_corr
 async fn a_record_that_no_longer_decodes_is_kept_aside_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     leave_behind(dir.path(), 0..5).await;
-    let files = segments(dir.path());
-    let data = std::fs::read(&files[0]).unwrap();
-    let starts = frame_starts(&data, 5);
     let mut event = serde_json::to_value(&*record(2).event).unwrap();
     event["event_type"] = serde_json::json!("teleportation_attempt");
     let json = event.to_string();
-    let mut rewritten = data[..starts[2]].to_vec();
-    rewritten.extend(raw_frame_json(2, json.as_bytes()));
-    rewritten.extend_from_slice(&data[starts[3]..]);
-    std::fs::write(&files[0], &rewritten).unwrap();
+    rewrite_record(dir.path(), 2, &json);
 
     let (found, ids, stats) = replay_all(&config(dir.path())).await;
     assert_eq!(
@@ -347,16 +354,10 @@ async fn a_record_that_no_longer_decodes_is_kept_aside_with_the_reason() {
 async fn an_undecodable_record_that_cannot_be_kept_aside_stays_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
     leave_behind(dir.path(), 0..3).await;
-    let files = segments(dir.path());
-    let data = std::fs::read(&files[0]).unwrap();
-    let starts = frame_starts(&data, 3);
     let mut event = serde_json::to_value(&*record(1).event).unwrap();
     event.as_object_mut().unwrap().remove("event_id");
     let json = event.to_string();
-    let mut rewritten = data[..starts[1]].to_vec();
-    rewritten.extend(raw_frame_json(1, json.as_bytes()));
-    rewritten.extend_from_slice(&data[starts[2]..]);
-    std::fs::write(&files[0], &rewritten).unwrap();
+    rewrite_record(dir.path(), 1, &json);
     // A directory where the file goes: the append fails, as a full or read-only disk would
     // make it (even for root).
     let aside = dir.path().join("undecodable.ndjson");
