@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_ENCODING, HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -84,13 +86,15 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
         }
     };
     let kill = Arc::new(Notify::new());
+    let spare = Arc::new(Spare::default());
     let service = {
         let shared = shared.clone();
         let kill = kill.clone();
         hyper::service::service_fn(move |req| {
             let shared = shared.clone();
             let kill = kill.clone();
-            async move { Ok::<_, Infallible>(handle(shared, kill, req).await) }
+            let spare = spare.clone();
+            async move { Ok::<_, Infallible>(handle(shared, kill, &spare, req).await) }
         })
     };
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -157,7 +161,74 @@ impl Req<'_> {
     }
 }
 
-async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) -> Resp {
+/// A connection's body buffer between requests, so that a connection sending large bodies
+/// reuses one allocation (memory the kernel does not have to hand out and zero again)
+/// instead of a fresh one per request.
+#[derive(Debug, Default)]
+struct Spare(Mutex<Option<BytesMut>>);
+
+/// Up to this much is reserved for a body from its `Content-Length` before the bytes arrive,
+/// and kept as a connection's spare buffer.
+const BODY_BUFFER_MAX: usize = 8 << 20;
+
+impl Spare {
+    fn take(&self) -> BytesMut {
+        lock(&self.0).take().unwrap_or_default()
+    }
+
+    /// Keeps `body`'s buffer for the connection's next request, unless something else still
+    /// holds the body (a kept item, a kept request) or it is too large to keep idle.
+    fn put_back(&self, body: Bytes) {
+        if let Ok(mut buf) = body.try_into_mut()
+            && buf.capacity() <= BODY_BUFFER_MAX
+        {
+            buf.clear();
+            *lock(&self.0) = Some(buf);
+        }
+    }
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    /// Over `max_body_bytes`, announced or sent.
+    TooLarge,
+    /// The connection failed or the framing was wrong.
+    Read(hyper::Error),
+}
+
+/// Reads a body of at most `max` bytes into one buffer (`buf`, emptied first), copying each
+/// chunk as it arrives, while it is still in cache.
+async fn read_body(
+    mut body: Incoming,
+    announced: Option<usize>,
+    max: usize,
+    mut buf: BytesMut,
+) -> Result<Bytes, BodyError> {
+    buf.clear();
+    if let Some(n) = announced {
+        if n > max {
+            return Err(BodyError::TooLarge);
+        }
+        buf.reserve(n.min(BODY_BUFFER_MAX));
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if data.len() > max - buf.len() {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    kill: Arc<Notify>,
+    spare: &Spare,
+    req: Request<Incoming>,
+) -> Resp {
     if req.uri().path() == "/fakeintake" || req.uri().path().starts_with("/fakeintake/") {
         return admin::handle(&shared, req).await;
     }
@@ -183,22 +254,22 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         fault: None,
         error: None,
     };
-    let body = match Limited::new(body, shared.settings.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
+    let announced = http::header_str(&parts.headers, CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<usize>().ok());
+    let max = shared.settings.max_body_bytes;
+    let body = match read_body(body, announced, max, spare.take()).await {
+        Ok(body) => body,
         Err(e) => {
-            let resp = if e.downcast_ref::<LengthLimitError>().is_some() {
-                let msg = format!(
-                    "Payload too large: body over {} bytes",
-                    shared.settings.max_body_bytes
-                );
-                rec.error = Some(msg.clone());
-                http::error(413, msg)
-            } else {
-                rec.error = Some(format!("cannot read body: {e}"));
-                http::error(400, "cannot read body")
+            let resp = match e {
+                BodyError::TooLarge => {
+                    let msg = format!("Payload too large: body over {max} bytes");
+                    rec.error = Some(msg.clone());
+                    http::error(413, msg)
+                }
+                BodyError::Read(e) => {
+                    rec.error = Some(format!("cannot read body: {e}"));
+                    http::error(400, "cannot read body")
+                }
             };
             rec.status = Some(resp.status().as_u16());
             shared.record(rec);
@@ -273,17 +344,19 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         }
     }
 
-    let resp = {
+    let (resp, body) = {
         let mut req = Req {
             parts: &parts,
             body,
             query: http::query_pairs(parts.uri.query()),
             rec: &mut rec,
         };
-        route(&shared, endpoint, &mut req)
+        let resp = route(&shared, endpoint, &mut req);
+        (resp, req.body)
     };
     rec.status = Some(resp.status().as_u16());
     shared.record(rec);
+    spare.put_back(body);
     resp
 }
 

@@ -1460,3 +1460,135 @@ async fn the_binary_starts_serves_and_stops() {
     assert_eq!(stats["requests"], 3);
     child.kill().await.unwrap();
 }
+
+// ---------------------------------------------------------------- request bodies
+
+/// Sends one HTTP/1.1 request on `stream` (the body in `chunks`: announced with
+/// `Content-Length`, or sent with chunked transfer encoding) and reads the response: its status
+/// and body. The connection stays open for the next request.
+async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    headers: &str,
+    chunks: &[&[u8]],
+    chunked: bool,
+) -> (u16, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let mut out =
+        format!("POST /api/v2/logs HTTP/1.1\r\nhost: intake\r\nDD-API-KEY: {API}\r\n{headers}");
+    if chunked {
+        out.push_str("transfer-encoding: chunked\r\n\r\n");
+    } else {
+        let len: usize = chunks.iter().map(|c| c.len()).sum();
+        out.push_str(&format!("content-length: {len}\r\n\r\n"));
+    }
+    let mut wire = out.into_bytes();
+    for chunk in chunks {
+        if chunked {
+            wire.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        }
+        wire.extend_from_slice(chunk);
+        if chunked {
+            wire.extend_from_slice(b"\r\n");
+        }
+    }
+    if chunked {
+        wire.extend_from_slice(b"0\r\n\r\n");
+    }
+    stream.write_all(&wire).await.unwrap();
+    let mut reader = BufReader::new(&mut *stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).await.unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            len = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).await.unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_bytes_are_413_whether_announced_or_streamed() {
+    let intake = FakeIntake::builder()
+        .with_api_key(API)
+        .with_max_body_bytes(1_000)
+        .start()
+        .await
+        .unwrap();
+    let mut conn = tokio::net::TcpStream::connect(intake.local_addr())
+        .await
+        .unwrap();
+    let fits = items((0..10).map(|i| format!("id-{i}")));
+    assert!(fits.len() <= 1_000);
+    let over = items((0..40).map(|i| format!("id-{i}")));
+    assert!(over.len() > 1_000);
+    let (half, rest) = over.split_at(over.len() / 2);
+    for chunked in [false, true] {
+        let (status, body) = exchange(&mut conn, "", &[half, rest], chunked).await;
+        assert_eq!(status, 413, "chunked {chunked}");
+        assert!(
+            body.contains("Payload too large: body over 1000 bytes"),
+            "{body}"
+        );
+        // A body that fits, split the same way, on a new connection (hyper may close one
+        // whose refused body was not read).
+        let mut conn = tokio::net::TcpStream::connect(intake.local_addr())
+            .await
+            .unwrap();
+        let (status, _) = exchange(&mut conn, "", &[&fits[..5], &fits[5..]], chunked).await;
+        assert_eq!(status, 202, "chunked {chunked}");
+    }
+    assert_eq!(intake.total_items(), 20);
+}
+
+/// One connection sends bodies of different sizes and encodings in turn, so that its body
+/// buffer is reused (compressed bodies are not kept: their decoded copy is): every item is
+/// counted once with its own id, and the kept items of earlier requests are intact.
+#[tokio::test]
+async fn a_connection_reusing_its_body_buffer_keeps_every_item_intact() {
+    let intake = FakeIntake::builder()
+        .with_api_key(API)
+        .with_keep_items(true)
+        .start()
+        .await
+        .unwrap();
+    let mut conn = tokio::net::TcpStream::connect(intake.local_addr())
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for (round, count) in [300usize, 3, 1_000, 40, 700].into_iter().enumerate() {
+        let ids: Vec<String> = (0..count).map(|i| format!("r{round}-{i}")).collect();
+        let body = items(ids.clone());
+        let (chunks, gzip_header) = if round % 2 == 0 {
+            (gzip(&body), "content-encoding: gzip\r\n")
+        } else {
+            (body, "")
+        };
+        let (a, b) = chunks.split_at(chunks.len() / 3);
+        let (status, reply) = exchange(&mut conn, gzip_header, &[a, b], round == 3).await;
+        assert_eq!(status, 202, "round {round}: {reply}");
+        sent.extend(ids);
+    }
+    assert_eq!(intake.total_items(), sent.len() as u64);
+    assert_eq!(intake.unique_event_ids(), sent.len() as u64);
+    let kept: Vec<String> = intake
+        .log_items()
+        .into_iter()
+        .map(|item| {
+            let id = item.value["event_id"].as_str().unwrap().to_owned();
+            assert_eq!(item.value["message"], format!("m {id}"));
+            id
+        })
+        .collect();
+    assert_eq!(kept, sent);
+}
