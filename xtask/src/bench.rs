@@ -16,7 +16,8 @@
 //!   `submit` to `202`); the latency and memory runs build them as they submit.
 //! - Allocator: mimalloc, the forwarder's (`clawdstrike-dd`), so the figures are the product's.
 //! - The fake intake runs in the same process on its own Tokio runtime (threads `intake-*`,
-//!   `keep_items(false)`); the pipeline on another (threads `pipeline-*`, 2 workers). CPU per
+//!   `keep_items(false)`, its table of event ids sized for the run up front, since it shares
+//!   the cores with what is measured); the pipeline on another (threads `pipeline-*`, 2 workers). CPU per
 //!   thread comes from `/proc/self/task/*/stat`, so the pipeline's CPU excludes the intake's.
 //! - Runs: each codec is measured `--repeat` times (3), each run with its own limit; the best
 //!   pipeline run and the best limit are compared (other work on the machine only slows runs
@@ -384,10 +385,13 @@ fn limit(records: &[Record], resolved: &ResolvedConfig) -> (f64, f64, f64) {
     )
 }
 
-fn start_intake(rt: &tokio::runtime::Runtime) -> Result<FakeIntake, BoxError> {
+/// A fake intake for a run of `events` events: nothing kept but counts, its id table sized
+/// for them up front (so that it never grows during the run).
+fn start_intake(rt: &tokio::runtime::Runtime, events: u64) -> Result<FakeIntake, BoxError> {
     Ok(rt.block_on(
         FakeIntake::builder()
             .with_api_key(SecretString::from(KEY))
+            .with_expected_event_ids(usize::try_from(events).unwrap_or(usize::MAX))
             .with_keep_items(false)
             .with_max_kept_requests(0)
             .start(),
@@ -411,7 +415,7 @@ fn throughput(
     rt: &tokio::runtime::Runtime,
     wal: Option<&std::path::Path>,
 ) -> Result<CodecResult, BoxError> {
-    let intake = start_intake(intake_rt)?;
+    let intake = start_intake(intake_rt, n)?;
     let resolved = resolved(&intake, compression)?;
     // The events exist before the clock starts: the run measures `submit` to `202`, not the
     // producer building events. The limit formats and compresses these very records first.
@@ -539,9 +543,9 @@ fn latency(
     intake_rt: &tokio::runtime::Runtime,
     rt: &tokio::runtime::Runtime,
 ) -> Result<(f64, f64, f64, usize), BoxError> {
-    let intake = start_intake(intake_rt)?;
-    let resolved = resolved(&intake, Compression::default())?;
     let n = o.latency_rate * o.latency_seconds;
+    let intake = start_intake(intake_rt, n)?;
+    let resolved = resolved(&intake, Compression::default())?;
     let _in_runtime = rt.enter();
     let timed = Arc::new(Timed {
         inner: exporter(&resolved, "bench-latency")?,
@@ -837,7 +841,7 @@ fn bench(o: &Options) -> Result<(), BoxError> {
     let mut peaks = Vec::new();
     let mut rss_baseline = 0;
     for _ in 0..o.repeat {
-        let intake = start_intake(&intake_rt)?;
+        let intake = start_intake(&intake_rt, o.events)?;
         let rss = probe("rss", o, per_event, &intake.base_url())?;
         let received = intake.stats().unique_event_ids;
         intake_rt.block_on(intake.shutdown());
@@ -860,7 +864,7 @@ fn bench(o: &Options) -> Result<(), BoxError> {
             .join(", "),
         mib(rss_baseline)
     );
-    let intake = start_intake(&intake_rt)?;
+    let intake = start_intake(&intake_rt, o.stall_events)?;
     intake.set_random_faults(Some(
         RandomFaults::new(7)
             .on(Endpoint::Logs)

@@ -30,6 +30,14 @@ pub(crate) struct IdCounts {
 }
 
 impl IdCounts {
+    /// Room for `count` distinct UUIDs before the table grows.
+    pub(crate) fn with_capacity(count: usize) -> Self {
+        Self {
+            uuids: UuidSet::with_capacity(count),
+            ..Self::default()
+        }
+    }
+
     /// Starts the memory accesses that [`bump`](Self::bump) will make for `ids` (a request's
     /// worth), all at once: see [`UuidSet::warm`].
     pub(crate) fn warm<'a>(&self, ids: impl Iterator<Item = &'a Id<'a>>) {
@@ -86,17 +94,27 @@ struct UuidSet {
 
 impl Default for UuidSet {
     fn default() -> Self {
-        const INITIAL_BITS: u32 = 10;
-        Self {
-            slots: vec![0; 1 << INITIAL_BITS],
-            filled: 0,
-            shift: 64 - INITIAL_BITS,
-            has_nil: false,
-        }
+        Self::with_capacity(0)
     }
 }
 
 impl UuidSet {
+    /// Room for `count` numbers (at most 3/4 of the slots filled), and at least 1,024 slots.
+    fn with_capacity(count: usize) -> Self {
+        let bits = count
+            .saturating_mul(4)
+            .div_ceil(3)
+            .checked_next_power_of_two()
+            .map_or(usize::BITS - 1, usize::trailing_zeros)
+            .clamp(10, 40);
+        Self {
+            slots: vec![0; 1 << bits],
+            filled: 0,
+            shift: 64 - bits,
+            has_nil: false,
+        }
+    }
+
     /// Fibonacci hashing of the two halves folded together: sequential ids (ours in tests)
     /// spread as well as random ones.
     #[inline]
@@ -247,6 +265,31 @@ mod tests {
             .collect();
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_set_sized_for_n_numbers_takes_them_without_growing() {
+        for count in [0usize, 1, 767, 768, 769, 1_500, 100_000] {
+            let mut set = UuidSet::with_capacity(count);
+            let slots = set.slots.len();
+            assert!(slots >= 1024, "{count}");
+            assert!(
+                slots < 2 * (count * 4 / 3).max(1024),
+                "{count}: {slots} slots"
+            );
+            for i in 1..=count as u128 {
+                assert!(set.insert(i << 64 | i));
+            }
+            assert_eq!(set.slots.len(), slots, "{count}");
+            assert_eq!(set.len(), count);
+            // One more past the sizing grows it, and loses nothing.
+            if count >= 768 {
+                set.insert(u128::MAX);
+                set.insert(u128::MAX - 1);
+                assert!(set.slots.len() >= slots, "{count}");
+                assert_eq!(set.len(), count + 2);
+            }
+        }
     }
 
     /// Against the standard set, through several growths: random numbers, sequential ones

@@ -99,6 +99,16 @@ pub(crate) struct Recorded {
     pub(crate) stats: Stats,
 }
 
+impl Recorded {
+    /// Nothing recorded yet, the id table sized for the expected ids.
+    fn for_settings(settings: &Settings) -> Recorded {
+        Recorded {
+            id_counts: IdCounts::with_capacity(settings.expected_event_ids),
+            ..Recorded::default()
+        }
+    }
+}
+
 /// The fixed-window state of the configuration-API rate limit.
 #[derive(Debug)]
 pub(crate) struct RateState {
@@ -162,11 +172,12 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(settings: Settings, keys: Keys, rate_limit: Option<RateLimit>) -> Shared {
         let seed = settings.seed;
+        let rec = Recorded::for_settings(&settings);
         Shared {
             settings,
             keys: RwLock::new(keys),
             faults: Mutex::new(FaultState::default()),
-            rec: Mutex::new(Recorded::default()),
+            rec: Mutex::new(rec),
             objects: Mutex::new(Objects::new(seed)),
             signals: Mutex::new(Signals::new(seed.wrapping_add(1))),
             rate: Mutex::new(RateState {
@@ -254,7 +265,7 @@ impl Shared {
         self.release_stalled();
         {
             let mut rec = lock(&self.rec);
-            *rec = Recorded::default();
+            *rec = Recorded::for_settings(&self.settings);
         }
         {
             let mut rate = lock(&self.rate);

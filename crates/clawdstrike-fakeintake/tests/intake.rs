@@ -1592,3 +1592,38 @@ async fn a_connection_reusing_its_body_buffer_keeps_every_item_intact() {
         .collect();
     assert_eq!(kept, sent);
 }
+
+#[tokio::test]
+async fn an_id_table_sized_up_front_counts_the_same_before_and_after_a_reset() {
+    let intake = FakeIntake::builder()
+        .with_api_key(API)
+        .with_expected_event_ids(10)
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        // More ids than the table was sized for, and repeats.
+        for request in 0..3u128 {
+            let ids = (0..1_000u128).map(|i| uuid_text((request * 1_000 + i) % 2_000));
+            assert_eq!(logs_status(&intake, Some(API), items(ids)).await, 202);
+        }
+        assert_eq!(intake.total_items(), 3_000);
+        assert_eq!(intake.unique_event_ids(), 2_000);
+        assert_eq!(intake.stats().duplicate_event_ids, 1_000);
+        intake.reset();
+        assert_eq!(intake.unique_event_ids(), 0);
+    }
+}
+
+/// A canonical (lowercase, hyphenated) UUID for `n`.
+fn uuid_text(n: u128) -> String {
+    let hex = format!("{:032x}", n | 0x0194_0000_0000_7000_8000_0000_0000_0000);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
