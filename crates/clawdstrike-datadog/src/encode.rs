@@ -2,6 +2,7 @@
 //! compressed.
 
 use std::io::Write;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use clawdstrike_export::Record;
@@ -24,9 +25,21 @@ thread_local! {
 /// own, request-sized output).
 const MAX_SPARE: usize = 2;
 
-/// An empty buffer with room for `capacity` bytes, reused when this thread has one.
+/// Uncompressed bodies given back once their request is done ([`recycle_body`]), for any
+/// thread's next JSON array: such a body is the array itself, so it never comes back to the
+/// thread-local spares of the encoding thread.
+static RETURNED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Bodies kept in [`RETURNED`]: as many as requests in flight at the default concurrency.
+const MAX_RETURNED: usize = 4;
+
+/// An empty buffer with room for `capacity` bytes, reused when this thread has one or a body
+/// was given back.
 fn take_buffer(capacity: usize) -> Vec<u8> {
-    match SPARE.with(|spare| spare.borrow_mut().pop()) {
+    let reused = SPARE
+        .with(|spare| spare.borrow_mut().pop())
+        .or_else(|| RETURNED.lock().unwrap_or_else(|e| e.into_inner()).pop());
+    match reused {
         Some(mut buffer) => {
             buffer.clear();
             buffer.reserve(capacity);
@@ -49,6 +62,29 @@ fn recycle(mut buffer: Vec<u8>) {
             spare.push(buffer);
         }
     });
+}
+
+/// Gives back the body of a request that is done, so that a later JSON array reuses its memory
+/// instead of a fresh request-sized allocation (whose pages the kernel must hand out and zero
+/// again). Only an uncompressed body is worth it (a compressed one is small, or a gzip
+/// stream's own buffer), and only once nothing else holds it; anything else is just dropped.
+pub fn recycle_body(body: Bytes, compression: &Compression) {
+    if compression.codec != Codec::None {
+        return;
+    }
+    let Ok(mut body) = body.try_into_mut() else {
+        return;
+    };
+    // Emptied first, so that turning it back into a vector moves no bytes.
+    body.clear();
+    let buffer = Vec::from(body);
+    if buffer.capacity() > 2 * MAX_BYTES_PER_REQUEST {
+        return;
+    }
+    let mut returned = RETURNED.lock().unwrap_or_else(|e| e.into_inner());
+    if returned.len() < MAX_RETURNED {
+        returned.push(buffer);
+    }
 }
 
 /// Datadog's hard limits for one logs request.
@@ -326,6 +362,47 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+
+    /// An uncompressed body that nothing else holds comes back as the next array's buffer,
+    /// the same memory; one still held elsewhere, or a compressed one, does not.
+    #[test]
+    fn a_sent_uncompressed_body_is_the_next_arrays_buffer() {
+        // On a thread of its own: no spare of another test's in this thread's pool.
+        std::thread::spawn(|| {
+            let none = Compression {
+                codec: Codec::None,
+                level: None,
+            };
+            let zstd = Compression::default();
+            let body = |capacity: usize| {
+                let mut json = Vec::with_capacity(capacity);
+                json.extend_from_slice(b"[{\"a\":1}]");
+                Bytes::from(json)
+            };
+            RETURNED.lock().unwrap().clear();
+            let sent = body(1 << 20);
+            let at = sent.as_ptr();
+            recycle_body(sent, &none);
+            let reused = take_buffer(1_000);
+            assert_eq!(reused.as_ptr(), at, "the same allocation");
+            assert!(reused.is_empty() && reused.capacity() >= 1 << 20);
+
+            let shared = body(1 << 20);
+            let holder = shared.clone();
+            recycle_body(shared, &none);
+            recycle_body(body(1 << 20), &zstd);
+            assert!(RETURNED.lock().unwrap().is_empty());
+            drop(holder);
+
+            for _ in 0..MAX_RETURNED + 2 {
+                recycle_body(body(4_096), &none);
+            }
+            assert_eq!(RETURNED.lock().unwrap().len(), MAX_RETURNED);
+            RETURNED.lock().unwrap().clear();
+        })
+        .join()
+        .unwrap();
+    }
 
     fn decompress(codec: Codec, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -493,7 +493,9 @@ impl Inner {
                         self.stats
                             .events_truncated
                             .fetch_add(request.truncated as u64, Ordering::Relaxed);
-                        return all(None);
+                        let outcomes = all(None);
+                        crate::encode::recycle_body(request.body, &self.options.compression);
+                        return outcomes;
                     }
                     Verdict::Retry { .. } => {
                         let reason = format!("HTTP {status}{}", body_reason(response).await);
