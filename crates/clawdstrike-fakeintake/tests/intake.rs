@@ -1463,6 +1463,12 @@ async fn the_binary_starts_serves_and_stops() {
 
 // ---------------------------------------------------------------- request bodies
 
+async fn connect(intake: &FakeIntake) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(intake.local_addr())
+        .await
+        .unwrap()
+}
+
 /// Sends one HTTP/1.1 request on `stream` (the body in `chunks`: announced with
 /// `Content-Length`, or sent with chunked transfer encoding) and reads the response: its status
 /// and body. The connection stays open for the next request.
@@ -1525,9 +1531,7 @@ async fn bodies_over_max_body_bytes_are_413_whether_announced_or_streamed() {
         .start()
         .await
         .unwrap();
-    let mut conn = tokio::net::TcpStream::connect(intake.local_addr())
-        .await
-        .unwrap();
+    let mut conn = connect(&intake).await;
     let fits = items((0..10).map(|i| format!("id-{i}")));
     assert!(fits.len() <= 1_000);
     let over = items((0..40).map(|i| format!("id-{i}")));
@@ -1542,9 +1546,7 @@ async fn bodies_over_max_body_bytes_are_413_whether_announced_or_streamed() {
         );
         // A body that fits, split the same way, on a new connection (hyper may close one
         // whose refused body was not read).
-        let mut conn = tokio::net::TcpStream::connect(intake.local_addr())
-            .await
-            .unwrap();
+        let mut conn = connect(&intake).await;
         let (status, _) = exchange(&mut conn, "", &[&fits[..5], &fits[5..]], chunked).await;
         assert_eq!(status, 202, "chunked {chunked}");
     }
@@ -1562,9 +1564,7 @@ async fn a_connection_reusing_its_body_buffer_keeps_every_item_intact() {
         .start()
         .await
         .unwrap();
-    let mut conn = tokio::net::TcpStream::connect(intake.local_addr())
-        .await
-        .unwrap();
+    let mut conn = connect(&intake).await;
     let mut sent = Vec::new();
     for (round, count) in [300usize, 3, 1_000, 40, 700].into_iter().enumerate() {
         let ids: Vec<String> = (0..count).map(|i| format!("r{round}-{i}")).collect();
@@ -1617,13 +1617,5 @@ async fn an_id_table_sized_up_front_counts_the_same_before_and_after_a_reset() {
 
 /// A canonical (lowercase, hyphenated) UUID for `n`.
 fn uuid_text(n: u128) -> String {
-    let hex = format!("{:032x}", n | 0x0194_0000_0000_7000_8000_0000_0000_0000);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    format!("01940000-0000-7000-8000-{n:012x}")
 }
