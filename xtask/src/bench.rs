@@ -17,8 +17,9 @@
 //! - Allocator: mimalloc, the forwarder's (`clawdstrike-dd`), so the figures are the product's.
 //! - The fake intake runs in the same process on its own Tokio runtime (threads `intake-*`,
 //!   `keep_items(false)`, its table of event ids sized for the run up front, since it shares
-//!   the cores with what is measured); the pipeline on another (threads `pipeline-*`, 2 workers). CPU per
-//!   thread comes from `/proc/self/task/*/stat`, so the pipeline's CPU excludes the intake's.
+//!   the cores with what is measured); the pipeline on another (threads `pipeline-*`, 2
+//!   workers). CPU per thread comes from `/proc/self/task/*/stat`, so the pipeline's CPU
+//!   excludes the intake's.
 //! - Runs: each codec is measured `--repeat` times (3), each run with its own limit; the best
 //!   pipeline run and the best limit are compared (other work on the machine only slows runs
 //!   down), and every run's figures are printed and kept in the report. The runs go round

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use clawdstrike_export::Record;
@@ -28,10 +29,18 @@ const MAX_SPARE: usize = 2;
 /// Uncompressed bodies given back once their request is done ([`recycle_body`]), for any
 /// thread's next JSON array: such a body is the array itself, so it never comes back to the
 /// thread-local spares of the encoding thread.
-static RETURNED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+pub(crate) static RETURNED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// Bodies kept in [`RETURNED`]: as many as requests in flight at the default concurrency.
 const MAX_RETURNED: usize = 4;
+
+/// Bodies [`recycle_body`] took back, ever (tests read it).
+pub(crate) static RECYCLED: AtomicU64 = AtomicU64::new(0);
+
+/// Held by the tests that take from or give to [`RETURNED`], which is shared by every thread
+/// of the process (each test has a thread of its own, so its spares are its own).
+#[cfg(test)]
+pub(crate) static POOL_TESTS: Mutex<()> = Mutex::new(());
 
 /// An empty buffer with room for `capacity` bytes, reused when this thread has one or a body
 /// was given back.
@@ -84,6 +93,7 @@ pub fn recycle_body(body: Bytes, compression: &Compression) {
     let mut returned = RETURNED.lock().unwrap_or_else(|e| e.into_inner());
     if returned.len() < MAX_RETURNED {
         returned.push(buffer);
+        RECYCLED.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -367,8 +377,8 @@ mod tests {
     /// the same memory; one still held elsewhere, or a compressed one, does not.
     #[test]
     fn a_sent_uncompressed_body_is_the_next_arrays_buffer() {
-        // On a thread of its own: no spare of another test's in this thread's pool.
-        std::thread::spawn(|| {
+        let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        {
             let none = Compression {
                 codec: Codec::None,
                 level: None,
@@ -399,9 +409,7 @@ mod tests {
             }
             assert_eq!(RETURNED.lock().unwrap().len(), MAX_RETURNED);
             RETURNED.lock().unwrap().clear();
-        })
-        .join()
-        .unwrap();
+        }
     }
 
     fn decompress(codec: Codec, body: &[u8]) -> Vec<u8> {
@@ -425,6 +433,7 @@ mod tests {
 
     #[test]
     fn reused_buffers_never_carry_bytes_from_one_request_to_the_next() {
+        let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         for codec in [Codec::None, Codec::Gzip, Codec::Deflate, Codec::Zstd] {
             let compression = Compression::new(codec, codec.default_level());
             // Shrinking sizes: a reused buffer that kept earlier bytes would show them.

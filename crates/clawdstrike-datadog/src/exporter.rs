@@ -669,3 +669,61 @@ impl Exporter for DatadogExporter {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use clawdstrike_export::{Exporter, Record};
+    use clawdstrike_fakeintake::FakeIntake;
+    use clawdstrike_keys::{KeyHolder, SecretString};
+    use clawdstrike_schema::{EventType, ResourceType, SecurityEvent, Severity};
+
+    use super::DatadogExporter;
+    use crate::config::DatadogConfig;
+    use crate::encode::{Codec, Compression, POOL_TESTS, RECYCLED, RETURNED};
+
+    /// Once the intake has answered 202, nothing in the HTTP client still holds an
+    /// uncompressed body: it goes back to the pool, for the next array to be written into.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_accepted_uncompressed_body_is_given_back() {
+        let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        RETURNED.lock().unwrap().clear();
+        let intake = FakeIntake::builder()
+            .with_api_key("key-1")
+            .start()
+            .await
+            .unwrap();
+        let url = intake.base_url();
+        let yaml = format!("site: datadoghq.eu\nlogs_url: {url}\napi_url: {url}");
+        let mut config = DatadogConfig::from_yaml(&yaml, &|_| None).unwrap();
+        config.compression = Compression::new(Codec::None, Codec::None.default_level());
+        let resolved = config.resolve(&|_| None).unwrap();
+        let exporter = DatadogExporter::from_config_with_key(
+            "test",
+            &resolved,
+            KeyHolder::from_static(SecretString::from("key-1")),
+        )
+        .unwrap();
+        let batch: Vec<Record> = (0..50)
+            .map(|i| {
+                let event = SecurityEvent::builder(EventType::ForbiddenPath)
+                    .agent_id("agent-7")
+                    .session_id(format!("sess-{i}"))
+                    .action("file_access")
+                    .denied("forbidden_path", Severity::High, "no")
+                    .resource(ResourceType::File, "/etc/shadow")
+                    .build()
+                    .unwrap();
+                Record::new(event)
+            })
+            .collect();
+        let before = RECYCLED.load(Ordering::Relaxed);
+        let result = exporter.export(&batch).await;
+        assert!(result.into_outcomes().iter().all(Option::is_none));
+        assert_eq!(intake.unique_event_ids(), 50);
+        assert_eq!(RECYCLED.load(Ordering::Relaxed), before + 1);
+        assert_eq!(RETURNED.lock().unwrap().len(), 1);
+        RETURNED.lock().unwrap().clear();
+    }
+}

@@ -245,11 +245,13 @@ impl FakeIntakeBuilder {
         self
     }
 
-    /// Sizes the table of event ids for about `count` distinct ids, at start and at each
-    /// [`reset`](crate::FakeIntake::reset), so that a run of that many never grows it (a
-    /// growth re-inserts every id seen so far into a table twice the size). For benchmarks,
-    /// whose intake shares the machine with what they measure; counting is the same either
-    /// way. The table takes 16 bytes per slot, at most 3/4 of them filled.
+    /// Sizes the table of event ids for about `count` distinct canonical UUIDs (other ids are
+    /// kept apart and not sized), at start and at each [`reset`](crate::FakeIntake::reset),
+    /// so that a run of that many never grows it (a growth re-inserts every id seen so far
+    /// into a table twice the size). For benchmarks, whose intake shares the machine with what
+    /// they measure; counting is the same either way. The table is allocated up front: 16
+    /// bytes a slot, a power of two of slots at most 3/4 filled, so 21 to 43 bytes per
+    /// expected id (a count too large to allocate for leaves the table at its usual start).
     pub fn with_expected_event_ids(mut self, count: usize) -> Self {
         self.settings.expected_event_ids = count;
         self

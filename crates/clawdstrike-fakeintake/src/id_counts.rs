@@ -30,11 +30,12 @@ pub(crate) struct IdCounts {
 }
 
 impl IdCounts {
-    /// Room for `count` distinct UUIDs before the table grows.
+    /// Room for `count` distinct canonical UUIDs before the table grows.
     pub(crate) fn with_capacity(count: usize) -> Self {
         Self {
             uuids: UuidSet::with_capacity(count),
-            ..Self::default()
+            repeated: HashMap::default(),
+            others: HashMap::default(),
         }
     }
 
@@ -99,16 +100,25 @@ impl Default for UuidSet {
 }
 
 impl UuidSet {
-    /// Room for `count` numbers (at most 3/4 of the slots filled), and at least 1,024 slots.
+    /// Room for `count` numbers (at most 3/4 of the slots filled), and at least 1,024 slots;
+    /// the 1,024 alone if the table for `count` cannot be allocated.
     fn with_capacity(count: usize) -> Self {
+        const MIN_BITS: u32 = 10;
         let bits = count
             .saturating_mul(4)
             .div_ceil(3)
             .checked_next_power_of_two()
             .map_or(usize::BITS - 1, usize::trailing_zeros)
-            .clamp(10, 40);
+            .clamp(MIN_BITS, 48);
+        let mut slots = Vec::new();
+        let bits = if slots.try_reserve_exact(1 << bits).is_ok() {
+            bits
+        } else {
+            MIN_BITS
+        };
+        slots.resize(1 << bits, 0);
         Self {
-            slots: vec![0; 1 << bits],
+            slots,
             filled: 0,
             shift: 64 - bits,
             has_nil: false,
@@ -282,14 +292,23 @@ mod tests {
             }
             assert_eq!(set.slots.len(), slots, "{count}");
             assert_eq!(set.len(), count);
-            // One more past the sizing grows it, and loses nothing.
-            if count >= 768 {
-                set.insert(u128::MAX);
-                set.insert(u128::MAX - 1);
-                assert!(set.slots.len() >= slots, "{count}");
-                assert_eq!(set.len(), count + 2);
-            }
         }
+        // Exactly full (768 of 1,024 slots): one more grows it, and every number is still
+        // found where the grown table looks for it.
+        let mut set = UuidSet::with_capacity(768);
+        for i in 1..=768u128 {
+            assert!(set.insert(i << 64 | i));
+        }
+        assert_eq!(set.slots.len(), 1024);
+        assert!(set.insert(u128::MAX));
+        assert_eq!(set.slots.len(), 2048);
+        for i in 1..=768u128 {
+            assert!(!set.insert(i << 64 | i), "{i} lost in the growth");
+        }
+        assert!(!set.insert(u128::MAX));
+        // A count too large to allocate for starts small instead of aborting.
+        assert_eq!(UuidSet::with_capacity(usize::MAX / 2).slots.len(), 1024);
+        {}
     }
 
     /// Against the standard set, through several growths: random numbers, sequential ones

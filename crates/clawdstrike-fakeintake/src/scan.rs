@@ -586,6 +586,24 @@ mod tests {
     }
 
     #[test]
+    fn a_string_left_open_at_the_end_of_the_text_is_refused_at_every_length() {
+        // The opening quote as the last byte, or a string running to the end, with the end
+        // of the text on either side of a 64-byte block boundary: the bit path must look past
+        // the last word and refuse, as serde_json does.
+        for len in 1..200 {
+            for text in [
+                format!("[{}\"", " ".repeat(len)),
+                format!("[\"{}", "a".repeat(len)),
+                format!("[\"a\",{}\"", " ".repeat(len)),
+            ] {
+                assert!(!quote_bits(text.as_bytes()).is_empty(), "{text:?}");
+                assert_eq!(scan(&text), Err(Refused), "{text:?}");
+                assert!(oracle(&text).is_none(), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
     fn quote_bits_mark_every_quote_and_only_in_text_without_escapes_or_controls() {
         // Every length around the 64-byte blocks, a quote at every position, after ASCII and
         // after multibyte UTF-8; a backslash or any control byte anywhere empties the answer.
@@ -636,7 +654,7 @@ mod tests {
             // No backslash, no control byte: strings end at the next quote (quote_bits). A
             // log item as the formatter writes it, and strings across 64-byte blocks.
             r#"[{"action":"file_access","agent":{"id":"agent-9","name":"hushd","type":"clawdstrike"},"ddsource":"clawdstrike","ddtags":"env:production,event_type:forbidden_path,severity:critical","event_id":"128b2f33-0c5c-4fd0-a6a3-a4506513270e","message":"[forbidden_path] BLOCKED: Access to /home/dev/.ssh/id_rsa","metadata":{"bytes":259631,"ok":true,"none":null},"labels":{},"tags":[]}]"#,
-            r#"[{"event_id":"x"},"a string of sixty-three bytes, to end just before a block ends","é","",{"event_id":"a string long enough to run across the next 64-byte block of the text"},[1.5,-2,3e9]]"#,
+            r#"[{"event_id":"x"},"a string that runs across the first 64-byte block boundary","é","",{"event_id":"a string long enough to run across the next 64-byte block of the text"},[1.5,-2,3e9]]"#,
             r#" [ {"event_id" : 7 , "k" : [ "v" , { } ] } , { "a" : "b" , "event_id" : "c" } ] "#,
         ];
         let alphabet: &[u8] = b"{}[]\",:\\ 0123456789-+.eEtrufalsn\"\"\"\t\nu\x01a\xc3\xa9";

@@ -1,16 +1,14 @@
 //! The HTTP server: accept loop, one task per connection, fault handling, routing.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{CONTENT_ENCODING, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -163,7 +161,8 @@ impl Req<'_> {
 
 /// A connection's body buffer between requests, so that a connection sending large bodies
 /// reuses one allocation (memory the kernel does not have to hand out and zero again)
-/// instead of a fresh one per request.
+/// instead of a fresh one per request. One per connection (HTTP/2 streams of a connection
+/// share it, the last one done keeps its buffer), at most [`BODY_BUFFER_MAX`] each.
 #[derive(Debug, Default)]
 struct Spare(Mutex<Option<BytesMut>>);
 
@@ -172,12 +171,23 @@ struct Spare(Mutex<Option<BytesMut>>);
 const BODY_BUFFER_MAX: usize = 8 << 20;
 
 impl Spare {
-    fn take(&self) -> BytesMut {
-        lock(&self.0).take().unwrap_or_default()
+    /// A buffer for a body of `announced` bytes: the spare, unless the body is known to be
+    /// far smaller (its items, if kept, would hold the whole spare); otherwise one sized for
+    /// it, or an empty one that grows as the bytes arrive.
+    fn take(&self, announced: Option<usize>) -> BytesMut {
+        let mut spare = lock(&self.0);
+        match (spare.as_ref(), announced) {
+            (Some(buf), Some(n)) if buf.capacity() > 2 * n + (64 << 10) => {
+                BytesMut::with_capacity(n.min(BODY_BUFFER_MAX))
+            }
+            (Some(_), _) => spare.take().unwrap_or_default(),
+            (None, Some(n)) => BytesMut::with_capacity(n.min(BODY_BUFFER_MAX)),
+            (None, None) => BytesMut::new(),
+        }
     }
 
     /// Keeps `body`'s buffer for the connection's next request, unless something else still
-    /// holds the body (a kept item, a kept request) or it is too large to keep idle.
+    /// holds the body (kept items) or it is too large to keep idle.
     fn put_back(&self, body: Bytes) {
         if let Ok(mut buf) = body.try_into_mut()
             && buf.capacity() <= BODY_BUFFER_MAX
@@ -196,19 +206,21 @@ enum BodyError {
     Read(hyper::Error),
 }
 
-/// Reads a body of at most `max` bytes into one buffer (`buf`, emptied first), copying each
-/// chunk as it arrives, while it is still in cache.
-async fn read_body(
-    mut body: Incoming,
-    announced: Option<usize>,
-    max: usize,
-    mut buf: BytesMut,
-) -> Result<Bytes, BodyError> {
+/// Reads a body of at most `max` bytes into one buffer (the connection's spare when it
+/// fits), copying each chunk as it arrives, while it is still in cache. A body announced
+/// (`Content-Length`, which hyper has checked against the framing) over `max` is refused
+/// before it is read.
+async fn read_body(mut body: Incoming, max: usize, spare: &Spare) -> Result<Bytes, BodyError> {
+    let announced = body
+        .size_hint()
+        .exact()
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if announced.is_some_and(|n| n > max) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = spare.take(announced);
     buf.clear();
     if let Some(n) = announced {
-        if n > max {
-            return Err(BodyError::TooLarge);
-        }
         buf.reserve(n.min(BODY_BUFFER_MAX));
     }
     while let Some(frame) = body.frame().await {
@@ -254,10 +266,8 @@ async fn handle(
         fault: None,
         error: None,
     };
-    let announced = http::header_str(&parts.headers, CONTENT_LENGTH.as_str())
-        .and_then(|v| v.parse::<usize>().ok());
     let max = shared.settings.max_body_bytes;
-    let body = match read_body(body, announced, max, spare.take()).await {
+    let body = match read_body(body, max, spare).await {
         Ok(body) => body,
         Err(e) => {
             let resp = match e {

@@ -103,8 +103,11 @@ impl Recorded {
     /// Nothing recorded yet, the id table sized for the expected ids.
     fn for_settings(settings: &Settings) -> Recorded {
         Recorded {
+            requests: VecDeque::new(),
+            items: VecDeque::new(),
             id_counts: IdCounts::with_capacity(settings.expected_event_ids),
-            ..Recorded::default()
+            series: Vec::new(),
+            stats: Stats::default(),
         }
     }
 }
@@ -264,8 +267,9 @@ impl Shared {
         }
         self.release_stalled();
         {
-            let mut rec = lock(&self.rec);
-            *rec = Recorded::for_settings(&self.settings);
+            // The new id table is allocated before the lock is taken.
+            let fresh = Recorded::for_settings(&self.settings);
+            *lock(&self.rec) = fresh;
         }
         {
             let mut rate = lock(&self.rate);

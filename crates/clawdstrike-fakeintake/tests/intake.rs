@@ -1531,21 +1531,21 @@ async fn bodies_over_max_body_bytes_are_413_whether_announced_or_streamed() {
         .start()
         .await
         .unwrap();
-    let mut conn = connect(&intake).await;
     let fits = items((0..10).map(|i| format!("id-{i}")));
     assert!(fits.len() <= 1_000);
     let over = items((0..40).map(|i| format!("id-{i}")));
     assert!(over.len() > 1_000);
     let (half, rest) = over.split_at(over.len() / 2);
     for chunked in [false, true] {
+        // A connection per request: hyper may close one whose refused body was not read.
+        let mut conn = connect(&intake).await;
         let (status, body) = exchange(&mut conn, "", &[half, rest], chunked).await;
         assert_eq!(status, 413, "chunked {chunked}");
         assert!(
             body.contains("Payload too large: body over 1000 bytes"),
             "{body}"
         );
-        // A body that fits, split the same way, on a new connection (hyper may close one
-        // whose refused body was not read).
+        // A body that fits, split the same way.
         let mut conn = connect(&intake).await;
         let (status, _) = exchange(&mut conn, "", &[&fits[..5], &fits[5..]], chunked).await;
         assert_eq!(status, 202, "chunked {chunked}");
