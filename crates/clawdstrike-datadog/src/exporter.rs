@@ -686,6 +686,10 @@ mod tests {
     /// Once the intake has answered 202, nothing in the HTTP client still holds an
     /// uncompressed body: it goes back to the pool, for the next array to be written into.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the other holders are synchronous tests on their own threads"
+    )]
     async fn an_accepted_uncompressed_body_is_given_back() {
         let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         RETURNED.lock().unwrap().clear();
