@@ -592,6 +592,72 @@ async fn drop_oldest_evicts_the_oldest_records_and_says_which_left_behind_ones_a
     assert_eq!(ids, (stats.evicted..200).map(id).collect::<Vec<_>>());
 }
 
+/// A record that does not decode and could not be kept aside stays in the log; when
+/// `drop_oldest` evicts its segment it is lost, and counted as such (in `dropped_oldest`, not
+/// among the evicted records the pipeline held, which its report already counts).
+#[tokio::test]
+async fn drop_oldest_evicting_a_record_that_could_not_be_kept_aside_counts_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path())
+        .with_segment_bytes(4096)
+        .with_max_bytes(4 * 4096)
+        .with_when_full(WhenFull::DropOldest);
+    // Three records left behind in the first segment; the second no longer decodes, and the
+    // file it would be kept aside in cannot be written.
+    {
+        let stuck = Arc::new(ScriptedExporter::new("stuck").with_default(Step::HangForever));
+        let (durable, _) = open(&cfg, &stuck, fast()).await;
+        for i in 0..3 {
+            durable.submit(record(i)).await.unwrap();
+        }
+        durable.shutdown(Duration::from_millis(50)).await;
+    }
+    let mut event = serde_json::to_value(&*record(1).event).unwrap();
+    event.as_object_mut().unwrap().remove("event_id");
+    rewrite_record(dir.path(), 1, &event.to_string());
+    std::fs::create_dir(dir.path().join("undecodable.ndjson")).unwrap();
+
+    let exporter = Arc::new(
+        ScriptedExporter::new("held").with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
+    );
+    let (durable, found) = open(&cfg, &exporter, fast().with_queue_capacity(100_000)).await;
+    assert_eq!(found.to_replay, 3);
+    durable.wait_replayed().await;
+    let before = durable.buffer_stats();
+    assert_eq!(
+        (before.undecodable, before.undecodable_not_kept),
+        (0, 1),
+        "{before:?}"
+    );
+    // New events fill the log until the first segment, with the record, is evicted.
+    let mut i = 3;
+    while durable.buffer_stats().undecodable_not_kept == 1 {
+        durable.submit(record(i)).await.unwrap();
+        i += 1;
+        assert!(i < 1_000, "the first segment was never evicted");
+    }
+    let evicted = durable.buffer_stats();
+    assert!(evicted.evicted >= 3, "{evicted:?}");
+    // Nothing is counted lost before the log closes: the pipeline still holds the others.
+    assert_eq!(evicted.dropped_oldest, 0, "{evicted:?}");
+
+    let reports = durable.shutdown(Duration::from_millis(50)).await;
+    let after = durable.buffer_stats();
+    // The pipeline left behind everything it got: records 0 and 2 and the new ones.
+    assert_eq!(reports[0].left_behind, 2 + (i - 3));
+    // Of the evicted records, the one it never got is lost and counted once, as dropped; the
+    // others are the evicted ones it left behind.
+    assert_eq!(after.dropped_oldest, 1, "{after:?}");
+    assert_eq!(after.evicted_left_behind, evicted.evicted - 1, "{after:?}");
+    assert_eq!(after.undecodable_not_kept, 0, "{after:?}");
+    // Every record is accounted for exactly once: kept for the next start, or lost.
+    assert_eq!(
+        after.unsettled + after.evicted_left_behind + after.dropped_oldest,
+        i,
+        "{after:?}"
+    );
+}
+
 #[tokio::test]
 async fn drop_oldest_evicted_events_that_are_delivered_are_not_counted_as_dropped() {
     let dir = tempfile::tempdir().unwrap();
