@@ -24,7 +24,8 @@
 //!   pipeline run and the best limit are compared (other work on the machine only slows runs
 //!   down), and every run's figures are printed and kept in the report. The runs go round
 //!   robin (first run of every codec, then the second...), so that a slow stretch of a shared
-//!   host costs each codec one run rather than all the runs of one codec.
+//!   host costs each codec one run rather than all the runs of one codec. Each run's figures
+//!   go to stderr as it ends; the table (stdout) follows the last run.
 //! - Throughput: one producer task submits N events (Datadog exporter, `resolved.pipeline`
 //!   defaults); the clock stops when the intake has accepted all N. MB/s counts the
 //!   uncompressed JSON bodies the intake decoded.
@@ -736,6 +737,30 @@ fn bench(o: &Options) -> Result<(), BoxError> {
         ("zstd 1", Compression::new(Codec::Zstd, 1)),
         ("zstd 3", Compression::new(Codec::Zstd, 3)),
     ];
+    let codecs: Vec<_> = codecs
+        .into_iter()
+        .filter(|(label, _)| {
+            o.only.is_empty() || o.only.iter().any(|c| *c == label.replace(' ', ""))
+        })
+        .collect();
+    // Round robin: run k of every codec, then run k + 1 of every codec. A slow stretch of the
+    // machine (other tenants of the host) then costs every codec one run, instead of all the
+    // runs of whichever codec it fell on.
+    // Each run is reported on stderr as it ends (the table waits for the best of them).
+    let mut runs: Vec<Vec<CodecResult>> = vec![Vec::new(); codecs.len()];
+    for k in 1..=o.repeat {
+        for ((label, compression), runs) in codecs.iter().zip(&mut runs) {
+            let run = throughput(&base, label, *compression, o.events, &intake_rt, &rt, None)?;
+            eprintln!(
+                "  run {k}/{}: {label:<6} pipeline {:>4.0}k events/s, limit {:>4.0}k ({:.0}%)",
+                o.repeat,
+                run.pipeline_eps / 1e3,
+                run.limit_eps / 1e3,
+                100.0 * run.pipeline_eps / run.limit_eps
+            );
+            runs.push(run);
+        }
+    }
     println!(
         "\n{:<8} {:>12} {:>9} {:>12} {:>9} {:>7} {:>8} {:>11} {:>11} {:>13}   runs: pipeline / limit",
         "codec",
@@ -749,29 +774,6 @@ fn bench(o: &Options) -> Result<(), BoxError> {
         "intake s/M",
         "2-thr limit/s",
     );
-    let codecs: Vec<_> = codecs
-        .into_iter()
-        .filter(|(label, _)| {
-            o.only.is_empty() || o.only.iter().any(|c| *c == label.replace(' ', ""))
-        })
-        .collect();
-    // Round robin: run k of every codec, then run k + 1 of every codec. A slow stretch of the
-    // machine (other tenants of the host) then costs every codec one run, instead of all the
-    // runs of whichever codec it fell on.
-    let mut runs: Vec<Vec<CodecResult>> = vec![Vec::new(); codecs.len()];
-    for _ in 0..o.repeat {
-        for ((label, compression), runs) in codecs.iter().zip(&mut runs) {
-            runs.push(throughput(
-                &base,
-                label,
-                *compression,
-                o.events,
-                &intake_rt,
-                &rt,
-                None,
-            )?);
-        }
-    }
     let mut results = Vec::new();
     for runs in runs {
         let r = CodecResult::best_of(runs).ok_or("no runs")?;
