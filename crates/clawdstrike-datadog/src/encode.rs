@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use clawdstrike_export::Record;
@@ -33,9 +32,6 @@ pub(crate) static RETURNED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// Bodies kept in [`RETURNED`]: as many as requests in flight at the default concurrency.
 const MAX_RETURNED: usize = 4;
-
-/// Bodies [`recycle_body`] took back, ever (tests read it).
-pub(crate) static RECYCLED: AtomicU64 = AtomicU64::new(0);
 
 /// Held by the tests that take from or give to [`RETURNED`], which is shared by every thread
 /// of the process (each test has a thread of its own, so its spares are its own).
@@ -93,7 +89,6 @@ pub fn recycle_body(body: Bytes, compression: &Compression) {
     let mut returned = RETURNED.lock().unwrap_or_else(|e| e.into_inner());
     if returned.len() < MAX_RETURNED {
         returned.push(buffer);
-        RECYCLED.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -378,38 +373,36 @@ mod tests {
     #[test]
     fn a_sent_uncompressed_body_is_the_next_arrays_buffer() {
         let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-        {
-            let none = Compression {
-                codec: Codec::None,
-                level: None,
-            };
-            let zstd = Compression::default();
-            let body = |capacity: usize| {
-                let mut json = Vec::with_capacity(capacity);
-                json.extend_from_slice(b"[{\"a\":1}]");
-                Bytes::from(json)
-            };
-            RETURNED.lock().unwrap().clear();
-            let sent = body(1 << 20);
-            let at = sent.as_ptr();
-            recycle_body(sent, &none);
-            let reused = take_buffer(1_000);
-            assert_eq!(reused.as_ptr(), at, "the same allocation");
-            assert!(reused.is_empty() && reused.capacity() >= 1 << 20);
+        let none = Compression {
+            codec: Codec::None,
+            level: None,
+        };
+        let zstd = Compression::default();
+        let body = |capacity: usize| {
+            let mut json = Vec::with_capacity(capacity);
+            json.extend_from_slice(b"[{\"a\":1}]");
+            Bytes::from(json)
+        };
+        RETURNED.lock().unwrap().clear();
+        let sent = body(1 << 20);
+        let at = sent.as_ptr();
+        recycle_body(sent, &none);
+        let reused = take_buffer(1_000);
+        assert_eq!(reused.as_ptr(), at, "the same allocation");
+        assert!(reused.is_empty() && reused.capacity() >= 1 << 20);
 
-            let shared = body(1 << 20);
-            let holder = shared.clone();
-            recycle_body(shared, &none);
-            recycle_body(body(1 << 20), &zstd);
-            assert!(RETURNED.lock().unwrap().is_empty());
-            drop(holder);
+        let shared = body(1 << 20);
+        let holder = shared.clone();
+        recycle_body(shared, &none);
+        recycle_body(body(1 << 20), &zstd);
+        assert!(RETURNED.lock().unwrap().is_empty());
+        drop(holder);
 
-            for _ in 0..MAX_RETURNED + 2 {
-                recycle_body(body(4_096), &none);
-            }
-            assert_eq!(RETURNED.lock().unwrap().len(), MAX_RETURNED);
-            RETURNED.lock().unwrap().clear();
+        for _ in 0..MAX_RETURNED + 2 {
+            recycle_body(body(4_096), &none);
         }
+        assert_eq!(RETURNED.lock().unwrap().len(), MAX_RETURNED);
+        RETURNED.lock().unwrap().clear();
     }
 
     fn decompress(codec: Codec, body: &[u8]) -> Vec<u8> {

@@ -308,7 +308,6 @@ mod tests {
         assert!(!set.insert(u128::MAX));
         // A count too large to allocate for starts small instead of aborting.
         assert_eq!(UuidSet::with_capacity(usize::MAX / 2).slots.len(), 1024);
-        {}
     }
 
     /// Against the standard set, through several growths: random numbers, sequential ones

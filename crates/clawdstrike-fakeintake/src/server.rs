@@ -171,18 +171,16 @@ struct Spare(Mutex<Option<BytesMut>>);
 const BODY_BUFFER_MAX: usize = 8 << 20;
 
 impl Spare {
-    /// A buffer for a body of `announced` bytes: the spare, unless the body is known to be
-    /// far smaller (its items, if kept, would hold the whole spare); otherwise one sized for
-    /// it, or an empty one that grows as the bytes arrive.
-    fn take(&self, announced: Option<usize>) -> BytesMut {
+    /// The spare, for a body of `announced` bytes; none if the body is known to be far
+    /// smaller (its items, if kept, would hold the whole spare).
+    fn take(&self, announced: Option<usize>) -> Option<BytesMut> {
         let mut spare = lock(&self.0);
-        match (spare.as_ref(), announced) {
-            (Some(buf), Some(n)) if buf.capacity() > 2 * n + (64 << 10) => {
-                BytesMut::with_capacity(n.min(BODY_BUFFER_MAX))
-            }
-            (Some(_), _) => spare.take().unwrap_or_default(),
-            (None, Some(n)) => BytesMut::with_capacity(n.min(BODY_BUFFER_MAX)),
-            (None, None) => BytesMut::new(),
+        let far_larger =
+            |buf: &BytesMut| announced.is_some_and(|n| buf.capacity() > 2 * n + (64 << 10));
+        if spare.as_ref().is_some_and(far_larger) {
+            None
+        } else {
+            spare.take()
         }
     }
 
@@ -218,7 +216,7 @@ async fn read_body(mut body: Incoming, max: usize, spare: &Spare) -> Result<Byte
     if announced.is_some_and(|n| n > max) {
         return Err(BodyError::TooLarge);
     }
-    let mut buf = spare.take(announced);
+    let mut buf = spare.take(announced).unwrap_or_default();
     buf.clear();
     if let Some(n) = announced {
         buf.reserve(n.min(BODY_BUFFER_MAX));
