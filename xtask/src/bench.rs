@@ -334,6 +334,16 @@ impl CodecResult {
         best.limit2_runs = limit2_runs;
         Some(best)
     }
+
+    /// Each run's pipeline over the limit measured in that same run (for the spread; the goal
+    /// compares the bests).
+    fn run_ratios(&self) -> Vec<f64> {
+        self.pipeline_runs
+            .iter()
+            .zip(&self.limit_runs)
+            .map(|(p, l)| p / l)
+            .collect()
+    }
 }
 
 /// `min-max` of some runs, in thousands.
@@ -921,7 +931,8 @@ fn bench(o: &Options) -> Result<(), BoxError> {
     let zstd1 = results.iter().find(|r| r.label == "zstd 1");
     let goals = json!({
         "throughput_85pct_of_limit": results.iter().map(|r| json!({
-            "codec": r.label, "ratio": r.pipeline_eps / r.limit_eps, "met": r.pipeline_eps >= 0.85 * r.limit_eps
+            "codec": r.label, "ratio": r.pipeline_eps / r.limit_eps, "met": r.pipeline_eps >= 0.85 * r.limit_eps,
+            "ratio_within_each_run": r.run_ratios(),
         })).collect::<Vec<_>>(),
         "zstd1_150k_eps": zstd1.map(|r| json!({"events_per_s": r.pipeline_eps, "met": r.pipeline_eps >= 150_000.0})),
         "peak_rss_under_64mib": json!({"peak_rss_bytes": hwm, "met": hwm < 64 * 1024 * 1024}),
@@ -930,11 +941,17 @@ fn bench(o: &Options) -> Result<(), BoxError> {
     println!("\ngoals:");
     for r in &results {
         let ratio = r.pipeline_eps / r.limit_eps;
+        let each: Vec<String> = r
+            .run_ratios()
+            .iter()
+            .map(|x| format!("{:.0}%", 100.0 * x))
+            .collect();
         println!(
-            "  {:<7} pipeline/limit {:>5.1}% (goal >= 85%): {}",
+            "  {:<7} pipeline/limit {:>5.1}% (goal >= 85%): {}   (within each run: {})",
             r.label,
             100.0 * ratio,
-            if ratio >= 0.85 { "met" } else { "MISSED" }
+            if ratio >= 0.85 { "met" } else { "MISSED" },
+            each.join(", ")
         );
     }
     if let Some(r) = zstd1 {
