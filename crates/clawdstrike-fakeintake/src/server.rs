@@ -1,7 +1,7 @@
 //! The HTTP server: accept loop, one task per connection, fault handling, routing.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,7 +84,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
         }
     };
     let kill = Arc::new(Notify::new());
-    let spare = Arc::new(Spare::default());
+    let spare = Arc::new(Spare::new(shared.idle_bodies.clone()));
     let service = {
         let shared = shared.clone();
         let kill = kill.clone();
@@ -162,36 +162,98 @@ impl Req<'_> {
 /// A connection's body buffer between requests, so that a connection sending large bodies
 /// reuses one allocation (memory the kernel does not have to hand out and zero again)
 /// instead of a fresh one per request. One per connection (HTTP/2 streams of a connection
-/// share it, the last one done keeps its buffer), at most [`BODY_BUFFER_MAX`] each.
-#[derive(Debug, Default)]
-struct Spare(Mutex<Option<BytesMut>>);
+/// share it, the last one done keeps its buffer), at most [`BODY_BUFFER_MAX`] each, and all
+/// connections' idle spares together at most [`IdleBodies::MAX`]: many keep-alive
+/// connections do not each pin a large buffer.
+#[derive(Debug)]
+struct Spare {
+    slot: Mutex<Option<BytesMut>>,
+    idle: Arc<IdleBodies>,
+}
 
 /// Up to this much is reserved for a body from its `Content-Length` before the bytes arrive,
 /// and kept as a connection's spare buffer.
 const BODY_BUFFER_MAX: usize = 8 << 20;
 
-impl Spare {
-    /// The spare, for a body of `announced` bytes; none if the body is known to be far
-    /// smaller (its items, if kept, would hold the whole spare).
-    fn take(&self, announced: Option<usize>) -> Option<BytesMut> {
-        let mut spare = lock(&self.0);
-        let far_larger =
-            |buf: &BytesMut| announced.is_some_and(|n| buf.capacity() > 2 * n + (64 << 10));
-        if spare.as_ref().is_some_and(far_larger) {
-            None
-        } else {
-            spare.take()
+/// The bytes held by idle spare buffers, over every connection of an intake.
+#[derive(Debug)]
+pub(crate) struct IdleBodies {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl IdleBodies {
+    /// The budget of one intake: eight connections' worth of the largest spare.
+    pub(crate) const MAX: usize = 8 * BODY_BUFFER_MAX;
+
+    pub(crate) fn new() -> Self {
+        Self::with_max(Self::MAX)
+    }
+
+    fn with_max(max: usize) -> Self {
+        Self {
+            held: AtomicUsize::new(0),
+            max,
         }
     }
 
+    /// Counts `bytes` as held, if the budget has room for them.
+    fn reserve(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes).filter(|&n| n <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Spare {
+    fn new(idle: Arc<IdleBodies>) -> Self {
+        Self {
+            slot: Mutex::new(None),
+            idle,
+        }
+    }
+
+    /// The spare, for a body of `announced` bytes; none if the body is known to be far
+    /// smaller (its items, if kept, would hold the whole spare).
+    fn take(&self, announced: Option<usize>) -> Option<BytesMut> {
+        let mut slot = lock(&self.slot);
+        let far_larger =
+            |buf: &BytesMut| announced.is_some_and(|n| buf.capacity() > 2 * n + (64 << 10));
+        if slot.as_ref().is_some_and(far_larger) {
+            return None;
+        }
+        let buf = slot.take()?;
+        self.idle.release(buf.capacity());
+        Some(buf)
+    }
+
     /// Keeps `body`'s buffer for the connection's next request, unless something else still
-    /// holds the body (kept items) or it is too large to keep idle.
+    /// holds the body (kept items), it is too large to keep idle, or the idle spares of all
+    /// connections already hold the budget.
     fn put_back(&self, body: Bytes) {
-        if let Ok(mut buf) = body.try_into_mut()
-            && buf.capacity() <= BODY_BUFFER_MAX
-        {
-            buf.clear();
-            *lock(&self.0) = Some(buf);
+        let Ok(mut buf) = body.try_into_mut() else {
+            return;
+        };
+        if buf.capacity() > BODY_BUFFER_MAX || !self.idle.reserve(buf.capacity()) {
+            return;
+        }
+        buf.clear();
+        if let Some(old) = lock(&self.slot).replace(buf) {
+            self.idle.release(old.capacity());
+        }
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        if let Some(buf) = lock(&self.slot).take() {
+            self.idle.release(buf.capacity());
         }
     }
 }
@@ -457,5 +519,50 @@ fn rate_headers(resp: &mut Resp, limit: u32, period: u64, remaining: u32, reset:
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(HeaderName::from_static(name), v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(capacity: usize) -> Bytes {
+        let mut buf = BytesMut::with_capacity(capacity);
+        buf.extend_from_slice(b"[{}]");
+        buf.freeze()
+    }
+
+    fn held(idle: &IdleBodies) -> usize {
+        idle.held.load(Ordering::Relaxed)
+    }
+
+    /// Connections keep idle spares only while all of them together stay within the budget;
+    /// a spare taken for a request, or dropped with its connection, gives its bytes back.
+    #[test]
+    fn idle_spares_of_all_connections_stay_within_one_budget() {
+        let idle = Arc::new(IdleBodies::with_max(3 << 20));
+        let first = Spare::new(Arc::clone(&idle));
+        let second = Spare::new(Arc::clone(&idle));
+        first.put_back(body(2 << 20));
+        let kept = held(&idle);
+        assert!(kept >= 2 << 20, "the first spare is kept: {kept}");
+        second.put_back(body(2 << 20));
+        assert_eq!(held(&idle), kept, "the second would pass the budget");
+        assert!(second.take(None).is_none());
+
+        drop(first);
+        assert_eq!(held(&idle), 0, "a closed connection's spare is given back");
+        second.put_back(body(2 << 20));
+        assert!(held(&idle) >= 2 << 20, "now there is room");
+        let taken = second.take(None).expect("the spare serves the next body");
+        assert!(taken.capacity() >= 2 << 20);
+        assert_eq!(held(&idle), 0, "a spare in use is not idle");
+
+        // A body still held elsewhere (kept items) is not kept, and costs nothing.
+        let shared = body(1 << 20);
+        let _items = shared.clone();
+        second.put_back(shared);
+        assert_eq!(held(&idle), 0);
+        assert!(second.take(None).is_none());
     }
 }

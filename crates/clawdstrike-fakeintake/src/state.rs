@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -170,6 +170,8 @@ pub(crate) struct Shared {
     pub(crate) release: Mutex<CancellationToken>,
     pub(crate) stalled_now: AtomicU64,
     pub(crate) seq: AtomicU64,
+    /// The idle body buffers kept by connections (see `server::Spare`).
+    pub(crate) idle_bodies: Arc<crate::server::IdleBodies>,
 }
 
 impl Shared {
@@ -193,6 +195,7 @@ impl Shared {
             release: Mutex::new(CancellationToken::new()),
             stalled_now: AtomicU64::new(0),
             seq: AtomicU64::new(0),
+            idle_bodies: Arc::new(crate::server::IdleBodies::new()),
         }
     }
 
