@@ -558,6 +558,19 @@ mod tests {
         assert!(taken.capacity() >= 2 << 20);
         assert_eq!(held(&idle), 0, "a spare in use is not idle");
 
+        // A spare far larger than the next body stays (and stays counted); the smaller body's
+        // buffer then replaces it, and only the smaller one is counted.
+        second.put_back(body(2 << 20));
+        assert!(second.take(Some(10)).is_none());
+        second.put_back(body(64 << 10));
+        let small = held(&idle);
+        assert!(
+            small >= 64 << 10 && small < 1 << 20,
+            "the replaced spare is given back: {small}"
+        );
+        assert!(second.take(None).is_some());
+        assert_eq!(held(&idle), 0);
+
         // A body still held elsewhere (kept items) is not kept, and costs nothing.
         let shared = body(1 << 20);
         let _items = shared.clone();
