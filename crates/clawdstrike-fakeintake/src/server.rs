@@ -565,7 +565,7 @@ mod tests {
         second.put_back(body(64 << 10));
         let small = held(&idle);
         assert!(
-            small >= 64 << 10 && small < 1 << 20,
+            ((64 << 10)..(1 << 20)).contains(&small),
             "the replaced spare is given back: {small}"
         );
         assert!(second.take(None).is_some());
