@@ -119,7 +119,24 @@ pub fn dd_binary() -> PathBuf {
 
 /// A `clawdstrike-dd` command with a clean Datadog environment (no `DD_*` from the caller).
 pub fn dd_command(dir: &Path) -> Command {
-    let mut cmd = Command::new(dd_binary());
+    clean_env(Command::new(dd_binary()), dir)
+}
+
+/// [`dd_command`] for a process that may not grow any file past `blocks` 512-byte blocks
+/// (`RLIMIT_FSIZE`, set by `sh`'s `ulimit -f`), with `SIGXFSZ` ignored: a write past the limit
+/// fails with `EFBIG` instead of killing the process, as a write to a full disk fails.
+/// Arguments added to the command go to `clawdstrike-dd`.
+pub fn dd_command_with_file_size_limit(dir: &Path, blocks: u64) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            r#"trap '' XFSZ && ulimit -f {blocks} && exec "$0" "$@""#
+        ))
+        .arg(dd_binary());
+    clean_env(cmd, dir)
+}
+
+fn clean_env(mut cmd: Command, dir: &Path) -> Command {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("DD_")
             || name == "CLAWDSTRIKE_DD_CONFIG"

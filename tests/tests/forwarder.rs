@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use clawdstrike_e2e::{Running, config_yaml, dd_command, fixture, poll_until, read_jsonl};
+use clawdstrike_e2e::{
+    Running, config_yaml, dd_command, dd_command_with_file_size_limit, fixture, poll_until,
+    read_jsonl,
+};
 use clawdstrike_fakeintake::{Endpoint, FakeIntake, FaultAction, SignalSeed};
 use clawdstrike_schema::{NdjsonReader, NdjsonRecord};
 
@@ -340,6 +343,87 @@ async fn follow_with_the_disk_buffer_checkpoints_taken_lines_and_replays_them_af
     run.signal("TERM");
     assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
     assert_each_line_arrived_once(&intake, &lines[..25]);
+    intake.shutdown().await;
+}
+
+/// A disk buffer that cannot write an event (here a file-size limit makes the segment's
+/// `write` fail with `EFBIG`, as a full disk would) refuses it: following stops at that line
+/// and says which, the run fails, and the checkpoint stays before the line. A restart without
+/// the limit delivers every line; only lines at or after the refused one may arrive twice
+/// (taken by the buffer after the refusal, and read again from the checkpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_stops_at_a_line_the_disk_buffer_cannot_write_and_a_restart_delivers_it() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "buffer: {{ type: disk, path: {} }}\nshutdown_timeout_ms: 2000\n",
+        dir.path().join("buffer").display()
+    );
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
+    let all = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let log = dir.path().join("audit.ndjson");
+    let checkpoint = dir.path().join("audit.checkpoint");
+    append(&log, &lines);
+    assert!(
+        all.len() > 2 * 12 * 1024,
+        "the file is well past the limit below"
+    );
+
+    // No file may grow past 12 KiB: the buffer's first segment fills after a dozen events.
+    let mut cmd = dd_command_with_file_size_limit(dir.path(), 24);
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config)
+        .arg("--follow")
+        .arg(&log)
+        .arg("--checkpoint")
+        .arg(&checkpoint);
+    let mut run = Running::spawn(cmd);
+    let code = run.wait(WAIT).code();
+    let stderr = run.stderr();
+    assert!(
+        matches!(code, Some(1 | 3)),
+        "exit {code:?}, stderr:\n{stderr}"
+    );
+    let prefix = format!("following stopped at {} line ", log.display());
+    let refused: usize = stderr
+        .split(&prefix)
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the refused line is named:\n{stderr}"));
+    assert!(
+        (2..lines.len()).contains(&refused),
+        "refused at line {refused} of {}",
+        lines.len()
+    );
+    let line_start: usize = lines[..refused - 1].iter().map(|l| l.len() + 1).sum();
+    let saved = read_jsonl(&checkpoint)
+        .first()
+        .and_then(|c| c["offset"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        saved <= line_start as u64,
+        "the checkpoint ({saved}) stays before line {refused} (at byte {line_start})"
+    );
+
+    let mut run = follow(dir.path(), &config, &log, &checkpoint);
+    assert!(
+        poll_until(WAIT, || received_ids(&intake) == event_ids(&lines)),
+        "every line arrives after the restart; stderr:\n{}",
+        run.stderr()
+    );
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
+    assert_eq!(received_ids(&intake), event_ids(&lines), "nothing lost");
+    let before = event_ids(&lines[..refused - 1]);
+    let twice: Vec<String> = intake.duplicates().into_keys().collect();
+    assert!(
+        twice.iter().all(|id| !before.contains(id)),
+        "no line before the refused one arrives twice: {twice:?}"
+    );
     intake.shutdown().await;
 }
 
