@@ -874,6 +874,19 @@ impl Log {
         if let Err(e) = written {
             // The segment may end in a partial frame: never append after it.
             self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            // Under `interval_ms`, what was written to it since the last fsync must not lose
+            // its turn when it is let go: the syncer (and `roll`) only sync the active file.
+            if matches!(self.fsync, FsyncPolicy::Interval(_))
+                && st.dirty
+                && let Some(file) = &file
+            {
+                if let Err(e) = self.fsync_segment(file) {
+                    // As in `sync`: sticky, so the follow checkpoint stops trusting the buffer.
+                    self.fsync_failed.store(true, Ordering::Relaxed);
+                    tracing::error!(error = %e, "fsync of a buffer segment failed; its records may not survive a power loss");
+                }
+                st.dirty = false;
+            }
             self.resolve_active(st, Some(&e));
             st.file = None;
             if let Some(s) = st.segments.back_mut() {
@@ -1395,6 +1408,64 @@ mod tests {
             Ok(Appended::Seq(seq)) => seq,
             other => panic!("the write failed: {other:?}"),
         }
+    }
+
+    /// The active segment's handle becomes read-only: the next write to it fails (`EBADF`),
+    /// as a write to a full disk does, with what was written before still in the page cache.
+    fn break_active_file(log: &Log) {
+        let mut st = lock(&log.state);
+        let id = st.segments.back().expect("an active segment").id;
+        let read_only = File::open(segment_path(&log.dir, id)).expect("the segment opens");
+        st.file = Some(Arc::new(read_only));
+    }
+
+    fn try_write(log: &Log, i: u64) -> Result<Appended, AppendError> {
+        let record = record(i);
+        let mut json = Vec::new();
+        record.event.write_json(&mut json);
+        let frame_len = frame::frame_len(false, json.len()) as u64;
+        let mut to_delete = Vec::new();
+        let mut st = lock(&log.state);
+        log.write(&mut st, &record, &json, frame_len, &mut to_delete)
+    }
+
+    /// Under `interval_ms`, a write that fails retires its segment; the records written to it
+    /// since the last fsync are fsynced first, since the syncer only ever syncs the active file.
+    /// Should that fsync fail, the failure is sticky (`sync` fails, so the follow checkpoint
+    /// stops trusting the buffer) instead of the records silently never being synced.
+    #[test]
+    fn a_failed_write_fsyncs_what_its_segment_holds_before_letting_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskBufferConfig::new(dir.path())
+            .with_fsync(FsyncPolicy::Interval(Duration::from_secs(3600)));
+        let log = Log::open(&config).expect("the log opens").0;
+        let fsyncs = || log.counters.fsyncs.load(Ordering::Relaxed);
+
+        write_only(&log, 0);
+        break_active_file(&log);
+        let before = fsyncs();
+        assert!(matches!(try_write(&log, 1), Err(AppendError::Io(_))));
+        assert_eq!(
+            fsyncs(),
+            before + 1,
+            "record 0 is fsynced before its file goes"
+        );
+        assert!(
+            lock(&log.state).file.is_none(),
+            "nothing more goes to that file"
+        );
+        assert!(!log.fsync_failed.load(Ordering::Relaxed));
+        assert!(log.sync(false).is_ok());
+
+        // The next record goes to a new segment; this time the fsync fails too.
+        write_only(&log, 2);
+        assert_eq!(lock(&log.state).segments.len(), 2);
+        break_active_file(&log);
+        log.fail_fsyncs.store(true, Ordering::Relaxed);
+        assert!(matches!(try_write(&log, 3), Err(AppendError::Io(_))));
+        log.fail_fsyncs.store(false, Ordering::Relaxed);
+        assert!(log.fsync_failed.load(Ordering::Relaxed));
+        assert!(log.sync(false).is_err(), "the buffer is not to be trusted");
     }
 
     fn outcome(log: &Log, seq: u64) -> Option<io::Result<()>> {
