@@ -926,6 +926,11 @@ impl Log {
             FsyncPolicy::Never => false,
         };
         if unsynced {
+            // Whatever lets the active file go first fsyncs what it holds, or says it failed.
+            debug_assert!(
+                st.file.is_some() || self.fsync_failed.load(Ordering::Relaxed),
+                "unsynced records in a segment let go without an fsync"
+            );
             let synced = match &st.file {
                 Some(file) => self.fsync_segment(file),
                 None => Err(io::Error::other(
@@ -994,9 +999,11 @@ impl Log {
             && last.bytes > 0
         {
             last.active = false;
-            // Every record in it is settled: no appender waits for its fsync but cancelled ones.
+            // Every record in it is settled: no appender waits for its fsync but cancelled ones,
+            // and nothing in it needs one any more.
             self.resolve_active(st, None);
             st.file = None;
+            st.dirty = false;
             self.collect_settled(st, to_delete);
         }
     }
@@ -1009,9 +1016,11 @@ impl Log {
             return false;
         };
         if oldest.active {
-            // Records waiting for its fsync go on, not durable, like the rest of it.
+            // Records waiting for its fsync go on, not durable, like the rest of it (its file
+            // is deleted: nothing in it needs an fsync any more).
             self.resolve_active(st, None);
             st.file = None;
+            st.dirty = false;
             oldest.active = false;
         }
         self.counters
@@ -1142,6 +1151,11 @@ impl Log {
             let mut st = lock(&self.state);
             // Under `always` the commit thread fsyncs for the appenders (`commit_pending`).
             let file = if st.dirty && matches!(self.fsync, FsyncPolicy::Interval(_)) {
+                // As in `roll`: a file let go was fsynced first, or its failure is known.
+                debug_assert!(
+                    st.file.is_some() || self.fsync_failed.load(Ordering::Relaxed),
+                    "unsynced records in a segment let go without an fsync"
+                );
                 st.file.clone()
             } else {
                 None
