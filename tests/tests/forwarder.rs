@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use clawdstrike_e2e::{
@@ -205,7 +206,11 @@ fn checkpoint_covers(checkpoint: &Path, file: &Path) -> bool {
 
 /// `ship --follow log --checkpoint checkpoint` with `config`, in `dir`.
 fn follow(dir: &Path, config: &Path, log: &Path, checkpoint: &Path) -> Running {
-    let mut cmd = dd_command(dir);
+    follow_with(dd_command(dir), config, log, checkpoint)
+}
+
+/// [`follow`] with the given `clawdstrike-dd` command.
+fn follow_with(mut cmd: Command, config: &Path, log: &Path, checkpoint: &Path) -> Running {
     cmd.env("DD_API_KEY", KEY)
         .arg("ship")
         .arg("--config")
@@ -371,16 +376,8 @@ async fn following_stops_at_a_line_the_disk_buffer_cannot_write_and_a_restart_de
     );
 
     // No file may grow past 12 KiB: the buffer's first segment fills after a dozen events.
-    let mut cmd = dd_command_with_file_size_limit(dir.path(), 24);
-    cmd.env("DD_API_KEY", KEY)
-        .arg("ship")
-        .arg("--config")
-        .arg(&config)
-        .arg("--follow")
-        .arg(&log)
-        .arg("--checkpoint")
-        .arg(&checkpoint);
-    let mut run = Running::spawn(cmd);
+    let limited = dd_command_with_file_size_limit(dir.path(), 24);
+    let mut run = follow_with(limited, &config, &log, &checkpoint);
     let code = run.wait(WAIT).code();
     let stderr = run.stderr();
     assert!(

@@ -1412,13 +1412,7 @@ mod tests {
 
     /// Writes a record as `append` does, without waiting for its fsync.
     fn write_only(log: &Log, i: u64) -> u64 {
-        let record = record(i);
-        let mut json = Vec::new();
-        record.event.write_json(&mut json);
-        let frame_len = frame::frame_len(false, json.len()) as u64;
-        let mut to_delete = Vec::new();
-        let mut st = lock(&log.state);
-        match log.write(&mut st, &record, &json, frame_len, &mut to_delete) {
+        match try_write(log, i) {
             Ok(Appended::Seq(seq)) => seq,
             other => panic!("the write failed: {other:?}"),
         }
@@ -1433,6 +1427,7 @@ mod tests {
         st.file = Some(Arc::new(read_only));
     }
 
+    /// Writes a record as `append` does (no waiting for room or for its fsync).
     fn try_write(log: &Log, i: u64) -> Result<Appended, AppendError> {
         let record = record(i);
         let mut json = Vec::new();
