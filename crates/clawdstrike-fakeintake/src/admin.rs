@@ -1,7 +1,7 @@
 //! The admin endpoint, `/fakeintake/...`: script faults, change keys, read what was received.
 //! It is never faulted, rate-limited or recorded, and needs no key (the server is for loopback).
 
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use secrecy::SecretString;
@@ -49,10 +49,22 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Box<Resp>> {
         .map_err(|e| Box::new(http::error(400, format!("invalid JSON body: {e}"))))
 }
 
+/// The most a request to a control endpoint may carry (a seeded fault schedule, signals, keys):
+/// the Datadog endpoints' `max_body_bytes` does not apply here.
+pub(crate) const ADMIN_BODY_MAX: usize = 16 << 20;
+
 pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, 16 << 20).collect().await {
+    let body = match Limited::new(body, ADMIN_BODY_MAX).collect().await {
         Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return http::error(
+                413,
+                format!(
+                    "Payload too large: body over {ADMIN_BODY_MAX} bytes (the cap of the control endpoints)"
+                ),
+            );
+        }
         Err(e) => return http::error(400, format!("cannot read body: {e}")),
     };
     let query = http::query_pairs(parts.uri.query());

@@ -120,7 +120,7 @@ pub(crate) struct Settings {
 /// | API keys / application keys | none (every request is refused until one is added) |
 /// | `logs_limits` | [`LogsLimits::default`] |
 /// | `series_limits` / `series_v1_limits` / `distribution_limits` | [`MetricLimits::series_v2`] / [`MetricLimits::series_v1`] / [`MetricLimits::series_v1`] |
-/// | `max_body_bytes` (read cap, every Datadog API endpoint; the control endpoints under `/fakeintake/` read up to 16 MiB) | 64 MiB (413 above) |
+/// | `max_body_bytes` (read cap, every Datadog API endpoint; the control endpoints under `/fakeintake/` read up to 16 MiB, 413 above) | 64 MiB (413 above) |
 /// | `max_decoded_bytes` (decompression cap) | 64 MiB (413 above) |
 /// | `keep_items` | `true` |
 /// | `max_kept_items` | 1,000,000 (oldest evicted first) |
@@ -209,7 +209,7 @@ impl FakeIntakeBuilder {
     }
 
     /// Largest body read from the wire on any Datadog API endpoint (413 above). The control
-    /// endpoints under `/fakeintake/` have their own cap of 16 MiB.
+    /// endpoints under `/fakeintake/` have their own cap of 16 MiB (413 above).
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.settings.max_body_bytes = bytes;
         self

@@ -780,6 +780,47 @@ async fn faults_are_scripted_over_the_admin_endpoint() {
     assert_eq!(intake.stats().total_items, 0);
 }
 
+/// The control endpoints read bodies up to 16 MiB whatever `max_body_bytes` says: at the cap a
+/// body is read and applied, one byte over it is 413 (the limit, not a malformed body) and
+/// changes nothing.
+#[tokio::test]
+async fn control_bodies_are_read_up_to_16_mib_and_413_over_it() {
+    let intake = FakeIntake::builder()
+        .with_api_key(API)
+        .with_max_body_bytes(1_000)
+        .start()
+        .await
+        .unwrap();
+    let fault = br#"{"endpoint":"logs","action":{"status":503}}"#;
+    let padded = |len: usize| {
+        let mut body = fault.to_vec();
+        body.resize(len, b' ');
+        body
+    };
+    let post = |body: Vec<u8>| {
+        client()
+            .post(format!("{}/fakeintake/faults", intake.base_url()))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cap = 16 << 20;
+    let (status, json) = status_and_json(post(padded(cap)).await.unwrap()).await;
+    assert_eq!((status, json), (200, json!({"queued": 1})));
+    let (status, json) = status_and_json(post(padded(cap + 1)).await.unwrap()).await;
+    assert_eq!(status, 413, "{json}");
+    assert!(
+        json.to_string()
+            .contains("Payload too large: body over 16777216 bytes"),
+        "{json}"
+    );
+    assert_eq!(
+        intake.pending_faults().len(),
+        1,
+        "the refused body queued nothing"
+    );
+}
+
 #[tokio::test]
 async fn random_faults_replay_with_the_same_seed_over_the_admin_endpoint() {
     async fn run(seed: u64) -> Vec<u16> {
