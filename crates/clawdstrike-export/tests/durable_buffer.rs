@@ -394,6 +394,92 @@ async fn an_undecodable_record_that_cannot_be_kept_aside_stays_in_the_log() {
     assert_eq!(line["event_json"].as_str(), Some(json.as_str()));
 }
 
+/// A line of `undecodable.ndjson` that a full disk cuts short is cut back off: the file never
+/// holds half a line, the record it was for stays in the log, and the next start keeps it aside
+/// once (no second copy). The disk is "full" for real: the replay runs in a child process (this
+/// test again) whose files may not grow past 6 KiB (`ulimit -f`, `SIGXFSZ` ignored), so the
+/// second kept line gets a short write and then `EFBIG`, as `ENOSPC` would.
+#[tokio::test]
+async fn a_kept_line_cut_short_by_a_full_disk_is_cut_back_and_kept_whole_at_the_next_start() {
+    const CHILD: &str = "CLAWDSTRIKE_TEST_UNDECODABLE_CHILD";
+    const NAME: &str =
+        "a_kept_line_cut_short_by_a_full_disk_is_cut_back_and_kept_whole_at_the_next_start";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        let (_, ids, stats) = replay_all(&config(Path::new(&dir))).await;
+        println!(
+            "child: replayed {} undecodable {} not_kept {} unsettled {}",
+            ids.len(),
+            stats.undecodable,
+            stats.undecodable_not_kept,
+            stats.unsettled
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    leave_behind(dir.path(), 0..5).await;
+    // Records 1 and 3 no longer decode (a newer version's event type), each about 4 KB of
+    // JSON: the first kept line fits under 6 KiB, the second does not.
+    let mut undecodable = Vec::new();
+    for seq in [1, 3] {
+        let mut event = serde_json::to_value(&*record(seq).event).unwrap();
+        event["event_type"] = serde_json::json!("teleportation_attempt");
+        event["metadata"] = serde_json::json!({ "note": "x".repeat(4_000) });
+        let json = event.to_string();
+        rewrite_record(dir.path(), seq, &json);
+        undecodable.push(json);
+    }
+    let aside = dir.path().join("undecodable.ndjson");
+
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap "" XFSZ && ulimit -f 12 && exec "$0" "$@""#)
+        .arg(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("child: replayed 3 undecodable 1 not_kept 1 unsettled 1"),
+        "the first record is kept aside, the second is not and stays in the log: {stdout}"
+    );
+    let kept = std::fs::read(&aside).unwrap();
+    assert!(
+        kept.ends_with(b"\n") && kept.iter().filter(|&&b| b == b'\n').count() == 1,
+        "only the first line, whole, with no part of the second after it: {} bytes, ending {:?}",
+        kept.len(),
+        String::from_utf8_lossy(&kept[kept.len().saturating_sub(40)..])
+    );
+
+    // Without the limit, the next start keeps the second record aside, once.
+    let (found, ids, stats) = replay_all(&config(dir.path())).await;
+    assert_eq!((found.to_replay, ids.len()), (1, 0), "{found:?}");
+    assert_eq!(
+        (
+            stats.undecodable,
+            stats.undecodable_not_kept,
+            stats.unsettled
+        ),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&aside)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every kept line is whole JSON"))
+        .collect();
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 3]);
+    for (line, json) in lines.iter().zip(&undecodable) {
+        assert_eq!(line["event_json"].as_str(), Some(json.as_str()));
+    }
+}
+
 #[tokio::test]
 async fn a_directory_is_used_by_one_open_log_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
