@@ -878,10 +878,13 @@ async fn run_batcher(lane: Arc<Lane>) {
                     // `None` (never due) also when the interval is too long to represent.
                     let due = opened_at.and_then(|t| t.checked_add(lane.flush_interval));
                     if due.is_none_or(|due| due > Instant::now()) {
+                        // Woken for a full batch, or at half the queue's capacity if that
+                        // comes first: a queue smaller than a batch must not fill (and refuse
+                        // or drop under its policy) while the batcher sleeps.
                         queue.wake_at = if records.is_empty() {
                             1
                         } else {
-                            max_events - records.len()
+                            (max_events - records.len()).min(lane.capacity.div_ceil(2))
                         };
                         Next::Wait(due)
                     } else {
