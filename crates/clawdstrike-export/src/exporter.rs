@@ -69,7 +69,7 @@ impl Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// Transient: the framework retries the event with backoff, honouring `retry_after`
-    /// (capped by the retry policy).
+    /// (capped by the retry policy; a zero `retry_after` counts as none, so the backoff applies).
     Retryable {
         /// Why, e.g. `HTTP 503 Service Unavailable`.
         reason: Arc<str>,

@@ -1029,7 +1029,9 @@ async fn run_batch(
                     reason,
                     retry_after,
                 })) => {
-                    if let Some(after) = retry_after {
+                    // A zero hint (`Retry-After: 0`, a date already past, a skewed clock) is
+                    // no hint: honoured, it would spend the whole retry budget in round trips.
+                    if let Some(after) = retry_after.filter(|after| !after.is_zero()) {
                         hint = Some(hint.map_or(after, |h| h.max(after)));
                     }
                     last_retry_reason = Some(reason);

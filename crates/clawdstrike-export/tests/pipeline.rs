@@ -478,6 +478,35 @@ async fn retry_after_hints_are_honoured_and_capped() {
     }
 }
 
+/// `Retry-After: 0` (or a date already past) on every answer is no hint: the backoff applies,
+/// so the attempt budget is not spent in ten back-to-back round trips (which it was, at one
+/// instant of the paused clock).
+#[tokio::test(start_paused = true)]
+async fn a_zero_retry_after_leaves_the_backoff_in_place() {
+    let exporter = Arc::new(
+        ScriptedExporter::new("throttled").with_default(Step::FailAll(Failure::Retryable {
+            reason: "HTTP 503".into(),
+            retry_after: Some(Duration::ZERO),
+        })),
+    );
+    let p = pipeline(
+        &exporter,
+        fast()
+            .with_initial_backoff(Duration::from_secs(1))
+            .with_max_backoff(Duration::from_secs(8))
+            .with_max_attempts(Some(10)),
+    );
+    p.submit(event(0)).await.expect("open");
+    let report = p.shutdown(Duration::from_secs(3600)).await.remove(0);
+    assert_eq!((exporter.calls(), report.dead_lettered), (10, 1));
+    let times = exporter.call_times();
+    let waited = times[9] - times[0];
+    assert!(
+        waited >= Duration::from_millis(100),
+        "ten attempts within {waited:?}: the zero hint replaced the backoff"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_exhausted_attempt_budget_dead_letters_as_retryable() {
     let exporter = Arc::new(
