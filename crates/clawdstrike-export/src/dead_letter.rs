@@ -100,25 +100,21 @@ impl DeadLetterWriter {
         self.path.as_deref()
     }
 
-    /// Writes each line; returns how many could not be written (each failure is logged).
-    pub(crate) fn write_lines(&self, exporter: &str, lines: &[Vec<u8>]) -> usize {
-        let Some(path) = &self.path else { return 0 };
+    /// Writes each line; returns the indices of those that could not be written, with why.
+    pub(crate) fn write_lines(&self, lines: &[Vec<u8>]) -> Vec<(usize, io::Error)> {
+        let Some(path) = &self.path else {
+            return Vec::new();
+        };
         let mut guard = self
             .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut failed = 0;
-        for line in lines {
+        let mut failed = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
             if let Err(error) = self.write_one(path, &mut guard, line) {
                 // Forget the handle so the next write reopens (the directory may come back).
                 *guard = None;
-                failed += 1;
-                tracing::error!(
-                    exporter,
-                    path = %path.display(),
-                    %error,
-                    "could not write a dead letter; the event is counted as dead-lettered and dead_letter_write_failed"
-                );
+                failed.push((i, error));
             }
         }
         failed
@@ -147,7 +143,12 @@ impl DeadLetterWriter {
         let open = slot
             .as_mut()
             .ok_or_else(|| io::Error::other("dead-letter file not open"))?;
-        open.file.write_all(line)?;
+        if let Err(e) = open.file.write_all(line) {
+            // A full disk may have taken part of the line: cut it back off, or the next line
+            // (once there is room) would be glued to it and neither would read back.
+            let _ = open.file.set_len(open.len);
+            return Err(e);
+        }
         open.len += line_len;
         Ok(())
     }

@@ -1192,13 +1192,34 @@ impl Lane {
                     )
                 })
                 .collect();
-            let failed = lane.dead_letters.write_lines(&lane.name, &lines);
-            if failed > 0 {
-                lane.counters
-                    .dead_letter_write_failed
-                    .fetch_add(failed as u64, Ordering::Relaxed);
+            let failed = lane.dead_letters.write_lines(&lines);
+            lane.counters
+                .dead_letter_write_failed
+                .fetch_add(failed.len() as u64, Ordering::Relaxed);
+            let mut written = vec![true; dead.len()];
+            let path = lane
+                .dead_letters
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            for (i, error) in failed {
+                written[i] = false;
+                tracing::error!(
+                    exporter = %lane.name,
+                    path = %path,
+                    event_id = %dead[i].record.event.event_id,
+                    dead_letter_error = %dead[i].reason,
+                    %error,
+                    "could not write a dead letter; the event is counted as dead-lettered and dead_letter_write_failed, and is not settled (a disk buffer keeps it and replays it at the next start)"
+                );
             }
-            let seqs: Vec<u64> = dead.iter().map(|d| d.seq).collect();
+            // A dead letter written nowhere is not settled: a write-ahead log keeps the event
+            // (and a follow checkpoint stays before its line) rather than drop it.
+            let seqs: Vec<u64> = dead
+                .iter()
+                .zip(&written)
+                .filter_map(|(d, &ok)| ok.then_some(d.seq))
+                .collect();
             lane.settle(&seqs, Settlement::DeadLettered);
         });
         tokio::select! {

@@ -10,7 +10,8 @@ use crate::stats::DropReason;
 pub enum Settlement {
     /// The exporter delivered it.
     Delivered,
-    /// It was written (or, if the write failed, logged) as a dead letter.
+    /// It was written as a dead letter (or logged, when no dead-letter file is configured).
+    /// A dead letter whose write failed is not settled: a write-ahead log keeps it.
     DeadLettered,
     /// The exporter's filter declined it.
     Filtered,

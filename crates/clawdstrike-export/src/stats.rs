@@ -259,7 +259,8 @@ pub struct ExporterStats {
     pub failed: u64,
     /// Events dead-lettered (including those whose dead-letter write failed).
     pub dead_lettered: u64,
-    /// Dead letters that could not be written (each also logged at `error`).
+    /// Dead letters that could not be written (each also logged at `error` with its event id,
+    /// and not settled: with a disk buffer, replayed at the next start).
     pub dead_letter_write_failed: u64,
     /// Drops by reason.
     pub dropped: DropCounts,

@@ -480,6 +480,72 @@ async fn a_kept_line_cut_short_by_a_full_disk_is_cut_back_and_kept_whole_at_the_
     }
 }
 
+/// A dead letter that cannot be written anywhere is not settled: the log keeps the event, and
+/// the next start (with a writable dead-letter file) writes it. Settled, it was deleted from
+/// the log with nothing left of it but a counter.
+#[tokio::test]
+async fn a_dead_letter_that_cannot_be_written_stays_in_the_log_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    let dlq_dir = dir.path().join("dlq");
+    // A regular file where the directory should be: the write fails, even for root.
+    std::fs::write(&dlq_dir, b"").unwrap();
+    let dlq = dlq_dir.join("dead.ndjson");
+    let rejecting = || {
+        Arc::new(
+            ScriptedExporter::new("rejecting")
+                .with_default(Step::FailAll(Failure::permanent("HTTP 400"))),
+        )
+    };
+    let (durable, _) = open(
+        &config(&buffer),
+        &rejecting(),
+        fast().with_dead_letter_path(&dlq),
+    )
+    .await;
+    for i in 0..5 {
+        durable.submit(record(i)).await.unwrap();
+    }
+    let report = durable.shutdown(Duration::from_secs(10)).await.remove(0);
+    assert_eq!(
+        (report.dead_lettered, report.dead_letter_write_failed),
+        (5, 5)
+    );
+    assert_eq!(durable.buffer_stats().unsettled, 5, "the log keeps them");
+
+    std::fs::remove_file(&dlq_dir).unwrap();
+    std::fs::create_dir(&dlq_dir).unwrap();
+    let (durable, found) = open(
+        &config(&buffer),
+        &rejecting(),
+        fast().with_dead_letter_path(&dlq),
+    )
+    .await;
+    assert_eq!(found.to_replay, 5);
+    durable.wait_replayed().await;
+    let report = durable.shutdown(Duration::from_secs(10)).await.remove(0);
+    assert_eq!(
+        (report.dead_lettered, report.dead_letter_write_failed),
+        (5, 0)
+    );
+    assert_eq!(durable.buffer_stats().unsettled, 0);
+    let written: Vec<String> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut written = written;
+    written.sort();
+    let mut expected: Vec<String> = (0..5).map(|i| id(i).to_string()).collect();
+    expected.sort();
+    assert_eq!(written, expected);
+}
+
 #[tokio::test]
 async fn a_directory_is_used_by_one_open_log_at_a_time() {
     let dir = tempfile::tempdir().unwrap();

@@ -298,8 +298,11 @@ async fn a_hung_exporter_in_a_fan_out_does_not_delay_the_other() {
     let p = Pipeline::builder()
         .with_exporter(
             hung.clone(),
+            // Its 4 hung batches of 100, the one being assembled and the queue hold 600 events:
+            // the rest make room under `drop_oldest`.
             fast()
                 .with_queue_capacity(100)
+                .with_max_batch_events(100)
                 .with_when_full(WhenFull::DropOldest),
         )
         .with_exporter(
@@ -686,6 +689,85 @@ async fn a_failing_dead_letter_write_is_counted_and_never_hangs() {
     );
     assert_eq!(report.dead_letter_write_failed, 5);
     assert_eq!(p.stats()[0].dead_letter_write_failed, 5);
+}
+
+/// A dead-letter line that a full disk cuts short is cut back off, so the next line (once
+/// there is room) starts on a line of its own and every line reads back. The disk is "full" for
+/// real: the first pipeline runs in a child process (this test again) whose files may not grow
+/// past 2 KiB (`ulimit -f`, `SIGXFSZ` ignored): a line crossing it gets a short write, then
+/// `EFBIG`, as `ENOSPC` would.
+#[tokio::test]
+async fn a_dead_letter_cut_short_by_a_full_disk_leaves_no_half_line() {
+    const CHILD: &str = "CLAWDSTRIKE_TEST_DEAD_LETTER_CHILD";
+    const NAME: &str = "a_dead_letter_cut_short_by_a_full_disk_leaves_no_half_line";
+    let rejecting = || {
+        Arc::new(
+            ScriptedExporter::new("rejecting")
+                .with_default(Step::FailAll(Failure::permanent("HTTP 400"))),
+        )
+    };
+    async fn dead_letter(
+        exporter: &Arc<ScriptedExporter>,
+        dlq: &Path,
+        range: std::ops::Range<u64>,
+    ) -> (u64, u64) {
+        let p = pipeline(
+            exporter,
+            fast().with_max_batch_events(100).with_dead_letter_path(dlq),
+        );
+        for i in range {
+            p.submit(event(i)).await.expect("open");
+        }
+        let report = p.shutdown(Duration::from_secs(10)).await.remove(0);
+        (report.dead_lettered, report.dead_letter_write_failed)
+    }
+    if let Some(dlq) = std::env::var_os(CHILD) {
+        let (dead, failed) = dead_letter(&rejecting(), Path::new(&dlq), 0..6).await;
+        println!("child: dead_lettered {dead} write_failed {failed}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dlq = dir.path().join("dlq.jsonl");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap "" XFSZ && ulimit -f 4 && exec "$0" "$@""#)
+        .arg(std::env::current_exe().expect("the test binary"))
+        .args([NAME, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD, &dlq)
+        .output()
+        .expect("sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("child: dead_lettered 6 write_failed ")
+                .map(|(_, n)| n)
+        })
+        .unwrap_or_else(|| panic!("the child's report: {stdout}"));
+    let failed: usize = line.trim().parse().expect("a count");
+    let kept = std::fs::read(&dlq).expect("the dead-letter file");
+    let whole = kept.iter().filter(|&&b| b == b'\n').count();
+    assert!(
+        (1..6).contains(&failed) && whole == 6 - failed,
+        "the limit cut a line ({failed} failed, {whole} whole lines)"
+    );
+    assert!(
+        kept.ends_with(b"\n"),
+        "no part of the cut line is left: {} bytes, ending {:?}",
+        kept.len(),
+        String::from_utf8_lossy(&kept[kept.len().saturating_sub(40)..])
+    );
+
+    // With room again, the next dead letter starts a line of its own: every line reads back.
+    assert_eq!(dead_letter(&rejecting(), &dlq, 6..7).await, (1, 0));
+    let read = read_dead_letters(&dlq);
+    assert_eq!(read.len(), 6 - failed + 1);
+    assert_eq!(read.last().map(|d| d.event.event_id), Some(id(6)));
 }
 
 #[derive(Debug, Default)]
