@@ -426,6 +426,97 @@ async fn following_stops_at_a_line_the_disk_buffer_cannot_write_and_a_restart_de
     intake.shutdown().await;
 }
 
+/// A bad line whose reject cannot be written (here the rejects file's directory does not
+/// exist; a full disk is the same) is recorded nowhere, so it is not passed over: `--follow`
+/// stops before it (exit 1, the line named, the checkpoint where it begins) and a restart with
+/// a writable rejects file records it and goes on; `ship` of a file says so and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_line_whose_reject_cannot_be_written_stops_following_before_it() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
+    let all = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let input: Vec<&str> = [&lines[0..3], &["{\"not\": \"an event\"}"], &lines[3..6]].concat();
+    let good: Vec<&str> = lines[0..6].to_vec();
+    let nowhere = dir.path().join("missing").join("rejects.ndjson");
+    let ship = |rejects: &Path| {
+        let mut cmd = dd_command(dir.path());
+        cmd.env("DD_API_KEY", KEY)
+            .arg("ship")
+            .arg("--config")
+            .arg(&config)
+            .arg("--rejects")
+            .arg(rejects);
+        cmd
+    };
+
+    // Backfill: every good line is shipped, and the run fails saying why.
+    let file = dir.path().join("backfill.ndjson");
+    append(&file, &input);
+    let mut cmd = ship(&nowhere);
+    cmd.arg(&file);
+    let mut run = Running::spawn(cmd);
+    let code = run.wait(WAIT).code();
+    let stderr = run.stderr();
+    assert_eq!(code, Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("1 bad lines could not be written to"),
+        "{stderr}"
+    );
+    assert_each_line_arrived_once(&intake, &good);
+
+    // Follow: stops before the bad line.
+    intake.reset();
+    let log = dir.path().join("audit.ndjson");
+    let checkpoint = dir.path().join("audit.checkpoint");
+    append(&log, &input);
+    let mut cmd = ship(&nowhere);
+    cmd.arg("--follow")
+        .arg(&log)
+        .arg("--checkpoint")
+        .arg(&checkpoint);
+    let mut run = Running::spawn(cmd);
+    let code = run.wait(WAIT).code();
+    let stderr = run.stderr();
+    assert_eq!(code, Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("following stopped at {} line 4", log.display())),
+        "{stderr}"
+    );
+    let line_start: usize = input[..3].iter().map(|l| l.len() + 1).sum();
+    let saved = read_jsonl(&checkpoint)
+        .first()
+        .and_then(|c| c["offset"].as_u64())
+        .expect("a checkpoint was written");
+    assert_eq!(
+        saved, line_start as u64,
+        "the checkpoint stops where line 4 begins"
+    );
+    assert_eq!(received_ids(&intake), event_ids(&lines[0..3]));
+
+    // A restart that can write the reject records it and delivers the rest, once.
+    let rejects = dir.path().join("rejects.ndjson");
+    let mut cmd = ship(&rejects);
+    cmd.arg("--follow")
+        .arg(&log)
+        .arg("--checkpoint")
+        .arg(&checkpoint);
+    let mut run = Running::spawn(cmd);
+    assert!(
+        poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)),
+        "the checkpoint reaches the end; stderr:\n{}",
+        run.stderr()
+    );
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
+    assert_each_line_arrived_once(&intake, &good);
+    let rejected = read_jsonl(&rejects);
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["line"], 4);
+    intake.shutdown().await;
+}
+
 /// An event larger than the whole disk buffer is bad input, not a reason to stop: `ship` of a
 /// file and `--follow` both write it to the rejects file (its line number, the reason, the
 /// event as JSON) and deliver the lines around it. (Stopping there would make a follow stall

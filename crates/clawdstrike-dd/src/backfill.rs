@@ -48,7 +48,8 @@ impl BackfillReport {
             Submitted::Taken => self.submitted += 1,
             Submitted::TooLarge { event, why } => {
                 self.rejected += 1;
-                rejects.write_too_large(source, at.0, at.1, &event, why);
+                // A failure is counted in `rejects.failed()`: the run fails at the end.
+                let _ = rejects.write_too_large(source, at.0, at.1, &event, why);
             }
             Submitted::Refused => self.refused += 1,
         }
@@ -138,7 +139,8 @@ pub(crate) async fn run(
                 }
                 Item::Rejected(bad) => {
                     report.rejected += 1;
-                    rejects.write(&Reject {
+                    // A failure is counted in `rejects.failed()`: the run fails at the end.
+                    let _ = rejects.write(&Reject {
                         source: &name,
                         line: bad.line,
                         offset: bad.offset,

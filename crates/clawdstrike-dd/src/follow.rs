@@ -5,7 +5,8 @@
 //!
 //! Every line read gets a sequence number; the pipeline's [`SettleHook`] reports, per exporter,
 //! when each event is settled (delivered, dead-lettered, filtered or dropped by the queue
-//! policy). Bad and blank lines are settled at once. The checkpoint is the position just past
+//! policy). Blank lines are settled at once, bad lines once their reject is written (one that
+//! cannot be written stops the reading before it, like a refused event). The checkpoint is the position just past
 //! the last line of the longest *contiguous* run of lines settled by *every* exporter:
 //! `{"path","dev","ino","offset","line"}`, written atomically (temporary file + rename) at most
 //! every 200 ms and once more at shutdown.
@@ -193,7 +194,11 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, String>
 /// power loss leaves the old checkpoint or the new one, never an empty file).
 fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) {
     use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
+    // `audit.checkpoint.tmp`, not `audit.tmp`: two checkpoints that differ only in their
+    // extension must not share a temporary file.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let text = serde_json::to_string(checkpoint).unwrap_or_default();
     let result = File::create(&tmp)
         .and_then(|mut f| {
@@ -311,9 +316,7 @@ impl Reader {
         if raw.last() == Some(&b'\r') {
             raw = &raw[..raw.len() - 1];
         }
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            return self.send(Item::Blank { seq, position });
-        }
+        // The length first: `raw` holds only the start of an over-long line, which may be blank.
         if len > self.max_line_bytes as u64 {
             let error = clawdstrike_schema::DecodeError::TooLong {
                 len,
@@ -331,6 +334,9 @@ impl Reader {
                 truncated: true,
             };
             return self.send(item);
+        }
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return self.send(Item::Blank { seq, position });
         }
         match decode_event(raw) {
             Ok(event) => self.send(Item::Event {
@@ -572,7 +578,7 @@ impl Follow {
                     self.submitted(at, submitted, sink, rejects, &mut report);
                     continue;
                 }
-                _ = ticker.tick() => { self.save_if_moved(sink).await; continue; }
+                _ = ticker.tick() => { self.save_if_moved(sink, rejects).await; continue; }
                 item = rx.recv(), if report.refused == 0 && in_flight.len() < SUBMITS_IN_FLIGHT => item,
             };
             let Some(item) = item else { break };
@@ -600,8 +606,7 @@ impl Follow {
                     truncated,
                 } => {
                     self.tracker.register(seq, position);
-                    report.rejected += 1;
-                    rejects.write(&Reject {
+                    let written = rejects.write(&Reject {
                         source: &source,
                         line,
                         offset,
@@ -609,7 +614,7 @@ impl Follow {
                         raw: &raw,
                         truncated,
                     });
-                    self.tracker.complete(seq);
+                    self.rejected(seq, &source, line, written.is_ok(), &mut report);
                 }
                 Item::Blank { seq, position } => {
                     self.tracker.register(seq, position);
@@ -648,26 +653,52 @@ impl Follow {
                 }
             }
             Submitted::TooLarge { event, why } => {
-                report.rejected += 1;
-                rejects.write_too_large(&source, line, offset, &event, why);
-                self.tracker.complete(seq);
+                let written = rejects.write_too_large(&source, line, offset, &event, why);
+                self.rejected(seq, &source, line, written.is_ok(), report);
             }
-            Submitted::Refused => {
-                report.refused += 1;
-                if report.stopped_at.is_none() {
-                    report.stopped_at = Some(format!("{source} line {line}"));
-                }
-            }
+            Submitted::Refused => Self::refused(&source, line, report),
+        }
+    }
+
+    /// A bad line is settled once its reject is written. One that could not be (a full disk, a
+    /// missing directory) is refused instead: the reading stops before it, so the checkpoint
+    /// never passes a bad line recorded nowhere, and a restart reads it again.
+    fn rejected(
+        &self,
+        seq: u64,
+        source: &str,
+        line: u64,
+        written: bool,
+        report: &mut FollowReport,
+    ) {
+        if written {
+            report.rejected += 1;
+            self.tracker.complete(seq);
+        } else {
+            Self::refused(source, line, report);
+        }
+    }
+
+    fn refused(source: &str, line: u64, report: &mut FollowReport) {
+        report.refused += 1;
+        if report.stopped_at.is_none() {
+            report.stopped_at = Some(format!("{source} line {line}"));
         }
     }
 
     /// Writes the checkpoint if it moved. With the disk buffer, the lines it passes count as
     /// settled once the buffer took them, so the buffer is synced first: the checkpoint never
     /// runs ahead of what survives a power loss (as far as the buffer's fsync policy goes).
-    async fn save_if_moved(&self, sink: &Sink) {
+    async fn save_if_moved(&self, sink: &Sink, rejects: &Rejects) {
         let Some(position) = self.tracker.take_dirty() else {
             return;
         };
+        // The rejects of the lines it passes come first (a few lines at most, rarely any).
+        if let Err(e) = rejects.sync() {
+            tracing::error!(path = %rejects.path().display(), error = %e, "cannot sync the rejects file; the checkpoint waits");
+            self.tracker.mark_dirty();
+            return;
+        }
         if sink.is_durable() {
             let sink = sink.clone();
             let synced = tokio::task::spawn_blocking(move || sink.sync_buffer())
@@ -695,10 +726,14 @@ impl Follow {
     /// Writes the final checkpoint (call after the pipeline's shutdown, which also closed and
     /// synced the disk buffer), unless the buffer's fsync failed: then the lines it took may
     /// not be on disk, and the checkpoint stays where it was (they are read again).
-    pub(crate) fn finish(&self, buffer_fsync_failed: bool) {
+    pub(crate) fn finish(&self, buffer_fsync_failed: bool, rejects: &Rejects) {
         if let Some(position) = self.tracker.take_dirty() {
             if buffer_fsync_failed {
                 tracing::error!("the disk buffer's fsync failed: the checkpoint is not moved");
+                return;
+            }
+            if let Err(e) = rejects.sync() {
+                tracing::error!(path = %rejects.path().display(), error = %e, "cannot sync the rejects file: the checkpoint is not moved");
                 return;
             }
             self.write(position);
@@ -717,6 +752,41 @@ mod tests {
             offset,
             line: offset,
         }
+    }
+
+    /// An over-long line is rejected even when the start kept of it is blank (it used to be
+    /// taken for a blank line and settled with no reject); a line of spaces alone is blank.
+    #[test]
+    fn an_over_long_line_starting_with_spaces_is_rejected_not_blank() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        let long = format!("{}{{\"event\": 1}}", " ".repeat(20));
+        std::fs::write(&path, format!("{long}\n{}\n", " ".repeat(10))).unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut reader = Reader {
+            path: path.clone(),
+            max_line_bytes: 16,
+            seq: 0,
+            tx,
+            halt: Arc::new(AtomicBool::new(false)),
+        };
+        let mut open = OpenFile::open(&path, 0, 1).unwrap();
+        assert!(reader.drain(&mut open));
+        match rx.try_recv() {
+            Ok(Item::Rejected {
+                line,
+                error,
+                truncated,
+                ..
+            }) => {
+                assert_eq!(line, 1);
+                assert!(truncated);
+                assert!(error.contains(&long.len().to_string()), "{error}");
+            }
+            other => panic!("line 1 is rejected: {other:?}"),
+        }
+        assert!(matches!(rx.try_recv(), Ok(Item::Blank { .. })));
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done; every event was delivered (bad input lines are in the rejects file) |
-//! | 1 | a runtime failure: unreadable input, listener cannot bind, the disk buffer refused an event (a failed write or fsync), `check` found a problem, a signals call failed |
+//! | 1 | a runtime failure: unreadable input, listener cannot bind, the disk buffer refused an event (a failed write or fsync), a bad line could not be written to the rejects file, `check` found a problem, a signals call failed |
 //! | 2 | usage or configuration error (the message names the key), or a key that cannot be loaded |
 //! | 3 | shipped, but events were left undelivered: dead-lettered, dropped, left behind at the shutdown deadline, kept in the disk buffer for the next start, found in the disk buffer but no longer readable as events, or input not read to its end because of a signal |
 //!
@@ -367,7 +367,7 @@ async fn ship(args: ShipArgs) -> u8 {
         let report = f.run(max_line_bytes, &sink, &rejects, &mut stop).await;
         if report.refused > 0 {
             eprintln!(
-                "clawdstrike-dd: {} events were read but not taken (refused: see the log); following stopped at {}, and a restart reads them again from the checkpoint",
+                "clawdstrike-dd: {} lines were read but not taken (refused, or their reject could not be written: see the log); following stopped at {}, and a restart reads them again from the checkpoint",
                 report.refused,
                 report.stopped_at.as_deref().unwrap_or("?")
             );
@@ -413,7 +413,7 @@ async fn ship(args: ShipArgs) -> u8 {
     }
     let outcome = forwarder.shutdown(settings.shutdown_timeout()).await;
     if let Some(f) = &follow {
-        f.finish(outcome.buffer_fsync_failed());
+        f.finish(outcome.buffer_fsync_failed(), &rejects);
     }
     outcome.print();
     if rejects.count() > 0 {
@@ -422,6 +422,14 @@ async fn ship(args: ShipArgs) -> u8 {
             rejects.count(),
             rejects.path().display()
         );
+    }
+    if rejects.failed() > 0 {
+        eprintln!(
+            "clawdstrike-dd: {} bad lines could not be written to {} (see the log)",
+            rejects.failed(),
+            rejects.path().display()
+        );
+        failed = true;
     }
     if outcome.undelivered() > 0 || outcome.kept_for_next_start() > 0 || incomplete {
         EXIT_UNDELIVERED

@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
@@ -33,8 +34,18 @@ pub(crate) struct Reject<'a> {
 #[derive(Debug)]
 pub(crate) struct Rejects {
     path: PathBuf,
-    file: Mutex<Option<File>>,
-    count: std::sync::atomic::AtomicU64,
+    file: Mutex<Option<OpenRejects>>,
+    count: AtomicU64,
+    failed: AtomicU64,
+}
+
+#[derive(Debug)]
+struct OpenRejects {
+    file: File,
+    /// Bytes in the file, all whole lines.
+    len: u64,
+    /// Written to since the last [`Rejects::sync`].
+    dirty: bool,
 }
 
 impl Rejects {
@@ -43,7 +54,8 @@ impl Rejects {
         Rejects {
             path: path.to_owned(),
             file: Mutex::new(None),
-            count: Default::default(),
+            count: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
     }
 
@@ -54,7 +66,29 @@ impl Rejects {
 
     /// Rejects written so far.
     pub(crate) fn count(&self) -> u64 {
-        self.count.load(std::sync::atomic::Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Rejects that could not be written (each logged at `error`).
+    pub(crate) fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Fsyncs what was written since the last call: a checkpoint may pass a rejected line only
+    /// once its reject survives a power loss.
+    ///
+    /// # Errors
+    /// The fsync's.
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        match file.as_mut() {
+            Some(open) if open.dirty => {
+                open.file.sync_data()?;
+                open.dirty = false;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A line whose event is larger than the whole disk buffer: kept as the event's JSON, with
@@ -66,7 +100,7 @@ impl Rejects {
         offset: u64,
         event: &clawdstrike_schema::SecurityEvent,
         why: String,
-    ) {
+    ) -> std::io::Result<()> {
         let mut raw = Vec::new();
         event.write_json(&mut raw);
         self.write(&Reject {
@@ -76,11 +110,28 @@ impl Rejects {
             error: why,
             raw: &raw,
             truncated: false,
-        });
+        })
     }
 
-    /// Appends one reject (a failed write is logged, never fatal).
-    pub(crate) fn write(&self, reject: &Reject<'_>) {
+    /// Appends one reject. A failure is logged and counted ([`failed`](Self::failed)); the
+    /// caller decides what becomes of the line (a follow stops before it, so the checkpoint
+    /// never passes a bad line recorded nowhere).
+    ///
+    /// # Errors
+    /// Opening or writing the file; a line cut short by a full disk is cut back off.
+    pub(crate) fn write(&self, reject: &Reject<'_>) -> std::io::Result<()> {
+        let written = self.append(reject);
+        match &written {
+            Ok(()) => self.count.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), source = reject.source, line = reject.line, error = %e, "cannot write the rejects file");
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        written
+    }
+
+    fn append(&self, reject: &Reject<'_>) -> std::io::Result<()> {
         let mut value = json!({
             "source": reject.source,
             "line": reject.line,
@@ -99,31 +150,31 @@ impl Rejects {
         }
         let mut line = value.to_string();
         line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if file.is_none() {
-            match OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
-                Ok(f) => *file = Some(f),
-                Err(e) => {
-                    tracing::error!(path = %self.path.display(), error = %e, "cannot open the rejects file");
-                    return;
-                }
+        let mut slot = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let open = match &mut *slot {
+            Some(open) => open,
+            None => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                let len = file.metadata()?.len();
+                slot.insert(OpenRejects {
+                    file,
+                    len,
+                    dirty: false,
+                })
             }
+        };
+        open.dirty = true;
+        if let Err(e) = open.file.write_all(line.as_bytes()) {
+            // Part of the line may be in: cut it off, and reopen next time.
+            let _ = open.file.set_len(open.len);
+            *slot = None;
+            return Err(e);
         }
-        if let Some(f) = file.as_mut() {
-            match f.write_all(line.as_bytes()) {
-                Ok(()) => {
-                    self.count
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the rejects file")
-                }
-            }
-        }
+        open.len += line.len() as u64;
+        Ok(())
     }
 }
 
@@ -145,7 +196,8 @@ mod tests {
             error: "bad".into(),
             raw: b"{\"x\":1}",
             truncated: false,
-        });
+        })
+        .unwrap();
         r.write(&Reject {
             source: "a",
             line: 4,
@@ -153,7 +205,8 @@ mod tests {
             error: "utf8".into(),
             raw: b"\xff\xfeok",
             truncated: true,
-        });
+        })
+        .unwrap();
         let lines: Vec<Value> = std::fs::read_to_string(&path)
             .unwrap()
             .lines()
