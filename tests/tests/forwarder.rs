@@ -264,10 +264,12 @@ async fn follow_survives_rotation_and_sigkill_without_loss_or_duplicates() {
         .wait_for_items(10, WAIT)
         .await
         .expect("first 10 lines");
-    // Rotation by rename while running: the old writer finishes the old file, a new file starts.
+    // Rotation by rename while running: a new file starts, and the old writer, which has not
+    // reopened the path yet, writes on to the old file after the forwarder saw the rename.
     std::fs::rename(&log, dir.path().join("audit.ndjson.1")).unwrap();
-    append(&dir.path().join("audit.ndjson.1"), &lines[10..13]);
     append(&log, &lines[13..20]);
+    run.wait_for_line("file renamed away", WAIT);
+    append(&dir.path().join("audit.ndjson.1"), &lines[10..13]);
     intake
         .wait_for_items(20, WAIT)
         .await

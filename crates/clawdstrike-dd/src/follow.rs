@@ -23,6 +23,10 @@
 //!   `events.log.1`), the rest of it is found by inode among the files of the same directory
 //!   and read first, then the new file from its start. A file removed while stopped cannot be
 //!   finished (its unread lines are lost; a warning says so).
+//! - Rotation while running: a file renamed away is read until its writer has been quiet for
+//!   [`ROTATE_WAIT`] (5 s), since the writer keeps appending to it until it reopens the path;
+//!   then its unterminated last line, if any, is taken as a line, and the new file is read
+//!   from its start.
 //! - Truncation is noticed when the file becomes shorter than the read position (as with
 //!   `tail -F`): a file truncated and refilled past that position before the next poll is
 //!   read from the old position. Prefer rotation by rename.
@@ -62,6 +66,10 @@ const POLL: Duration = Duration::from_millis(100);
 /// pipeline (the HTTP listener uses the pipeline's own counter, from 0) never move the
 /// checkpoint.
 const SEQ_BASE: u64 = 1 << 63;
+/// How long a file renamed away is still read after its last new data before the new file at
+/// the path is started: its writer keeps appending to it until it reopens the path (logrotate's
+/// `create` with a `postrotate` signal). Fluent Bit's `rotate_wait` has the same default.
+const ROTATE_WAIT: Duration = Duration::from_secs(5);
 /// How often the checkpoint is written when it moved.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
@@ -406,6 +414,25 @@ impl Reader {
         }
     }
 
+    /// Reads `open` until nothing new arrived for [`ROTATE_WAIT`] (or a stop); false when the
+    /// receiver is gone.
+    fn drain_until_quiet(&mut self, open: &mut OpenFile) -> bool {
+        let mut quiet_since = std::time::Instant::now();
+        loop {
+            let before = (open.offset, open.partial_len);
+            if !self.drain(open) {
+                return false;
+            }
+            if (open.offset, open.partial_len) != before {
+                quiet_since = std::time::Instant::now();
+            }
+            if self.halt.load(Ordering::Relaxed) || quiet_since.elapsed() >= ROTATE_WAIT {
+                return true;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// A rotated file's last line may lack its newline: the writer is done with it.
     fn finish_rotated(&mut self, open: &mut OpenFile) -> bool {
         if open.partial_len == 0 {
@@ -435,9 +462,19 @@ impl Reader {
             }
             match std::fs::metadata(&self.path) {
                 Ok(meta) if meta.dev() != current.dev || meta.ino() != current.ino => {
-                    // Renamed away: finish the old file (writes that raced the rename), then
+                    // Renamed away: read the old file until its writer has been quiet for
+                    // `ROTATE_WAIT` (it may not have reopened the path yet), finish it, then
                     // start the new one from its beginning.
-                    if !self.drain(current) || !self.finish_rotated(current) {
+                    tracing::info!(file = %current.name, "file renamed away; reading it until it has been quiet for {ROTATE_WAIT:?}");
+                    if !self.drain_until_quiet(current) {
+                        return;
+                    }
+                    if self.halt.load(Ordering::Relaxed) {
+                        // Stopped while waiting: the checkpoint stays in the old file, where
+                        // a restart finds it by inode.
+                        return;
+                    }
+                    if !self.finish_rotated(current) {
                         return;
                     }
                     tracing::info!(file = %self.path.display(), "file rotated; following the new one");
