@@ -428,6 +428,42 @@ async fn following_stops_at_a_line_the_disk_buffer_cannot_write_and_a_restart_de
     intake.shutdown().await;
 }
 
+/// A followed path that cannot be opened for a reason other than "not there yet" (here its
+/// directory is a regular file: ENOTDIR, even for root; EACCES is the usual one) is reported,
+/// once, instead of being waited on in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_file_that_cannot_be_opened_is_reported() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
+    let not_a_dir = dir.path().join("logs");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let log = not_a_dir.join("audit.ndjson");
+    let run = follow(
+        dir.path(),
+        &config,
+        &log,
+        &dir.path().join("audit.checkpoint"),
+    );
+    let line = run.wait_for_line("cannot open the followed file", WAIT);
+    assert!(
+        line.contains(&log.display().to_string()) && line.contains("Not a directory"),
+        "{line}"
+    );
+    run.signal("TERM");
+    let mut run = run;
+    run.wait(WAIT);
+    let reported = run
+        .stderr()
+        .matches("cannot open the followed file")
+        .count();
+    assert!(
+        (1..=2).contains(&reported),
+        "logged once per kind, not every 100 ms: {reported}"
+    );
+    intake.shutdown().await;
+}
+
 /// A bad line whose reject cannot be written (here the rejects file's directory does not
 /// exist; a full disk is the same) is recorded nowhere, so it is not passed over: `--follow`
 /// stops before it (exit 1, the line named, the checkpoint where it begins) and a restart with

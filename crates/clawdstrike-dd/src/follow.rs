@@ -301,6 +301,31 @@ struct Reader {
     seq: u64,
     tx: mpsc::Sender<Item>,
     halt: Arc<AtomicBool>,
+    /// The last error opening the path, so that a lasting one is logged once.
+    open_error: Option<std::io::ErrorKind>,
+}
+
+/// Opens `path` at `offset`. An error other than "not found" (a file not there yet is waited
+/// for quietly) is logged, unless `last` says it is the same kind as the previous attempt's.
+fn open_logged(
+    path: &Path,
+    offset: u64,
+    line: u64,
+    last: &mut Option<std::io::ErrorKind>,
+) -> Option<OpenFile> {
+    match OpenFile::open(path, offset, line) {
+        Ok(open) => {
+            *last = None;
+            Some(open)
+        }
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound && *last != Some(e.kind()) {
+                tracing::error!(file = %path.display(), error = %e, "cannot open the followed file; trying again every 100 ms");
+            }
+            *last = Some(e.kind());
+            None
+        }
+    }
 }
 
 impl Reader {
@@ -451,9 +476,9 @@ impl Reader {
     fn run(mut self, mut open: Option<OpenFile>) {
         while !self.halt.load(Ordering::Relaxed) {
             let Some(current) = open.as_mut() else {
-                match OpenFile::open(&self.path, 0, 1) {
-                    Ok(o) => open = Some(o),
-                    Err(_) => std::thread::sleep(POLL),
+                match open_logged(&self.path, 0, 1, &mut self.open_error) {
+                    Some(o) => open = Some(o),
+                    None => std::thread::sleep(POLL),
                 }
                 continue;
             };
@@ -478,11 +503,11 @@ impl Reader {
                         return;
                     }
                     tracing::info!(file = %self.path.display(), "file rotated; following the new one");
-                    open = OpenFile::open(&self.path, 0, 1).ok();
+                    open = open_logged(&self.path, 0, 1, &mut self.open_error);
                 }
                 Ok(meta) if meta.len() < current.offset => {
                     tracing::info!(file = %self.path.display(), "file truncated; reading from its start");
-                    open = OpenFile::open(&self.path, 0, 1).ok();
+                    open = open_logged(&self.path, 0, 1, &mut self.open_error);
                 }
                 _ => std::thread::sleep(POLL),
             }
@@ -507,24 +532,25 @@ fn find_by_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
 
 /// Where to start, from the checkpoint.
 fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFile> {
+    let mut last = None;
     let Some(cp) = checkpoint else {
-        return OpenFile::open(path, 0, 1).ok();
+        return open_logged(path, 0, 1, &mut last);
     };
     let p = cp.position;
     if let Ok(meta) = std::fs::metadata(path)
         && meta.dev() == p.dev
         && meta.ino() == p.ino
     {
-        return OpenFile::open(path, p.offset, p.line).ok();
+        return open_logged(path, p.offset, p.line, &mut last);
     }
     match find_by_inode(path, p.dev, p.ino) {
         Some(rotated) => {
             tracing::info!(file = %rotated.display(), "resuming the rotated file from the checkpoint first");
-            OpenFile::open(&rotated, p.offset, p.line).ok()
+            open_logged(&rotated, p.offset, p.line, &mut last)
         }
         None => {
             tracing::warn!(file = %path.display(), "the checkpointed file is gone; its unread lines cannot be recovered; reading the current file from its start");
-            OpenFile::open(path, 0, 1).ok()
+            open_logged(path, 0, 1, &mut last)
         }
     }
 }
@@ -594,6 +620,7 @@ impl Follow {
             seq: SEQ_BASE,
             tx,
             halt: Arc::clone(&halt),
+            open_error: None,
         };
         let open = starting_point(&self.path, self.start.as_ref());
         let thread = std::thread::spawn(move || reader.run(open));
@@ -806,6 +833,7 @@ mod tests {
             seq: 0,
             tx,
             halt: Arc::new(AtomicBool::new(false)),
+            open_error: None,
         };
         let mut open = OpenFile::open(&path, 0, 1).unwrap();
         assert!(reader.drain(&mut open));
