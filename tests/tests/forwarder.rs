@@ -222,6 +222,18 @@ fn follow_with(mut cmd: Command, config: &Path, log: &Path, checkpoint: &Path) -
     Running::spawn(cmd)
 }
 
+/// `ship --config config --rejects rejects` in `dir`, more arguments to follow.
+fn ship_with_rejects(dir: &Path, config: &Path, rejects: &Path) -> Command {
+    let mut cmd = dd_command(dir);
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(config)
+        .arg("--rejects")
+        .arg(rejects);
+    cmd
+}
+
 /// The event ids of NDJSON lines.
 fn event_ids(lines: &[&str]) -> BTreeSet<String> {
     lines
@@ -478,16 +490,7 @@ async fn a_bad_line_whose_reject_cannot_be_written_stops_following_before_it() {
     let input: Vec<&str> = [&lines[0..3], &["{\"not\": \"an event\"}"], &lines[3..6]].concat();
     let good: Vec<&str> = lines[0..6].to_vec();
     let nowhere = dir.path().join("missing").join("rejects.ndjson");
-    let ship = |rejects: &Path| {
-        let mut cmd = dd_command(dir.path());
-        cmd.env("DD_API_KEY", KEY)
-            .arg("ship")
-            .arg("--config")
-            .arg(&config)
-            .arg("--rejects")
-            .arg(rejects);
-        cmd
-    };
+    let ship = |rejects: &Path| ship_with_rejects(dir.path(), &config, rejects);
 
     // Backfill: every good line is shipped, and the run fails saying why.
     let file = dir.path().join("backfill.ndjson");
@@ -594,17 +597,7 @@ async fn an_event_too_large_for_the_disk_buffer_is_rejected_and_the_input_goes_o
         serde_json::from_str::<serde_json::Value>(big).unwrap()["event_id"].clone()
     }
 
-    // `ship --config config --rejects rejects`, more arguments to follow.
-    let ship = |rejects: &Path| {
-        let mut cmd = dd_command(dir.path());
-        cmd.env("DD_API_KEY", KEY)
-            .arg("ship")
-            .arg("--config")
-            .arg(&config)
-            .arg("--rejects")
-            .arg(rejects);
-        cmd
-    };
+    let ship = |rejects: &Path| ship_with_rejects(dir.path(), &config, rejects);
 
     // Backfill.
     let file = dir.path().join("backfill.ndjson");
