@@ -1197,16 +1197,11 @@ impl Lane {
                 .dead_letter_write_failed
                 .fetch_add(failed.len() as u64, Ordering::Relaxed);
             let mut written = vec![true; dead.len()];
-            let path = lane
-                .dead_letters
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
             for (i, error) in failed {
                 written[i] = false;
                 tracing::error!(
                     exporter = %lane.name,
-                    path = %path,
+                    path = ?lane.dead_letters.path(),
                     event_id = %dead[i].record.event.event_id,
                     dead_letter_error = %dead[i].reason,
                     %error,

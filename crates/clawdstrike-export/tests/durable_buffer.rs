@@ -3,6 +3,8 @@
 
 #![cfg(feature = "testing")]
 
+mod common;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -430,20 +432,7 @@ async fn a_kept_line_cut_short_by_a_full_disk_is_cut_back_and_kept_whole_at_the_
     }
     let aside = dir.path().join("undecodable.ndjson");
 
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(r#"trap "" XFSZ && ulimit -f 12 && exec "$0" "$@""#)
-        .arg(std::env::current_exe().unwrap())
-        .args([NAME, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(CHILD, dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::rerun_with_file_size_limit(NAME, CHILD, dir.path().as_os_str(), 12);
     assert!(
         stdout.contains("child: replayed 3 undecodable 1 not_kept 1 unsettled 1"),
         "the first record is kept aside, the second is not and stays in the log: {stdout}"

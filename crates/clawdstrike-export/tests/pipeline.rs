@@ -3,6 +3,8 @@
 
 #![cfg(feature = "testing")]
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::pin::pin;
@@ -728,20 +730,7 @@ async fn a_dead_letter_cut_short_by_a_full_disk_leaves_no_half_line() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let dlq = dir.path().join("dlq.jsonl");
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(r#"trap "" XFSZ && ulimit -f 4 && exec "$0" "$@""#)
-        .arg(std::env::current_exe().expect("the test binary"))
-        .args([NAME, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(CHILD, &dlq)
-        .output()
-        .expect("sh runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::rerun_with_file_size_limit(NAME, CHILD, dlq.as_os_str(), 4);
     let line = stdout
         .lines()
         .find_map(|l| {

@@ -51,7 +51,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Box<Resp>> {
 
 /// The most a request to a control endpoint may carry (a seeded fault schedule, signals, keys):
 /// the Datadog endpoints' `max_body_bytes` does not apply here.
-pub(crate) const ADMIN_BODY_MAX: usize = 16 << 20;
+const ADMIN_BODY_MAX: usize = 16 << 20;
 
 pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
