@@ -6,7 +6,12 @@ use std::ffi::OsStr;
 /// where no file may grow past `blocks` 512-byte blocks (`ulimit -f`) and `SIGXFSZ` is ignored:
 /// a write past the limit gets a short write, then `EFBIG`, as on a full disk. The test tells
 /// it is the child by `env`. Asserts that the child passed; returns its stdout.
-pub(crate) fn rerun_with_file_size_limit(name: &str, env: &str, value: &OsStr, blocks: u32) -> String {
+pub(crate) fn rerun_with_file_size_limit(
+    name: &str,
+    env: &str,
+    value: &OsStr,
+    blocks: u32,
+) -> String {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
