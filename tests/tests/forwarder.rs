@@ -1116,6 +1116,23 @@ async fn the_disk_buffer_keeps_events_across_a_sigkill_and_replays_them() {
     );
     let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
     let mut run = ship_fixtures_until_stalled(dir.path(), &config, &intake).await;
+    // A second forwarder on the same buffer cannot start while the first holds its lock: a
+    // failure of the moment (exit 1, which a supervisor retries), not a configuration error
+    // (exit 2, which the systemd unit never restarts).
+    let mut second = dd_command(dir.path());
+    second
+        .env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config)
+        .arg(fixture("events.ndjson"));
+    let mut second = Running::spawn(second);
+    assert_eq!(second.wait(WAIT).code(), Some(1), "{}", second.stderr());
+    assert!(
+        second.stderr().contains("in use by another process"),
+        "{}",
+        second.stderr()
+    );
     run.signal("KILL");
     run.wait(WAIT);
     assert_eq!(

@@ -51,6 +51,61 @@ pub(crate) enum Submitted {
     Refused,
 }
 
+/// Why [`Forwarder::start`] failed.
+#[derive(Debug)]
+pub(crate) struct StartError {
+    /// What failed, for the user.
+    pub(crate) message: String,
+    /// A failure of the moment, not of the configuration: a key store that cannot be reached,
+    /// a disk buffer directory that cannot be opened or is locked by another process. A later
+    /// start may succeed (exit 1, which a supervisor restarts); otherwise exit 2.
+    pub(crate) transient: bool,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<StartError> for String {
+    fn from(e: StartError) -> String {
+        e.message
+    }
+}
+
+impl StartError {
+    fn config(e: impl std::fmt::Display) -> StartError {
+        StartError {
+            message: e.to_string(),
+            transient: false,
+        }
+    }
+}
+
+impl From<clawdstrike_datadog::exporter::BuildError> for StartError {
+    fn from(e: clawdstrike_datadog::exporter::BuildError) -> StartError {
+        let transient = matches!(
+            &e,
+            clawdstrike_datadog::exporter::BuildError::Key { source, .. } if source.is_transient()
+        );
+        StartError {
+            message: e.to_string(),
+            transient,
+        }
+    }
+}
+
+impl From<clawdstrike_export::OpenError> for StartError {
+    fn from(e: clawdstrike_export::OpenError) -> StartError {
+        let transient = matches!(e, clawdstrike_export::OpenError::Io { .. });
+        StartError {
+            message: e.to_string(),
+            transient,
+        }
+    }
+}
+
 /// How long the HTTP input waits for room in a full disk buffer before answering 503.
 const DURABLE_TRY_WAIT: Duration = Duration::from_millis(250);
 
@@ -265,21 +320,20 @@ impl Forwarder {
         settings: &Settings,
         keys: Keys,
         hook: Option<Arc<dyn SettleHook>>,
-    ) -> Result<Forwarder, String> {
+    ) -> Result<Forwarder, StartError> {
         let pipeline_cell: Arc<OnceLock<Pipeline>> = Arc::new(OnceLock::new());
         let mut builder = Pipeline::builder();
         let mut reporters = Vec::new();
         for entry in &settings.exporters {
             let exporter = match &keys {
-                Keys::Configured => DatadogExporter::from_config(&entry.name, &entry.resolved)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                Keys::Configured => {
+                    DatadogExporter::from_config(&entry.name, &entry.resolved).await?
+                }
                 Keys::Static(holder) => DatadogExporter::from_config_with_key(
                     &entry.name,
                     &entry.resolved,
                     holder.clone(),
-                )
-                .map_err(|e| e.to_string())?,
+                )?,
             };
             let cell = Arc::clone(&pipeline_cell);
             let name = entry.name.clone();
@@ -296,9 +350,7 @@ impl Forwarder {
         let sink = match &settings.file.buffer {
             BufferConfig::Disk(disk) => {
                 // The log installs its own settle hook: a followed line is safe once taken.
-                let (durable, found) = DurablePipeline::open(disk, builder)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (durable, found) = DurablePipeline::open(disk, builder).await?;
                 if found.to_replay > 0 {
                     tracing::info!(
                         events = found.to_replay,
@@ -312,7 +364,7 @@ impl Forwarder {
                 if let Some(hook) = hook {
                     builder = builder.with_settle_hook(hook);
                 }
-                Sink::Memory(builder.build().map_err(|e| e.to_string())?)
+                Sink::Memory(builder.build().map_err(StartError::config)?)
             }
         };
         let _ = pipeline_cell.set(sink.pipeline().clone());
@@ -345,5 +397,58 @@ impl Forwarder {
             Sink::Durable(d) => Some(d.buffer_stats()),
         };
         Outcome { reports, buffer }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clawdstrike_datadog::exporter::BuildError;
+    use clawdstrike_keys::KeyError;
+
+    use super::*;
+
+    fn key_error(source: KeyError) -> StartError {
+        StartError::from(BuildError::Key {
+            exporter: "datadog".to_owned(),
+            source,
+        })
+    }
+
+    /// Exit 1 (a supervisor restarts) for what a later start may not meet; exit 2 (left
+    /// stopped) for what needs a human.
+    #[test]
+    fn only_failures_of_the_moment_are_transient() {
+        let detail = || ("vault at http://127.0.0.1:8200".to_owned(), "x".to_owned());
+        let (provider, detail_text) = detail();
+        assert!(
+            key_error(KeyError::Unavailable {
+                provider,
+                detail: detail_text
+            })
+            .transient
+        );
+        let (provider, detail_text) = detail();
+        assert!(
+            !key_error(KeyError::NotFound {
+                provider,
+                detail: detail_text
+            })
+            .transient
+        );
+        let (provider, detail_text) = detail();
+        assert!(
+            !key_error(KeyError::Forbidden {
+                provider,
+                detail: detail_text
+            })
+            .transient
+        );
+        let locked = clawdstrike_export::OpenError::Io {
+            path: "/var/lib/clawdstrike-dd/buffer".into(),
+            source: std::io::Error::new(std::io::ErrorKind::WouldBlock, "in use"),
+        };
+        assert!(StartError::from(locked).transient);
+        let invalid = clawdstrike_export::OpenError::Config("max_bytes: 0".to_owned());
+        assert!(!StartError::from(invalid).transient);
     }
 }

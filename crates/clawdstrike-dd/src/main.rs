@@ -339,7 +339,11 @@ async fn ship(args: ShipArgs) -> u8 {
         Ok(f) => f,
         Err(e) => {
             eprintln!("clawdstrike-dd: cannot start: {e}");
-            return EXIT_CONFIG;
+            return if e.transient {
+                EXIT_FAILURE
+            } else {
+                EXIT_CONFIG
+            };
         }
     };
     let sink = forwarder.sink.clone();
