@@ -318,6 +318,112 @@ async fn follow_survives_rotation_and_sigkill_without_loss_or_duplicates() {
     intake.shutdown().await;
 }
 
+/// Follows `log` from `lines[..5]` until the checkpoint covers them, then stops it cleanly.
+async fn follow_first_five_and_stop(
+    intake: &FakeIntake,
+    dir: &Path,
+    config: &Path,
+    log: &Path,
+    checkpoint: &Path,
+    lines: &[&str],
+) {
+    append(log, &lines[..5]);
+    let mut run = follow(dir, config, log, checkpoint);
+    intake.wait_for_items(5, WAIT).await.expect("first 5 lines");
+    assert!(poll_until(WAIT, || checkpoint_covers(checkpoint, log)));
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+}
+
+/// Two rotations while the forwarder is stopped (logrotate's renames: `.1` → `.2`, the file →
+/// `.1`, a new file, twice): the rest of the checkpointed file (now `.2`), then the whole
+/// file between it and the current one (now `.1`), then the current file are read. Older and
+/// compressed rotated files beside them are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_reads_every_file_rotated_while_it_was_stopped() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
+    let all = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let log = dir.path().join("audit.ndjson");
+    let rotated = |n: u32| dir.path().join(format!("audit.ndjson.{n}"));
+    let checkpoint = dir.path().join("audit.checkpoint");
+    // An old rotation, already shipped by someone else, and its compressed form.
+    append(&rotated(1), &lines[30..32]);
+    append(&dir.path().join("audit.ndjson.2.gz"), &lines[32..34]);
+    follow_first_five_and_stop(&intake, dir.path(), &config, &log, &checkpoint, &lines).await;
+    // While stopped: the file gets more lines, then two rotations.
+    append(&log, &lines[5..10]);
+    std::fs::rename(rotated(1), rotated(2)).unwrap();
+    std::fs::rename(&log, rotated(1)).unwrap();
+    append(&log, &lines[10..15]);
+    std::fs::rename(rotated(2), rotated(3)).unwrap();
+    std::fs::rename(rotated(1), rotated(2)).unwrap();
+    std::fs::rename(&log, rotated(1)).unwrap();
+    append(&log, &lines[15..20]);
+    let mut run = follow(dir.path(), &config, &log, &checkpoint);
+    let arrived = intake.wait_for_items(20, WAIT).await;
+    assert!(
+        arrived.is_ok(),
+        "the lines of every rotated file arrive: {} of 20; stderr:\n{}",
+        intake.total_items(),
+        run.stderr()
+    );
+    run.wait_for_line(
+        "reading a file rotated while this one was still being read",
+        WAIT,
+    );
+    assert!(poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)));
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    assert_each_line_arrived_once(&intake, &lines[..20]);
+    intake.shutdown().await;
+}
+
+/// `copytruncate` while stopped, the file written again past the checkpoint's offset: its
+/// start no longer matches the checkpoint's fingerprint, so it is read from its start rather
+/// than from the middle of a line. The same while running, truncated and rewritten between
+/// two looks at its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_file_truncated_and_written_again_past_the_checkpoint_is_read_whole() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
+    let all = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let log = dir.path().join("audit.ndjson");
+    let checkpoint = dir.path().join("audit.checkpoint");
+    follow_first_five_and_stop(&intake, dir.path(), &config, &log, &checkpoint, &lines).await;
+    // One write of the whole new content (`O_TRUNC`, then the lines), longer than before.
+    let rewrite = |range: std::ops::Range<usize>| {
+        let text: String = lines[range].iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&log, text).unwrap();
+    };
+    rewrite(5..15);
+    let mut run = follow(dir.path(), &config, &log, &checkpoint);
+    intake
+        .wait_for_items(15, WAIT)
+        .await
+        .expect("the rewritten file, whole");
+    assert!(poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)));
+    rewrite(15..30);
+    intake
+        .wait_for_items(30, WAIT)
+        .await
+        .expect("rewritten while running, whole");
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    assert_each_line_arrived_once(&intake, &lines[..30]);
+    let rejects = dir.path().join("rejects.ndjson");
+    assert!(
+        !rejects.exists(),
+        "no half line was read: {:?}",
+        std::fs::read_to_string(&rejects)
+    );
+    intake.shutdown().await;
+}
+
 /// `--follow` with the disk buffer: a line counts as taken once the buffer has it, so the
 /// checkpoint moves past lines Datadog never received (it stalls); after a SIGKILL the buffer
 /// replays them and the checkpoint keeps them from being read again: each arrives once.

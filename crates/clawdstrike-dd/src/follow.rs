@@ -23,13 +23,19 @@
 //!   `events.log.1`), the rest of it is found by inode among the files of the same directory
 //!   and read first, then the new file from its start. A file removed while stopped cannot be
 //!   finished (its unread lines are lost; a warning says so).
+//! - Several rotations while stopped, or while the reader was held back: once a renamed file is
+//!   finished, the files rotated after it ([`is_rotation_of`] the path, modified since it, not
+//!   finished already) are read, oldest first, before the file at the path. A file with a newer
+//!   rotated file after it is not waited for: its writer has moved on.
 //! - Rotation while running: a file renamed away is read until its writer has been quiet for
 //!   [`ROTATE_WAIT`] (5 s), since the writer keeps appending to it until it reopens the path;
 //!   then its unterminated last line, if any, is taken as a line, and the new file is read
 //!   from its start.
 //! - Truncation is noticed when the file becomes shorter than the read position (as with
-//!   `tail -F`): a file truncated and refilled past that position before the next poll is
-//!   read from the old position. Prefer rotation by rename.
+//!   `tail -F`), or when its first [`HEAD_BYTES`] changed: checked after every read (so no
+//!   line of new content is taken from the old position), at every poll, and on restart against
+//!   the checkpoint's `head` fingerprint. The file is then read from its start; lines read
+//!   between the truncation and its discovery are sent again. Prefer rotation by rename.
 //! - With the disk buffer (`buffer: { type: disk }`) a line counts as settled once the buffer
 //!   took it (it is on disk and replayed after a crash), so the window shrinks to the lines
 //!   taken since the last checkpoint write. The buffer is synced before each checkpoint write,
@@ -72,6 +78,66 @@ const SEQ_BASE: u64 = 1 << 63;
 const ROTATE_WAIT: Duration = Duration::from_secs(5);
 /// How often the checkpoint is written when it moved.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// How much of a file's start identifies its content: a file truncated and written again has a
+/// different start (its first events have other ids and times), whatever its size.
+const HEAD_BYTES: usize = 1024;
+/// How many finished files the reader remembers, so that a rotated file it read is not taken
+/// for one it has not.
+const FINISHED_KEPT: usize = 64;
+
+/// FNV-1a, 64 bits: enough to tell two file starts apart, not a defence against an adversary
+/// (who could write the file anyway).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A finished file as it was when finished: one with the same inode but another size or
+/// time is another file (inodes are reused) or was written to since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileKey {
+    fn of(meta: &std::fs::Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+/// Whether `name` is what rotation makes of the file `base` in the same directory:
+/// `base.1`, `base-20261124` (`dateext`), `base.1.ndjson` or `audit-20261124.ndjson` when
+/// `base` is `audit.ndjson` (logrotate's `extension`). Compressed ones (`base.2.gz`) are not:
+/// they are not NDJSON, and their content was in an uncompressed file first.
+fn is_rotation_of(base: &str, name: &str) -> bool {
+    let suffix = |s: &str| {
+        s.strip_prefix(['.', '-', '_']).is_some_and(|s| {
+            s.bytes().next().is_some_and(|b| b.is_ascii_digit())
+                && s.bytes().all(|b| b.is_ascii_digit() || b"-_.".contains(&b))
+        })
+    };
+    if name.strip_prefix(base).is_some_and(suffix) {
+        return true;
+    }
+    base.rsplit_once('.')
+        .filter(|(stem, ext)| !stem.is_empty() && !ext.is_empty())
+        .and_then(|(stem, ext)| {
+            name.strip_prefix(stem)?
+                .strip_suffix(ext)?
+                .strip_suffix('.')
+                .map(suffix)
+        })
+        .unwrap_or(false)
+}
 
 /// A position in a particular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +150,11 @@ pub(crate) struct Position {
     pub(crate) offset: u64,
     /// Number of the next unread line (1-based).
     pub(crate) line: u64,
+    /// A hash of the file's first `min(offset, HEAD_BYTES)` bytes: on restart a file whose
+    /// start changed (truncated and written again while stopped) is read from its beginning,
+    /// not from `offset`. Absent in checkpoints written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) head: Option<u64>,
 }
 
 /// The checkpoint file's content.
@@ -259,18 +330,45 @@ struct OpenFile {
     partial: Vec<u8>,
     partial_len: u64,
     partial_offset: u64,
+    /// The file's first bytes (up to [`HEAD_BYTES`]), as read.
+    head: Vec<u8>,
+    /// The hash of the whole `head`, once it is [`HEAD_BYTES`] long.
+    head_hash: Option<u64>,
+    /// Where the next read starts.
+    read_at: u64,
 }
 
 impl OpenFile {
-    fn open(path: &Path, offset: u64, line: u64) -> std::io::Result<OpenFile> {
+    /// Opens `path` at `offset` (line `line`); from its start instead when it is shorter than
+    /// `offset`, or when `expected_head` (a checkpoint's) does not match its first bytes.
+    fn open(
+        path: &Path,
+        offset: u64,
+        line: u64,
+        expected_head: Option<u64>,
+    ) -> std::io::Result<OpenFile> {
+        use std::os::unix::fs::FileExt;
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
-        let (offset, line) = if meta.len() < offset {
+        let (mut offset, mut line) = if meta.len() < offset {
             (0, 1)
         } else {
             (offset, line)
         };
+        let mut head = vec![
+            0u8;
+            usize::try_from(offset)
+                .unwrap_or(HEAD_BYTES)
+                .min(HEAD_BYTES)
+        ];
+        file.read_exact_at(&mut head, 0)?;
+        if expected_head.is_some_and(|h| h != fnv1a(&head)) {
+            tracing::warn!(file = %path.display(), "the file's start changed since the checkpoint (truncated and written again?); reading it from its start");
+            (offset, line) = (0, 1);
+            head.clear();
+        }
         file.seek(SeekFrom::Start(offset))?;
+        let head_hash = (head.len() == HEAD_BYTES).then(|| fnv1a(&head));
         Ok(OpenFile {
             file,
             name: Arc::from(path.display().to_string()),
@@ -281,15 +379,64 @@ impl OpenFile {
             partial: Vec::new(),
             partial_len: 0,
             partial_offset: offset,
+            head,
+            head_hash,
+            read_at: offset,
         })
     }
 
+    /// Keeps the part of `data`, read at `read_at`, that belongs to the file's head.
+    fn note_read(&mut self, data: &[u8]) {
+        if self.read_at < HEAD_BYTES as u64 && self.head.len() as u64 == self.read_at {
+            let take = (HEAD_BYTES - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..take]);
+            if self.head.len() == HEAD_BYTES {
+                self.head_hash = Some(fnv1a(&self.head));
+            }
+        }
+        self.read_at += data.len() as u64;
+    }
+
+    /// Starts reading the file again from its beginning (it was truncated and written again).
+    fn rewind(&mut self) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(0))?;
+        self.offset = 0;
+        self.line = 1;
+        self.partial.clear();
+        self.partial_len = 0;
+        self.partial_offset = 0;
+        self.head.clear();
+        self.head_hash = None;
+        self.read_at = 0;
+        Ok(())
+    }
+
+    /// Whether the file's first bytes are no longer those read: it was truncated and written
+    /// again, perhaps past the read position before the size was looked at.
+    fn head_changed(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut now = vec![0u8; self.head.len()];
+        match self.file.read_exact_at(&mut now, 0) {
+            Ok(()) => now != self.head,
+            Err(_) => true,
+        }
+    }
+
     fn position(&self) -> Position {
+        let head = match self.head_hash {
+            Some(h) if self.offset >= HEAD_BYTES as u64 => h,
+            _ => {
+                let len = usize::try_from(self.offset)
+                    .map_or(self.head.len(), |o| o.min(self.head.len()));
+                fnv1a(&self.head[..len])
+            }
+        };
         Position {
             dev: self.dev,
             ino: self.ino,
             offset: self.offset,
             line: self.line,
+            head: Some(head),
         }
     }
 }
@@ -303,6 +450,8 @@ struct Reader {
     halt: Arc<AtomicBool>,
     /// The last error opening the path, so that a lasting one is logged once.
     open_error: Option<std::io::ErrorKind>,
+    /// The files finished lately, newest last.
+    finished: std::collections::VecDeque<FileKey>,
 }
 
 /// Opens `path` at `offset`. An error other than "not found" (a file not there yet is waited
@@ -311,9 +460,10 @@ fn open_logged(
     path: &Path,
     offset: u64,
     line: u64,
+    expected_head: Option<u64>,
     last: &mut Option<std::io::ErrorKind>,
 ) -> Option<OpenFile> {
-    match OpenFile::open(path, offset, line) {
+    match OpenFile::open(path, offset, line, expected_head) {
         Ok(open) => {
             *last = None;
             Some(open)
@@ -406,6 +556,18 @@ impl Reader {
                     return true;
                 }
             };
+            // Data read after the file was truncated and written again is not the rest of
+            // what was read before: the check after the read sees any truncation that came
+            // before it, so no line of the new content is taken from the old position.
+            if open.head_changed() {
+                tracing::warn!(file = %open.name, "file truncated and written again; reading it from its start (lines read since it was truncated are sent again)");
+                if let Err(e) = open.rewind() {
+                    tracing::warn!(file = %open.name, error = %e, "cannot read it again");
+                    return true;
+                }
+                continue;
+            }
+            open.note_read(&chunk[..n]);
             let mut data = &chunk[..n];
             loop {
                 let (piece, newline) = match data.iter().position(|&b| b == b'\n') {
@@ -473,10 +635,85 @@ impl Reader {
         self.emit(open, &raw, len, line_offset, line_no)
     }
 
+    /// The files rotated from the path after `current` (modified since it was last), which
+    /// the reader has not read: it fell behind by more than one rotation, or was stopped
+    /// across several. Oldest first; neither `current` nor the file now at the path.
+    fn rotated_after(&self, current: &OpenFile) -> Vec<PathBuf> {
+        let Some(since) = current.file.metadata().ok().and_then(|m| m.modified().ok()) else {
+            return Vec::new();
+        };
+        let Some(base) = self.path.file_name().and_then(|n| n.to_str()) else {
+            return Vec::new();
+        };
+        let at_path = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        let Ok(entries) = std::fs::read_dir(directory_of(&self.path)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| is_rotation_of(base, n))
+            })
+            .filter_map(|e| {
+                let path = e.path();
+                let meta = std::fs::metadata(&path).ok()?;
+                let id = (meta.dev(), meta.ino());
+                let read = id == (current.dev, current.ino)
+                    || Some(id) == at_path
+                    || self.finished.contains(&FileKey::of(&meta));
+                let modified = meta.modified().ok()?;
+                (meta.is_file() && !read && modified >= since).then_some((modified, path))
+            })
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// `current` is no longer at the path: reads it to its end (waiting for its writer to go
+    /// quiet unless a newer rotated file shows the writer moved on), then opens what comes
+    /// next: the oldest file rotated after it that was not read, or else the path. `None`
+    /// when the reading must stop.
+    fn next_after_rotation(&mut self, current: &mut OpenFile) -> Option<Option<OpenFile>> {
+        if self.rotated_after(current).is_empty() {
+            // Its writer may not have reopened the path yet.
+            tracing::info!(file = %current.name, "file renamed away; reading it until it has been quiet for {ROTATE_WAIT:?}");
+            if !self.drain_until_quiet(current) || self.halt.load(Ordering::Relaxed) {
+                // Stopped while waiting: the checkpoint stays in the old file, where a
+                // restart finds it by inode.
+                return None;
+            }
+        } else if !self.drain(current) {
+            return None;
+        }
+        if !self.finish_rotated(current) {
+            return None;
+        }
+        if let Ok(meta) = current.file.metadata() {
+            if self.finished.len() == FINISHED_KEPT {
+                self.finished.pop_front();
+            }
+            self.finished.push_back(FileKey::of(&meta));
+        }
+        Some(match self.rotated_after(current).into_iter().next() {
+            Some(next) => {
+                tracing::warn!(file = %next.display(), after = %current.name, "reading a file rotated while this one was still being read (the forwarder was stopped or held back across more than one rotation)");
+                open_logged(&next, 0, 1, None, &mut self.open_error)
+            }
+            None => {
+                tracing::info!(file = %self.path.display(), "file rotated; following the new one");
+                open_logged(&self.path, 0, 1, None, &mut self.open_error)
+            }
+        })
+    }
+
     fn run(mut self, mut open: Option<OpenFile>) {
         while !self.halt.load(Ordering::Relaxed) {
             let Some(current) = open.as_mut() else {
-                match open_logged(&self.path, 0, 1, &mut self.open_error) {
+                match open_logged(&self.path, 0, 1, None, &mut self.open_error) {
                     Some(o) => open = Some(o),
                     None => std::thread::sleep(POLL),
                 }
@@ -487,27 +724,22 @@ impl Reader {
             }
             match std::fs::metadata(&self.path) {
                 Ok(meta) if meta.dev() != current.dev || meta.ino() != current.ino => {
-                    // Renamed away: read the old file until its writer has been quiet for
-                    // `ROTATE_WAIT` (it may not have reopened the path yet), finish it, then
-                    // start the new one from its beginning.
-                    tracing::info!(file = %current.name, "file renamed away; reading it until it has been quiet for {ROTATE_WAIT:?}");
-                    if !self.drain_until_quiet(current) {
-                        return;
+                    match self.next_after_rotation(current) {
+                        Some(next) => open = next,
+                        None => return,
                     }
-                    if self.halt.load(Ordering::Relaxed) {
-                        // Stopped while waiting: the checkpoint stays in the old file, where
-                        // a restart finds it by inode.
-                        return;
-                    }
-                    if !self.finish_rotated(current) {
-                        return;
-                    }
-                    tracing::info!(file = %self.path.display(), "file rotated; following the new one");
-                    open = open_logged(&self.path, 0, 1, &mut self.open_error);
                 }
                 Ok(meta) if meta.len() < current.offset => {
                     tracing::info!(file = %self.path.display(), "file truncated; reading from its start");
-                    open = open_logged(&self.path, 0, 1, &mut self.open_error);
+                    open = open_logged(&self.path, 0, 1, None, &mut self.open_error);
+                }
+                Ok(_) if current.head_changed() => {
+                    // Truncated and written again to exactly the length read: nothing new
+                    // to read, so `drain` did not look.
+                    tracing::warn!(file = %self.path.display(), "file truncated and written again; reading it from its start");
+                    if current.rewind().is_err() {
+                        open = None;
+                    }
                 }
                 _ => std::thread::sleep(POLL),
             }
@@ -515,13 +747,16 @@ impl Reader {
     }
 }
 
+/// The directory holding `path` (`.` for a bare file name).
+fn directory_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Finds the file of `dev`/`ino` among the files beside `path` (a rotated copy).
 fn find_by_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::read_dir(dir)
+    std::fs::read_dir(directory_of(path))
         .ok()?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -534,23 +769,23 @@ fn find_by_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
 fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFile> {
     let mut last = None;
     let Some(cp) = checkpoint else {
-        return open_logged(path, 0, 1, &mut last);
+        return open_logged(path, 0, 1, None, &mut last);
     };
     let p = cp.position;
     if let Ok(meta) = std::fs::metadata(path)
         && meta.dev() == p.dev
         && meta.ino() == p.ino
     {
-        return open_logged(path, p.offset, p.line, &mut last);
+        return open_logged(path, p.offset, p.line, p.head, &mut last);
     }
     match find_by_inode(path, p.dev, p.ino) {
         Some(rotated) => {
             tracing::info!(file = %rotated.display(), "resuming the rotated file from the checkpoint first");
-            open_logged(&rotated, p.offset, p.line, &mut last)
+            open_logged(&rotated, p.offset, p.line, p.head, &mut last)
         }
         None => {
             tracing::warn!(file = %path.display(), "the checkpointed file is gone; its unread lines cannot be recovered; reading the current file from its start");
-            open_logged(path, 0, 1, &mut last)
+            open_logged(path, 0, 1, None, &mut last)
         }
     }
 }
@@ -621,6 +856,7 @@ impl Follow {
             tx,
             halt: Arc::clone(&halt),
             open_error: None,
+            finished: std::collections::VecDeque::new(),
         };
         let open = starting_point(&self.path, self.start.as_ref());
         let thread = std::thread::spawn(move || reader.run(open));
@@ -815,6 +1051,7 @@ mod tests {
             ino: 2,
             offset,
             line: offset,
+            head: None,
         }
     }
 
@@ -834,8 +1071,9 @@ mod tests {
             tx,
             halt: Arc::new(AtomicBool::new(false)),
             open_error: None,
+            finished: std::collections::VecDeque::new(),
         };
-        let mut open = OpenFile::open(&path, 0, 1).unwrap();
+        let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
         assert!(reader.drain(&mut open));
         match rx.try_recv() {
             Ok(Item::Rejected {
@@ -852,6 +1090,166 @@ mod tests {
         }
         assert!(matches!(rx.try_recv(), Ok(Item::Blank { .. })));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn rotated_names_are_recognised_and_other_files_beside_them_are_not() {
+        for name in [
+            "audit.ndjson.1",
+            "audit.ndjson.12",
+            "audit.ndjson-20261124",
+            "audit.ndjson-2026-11-24",
+            "audit.ndjson_1",
+            "audit.1.ndjson",
+            "audit-20261124.ndjson",
+        ] {
+            assert!(is_rotation_of("audit.ndjson", name), "{name}");
+        }
+        for name in [
+            "audit.ndjson",
+            "audit.ndjson.clawdstrike-dd.checkpoint",
+            "audit.ndjson.checkpoint.tmp",
+            "audit.ndjson.2.gz",
+            "audit.ndjson.1.zst",
+            "audit.ndjson.",
+            "audit.ndjson.x1",
+            "audit.ndjsonl",
+            "audit.ndjson1",
+            "other.ndjson.1",
+            "audit.ndjson.rejects",
+            "audit..ndjson",
+        ] {
+            assert!(!is_rotation_of("audit.ndjson", name), "{name}");
+        }
+        assert!(is_rotation_of("audit", "audit.3"));
+        assert!(!is_rotation_of("audit", "audit.log"));
+    }
+
+    fn reader_for(path: &Path, tx: mpsc::Sender<Item>) -> Reader {
+        Reader {
+            path: path.to_owned(),
+            max_line_bytes: 1 << 20,
+            seq: 0,
+            tx,
+            halt: Arc::new(AtomicBool::new(false)),
+            open_error: None,
+            finished: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn write_at(path: &Path, text: &str, seconds_ago: u64) {
+        std::fs::write(path, text).unwrap();
+        let when = std::time::SystemTime::now() - Duration::from_secs(seconds_ago);
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    fn lines_sent(rx: &mut mpsc::Receiver<Item>) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            if let Item::Rejected { source, line, .. } = item {
+                out.push((source.rsplit('/').next().unwrap().to_owned(), line));
+            }
+        }
+        out
+    }
+
+    /// Two rotations while the reader was stopped or held back: the file rotated between the
+    /// checkpointed one and the current one (`.1`) is read before the current file, with no
+    /// wait (a newer file shows its writer moved on); older rotated files, compressed ones and
+    /// the checkpoint beside them are not read.
+    #[test]
+    fn a_file_rotated_between_the_finished_one_and_the_current_one_is_read_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        // Rejected lines (not JSON) are enough to see which file each line came from.
+        write_at(&dir.path().join("audit.ndjson.3"), "old\n", 300);
+        write_at(&dir.path().join("audit.ndjson.2"), "x1\nx2\n", 200);
+        write_at(&dir.path().join("audit.ndjson.2.gz"), "gz\n", 150);
+        write_at(&dir.path().join("audit.ndjson.1"), "y1\ny2\n", 100);
+        write_at(&path, "z1\n", 10);
+        write_at(
+            &dir.path().join("audit.ndjson.clawdstrike-dd.checkpoint"),
+            "{}",
+            5,
+        );
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut reader = reader_for(&path, tx);
+        let mut finished = OpenFile::open(&dir.path().join("audit.ndjson.2"), 3, 2, None).unwrap();
+        assert!(reader.drain(&mut finished));
+        assert_eq!(
+            reader.rotated_after(&finished),
+            vec![dir.path().join("audit.ndjson.1")]
+        );
+        // A stop set before the call: the quiet wait would notice it and give up (`None`);
+        // with no wait the reader goes straight on to the middle file.
+        reader.halt.store(true, Ordering::Relaxed);
+        let mut next = reader
+            .next_after_rotation(&mut finished)
+            .expect("no quiet wait for a file whose writer moved on")
+            .expect("the middle file opens");
+        reader.halt.store(false, Ordering::Relaxed);
+        assert_eq!(
+            &*next.name,
+            dir.path().join("audit.ndjson.1").display().to_string()
+        );
+        assert!(reader.drain(&mut next));
+        // The middle file is the newest rotated one; with nothing newer, it is the current
+        // file's turn (after the quiet wait, which this test does not sit through).
+        assert!(reader.rotated_after(&next).is_empty());
+        assert_eq!(
+            lines_sent(&mut rx),
+            [
+                ("audit.ndjson.2", 2),
+                ("audit.ndjson.1", 1),
+                ("audit.ndjson.1", 2)
+            ]
+            .map(|(f, l)| (f.to_owned(), l))
+        );
+        // Once finished, a file is not taken for an unread one, even with the same time as
+        // the file finished after it.
+        reader
+            .finished
+            .push_back(FileKey::of(&next.file.metadata().unwrap()));
+        let mut newer = OpenFile::open(&path, 0, 1, None).unwrap();
+        assert!(reader.drain(&mut newer));
+        newer
+            .file
+            .set_modified(next.file.metadata().unwrap().modified().unwrap())
+            .unwrap();
+        assert!(reader.rotated_after(&newer).is_empty());
+    }
+
+    /// The checkpoint's fingerprint of the file's start tells a file truncated and written
+    /// again past the checkpoint from the same file grown: the first is read from its start.
+    #[test]
+    fn a_file_whose_start_changed_since_the_checkpoint_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        for first in ["a\n", &"a".repeat(2 * HEAD_BYTES)] {
+            std::fs::write(&path, format!("{first}\nb\n")).unwrap();
+            let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
+            let (tx, _rx) = mpsc::channel(64);
+            assert!(reader_for(&path, tx).drain(&mut open));
+            let checkpoint = open.position();
+            assert!(checkpoint.head.is_some());
+            // Grown: resumed at the checkpoint.
+            std::fs::write(&path, format!("{first}\nb\nc\n")).unwrap();
+            let resumed =
+                OpenFile::open(&path, checkpoint.offset, checkpoint.line, checkpoint.head).unwrap();
+            assert_eq!(resumed.offset, checkpoint.offset);
+            assert!(!resumed.head_changed());
+            // Truncated and written again, longer than before: from the start.
+            std::fs::write(&path, format!("{}\nd\ne\nf\n", first.replace('a', "q"))).unwrap();
+            assert!(resumed.head_changed(), "seen while running too");
+            let reread =
+                OpenFile::open(&path, checkpoint.offset, checkpoint.line, checkpoint.head).unwrap();
+            assert_eq!((reread.offset, reread.line), (0, 1));
+        }
     }
 
     #[test]
