@@ -261,6 +261,12 @@ impl Outcome {
                     ""
                 },
             );
+            if r.dead_letter_write_failed > 0 || r.dead_letter_writes_unfinished > 0 {
+                eprintln!(
+                    "clawdstrike-dd: exporter `{}`: of its dead letters, {} could not be written and {} were still being written at the deadline (the log names their events)",
+                    r.exporter, r.dead_letter_write_failed, r.dead_letter_writes_unfinished
+                );
+            }
         }
         if let Some(b) = &self.buffer {
             if b.dropped_newest > 0 {

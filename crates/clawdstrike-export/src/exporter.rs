@@ -193,7 +193,11 @@ pub enum Health {
 ///
 /// `export` must not panic and must not retry on its own beyond what its protocol requires
 /// (a Datadog 413 is split and resent inside `export`; a 503 is returned as
-/// [`Failure::Retryable`] and the framework retries it).
+/// [`Failure::Retryable`] and the framework retries it). Should it panic anyway, the batch is
+/// retried like a retryable failure; a panicking `estimate_size` is replaced by
+/// [`default_size_estimate`]; a panicking [`SettleHook`](crate::SettleHook) or
+/// [`BatchObserver`](crate::BatchObserver) misses that call. Every case is logged, and no event
+/// is lost or left out of the counts.
 #[async_trait]
 pub trait Exporter: Send + Sync + fmt::Debug {
     /// A stable, human-readable name (`datadog-us1`), used in stats, logs and dead letters.

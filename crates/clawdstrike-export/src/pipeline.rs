@@ -120,6 +120,11 @@ pub struct ShutdownReport {
     pub dead_lettered: u64,
     /// Dead letters that could not be written.
     pub dead_letter_write_failed: u64,
+    /// Dead letters whose write was still running when the deadline passed (counted in
+    /// `dead_lettered`): it finishes in the background, and a failure is logged with each
+    /// event's id but is not in `dead_letter_write_failed`. Such an event is settled only once
+    /// written, so a disk buffer keeps it until then.
+    pub dead_letter_writes_unfinished: u64,
     /// Drops by reason (`shutdown_deadline` is `left_behind`).
     pub dropped: DropCounts,
     /// Events neither delivered nor dead-lettered when the deadline passed.
@@ -389,8 +394,8 @@ impl Pipeline {
     ///
     /// Never overruns the deadline by more than scheduling delay, even when an exporter's
     /// `export` or `shutdown` never completes: at the deadline in-flight calls are abandoned
-    /// (their futures dropped) and their events reported as `left_behind`. Calling it again
-    /// returns the (unchanged) final counts.
+    /// (their futures dropped) and their events reported as `left_behind`. Calling it again,
+    /// later or concurrently, waits for the first call to finish and returns its report.
     pub async fn shutdown(&self, deadline: Duration) -> Vec<ShutdownReport> {
         let now = Instant::now();
         // A deadline too far to represent is "a century", which is the same thing in practice.
@@ -570,8 +575,12 @@ struct Lane {
     observer: Option<Arc<dyn BatchObserver>>,
     batcher: Mutex<Option<JoinHandle<()>>>,
     finished: AtomicBool,
-    deadline_reached: AtomicBool,
-    exporter_shutdown_completed: AtomicBool,
+    /// The report of the first shutdown, for any other call (concurrent or later).
+    final_report: tokio::sync::watch::Sender<Option<ShutdownReport>>,
+    /// Dead letters being written.
+    dead_letters_writing: AtomicU64,
+    /// A panicking `estimate_size` or hook has been logged (once per lane).
+    panic_logged: AtomicBool,
 }
 
 impl fmt::Debug for Lane {
@@ -628,17 +637,42 @@ impl Lane {
             observer,
             batcher: Mutex::new(None),
             finished: AtomicBool::new(false),
-            deadline_reached: AtomicBool::new(false),
-            exporter_shutdown_completed: AtomicBool::new(false),
+            final_report: tokio::sync::watch::Sender::new(None),
+            dead_letters_writing: AtomicU64::new(0),
+            panic_logged: AtomicBool::new(false),
         }
     }
 
+    /// Logs, once per lane, that user code (`what`) panicked and what the pipeline did instead.
+    fn log_panic(&self, what: &str, instead: &str) {
+        if !self.panic_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!(exporter = %self.name, "{what} panicked; {instead} (logged once per exporter)");
+        }
+    }
+
+    /// Reports settlements to the hook. A panicking hook is the hook's loss: the pipeline's
+    /// own bookkeeping (counts, slots, batches in flight) goes on.
     fn settle(&self, seqs: &[u64], how: Settlement) {
         if let Some(hook) = &self.hook
             && !seqs.is_empty()
         {
-            hook.settled(self.index, &self.name, seqs, how);
+            let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                hook.settled(self.index, &self.name, seqs, how);
+            }));
+            if call.is_err() {
+                tracing::error!(exporter = %self.name, events = seqs.len(), ?how, "the settle hook panicked; it missed these settlements");
+            }
         }
+    }
+
+    /// The exporter's size estimate; the default one if it panics (a batcher that died here
+    /// would leave the lane's queue stuck).
+    fn estimate_size(&self, record: &Record) -> usize {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.exporter.estimate_size(record)))
+            .unwrap_or_else(|_| {
+                self.log_panic("estimate_size", "batches use the default estimate");
+                crate::exporter::default_size_estimate(&record.event)
+            })
     }
 
     fn release_slots(&self, n: usize) {
@@ -733,6 +767,9 @@ impl Lane {
 
     fn report(&self, deadline_reached: bool, exporter_shutdown_completed: bool) -> ShutdownReport {
         let c = &self.counters;
+        // Before the failure count: a write finishing between the two loads is then counted
+        // twice (unfinished and failed) rather than in neither.
+        let unfinished = self.dead_letters_writing.load(Ordering::Acquire);
         let dropped = c.drops();
         ShutdownReport {
             exporter: self.name.to_string(),
@@ -742,6 +779,7 @@ impl Lane {
             delivered: c.exported.load(Ordering::Acquire),
             dead_lettered: c.dead_lettered.load(Ordering::Acquire),
             dead_letter_write_failed: c.dead_letter_write_failed.load(Ordering::Acquire),
+            dead_letter_writes_unfinished: unfinished,
             dropped,
             left_behind: dropped.shutdown_deadline,
             deadline_reached,
@@ -752,18 +790,23 @@ impl Lane {
     /// Waits for the lane to drain (or the deadline), then shuts the exporter down.
     async fn finish(self: Arc<Self>, deadline_at: Instant) -> ShutdownReport {
         if self.finished.swap(true, Ordering::AcqRel) {
-            // A second shutdown: wait for the first to settle, then report.
-            let _ = self.in_flight.acquire_many(self.concurrency_u32()).await;
-            return self.report(
-                self.deadline_reached.load(Ordering::Acquire),
-                self.exporter_shutdown_completed.load(Ordering::Acquire),
-            );
+            // Another shutdown, concurrent or later: the first one's report, once final.
+            let mut reports = self.final_report.subscribe();
+            return match reports.wait_for(Option::is_some).await {
+                Ok(report) => report.clone().unwrap_or_else(|| self.report(true, false)),
+                Err(_) => self.report(true, false),
+            };
         }
         let batcher = lock(&self.batcher).take();
         let mut batcher = batcher;
         let drained = tokio::time::timeout_at(deadline_at, async {
-            if let Some(handle) = batcher.as_mut() {
-                let _ = handle.await;
+            if let Some(handle) = batcher.as_mut()
+                && handle.await.is_err()
+            {
+                // It panicked (only user code could): what it held and what is queued would
+                // otherwise be in no count.
+                tracing::error!(exporter = %self.name, "the batcher failed; what it held and what is queued is left behind");
+                self.abandon(self.assembling.load(Ordering::Acquire));
             }
             batcher = None;
             self.in_flight
@@ -789,13 +832,8 @@ impl Lane {
         if !completed {
             tracing::warn!(exporter = %self.name, "exporter shutdown did not finish before the deadline");
         }
-        self.deadline_reached
-            .store(deadline_reached, Ordering::Release);
-        self.exporter_shutdown_completed
-            .store(completed, Ordering::Release);
-        // Let a concurrent second shutdown through.
-        self.in_flight.add_permits(self.concurrency);
         let report = self.report(deadline_reached, completed);
+        self.final_report.send_replace(Some(report.clone()));
         tracing::info!(
             exporter = %report.exporter,
             delivered = report.delivered,
@@ -839,8 +877,7 @@ async fn run_batcher(lane: Arc<Lane>) {
         // Move drained entries into the batch while they fit.
         while records.len() < max_events {
             let Some(front) = carry.front() else { break };
-            let size =
-                *front_size.get_or_insert_with(|| lane.exporter.estimate_size(&front.record));
+            let size = *front_size.get_or_insert_with(|| lane.estimate_size(&front.record));
             if !records.is_empty() && bytes.saturating_add(size) > lane.max_bytes {
                 break;
             }
@@ -1135,7 +1172,7 @@ impl Lane {
         latency: Duration,
     ) {
         if let Some(observer) = &self.observer {
-            observer.observe(&BatchOutcome {
+            let outcome = BatchOutcome {
                 exporter_index: self.index,
                 exporter: &self.name,
                 attempt,
@@ -1144,7 +1181,10 @@ impl Lane {
                 retryable,
                 permanent,
                 latency,
-            });
+            };
+            if std::panic::catch_unwind(AssertUnwindSafe(|| observer.observe(&outcome))).is_err() {
+                self.log_panic("the batch observer", "the batch goes on");
+            }
         }
     }
 
@@ -1177,22 +1217,32 @@ impl Lane {
             return true;
         }
         let lane = Arc::clone(self);
+        self.dead_letters_writing
+            .fetch_add(n as u64, Ordering::AcqRel);
         let write = tokio::task::spawn_blocking(move || {
             let failed_at = dead_letter::now_rfc3339();
-            let lines: Vec<Vec<u8>> = dead
-                .iter()
-                .map(|d| {
-                    dead_letter::format_line(
-                        &lane.name,
-                        &failed_at,
-                        attempts,
-                        &d.reason,
-                        d.retryable,
-                        &d.record.event,
-                    )
-                })
-                .collect();
-            let failed = lane.dead_letters.write_lines(&lines);
+            let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let lines: Vec<Vec<u8>> = dead
+                    .iter()
+                    .map(|d| {
+                        dead_letter::format_line(
+                            &lane.name,
+                            &failed_at,
+                            attempts,
+                            &d.reason,
+                            d.retryable,
+                            &d.record.event,
+                        )
+                    })
+                    .collect();
+                lane.dead_letters.write_lines(&lines)
+            }));
+            // A panic here (an event's `Serialize`, say) is a failed write of the whole batch.
+            let failed = written.unwrap_or_else(|_| {
+                (0..dead.len())
+                    .map(|i| (i, std::io::Error::other("the dead-letter writer panicked")))
+                    .collect()
+            });
             lane.counters
                 .dead_letter_write_failed
                 .fetch_add(failed.len() as u64, Ordering::Relaxed);
@@ -1216,6 +1266,8 @@ impl Lane {
                 .filter_map(|(d, &ok)| ok.then_some(d.seq))
                 .collect();
             lane.settle(&seqs, Settlement::DeadLettered);
+            lane.dead_letters_writing
+                .fetch_sub(dead.len() as u64, Ordering::AcqRel);
         });
         tokio::select! {
             biased;

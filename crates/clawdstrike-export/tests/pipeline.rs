@@ -926,6 +926,160 @@ async fn a_panicking_export_is_retried_not_lost() {
     assert_eq!(sorted(inner.exported_ids()), ids(0..3));
 }
 
+/// An exporter whose `estimate_size` always panics (a bug in another team's exporter).
+#[derive(Debug)]
+struct PanicsInEstimate(Arc<ScriptedExporter>);
+
+#[async_trait]
+impl Exporter for PanicsInEstimate {
+    fn name(&self) -> &str {
+        "panics-in-estimate"
+    }
+    fn estimate_size(&self, _record: &Record) -> usize {
+        panic!("estimate bug");
+    }
+    async fn export(&self, batch: &[Record]) -> ExportResult {
+        self.0.export(batch).await
+    }
+}
+
+/// A settle hook and a batch observer that panic on every call.
+#[derive(Debug)]
+struct PanickingHooks;
+
+impl SettleHook for PanickingHooks {
+    fn settled(&self, _exporter: usize, _name: &str, _seqs: &[u64], _how: Settlement) {
+        panic!("hook bug");
+    }
+}
+
+impl BatchObserver for PanickingHooks {
+    fn observe(&self, _outcome: &BatchOutcome<'_>) {
+        panic!("observer bug");
+    }
+}
+
+/// User code the pipeline calls besides `export` — `estimate_size`, the settle hook, the batch
+/// observer — may panic: every event is still delivered and the books still balance (before,
+/// a panicking estimate killed the batcher and left the queue stuck and uncounted, and a
+/// panicking hook killed the batch task before it released its in-flight count).
+#[tokio::test(start_paused = true)]
+async fn panics_in_estimate_size_and_hooks_lose_nothing() {
+    let inner = Arc::new(ScriptedExporter::new("inner"));
+    let p = Pipeline::builder()
+        .with_exporter(
+            Arc::new(PanicsInEstimate(inner.clone())),
+            fast().with_max_batch_events(4),
+        )
+        .with_settle_hook(Arc::new(PanickingHooks))
+        .with_batch_observer(Arc::new(PanickingHooks))
+        .build()
+        .expect("valid");
+    for i in 0..10 {
+        p.submit(event(i)).await.expect("open");
+    }
+    let report = p.shutdown(Duration::from_secs(10)).await.remove(0);
+    assert_eq!(
+        (
+            report.delivered,
+            report.left_behind,
+            report.deadline_reached
+        ),
+        (10, 0, false)
+    );
+    assert_eq!(sorted(inner.exported_ids()), ids(0..10));
+    let stats = p.stats().remove(0);
+    assert_eq!(
+        (
+            stats.in_flight_batches,
+            stats.in_flight_events,
+            stats.queue_depth
+        ),
+        (0, 0, 0)
+    );
+}
+
+/// Two shutdowns at once: the second waits for the first and returns the same, final, report
+/// (before, it could report as soon as the in-flight batches were done, before the exporter's
+/// own shutdown had run).
+#[tokio::test(start_paused = true)]
+async fn a_concurrent_second_shutdown_returns_the_final_report() {
+    let exporter = Arc::new(
+        ScriptedExporter::new("held").with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
+    );
+    let p = Pipeline::builder()
+        .with_exporter(exporter.clone(), fast().with_max_batch_events(2))
+        .build()
+        .expect("valid");
+    for i in 0..4 {
+        p.submit(event(i)).await.expect("open");
+    }
+    exporter.wait_for_calls(1).await;
+    let first = tokio::spawn({
+        let p = p.clone();
+        async move { p.shutdown(Duration::from_secs(60)).await }
+    });
+    let second = tokio::spawn({
+        let p = p.clone();
+        async move { p.shutdown(Duration::from_secs(60)).await }
+    });
+    tokio::task::yield_now().await;
+    exporter.release();
+    let (first, second) = (first.await.expect("first"), second.await.expect("second"));
+    assert_eq!(first, second);
+    assert_eq!(second[0].delivered, 4);
+    assert!(second[0].exporter_shutdown_completed);
+    assert_eq!(exporter.shutdown_calls(), 1);
+}
+
+/// A dead-letter write still blocked when the deadline passes (here the dead-letter path is a
+/// FIFO nobody reads yet) is reported as unfinished, not passed over; it completes afterwards.
+/// On the real clock: a paused one does not advance while a blocking task runs.
+#[tokio::test]
+async fn a_dead_letter_write_unfinished_at_the_deadline_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("dlq.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let exporter = Arc::new(
+        ScriptedExporter::new("rejecting")
+            .with_default(Step::FailAll(Failure::permanent("HTTP 400"))),
+    );
+    let p = Pipeline::builder()
+        .with_exporter(exporter, fast().with_dead_letter_path(&fifo))
+        .build()
+        .expect("valid");
+    for i in 0..3 {
+        p.submit(event(i)).await.expect("open");
+    }
+    let report = p.shutdown(Duration::from_millis(300)).await.remove(0);
+    assert!(report.deadline_reached);
+    assert_eq!(
+        (
+            report.dead_lettered,
+            report.dead_letter_writes_unfinished,
+            report.dead_letter_write_failed
+        ),
+        (3, 3, 0)
+    );
+    // A reader lets the write finish: every dead letter arrives.
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let file = std::fs::File::open(&fifo).expect("open the FIFO");
+        std::io::BufReader::new(file)
+            .lines()
+            .take(3)
+            .map(|l| l.expect("a line"))
+            .collect::<Vec<_>>()
+    });
+    let lines = reader.join().expect("reader");
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l.contains("HTTP 400")), "{lines:?}");
+}
+
 #[test]
 fn config_reads_yaml_with_documented_defaults_and_rejects_unknown_fields() {
     let yaml = "
