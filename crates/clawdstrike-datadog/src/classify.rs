@@ -12,12 +12,14 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 pub enum Verdict {
     /// Accepted (2xx).
     Accepted,
-    /// Retry later through the framework (408, 429, 5xx, network errors, unexpected statuses).
+    /// Retry later through the framework (408, 429, 5xx, network errors, and every status the
+    /// intake does not send itself: 3xx, 404, 405, 407, 415 ... come from a proxy or a wrong
+    /// URL, which someone can fix before the retry budget runs out).
     Retry {
         /// Server-requested delay.
         retry_after: Option<Duration>,
     },
-    /// Never retry as is: dead-letter with the server's reason (400 and other 4xx).
+    /// Never retry as is: dead-letter with the server's reason (400, 422: the payload itself).
     Reject,
     /// Payload too large (413): split and resend.
     TooLarge,
@@ -31,15 +33,20 @@ pub fn classify(status: StatusCode) -> Verdict {
         200..=299 => Verdict::Accepted,
         401 | 403 => Verdict::KeyRejected,
         413 => Verdict::TooLarge,
-        408 | 429 => Verdict::Retry { retry_after: None },
-        400..=499 => Verdict::Reject,
+        400 | 422 => Verdict::Reject,
         _ => Verdict::Retry { retry_after: None },
     }
 }
 
-/// Parses `Retry-After`: delay-seconds or an HTTP date. Past dates give zero.
+/// The delay the server asked for: `Retry-After` (delay-seconds or an HTTP date; past dates give
+/// zero), else `X-RateLimit-Reset` (seconds until the rate-limit window resets, what Datadog's
+/// rate-limited endpoints send with a 429).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let Some(value) = headers.get(RETRY_AFTER) else {
+        let reset = headers.get("x-ratelimit-reset")?.to_str().ok()?.trim();
+        return reset.parse::<u64>().ok().map(Duration::from_secs);
+    };
+    let value = value.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -60,6 +67,12 @@ mod tests {
             assert_eq!(v(s), Verdict::Retry { retry_after: None }, "{s}");
         }
         assert_eq!(v(400), Verdict::Reject);
+        assert_eq!(v(422), Verdict::Reject);
+        // Not the intake's own answers: a proxy or a wrong URL, fixable, so retried (within
+        // the retry budget) rather than dead-lettered at once.
+        for s in [301, 302, 307, 308, 404, 405, 407, 409, 415] {
+            assert_eq!(v(s), Verdict::Retry { retry_after: None }, "{s}");
+        }
         assert_eq!(v(413), Verdict::TooLarge);
         assert_eq!(v(401), Verdict::KeyRejected);
         assert_eq!(v(403), Verdict::KeyRejected);
@@ -77,5 +90,14 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", "12".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(12)));
+        h.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::from_secs(3)),
+            "Retry-After first"
+        );
     }
 }

@@ -411,16 +411,28 @@ impl DatadogConfig {
             },
         };
         for (path, url) in [("logs_url", &self.logs_url), ("api_url", &self.api_url)] {
-            if let Some(url) = url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
+            let Some(url) = url else { continue };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(err(path, format!("`{url}` is not an http(s) URL")));
             }
+            // The API paths are appended to it: a query or fragment would swallow them.
+            if url.contains(['?', '#']) {
+                return Err(err(
+                    path,
+                    "a base URL (scheme, host, port, path prefix) without `?query` or `#fragment`"
+                        .to_owned(),
+                ));
+            }
         }
-        let logs_base = self
-            .logs_url
-            .as_deref()
-            .map_or_else(|| site.logs_base_url(), trim_url);
+        // The full intake endpoint given as the base works too (`.../api/v2/logs`).
+        let logs_base = self.logs_url.as_deref().map_or_else(
+            || site.logs_base_url(),
+            |u| {
+                let base = trim_url(u);
+                base.strip_suffix("/api/v2/logs")
+                    .map_or(base.clone(), str::to_owned)
+            },
+        );
         let api_base = self
             .api_url
             .as_deref()
@@ -544,6 +556,37 @@ mod tests {
         let err = DatadogConfig::from_yaml("api_key: ${NOPE}\n", &|_| None).unwrap_err();
         assert_eq!(err.path, "api_key");
         assert!(err.message.contains("`NOPE` is not set"));
+    }
+
+    /// `logs_url` is a base: the full endpoint given instead works; a query or fragment (which
+    /// would swallow the appended path) is refused with the key named.
+    #[test]
+    fn intake_urls_are_bases_without_query() {
+        let resolve = |yaml: &str| {
+            DatadogConfig::from_yaml(yaml, &|_| None)
+                .unwrap()
+                .resolve(&|_| None)
+        };
+        for url in [
+            "https://proxy.internal:3834",
+            "https://proxy.internal:3834/",
+            "https://proxy.internal:3834/api/v2/logs",
+            "https://proxy.internal:3834/api/v2/logs/",
+        ] {
+            let r = resolve(&format!("logs_url: {url}")).unwrap();
+            assert_eq!(
+                r.logs_endpoint, "https://proxy.internal:3834/api/v2/logs",
+                "{url}"
+            );
+        }
+        for (key, url) in [
+            ("logs_url", "https://proxy.internal/?token=x"),
+            ("api_url", "https://proxy.internal/#frag"),
+        ] {
+            let err = resolve(&format!("{key}: \"{url}\"")).unwrap_err();
+            assert_eq!(err.path, key);
+            assert!(err.message.contains("without `?query`"), "{err}");
+        }
     }
 
     #[test]

@@ -187,7 +187,10 @@ pub enum BuildError {
 pub struct ClientError(String);
 
 /// The HTTP client every Datadog request of ours goes through: rustls (aws-lc-rs), HTTP/2
-/// where offered, connection reuse, timeouts.
+/// where offered, connection reuse, timeouts. Redirects are not followed: Datadog never
+/// redirects its intake, and a redirecting proxy or login page would turn the POST into a
+/// bodyless GET answered 200 (events counted delivered, never sent) or carry the `DD-API-KEY`
+/// header to another host. A 3xx is a failure that names where it pointed.
 ///
 /// # Errors
 /// [`ClientError`] if the TLS stack cannot be initialised.
@@ -201,6 +204,7 @@ pub fn http_client(
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_keepalive(Duration::from_secs(30))
         .user_agent(concat!("clawdstrike-datadog/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ClientError(e.to_string()))
 }
@@ -411,7 +415,7 @@ impl Inner {
         &self,
         request: &EncodedRequest,
         key: &clawdstrike_keys::CurrentKey,
-    ) -> Result<reqwest::Response, reqwest::Error> {
+    ) -> Result<reqwest::Response, PostError> {
         let mut builder = self
             .client
             .post(&self.options.logs_endpoint)
@@ -428,19 +432,13 @@ impl Inner {
                     env!("CARGO_PKG_VERSION")
                 )),
             );
-        match HeaderValue::from_str(key.expose()) {
-            Ok(mut value) => {
-                value.set_sensitive(true);
-                builder = builder.header("DD-API-KEY", value);
-            }
-            Err(_) => {
-                tracing::error!(exporter = %self.options.name, "the API key contains characters not allowed in an HTTP header")
-            }
-        }
+        let mut value = HeaderValue::from_str(key.expose())?;
+        value.set_sensitive(true);
+        builder = builder.header("DD-API-KEY", value);
         if let Some(encoding) = self.options.compression.codec.content_encoding() {
             builder = builder.header(CONTENT_ENCODING, HeaderValue::from_static(encoding));
         }
-        builder.body(request.body.clone()).send().await
+        Ok(builder.body(request.body.clone()).send().await?)
     }
 
     /// Sends a request, handling 413 (split) and 401/403 (key refresh) itself; returns the
@@ -470,11 +468,19 @@ impl Inner {
                     .fetch_add(request.body.len() as u64, Ordering::Relaxed);
                 let response = match self.post(&request, &key).await {
                     Ok(response) => response,
-                    Err(e) => {
+                    Err(PostError::Network(e)) => {
                         self.stats.count_request("network_error");
-                        let reason = network_reason(&e);
+                        let reason = network_reason(&e, &self.options.logs_endpoint);
                         tracing::debug!(exporter = %self.options.name, %reason, "logs request failed");
                         return all(Some(Failure::retryable(reason)));
+                    }
+                    Err(PostError::KeyNotAHeader) => {
+                        // Not sent: without its key the request could only be refused, and a
+                        // refusal would be blamed on Datadog.
+                        return all(Some(Failure::permanent(format!(
+                            "the API key (generation {}) contains characters an HTTP header cannot carry; not sent",
+                            key.generation()
+                        ))));
                     }
                 };
                 let status = response.status();
@@ -498,14 +504,19 @@ impl Inner {
                         return outcomes;
                     }
                     Verdict::Retry { .. } => {
-                        let reason = format!("HTTP {status}{}", body_reason(response).await);
+                        let reason = format!(
+                            "HTTP {status}{}{}",
+                            redirect_reason(&response),
+                            body_reason(response, key.expose()).await
+                        );
                         return all(Some(Failure::Retryable {
                             reason: reason.into(),
                             retry_after: hint,
                         }));
                     }
                     Verdict::Reject => {
-                        let reason = format!("HTTP {status}{}", body_reason(response).await);
+                        let reason =
+                            format!("HTTP {status}{}", body_reason(response, key.expose()).await);
                         return all(Some(Failure::permanent(reason)));
                     }
                     Verdict::TooLarge => return self.split(batch, request).await,
@@ -585,7 +596,64 @@ impl Inner {
     }
 }
 
-fn network_reason(e: &reqwest::Error) -> String {
+/// Why [`DatadogExporter::post`] did not get an answer.
+#[derive(Debug)]
+enum PostError {
+    /// The key cannot be a header value: not sent.
+    KeyNotAHeader,
+    /// No answer.
+    Network(reqwest::Error),
+}
+
+impl From<reqwest::header::InvalidHeaderValue> for PostError {
+    fn from(_: reqwest::header::InvalidHeaderValue) -> Self {
+        PostError::KeyNotAHeader
+    }
+}
+
+impl From<reqwest::Error> for PostError {
+    fn from(e: reqwest::Error) -> Self {
+        PostError::Network(e)
+    }
+}
+
+/// `url` without what must not reach a log or a dead-letter file: user and password, query,
+/// fragment.
+pub(crate) fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
+/// ` (redirect to URL, not followed: set the final URL in the configuration)` for a 3xx.
+fn redirect_reason(response: &reqwest::Response) -> String {
+    if !response.status().is_redirection() {
+        return String::new();
+    }
+    let to = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(
+            || "nowhere said".to_owned(),
+            |l| match response.url().join(l) {
+                Ok(u) => redacted_url(u.as_str()),
+                Err(_) => "an unparsable location".to_owned(),
+            },
+        );
+    format!(" (redirect to {to}, not followed: configure the final URL)")
+}
+
+/// Why a request got no answer, naming `url` without credentials or query (reqwest's own text
+/// would print the URL whole).
+fn network_reason(e: &reqwest::Error, url: &str) -> String {
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {
@@ -595,8 +663,7 @@ fn network_reason(e: &reqwest::Error) -> String {
     } else {
         "network error"
     };
-    // reqwest's Display includes the URL (never a key: keys travel in headers only).
-    let mut reason = format!("{kind}: {e}");
+    let mut reason = format!("{kind}: {}", redacted_url(url));
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         reason.push_str(": ");
@@ -606,12 +673,18 @@ fn network_reason(e: &reqwest::Error) -> String {
     reason
 }
 
-/// `: <first 512 bytes of the body>` when the server explained itself.
-async fn body_reason(response: reqwest::Response) -> String {
+/// `: <first 512 bytes of the body>` when the server explained itself, with `key` blanked
+/// out should the server (a proxy echoing the request, say) have repeated it.
+async fn body_reason(response: reqwest::Response, key: &str) -> String {
     match response.bytes().await {
         Ok(body) if !body.is_empty() => {
             let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
-            format!(": {}", text.trim())
+            let text = text.trim();
+            if key.len() >= 4 && text.contains(key) {
+                format!(": {}", text.replace(key, "[redacted]"))
+            } else {
+                format!(": {text}")
+            }
         }
         _ => String::new(),
     }

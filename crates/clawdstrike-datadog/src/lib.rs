@@ -62,8 +62,9 @@
 //! | intake answers | what happens |
 //! |---|---|
 //! | 202 | delivered; security metrics count the events |
-//! | 408, 429, 5xx, network error | retryable: the framework retries with backoff, honouring `Retry-After` (capped) |
-//! | 400 (and other 4xx) | dead-lettered with the server's reason |
+//! | 408, 429, 5xx, network error | retryable: the framework retries with backoff, honouring `Retry-After`, else `X-RateLimit-Reset` (capped) |
+//! | 3xx, 404, 405, 407, 415, … (a proxy or a wrong URL, never the intake itself) | retryable within the retry budget, so a fix in time loses nothing; redirects are never followed (a followed 302 would count a bodyless GET's 200 as delivered, and carry the key to another host); the reason names the redirect's target without its query |
+//! | 400, 422 | dead-lettered with the server's reason (the API key blanked out should a proxy have echoed it) |
 //! | 413 | split in halves and resent, down to one event (then dead-lettered) |
 //! | 401, 403 | the key holder refreshes the key; retried once if it changed, else dead-lettered, health degraded, and no further requests until the key changes (one probe a minute) |
 //!

@@ -413,8 +413,18 @@ async fn fetch_validated(
 ) -> Result<SecretString, KeyError> {
     tracing::trace!(provider = %description, "fetching API key");
     let key = provider.fetch().await?;
-    if key.expose_secret().trim().is_empty() {
+    let text = key.expose_secret();
+    if text.trim().is_empty() {
         return Err(KeyError::invalid(description, "the key is empty"));
+    }
+    // A key travels in an HTTP header: whitespace or control characters inside it (a key file
+    // of two lines, a value pasted with a newline) would make every request fail, so such a
+    // value never replaces a good key.
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(KeyError::invalid(
+            description,
+            "the key contains whitespace, control or non-ASCII characters",
+        ));
     }
     Ok(key)
 }
@@ -498,6 +508,33 @@ mod tests {
             }
             Ok(SecretString::from(self.key.lock().unwrap().clone()))
         }
+    }
+
+    /// A value that cannot travel in an HTTP header (two lines, an inner space, a control or
+    /// non-ASCII character) is refused at start and never replaces a good key later.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_with_inner_whitespace_or_controls_never_replaces_a_good_key() {
+        for bad in ["k1\nk2", "k 1", "k\u{7f}1", "k\u{e9}1"] {
+            let err = KeyHolder::new(Scripted::new(bad), RefreshOptions::default())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, KeyError::Invalid { .. }), "{bad:?}: {err}");
+            assert!(
+                !err.to_string().contains(bad),
+                "the value is not in the error"
+            );
+        }
+        let p = Scripted::new("good-key");
+        let holder = KeyHolder::new(p.clone(), RefreshOptions::default())
+            .await
+            .unwrap();
+        p.set("good-key\nnext-key");
+        assert!(matches!(
+            holder.refresh_now().await,
+            RefreshOutcome::Failed(KeyError::Invalid { .. })
+        ));
+        assert_eq!(holder.current().expose(), "good-key");
+        assert_eq!(holder.current().generation(), 1);
     }
 
     #[tokio::test(start_paused = true)]
