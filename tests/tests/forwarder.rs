@@ -381,10 +381,11 @@ async fn follow_reads_every_file_rotated_while_it_was_stopped() {
     intake.shutdown().await;
 }
 
-/// `copytruncate` while stopped, the file written again past the checkpoint's offset: its
-/// start no longer matches the checkpoint's fingerprint, so it is read from its start rather
-/// than from the middle of a line. The same while running, truncated and rewritten between
-/// two looks at its size.
+/// `copytruncate` while stopped, after lines the forwarder had not read yet, and the file
+/// written again past the checkpoint's offset: its start no longer matches the checkpoint's
+/// fingerprint, so the unread lines are read from logrotate's copy and the file from its
+/// start, never from the middle of a line. Then, while running, truncated and rewritten
+/// between two looks at its size (no copy): read from its start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_file_truncated_and_written_again_past_the_checkpoint_is_read_whole() {
     let intake = intake().await;
@@ -400,12 +401,17 @@ async fn a_followed_file_truncated_and_written_again_past_the_checkpoint_is_read
         let text: String = lines[range].iter().map(|l| format!("{l}\n")).collect();
         std::fs::write(&log, text).unwrap();
     };
-    rewrite(5..15);
+    append(&log, &lines[5..8]);
+    std::fs::copy(&log, dir.path().join("audit.ndjson.1")).unwrap();
+    rewrite(8..15);
     let mut run = follow(dir.path(), &config, &log, &checkpoint);
-    intake
-        .wait_for_items(15, WAIT)
-        .await
-        .expect("the rewritten file, whole");
+    let arrived = intake.wait_for_items(15, WAIT).await;
+    assert!(
+        arrived.is_ok(),
+        "the copy's unread lines and the rewritten file, whole: {} of 15; stderr:\n{}",
+        intake.total_items(),
+        run.stderr()
+    );
     assert!(poll_until(WAIT, || checkpoint_covers(&checkpoint, &log)));
     rewrite(15..30);
     intake

@@ -8,8 +8,9 @@
 //! policy). Blank lines are settled at once, bad lines once their reject is written (one that
 //! cannot be written stops the reading before it, like a refused event). The checkpoint is the position just past
 //! the last line of the longest *contiguous* run of lines settled by *every* exporter:
-//! `{"path","dev","ino","offset","line"}`, written atomically (temporary file + rename) at most
-//! every 200 ms and once more at shutdown.
+//! `{"path","dev","ino","offset","line","head","born","modified"}` (`head`: a hash of the file's
+//! first [`HEAD_BYTES`] up to the offset; `born`, `modified`: the file's [`Age`]), written
+//! atomically (temporary file + rename) at most every 200 ms and once more at shutdown.
 //!
 //! - Nothing is lost: a line is behind the checkpoint only once every exporter settled it; on
 //!   restart reading resumes at the checkpoint. Events left behind at a shutdown deadline are
@@ -20,13 +21,15 @@
 //!   restart after SIGTERM re-sends only what was left behind (and lines taken after one that
 //!   was still waiting for room when the stop came).
 //! - Rotation while stopped: when the checkpointed file was renamed (`events.log` →
-//!   `events.log.1`), the rest of it is found by inode among the files of the same directory
-//!   and read first, then the new file from its start. A file removed while stopped cannot be
-//!   finished (its unread lines are lost; a warning says so).
+//!   `events.log.1`), the rest of it is found among the rotated files beside it (by inode and
+//!   birth time: a deleted file's inode is soon reused) and read first. A file removed while
+//!   stopped (`rotate 1`, or compressed into a new file) cannot be finished (its unread lines
+//!   are lost; a warning says so), but the files rotated after it are read.
 //! - Several rotations while stopped, or while the reader was held back: once a renamed file is
-//!   finished, the files rotated after it ([`is_rotation_of`] the path, modified since it, not
-//!   finished already) are read, oldest first, before the file at the path. A file with a newer
-//!   rotated file after it is not waited for: its writer has moved on.
+//!   finished, the files rotated after it ([`is_rotation_of`] the path, of an [`Age`] not
+//!   older: born later, whatever their writers did; not finished already) are read, oldest
+//!   first, before the file at the path. A file with a newer rotated file after it is not
+//!   waited for: its writer has moved on.
 //! - Rotation while running: a file renamed away is read until its writer has been quiet for
 //!   [`ROTATE_WAIT`] (5 s), since the writer keeps appending to it until it reopens the path;
 //!   then its unterminated last line, if any, is taken as a line, and the new file is read
@@ -34,8 +37,11 @@
 //! - Truncation is noticed when the file becomes shorter than the read position (as with
 //!   `tail -F`), or when its first [`HEAD_BYTES`] changed: checked after every read (so no
 //!   line of new content is taken from the old position), at every poll, and on restart against
-//!   the checkpoint's `head` fingerprint. The file is then read from its start; lines read
-//!   between the truncation and its discovery are sent again. Prefer rotation by rename.
+//!   the checkpoint's `head` fingerprint. With `copytruncate`, the copy (a rotated file that
+//!   starts with the same bytes) is read from the line after the last one taken, then the file
+//!   from its start; without a copy, the file is read from its start, and lines read between
+//!   the truncation and its discovery are sent again. Lines written between logrotate's copy and
+//!   its truncation are lost to any reader: prefer rotation by rename.
 //! - With the disk buffer (`buffer: { type: disk }`) a line counts as settled once the buffer
 //!   took it (it is on disk and replayed after a crash), so the window shrinks to the lines
 //!   taken since the last checkpoint write. The buffer is synced before each checkpoint write,
@@ -155,6 +161,42 @@ pub(crate) struct Position {
     /// not from `offset`. Absent in checkpoints written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) head: Option<u64>,
+    /// When the file came to be, to find the files rotated after it should it be gone at the
+    /// next start.
+    #[serde(flatten)]
+    pub(crate) age: Age,
+}
+
+/// When a file came to be, for telling rotated files apart in the order they were written:
+/// its birth time where the filesystem keeps one (a file born later was rotated later, however
+/// its writers interleaved), then its modification time (ties, or no birth time). Nanoseconds
+/// since the Unix epoch.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub(crate) struct Age {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    born: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    modified: Option<u64>,
+}
+
+impl Age {
+    fn of(meta: &std::fs::Metadata) -> Age {
+        let nanos = |t: std::io::Result<std::time::SystemTime>| {
+            t.ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        };
+        Age {
+            born: nanos(meta.created()),
+            modified: nanos(meta.modified()),
+        }
+    }
+
+    fn is_known(self) -> bool {
+        self.born.is_some() || self.modified.is_some()
+    }
 }
 
 /// The checkpoint file's content.
@@ -336,6 +378,8 @@ struct OpenFile {
     head_hash: Option<u64>,
     /// Where the next read starts.
     read_at: u64,
+    /// The file's [`Age`] when last looked at.
+    age: Age,
 }
 
 impl OpenFile {
@@ -369,6 +413,7 @@ impl OpenFile {
         }
         file.seek(SeekFrom::Start(offset))?;
         let head_hash = (head.len() == HEAD_BYTES).then(|| fnv1a(&head));
+        let age = Age::of(&meta);
         Ok(OpenFile {
             file,
             name: Arc::from(path.display().to_string()),
@@ -382,7 +427,14 @@ impl OpenFile {
             head,
             head_hash,
             read_at: offset,
+            age,
         })
+    }
+
+    /// The length and hash of the file's start as read, to find a copy of it; `None` before
+    /// anything was read.
+    fn head_identity(&self) -> Option<(usize, u64)> {
+        (!self.head.is_empty()).then(|| (self.head.len(), fnv1a(&self.head)))
     }
 
     /// Keeps the part of `data`, read at `read_at`, that belongs to the file's head.
@@ -437,6 +489,7 @@ impl OpenFile {
             offset: self.offset,
             line: self.line,
             head: Some(head),
+            age: self.age,
         }
     }
 }
@@ -560,14 +613,17 @@ impl Reader {
             // what was read before: the check after the read sees any truncation that came
             // before it, so no line of the new content is taken from the old position.
             if open.head_changed() {
-                tracing::warn!(file = %open.name, "file truncated and written again; reading it from its start (lines read since it was truncated are sent again)");
-                if let Err(e) = open.rewind() {
-                    tracing::warn!(file = %open.name, error = %e, "cannot read it again");
+                // What this read got may be new content: the rest of the old is in the copy,
+                // if there is one, from the line after the last one taken.
+                if !self.after_rewrite(open) {
                     return true;
                 }
                 continue;
             }
             open.note_read(&chunk[..n]);
+            if let Ok(meta) = open.file.metadata() {
+                open.age = Age::of(&meta);
+            }
             let mut data = &chunk[..n];
             loop {
                 let (piece, newline) = match data.iter().position(|&b| b == b'\n') {
@@ -635,42 +691,44 @@ impl Reader {
         self.emit(open, &raw, len, line_offset, line_no)
     }
 
-    /// The files rotated from the path after `current` (modified since it was last), which
-    /// the reader has not read: it fell behind by more than one rotation, or was stopped
-    /// across several. Oldest first; neither `current` nor the file now at the path.
+    /// `open` was truncated and written again (its first bytes changed). With
+    /// `copytruncate` its old content is in a copy beside it: the reading goes on there, from
+    /// the line after the last one taken, and comes back to the path (from its start) once
+    /// the copy is finished. Without a copy the file is read again from its start. False when
+    /// it cannot be read any more.
+    fn after_rewrite(&mut self, open: &mut OpenFile) -> bool {
+        if let Some((len, hash)) = open.head_identity()
+            && let Some(copy) = find_copy(&self.path, len, hash, open.offset, (open.dev, open.ino))
+            && let Ok(resumed) = OpenFile::open(&copy, open.offset, open.line, Some(hash))
+            && resumed.offset == open.offset
+        {
+            tracing::warn!(file = %open.name, copy = %copy.display(), "file truncated and written again (copytruncate); reading the rest of its copy first");
+            *open = resumed;
+            return true;
+        }
+        tracing::warn!(file = %open.name, "file truncated and written again, and no copy of it found; reading it from its start (lines read since it was truncated are sent again; lines written before it was truncated and not read yet are lost)");
+        match open.rewind() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(file = %open.name, error = %e, "cannot read it again");
+                false
+            }
+        }
+    }
+
+    /// The files rotated from the path after `current` ([`Age`] not older), which the reader
+    /// has not read: it fell behind by more than one rotation, or was stopped across several.
+    /// Oldest first; neither `current` nor the file now at the path.
     fn rotated_after(&self, current: &OpenFile) -> Vec<PathBuf> {
-        let Some(since) = current.file.metadata().ok().and_then(|m| m.modified().ok()) else {
+        let Ok(meta) = current.file.metadata() else {
             return Vec::new();
         };
-        let Some(base) = self.path.file_name().and_then(|n| n.to_str()) else {
-            return Vec::new();
-        };
-        let at_path = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        let Ok(entries) = std::fs::read_dir(directory_of(&self.path)) else {
-            return Vec::new();
-        };
-        let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| is_rotation_of(base, n))
-            })
-            .filter_map(|e| {
-                let path = e.path();
-                let meta = std::fs::metadata(&path).ok()?;
-                let id = (meta.dev(), meta.ino());
-                let read = id == (current.dev, current.ino)
-                    || Some(id) == at_path
-                    || self.finished.contains(&FileKey::of(&meta));
-                let modified = meta.modified().ok()?;
-                (meta.is_file() && !read && modified >= since).then_some((modified, path))
-            })
-            .collect();
-        found.sort();
-        found.into_iter().map(|(_, p)| p).collect()
+        rotated_since(
+            &self.path,
+            Age::of(&meta),
+            Some((current.dev, current.ino)),
+            &self.finished,
+        )
     }
 
     /// `current` is no longer at the path: reads it to its end (waiting for its writer to go
@@ -698,16 +756,16 @@ impl Reader {
             }
             self.finished.push_back(FileKey::of(&meta));
         }
-        Some(match self.rotated_after(current).into_iter().next() {
-            Some(next) => {
-                tracing::warn!(file = %next.display(), after = %current.name, "reading a file rotated while this one was still being read (the forwarder was stopped or held back across more than one rotation)");
-                open_logged(&next, 0, 1, None, &mut self.open_error)
+        // One that cannot be opened (compressed or deleted since the listing) is passed over
+        // for the next.
+        for next in self.rotated_after(current) {
+            tracing::warn!(file = %next.display(), after = %current.name, "reading a file rotated while this one was still being read (the forwarder was stopped or held back across more than one rotation)");
+            if let Some(open) = open_logged(&next, 0, 1, None, &mut self.open_error) {
+                return Some(Some(open));
             }
-            None => {
-                tracing::info!(file = %self.path.display(), "file rotated; following the new one");
-                open_logged(&self.path, 0, 1, None, &mut self.open_error)
-            }
-        })
+        }
+        tracing::info!(file = %self.path.display(), "file rotated; following the new one");
+        Some(open_logged(&self.path, 0, 1, None, &mut self.open_error))
     }
 
     fn run(mut self, mut open: Option<OpenFile>) {
@@ -736,8 +794,7 @@ impl Reader {
                 Ok(_) if current.head_changed() => {
                     // Truncated and written again to exactly the length read: nothing new
                     // to read, so `drain` did not look.
-                    tracing::warn!(file = %self.path.display(), "file truncated and written again; reading it from its start");
-                    if current.rewind().is_err() {
+                    if !self.after_rewrite(current) {
                         open = None;
                     }
                 }
@@ -754,15 +811,85 @@ fn directory_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// Finds the file of `dev`/`ino` among the files beside `path` (a rotated copy).
-fn find_by_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
-    std::fs::read_dir(directory_of(path))
-        .ok()?
+/// The regular files beside `path` named like rotations of it ([`is_rotation_of`]), with
+/// their metadata; not the file at `path` itself.
+fn rotation_siblings(path: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+    let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let at_path = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let Ok(entries) = std::fs::read_dir(directory_of(path)) else {
+        return Vec::new();
+    };
+    entries
         .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.dev() == dev && m.ino() == ino)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| is_rotation_of(base, n))
         })
+        .filter_map(|e| {
+            let p = e.path();
+            let meta = std::fs::metadata(&p).ok()?;
+            (meta.is_file() && Some((meta.dev(), meta.ino())) != at_path).then_some((p, meta))
+        })
+        .collect()
+}
+
+/// The rotated files beside `path` of an [`Age`] not older than `since`, oldest first, but for
+/// the file `not` (still open: its inode is its own) and the files in `finished`.
+fn rotated_since(
+    path: &Path,
+    since: Age,
+    not: Option<(u64, u64)>,
+    finished: &std::collections::VecDeque<FileKey>,
+) -> Vec<PathBuf> {
+    let mut found: Vec<(Age, PathBuf)> = rotation_siblings(path)
+        .into_iter()
+        .filter(|(_, meta)| {
+            Some((meta.dev(), meta.ino())) != not && !finished.contains(&FileKey::of(meta))
+        })
+        .map(|(p, meta)| (Age::of(&meta), p))
+        .filter(|(age, _)| *age >= since)
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The copy `copytruncate` made of the file at `path` (not `not`): a rotated file whose first
+/// `len` bytes hash to `hash` and that reaches `offset`. The newest if several do.
+fn find_copy(path: &Path, len: usize, hash: u64, offset: u64, not: (u64, u64)) -> Option<PathBuf> {
+    use std::os::unix::fs::FileExt;
+    let mut found: Vec<(Age, PathBuf)> = rotation_siblings(path)
+        .into_iter()
+        .filter(|(_, meta)| (meta.dev(), meta.ino()) != not && meta.len() >= offset)
+        .filter(|(p, _)| {
+            let mut start = vec![0u8; len];
+            File::open(p)
+                .and_then(|f| f.read_exact_at(&mut start, 0))
+                .is_ok()
+                && fnv1a(&start) == hash
+        })
+        .map(|(p, meta)| (Age::of(&meta), p))
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+/// Whether `meta` is the file of the checkpoint `p`: its inode, and its birth time when both
+/// are known (a deleted file's inode is soon reused by a new file).
+fn is_checkpointed(meta: &std::fs::Metadata, p: &Position) -> bool {
+    meta.dev() == p.dev
+        && meta.ino() == p.ino
+        && (p.age.born.is_none() || Age::of(meta).born == p.age.born)
+}
+
+/// Finds the checkpointed file among the rotated files beside `path`.
+fn find_checkpointed(path: &Path, p: &Position) -> Option<PathBuf> {
+    rotation_siblings(path)
+        .into_iter()
+        .find(|(_, m)| is_checkpointed(m, p))
+        .map(|(p, _)| p)
 }
 
 /// Where to start, from the checkpoint.
@@ -773,21 +900,46 @@ fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFi
     };
     let p = cp.position;
     if let Ok(meta) = std::fs::metadata(path)
-        && meta.dev() == p.dev
-        && meta.ino() == p.ino
+        && is_checkpointed(&meta, &p)
     {
-        return open_logged(path, p.offset, p.line, p.head, &mut last);
-    }
-    match find_by_inode(path, p.dev, p.ino) {
-        Some(rotated) => {
-            tracing::info!(file = %rotated.display(), "resuming the rotated file from the checkpoint first");
-            open_logged(&rotated, p.offset, p.line, p.head, &mut last)
+        let open = open_logged(path, p.offset, p.line, p.head, &mut last)?;
+        if open.offset == p.offset {
+            return Some(open);
         }
-        None => {
-            tracing::warn!(file = %path.display(), "the checkpointed file is gone; its unread lines cannot be recovered; reading the current file from its start");
-            open_logged(path, 0, 1, None, &mut last)
+        // Truncated (and perhaps written again) while stopped: with `copytruncate` the lines
+        // after the checkpoint are in the copy, which is read first.
+        let head_len = usize::try_from(p.offset).map_or(HEAD_BYTES, |o| o.min(HEAD_BYTES));
+        if let Some(hash) = p.head
+            && let Some(copy) = find_copy(path, head_len, hash, p.offset, (p.dev, p.ino))
+            && let Some(resumed) = open_logged(&copy, p.offset, p.line, p.head, &mut last)
+            && resumed.offset == p.offset
+        {
+            tracing::info!(file = %path.display(), copy = %copy.display(), "the file was truncated while stopped (copytruncate); reading the rest of its copy first");
+            return Some(resumed);
         }
+        return Some(open);
     }
+    if let Some(rotated) = find_checkpointed(path, &p) {
+        tracing::info!(file = %rotated.display(), "resuming the rotated file from the checkpoint first");
+        return open_logged(&rotated, p.offset, p.line, p.head, &mut last);
+    }
+    // Gone (deleted, or compressed into a new file): its unread lines are lost, but the files
+    // rotated after it are whole.
+    let after = if p.age.is_known() {
+        rotated_since(
+            path,
+            p.age,
+            None, // not excluding its inode: a file born since may have it now
+            &std::collections::VecDeque::new(),
+        )
+    } else {
+        Vec::new()
+    };
+    tracing::warn!(file = %path.display(), rotated_after_it = after.len(), "the checkpointed file is gone; its unread lines cannot be recovered; reading the files rotated after it, then the current file, from their start");
+    after
+        .iter()
+        .find_map(|next| open_logged(next, 0, 1, None, &mut last))
+        .or_else(|| open_logged(path, 0, 1, None, &mut last))
 }
 
 /// What following did.
@@ -1052,6 +1204,7 @@ mod tests {
             offset,
             line: offset,
             head: None,
+            age: Age::default(),
         }
     }
 
@@ -1222,6 +1375,102 @@ mod tests {
             .set_modified(next.file.metadata().unwrap().modified().unwrap())
             .unwrap();
         assert!(reader.rotated_after(&newer).is_empty());
+    }
+
+    fn checkpoint_at(open: &OpenFile) -> Checkpoint {
+        Checkpoint {
+            path: PathBuf::new(),
+            position: open.position(),
+        }
+    }
+
+    /// The checkpointed file was deleted while stopped (`rotate 1`, or compressed into a new
+    /// file): the file rotated after it is read whole before the current one; the older one
+    /// is not.
+    #[test]
+    fn when_the_checkpointed_file_is_gone_the_files_rotated_after_it_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        write_at(&dir.path().join("audit.ndjson.2"), "old\n", 300);
+        let gone = dir.path().join("audit.ndjson.9");
+        write_at(&gone, "x1\nx2\n", 200);
+        let mut x = OpenFile::open(&gone, 0, 1, None).unwrap();
+        let (tx, _rx) = mpsc::channel(64);
+        assert!(reader_for(&path, tx).drain(&mut x));
+        let checkpoint = checkpoint_at(&x);
+        drop(x);
+        std::fs::remove_file(&gone).unwrap();
+        write_at(&dir.path().join("audit.ndjson.1"), "y1\n", 100);
+        write_at(&path, "z1\n", 10);
+        let start = starting_point(&path, Some(&checkpoint)).expect("a file opens");
+        assert_eq!(
+            &*start.name,
+            dir.path().join("audit.ndjson.1").display().to_string()
+        );
+        assert_eq!((start.offset, start.line), (0, 1));
+    }
+
+    /// `copytruncate` while stopped: the file was copied to `.1` (with lines not read yet) and
+    /// emptied, then written again past the checkpoint. The copy is read from the checkpoint
+    /// on, not the new content from there.
+    #[test]
+    fn a_copytruncated_file_is_resumed_in_its_copy_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        std::fs::write(&path, "a1\na2\n").unwrap();
+        let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
+        let (tx, _rx) = mpsc::channel(64);
+        assert!(reader_for(&path, tx).drain(&mut open));
+        let checkpoint = checkpoint_at(&open);
+        drop(open);
+        // More lines, then logrotate's copy and truncation, then a new, longer content.
+        std::fs::write(&path, "a1\na2\na3\n").unwrap();
+        std::fs::copy(&path, dir.path().join("audit.ndjson.1")).unwrap();
+        std::fs::write(&path, "b1-longer\nb2\n").unwrap();
+        let start = starting_point(&path, Some(&checkpoint)).expect("a file opens");
+        assert_eq!(
+            &*start.name,
+            dir.path().join("audit.ndjson.1").display().to_string()
+        );
+        assert_eq!((start.offset, start.line), (6, 3), "at line a3");
+    }
+
+    /// The same while running: the read that meets the new content goes on in the copy, from
+    /// the line after the last one taken; without a copy, from the start of the file.
+    #[test]
+    fn a_file_copytruncated_while_read_goes_on_in_its_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        std::fs::write(&path, "a1\na2\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut reader = reader_for(&path, tx);
+        let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
+        assert!(reader.drain(&mut open));
+        std::fs::write(&path, "a1\na2\na3\n").unwrap();
+        std::fs::copy(&path, dir.path().join("audit.ndjson.1")).unwrap();
+        std::fs::write(&path, "b1-longer\nb2\nb3\n").unwrap();
+        assert!(reader.drain(&mut open));
+        assert_eq!(
+            lines_sent(&mut rx),
+            [
+                ("audit.ndjson", 1),
+                ("audit.ndjson", 2),
+                ("audit.ndjson.1", 3)
+            ]
+            .map(|(f, l)| (f.to_owned(), l))
+        );
+        // No copy this time: the file is read again from its start.
+        std::fs::remove_file(dir.path().join("audit.ndjson.1")).unwrap();
+        let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
+        assert!(reader.drain(&mut open));
+        std::fs::write(&path, "c1-much-longer\nc2\nc3\nc4\n").unwrap();
+        assert!(reader.drain(&mut open));
+        let sent = lines_sent(&mut rx);
+        assert_eq!(sent.len(), 3 + 4, "{sent:?}");
+        assert_eq!(
+            sent[3..],
+            [1, 2, 3, 4].map(|l| ("audit.ndjson".to_owned(), l))
+        );
     }
 
     /// The checkpoint's fingerprint of the file's start tells a file truncated and written
