@@ -906,6 +906,48 @@ async fn http_input_authenticates_validates_and_correlates_traces() {
     intake.shutdown().await;
 }
 
+/// Dead letters whose write hangs (the dead-letter path is a FIFO nobody reads, like a hung
+/// mount): the run still ends at its shutdown deadline, says how many were still being
+/// written, and exits with code 3 instead of waiting for the stuck write forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_dead_letter_write_is_reported_and_does_not_keep_the_forwarder_from_exiting() {
+    let intake = intake().await;
+    intake.fail_next(Endpoint::Logs, 1000, FaultAction::status(400));
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("dead.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exporter_extra = format!("    dead_letter: {{ path: {} }}\n", fifo.display());
+    let config = write_config(
+        dir.path(),
+        &config_yaml(
+            &intake.base_url(),
+            &exporter_extra,
+            "shutdown_timeout_ms: 1500\n",
+        ),
+    );
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config)
+        .arg(fixture("events.ndjson"));
+    let mut run = Running::spawn(cmd);
+    let status = run.wait(WAIT);
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("0 could not be written and 42 were still being written at the deadline"),
+        "{stderr}"
+    );
+    intake.shutdown().await;
+}
+
 /// Acceptance 4 (full queue): a stalled intake and a one-event queue: 503 with Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_input_answers_503_when_the_queue_is_full() {

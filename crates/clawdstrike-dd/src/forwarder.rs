@@ -98,7 +98,19 @@ impl From<clawdstrike_datadog::exporter::BuildError> for StartError {
 
 impl From<clawdstrike_export::OpenError> for StartError {
     fn from(e: clawdstrike_export::OpenError) -> StartError {
-        let transient = matches!(e, clawdstrike_export::OpenError::Io { .. });
+        // The lock of another process, or an I/O hiccup, passes; a directory that cannot be
+        // written (permissions, a read-only filesystem, a file in the way) needs a human.
+        use std::io::ErrorKind::{
+            AlreadyExists, NotADirectory, PermissionDenied, ReadOnlyFilesystem,
+        };
+        let transient = matches!(
+            &e,
+            clawdstrike_export::OpenError::Io { source, .. }
+                if !matches!(
+                    source.kind(),
+                    PermissionDenied | ReadOnlyFilesystem | NotADirectory | AlreadyExists
+                )
+        );
         StartError {
             message: e.to_string(),
             transient,
@@ -454,6 +466,17 @@ mod tests {
             source: std::io::Error::new(std::io::ErrorKind::WouldBlock, "in use"),
         };
         assert!(StartError::from(locked).transient);
+        for kind in [
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::ReadOnlyFilesystem,
+            std::io::ErrorKind::NotADirectory,
+        ] {
+            let denied = clawdstrike_export::OpenError::Io {
+                path: "/var/lib/clawdstrike-dd/buffer".into(),
+                source: std::io::Error::from(kind),
+            };
+            assert!(!StartError::from(denied).transient, "{kind:?}");
+        }
         let invalid = clawdstrike_export::OpenError::Config("max_bytes: 0".to_owned());
         assert!(!StartError::from(invalid).transient);
     }

@@ -191,11 +191,28 @@ fn init_logging() {
         .try_init();
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let code = match cli.command {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("clawdstrike-dd: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // A write still stuck in a blocking task after the report (a dead letter on a hung mount)
+    // must not keep the process from exiting with its code: the runtime is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code)
+}
+
+async fn run(cli: Cli) -> u8 {
+    match cli.command {
         Command::Demo => match demo::run().await {
             Ok(()) => EXIT_OK,
             Err(e) => {
@@ -216,8 +233,7 @@ async fn main() -> ExitCode {
         Command::Ship(args) => ship(args).await,
         Command::Signals(cmd) => signals(cmd).await,
         Command::Fakeintake(args) => fakeintake(args).await,
-    };
-    ExitCode::from(code)
+    }
 }
 
 /// Loads the configuration or prints why not (exit 2).

@@ -395,7 +395,8 @@ impl Pipeline {
     /// Never overruns the deadline by more than scheduling delay, even when an exporter's
     /// `export` or `shutdown` never completes: at the deadline in-flight calls are abandoned
     /// (their futures dropped) and their events reported as `left_behind`. Calling it again,
-    /// later or concurrently, waits for the first call to finish and returns its report.
+    /// later or concurrently, waits for the first call to finish (by the first call's
+    /// deadline, not its own) and returns its report.
     pub async fn shutdown(&self, deadline: Duration) -> Vec<ShutdownReport> {
         let now = Instant::now();
         // A deadline too far to represent is "a century", which is the same thing in practice.
@@ -800,13 +801,8 @@ impl Lane {
         let batcher = lock(&self.batcher).take();
         let mut batcher = batcher;
         let drained = tokio::time::timeout_at(deadline_at, async {
-            if let Some(handle) = batcher.as_mut()
-                && handle.await.is_err()
-            {
-                // It panicked (only user code could): what it held and what is queued would
-                // otherwise be in no count.
-                tracing::error!(exporter = %self.name, "the batcher failed; what it held and what is queued is left behind");
-                self.abandon(self.assembling.load(Ordering::Acquire));
+            if let Some(handle) = batcher.as_mut() {
+                self.batcher_ended(handle.await);
             }
             batcher = None;
             self.in_flight
@@ -820,15 +816,20 @@ impl Lane {
             self.abort.fire();
             // Every await in the lane's tasks races the abort, so these finish promptly.
             if let Some(handle) = batcher {
-                let _ = handle.await;
+                self.batcher_ended(handle.await);
             }
             if let Ok(permits) = self.in_flight.acquire_many(self.concurrency_u32()).await {
                 permits.forget();
             }
         }
-        let completed = tokio::time::timeout_at(deadline_at, self.exporter.shutdown())
-            .await
-            .is_ok();
+        // A panicking `shutdown` is one that did not complete; the report is still published,
+        // or a second `shutdown` would wait for it forever.
+        let completed = tokio::time::timeout_at(
+            deadline_at,
+            AssertUnwindSafe(self.exporter.shutdown()).catch_unwind(),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
         if !completed {
             tracing::warn!(exporter = %self.name, "exporter shutdown did not finish before the deadline");
         }
@@ -843,6 +844,15 @@ impl Lane {
             "exporter shut down"
         );
         report
+    }
+
+    /// The batcher task ended. If it panicked (only user code could), what it held and what is
+    /// queued would otherwise be in no count: left behind.
+    fn batcher_ended(&self, joined: Result<(), tokio::task::JoinError>) {
+        if joined.is_err() {
+            tracing::error!(exporter = %self.name, "the batcher failed; what it held and what is queued is left behind");
+            self.abandon(self.assembling.load(Ordering::Acquire));
+        }
     }
 
     fn concurrency_u32(&self) -> u32 {
@@ -1219,7 +1229,18 @@ impl Lane {
         let lane = Arc::clone(self);
         self.dead_letters_writing
             .fetch_add(n as u64, Ordering::AcqRel);
+        /// Takes the batch off `dead_letters_writing` however the write ends.
+        struct Writing(Arc<Lane>, u64);
+        impl Drop for Writing {
+            fn drop(&mut self) {
+                self.0
+                    .dead_letters_writing
+                    .fetch_sub(self.1, Ordering::AcqRel);
+            }
+        }
+        let writing = Writing(Arc::clone(self), n as u64);
         let write = tokio::task::spawn_blocking(move || {
+            let _writing = writing;
             let failed_at = dead_letter::now_rfc3339();
             let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let lines: Vec<Vec<u8>> = dead
@@ -1266,8 +1287,6 @@ impl Lane {
                 .filter_map(|(d, &ok)| ok.then_some(d.seq))
                 .collect();
             lane.settle(&seqs, Settlement::DeadLettered);
-            lane.dead_letters_writing
-                .fetch_sub(dead.len() as u64, Ordering::AcqRel);
         });
         tokio::select! {
             biased;

@@ -1032,6 +1032,61 @@ async fn a_concurrent_second_shutdown_returns_the_final_report() {
     assert_eq!(exporter.shutdown_calls(), 1);
 }
 
+/// An exporter whose own `shutdown` panics.
+#[derive(Debug)]
+struct PanicsInShutdown(Arc<ScriptedExporter>);
+
+#[async_trait]
+impl Exporter for PanicsInShutdown {
+    fn name(&self) -> &str {
+        "panics-in-shutdown"
+    }
+    async fn export(&self, batch: &[Record]) -> ExportResult {
+        self.0.export(batch).await
+    }
+    async fn shutdown(&self) {
+        panic!("shutdown bug");
+    }
+}
+
+/// A panicking exporter `shutdown` is one that did not complete: both of two concurrent
+/// shutdowns return that report (before, the first one's task died before publishing it, and
+/// the second waited for it forever).
+#[tokio::test(start_paused = true)]
+async fn a_panicking_exporter_shutdown_still_gives_every_caller_the_report() {
+    let inner = Arc::new(ScriptedExporter::new("inner"));
+    let p = Pipeline::builder()
+        .with_exporter(Arc::new(PanicsInShutdown(inner)), fast())
+        .build()
+        .expect("valid");
+    for i in 0..3 {
+        p.submit(event(i)).await.expect("open");
+    }
+    let (first, second) = tokio::join!(
+        p.shutdown(Duration::from_secs(10)),
+        tokio::time::timeout(Duration::from_secs(60), p.shutdown(Duration::from_secs(10)))
+    );
+    let second = second.expect("the second shutdown returns");
+    assert_eq!(first, second);
+    assert_eq!(first[0].delivered, 3);
+    assert!(!first[0].exporter_shutdown_completed);
+}
+
+/// Opens the FIFO's read side when dropped, so that a writer blocked on it (and the runtime
+/// waiting for that writer) is let go even when the test fails before reading it.
+struct Unblock(std::path::PathBuf);
+
+impl Drop for Unblock {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000;
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&self.0);
+    }
+}
+
 /// A dead-letter write still blocked when the deadline passes (here the dead-letter path is a
 /// FIFO nobody reads yet) is reported as unfinished, not passed over; it completes afterwards.
 /// On the real clock: a paused one does not advance while a blocking task runs.
@@ -1052,10 +1107,15 @@ async fn a_dead_letter_write_unfinished_at_the_deadline_is_reported() {
         .with_exporter(exporter, fast().with_dead_letter_path(&fifo))
         .build()
         .expect("valid");
+    let unblock = Unblock(fifo.clone());
     for i in 0..3 {
         p.submit(event(i)).await.expect("open");
     }
-    let report = p.shutdown(Duration::from_millis(300)).await.remove(0);
+    // The dead letters are counted before their write starts, which blocks on the FIFO.
+    while p.stats()[0].dead_lettered < 3 {
+        tokio::task::yield_now().await;
+    }
+    let report = p.shutdown(Duration::from_millis(100)).await.remove(0);
     assert!(report.deadline_reached);
     assert_eq!(
         (
@@ -1078,6 +1138,7 @@ async fn a_dead_letter_write_unfinished_at_the_deadline_is_reported() {
     let lines = reader.join().expect("reader");
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l.contains("HTTP 400")), "{lines:?}");
+    drop(unblock);
 }
 
 #[test]
