@@ -748,6 +748,36 @@ async fn an_event_too_large_for_the_disk_buffer_is_rejected_and_the_input_goes_o
     assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
     assert_each_line_arrived_once(&intake, &good);
     check_rejects(&rejects, &log);
+
+    // The HTTP input: one body with the big event in the middle. The events after it are taken
+    // too (the client does not resend after a 4xx); the answer names the item.
+    intake.reset();
+    let rejects = dir.path().join("http-rejects.ndjson");
+    let mut cmd = ship(&rejects);
+    cmd.arg("--listen").arg("127.0.0.1:0");
+    let mut run = Running::spawn(cmd);
+    let url = format!("http://{}/", listen_addr(&run));
+    let answer = post(&reqwest::Client::new(), &url, None, input[3..].join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["accepted"], 4, "{answer}");
+    assert_eq!(answer["problems"][0]["item"], 3, "{answer}");
+    intake
+        .wait_for_items(4, WAIT)
+        .await
+        .expect("the events around it");
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
+    assert_each_line_arrived_once(&intake, &[&input[3..5], &input[6..]].concat());
+    let rejected = read_jsonl(&rejects);
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(
+        (&rejected[0]["source"], &rejected[0]["line"]),
+        (&"http".into(), &3.into())
+    );
     intake.shutdown().await;
 }
 

@@ -187,7 +187,14 @@ pub(crate) async fn run(
         drop(rx);
         // The thread ends at its next line (stdin may block: it is detached then).
         if !report.interrupted {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            // A reader that died (a panic) dropped its sender: that looked like the end of the
+            // input, so it must not pass for it.
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                report
+                    .errors
+                    .push(format!("reading {name}: the reader failed before the end"));
+            }
         }
         if progress {
             eprintln!(

@@ -272,7 +272,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     };
     let total = events.len();
     let mut accepted = 0;
-    for event in events {
+    // Events larger than the whole disk buffer: bad input, kept in the rejects file; the rest
+    // of the body goes on (the client does not resend after a 4xx, so nothing after them may
+    // be dropped).
+    let mut too_large = Vec::new();
+    for (i, event) in events.into_iter().enumerate() {
+        let item = i as u64 + 1;
         let mut record = Record::new(event);
         if let Some(t) = trace {
             record = record.with_trace(t);
@@ -283,35 +288,66 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                 return Ok(unavailable(accepted, "the forwarder is shutting down"));
             }
             Err(Refused::TooLarge(why)) => {
-                return Ok(respond(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    json!({ "error": why, "accepted": accepted }),
-                ));
+                // A failed write is counted and fails the run; the client hears why anyway.
+                let _ = shared
+                    .rejects
+                    .write_too_large("http", item, 0, &record.event, why.clone());
+                too_large.push(json!({ "item": item, "error": why }));
             }
-            Err(Refused::Failed(why)) => {
-                return Ok(respond(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "error": why, "accepted": accepted }),
-                ));
-            }
+            Err(Refused::Failed(why)) => return Ok(failed(accepted, &why)),
             Err(Refused::Full(why)) => {
                 if accepted == 0 {
                     return Ok(unavailable(0, &why));
                 }
                 // Part of the body is in: wait a little for room rather than make the producer
                 // resend (and duplicate) what was taken.
+                let event = std::sync::Arc::clone(&record.event);
                 match tokio::time::timeout(PARTIAL_WAIT, shared.sink.submit(record, None)).await {
                     Ok(Ok(())) => accepted += 1,
-                    _ => return Ok(unavailable(accepted, &why)),
+                    Ok(Err(Refused::Closed)) => {
+                        return Ok(unavailable(accepted, "the forwarder is shutting down"));
+                    }
+                    Ok(Err(Refused::Failed(why))) => return Ok(failed(accepted, &why)),
+                    Ok(Err(Refused::TooLarge(why))) => {
+                        let _ =
+                            shared
+                                .rejects
+                                .write_too_large("http", item, 0, &event, why.clone());
+                        too_large.push(json!({ "item": item, "error": why }));
+                    }
+                    Ok(Err(Refused::Full(_))) | Err(_) => {
+                        return Ok(unavailable(accepted, &why));
+                    }
                 }
             }
         }
     }
-    debug_assert_eq!(accepted, total);
+    debug_assert_eq!(accepted + too_large.len(), total);
+    if !too_large.is_empty() {
+        return Ok(respond(
+            StatusCode::BAD_REQUEST,
+            json!({
+                "error": format!(
+                    "{} of {total} events are larger than the disk buffer and were not taken (they are in the rejects file); the others were",
+                    too_large.len()
+                ),
+                "accepted": accepted,
+                "problems": too_large,
+            }),
+        ));
+    }
     Ok(respond(
         StatusCode::ACCEPTED,
         json!({ "accepted": accepted }),
     ))
+}
+
+/// 500: the sink failed (a disk buffer write or fsync); `accepted` events were taken.
+fn failed(accepted: usize, why: &str) -> Resp {
+    respond(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({ "error": why, "accepted": accepted }),
+    )
 }
 
 /// Binds `addr`.
