@@ -37,13 +37,14 @@ pub(crate) struct Rejects {
     file: Mutex<Option<OpenRejects>>,
     count: AtomicU64,
     failed: AtomicU64,
+    /// Rejects written before a handle was let go after a failure could not be fsynced:
+    /// [`sync`](Rejects::sync) fails from then on, so no checkpoint passes them.
+    sync_failed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
 struct OpenRejects {
     file: File,
-    /// Bytes in the file, all whole lines.
-    len: u64,
     /// Written to since the last [`Rejects::sync`].
     dirty: bool,
 }
@@ -56,6 +57,7 @@ impl Rejects {
             file: Mutex::new(None),
             count: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            sync_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -80,6 +82,11 @@ impl Rejects {
     /// # Errors
     /// The fsync's.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
+        if self.sync_failed.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "rejects written before a failed write could not be fsynced",
+            ));
+        }
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         match file.as_mut() {
             Some(open) if open.dirty => {
@@ -158,23 +165,35 @@ impl Rejects {
                     .create(true)
                     .append(true)
                     .open(&self.path)?;
-                let len = file.metadata()?.len();
-                slot.insert(OpenRejects {
-                    file,
-                    len,
-                    dirty: false,
-                })
+                slot.insert(OpenRejects { file, dirty: false })
             }
         };
-        open.dirty = true;
-        if let Err(e) = open.file.write_all(line.as_bytes()) {
-            // Part of the line may be in: cut it off, and reopen next time.
-            let _ = open.file.set_len(open.len);
-            *slot = None;
-            return Err(e);
+        // Another process may append to the same file (a backfill beside the daemon), or it
+        // may have been truncated: its length is read under its lock, right before the write,
+        // so that a line cut short is cut back to exactly where it began.
+        let written = open.file.lock().and_then(|()| {
+            let len = open.file.metadata()?.len();
+            let result = open.file.write_all(line.as_bytes());
+            if result.is_err() {
+                let _ = open.file.set_len(len);
+            }
+            let _ = open.file.unlock();
+            result
+        });
+        match written {
+            Ok(()) => {
+                open.dirty = true;
+                Ok(())
+            }
+            Err(e) => {
+                // Let the handle go (the next write reopens), but not what it holds unsynced.
+                if open.dirty && open.file.sync_data().is_err() {
+                    self.sync_failed.store(true, Ordering::Relaxed);
+                }
+                *slot = None;
+                Err(e)
+            }
         }
-        open.len += line.len() as u64;
-        Ok(())
     }
 }
 
