@@ -978,6 +978,61 @@ async fn a_stuck_dead_letter_write_is_reported_and_does_not_keep_the_forwarder_f
     intake.shutdown().await;
 }
 
+/// Slow clients do not hold the listener: headers sent too slowly get the connection closed,
+/// a body sent too slowly gets 408, and a client sending in time is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_http_clients_are_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "input: { http: { listen: 127.0.0.1:0, read_timeout_ms: 300 } }\n";
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", extra));
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config);
+    let mut run = Running::spawn(cmd);
+    let addr = listen_addr(&run);
+    // Headers that never end.
+    let mut slow_head = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow_head
+        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // A body that never comes whole.
+    let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow_body
+        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"a\":")
+        .await
+        .unwrap();
+    // Meanwhile a client in time is served.
+    let line = std::fs::read_to_string(fixture("events.ndjson"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = format!("http://{addr}/");
+    let answer = post(&reqwest::Client::new(), &url, None, line)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let mut head_answer = Vec::new();
+    let closed = tokio::time::timeout(WAIT, slow_head.read_to_end(&mut head_answer)).await;
+    assert!(closed.is_ok(), "the slow-headers connection is closed");
+    let mut body_answer = Vec::new();
+    let answered = tokio::time::timeout(WAIT, slow_body.read_to_end(&mut body_answer)).await;
+    assert!(answered.is_ok(), "the slow-body request is answered");
+    let body_answer = String::from_utf8_lossy(&body_answer);
+    assert!(body_answer.starts_with("HTTP/1.1 408"), "{body_answer}");
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    assert_eq!(intake.total_items(), 1);
+    intake.shutdown().await;
+}
+
 /// Acceptance 4 (full queue): a stalled intake and a one-event queue: 503 with Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_input_answers_503_when_the_queue_is_full() {

@@ -14,6 +14,10 @@ use serde::Deserialize;
 pub(crate) const DEFAULT_EXPORTER: &str = "datadog";
 /// Default HTTP body limit: 5 MiB.
 pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// Default `input.http.read_timeout_ms`.
+pub(crate) const DEFAULT_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default `input.http.max_connections`.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
 /// Default shutdown deadline: 30 s.
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 /// Default rejects file.
@@ -57,6 +61,11 @@ pub(crate) struct HttpInputConfig {
     pub(crate) token: Option<SecretString>,
     /// Largest request body in bytes (default 5 MiB).
     pub(crate) max_body_bytes: Option<usize>,
+    /// How long a client may take to send a request's headers, and then its body, in ms
+    /// (default 10,000); a slower one is cut off (headers) or answered 408 (body).
+    pub(crate) read_timeout_ms: Option<u64>,
+    /// Connections served at once (default 1,024); more wait to be accepted.
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl std::fmt::Debug for HttpInputConfig {
@@ -65,6 +74,8 @@ impl std::fmt::Debug for HttpInputConfig {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("read_timeout_ms", &self.read_timeout_ms)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -155,11 +166,26 @@ pub(crate) fn from_file(
             message: "must be at least 1".to_owned(),
         });
     }
-    if file.input.http.max_body_bytes == Some(0) {
-        return Err(ConfigError {
-            path: "input.http.max_body_bytes".to_owned(),
-            message: "must be at least 1".to_owned(),
-        });
+    for (path, zero) in [
+        (
+            "input.http.max_body_bytes",
+            file.input.http.max_body_bytes == Some(0),
+        ),
+        (
+            "input.http.read_timeout_ms",
+            file.input.http.read_timeout_ms == Some(0),
+        ),
+        (
+            "input.http.max_connections",
+            file.input.http.max_connections == Some(0),
+        ),
+    ] {
+        if zero {
+            return Err(ConfigError {
+                path: path.to_owned(),
+                message: "must be at least 1".to_owned(),
+            });
+        }
     }
     let exporters = file.exporters.clone().unwrap_or_else(|| {
         BTreeMap::from([(DEFAULT_EXPORTER.to_owned(), DatadogConfig::default())])

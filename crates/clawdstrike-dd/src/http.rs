@@ -9,6 +9,7 @@
 //! | 400 `{"error":...,"problems":[{"item":N,"error":...}]}` | a malformed body or event: nothing taken; the bad items go to the rejects file |
 //! | 401 | missing or wrong `Authorization: Bearer <token>` |
 //! | 405 | not `POST` (`GET /health` answers 200) |
+//! | 408 | the body did not arrive within `input.http.read_timeout_ms` (headers slower than that: the connection is closed) |
 //! | 413 | body over `input.http.max_body_bytes` |
 //! | 500 | the disk buffer could not write the event (disk full, I/O error) |
 //! | 503 + `Retry-After: 1` | the queue (or the disk buffer, after a 250 ms wait) is full, or the forwarder is stopping; `accepted` says how many events of the body were taken before it filled |
@@ -27,7 +28,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -46,6 +47,10 @@ pub(crate) struct HttpOptions {
     pub(crate) token: Option<SecretString>,
     /// Body limit.
     pub(crate) max_body_bytes: usize,
+    /// Time for a request's headers, and then for its body.
+    pub(crate) read_timeout: Duration,
+    /// Connections served at once.
+    pub(crate) max_connections: usize,
 }
 
 #[derive(Debug)]
@@ -220,7 +225,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(clawdstrike_datadog::apm::parse_traceparent);
-    let body = match Limited::new(req.into_body(), limit).collect().await {
+    let read = tokio::time::timeout(
+        shared.options.read_timeout,
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await;
+    let Ok(read) = read else {
+        return Ok(respond(
+            StatusCode::REQUEST_TIMEOUT,
+            json!({ "error": format!("the body did not arrive within {:?}", shared.options.read_timeout) }),
+        ));
+    };
+    let body = match read {
         Ok(b) => b.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -366,23 +382,57 @@ pub(crate) async fn serve(
     rejects: Arc<Rejects>,
     stop: &mut watch::Receiver<bool>,
 ) {
+    // Without a timer hyper's header timeout does nothing: a client that sends its headers a
+    // byte at a time would hold its connection (and, in numbers, the listener) forever.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.read_timeout)
+        .keep_alive_timeout(options.read_timeout);
+    let builder = Arc::new(builder);
+    let connections = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
     let shared = Arc::new(Shared {
         options,
         sink,
         rejects,
     });
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(s) => s,
-                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+        // At most `max_connections` at once: more wait in the kernel's backlog.
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
             },
             _ = stop.wait_for(|s| *s) => break,
         };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors (EMFILE) fails again at once: pause rather than spin
+                // and flood the log.
+                tracing::warn!(error = %e, "accept failed; pausing 100 ms");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                continue;
+            }
+        };
         let shared = Arc::clone(&shared);
+        let builder = Arc::clone(&builder);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

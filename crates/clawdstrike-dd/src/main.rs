@@ -375,6 +375,20 @@ async fn ship(args: ShipArgs) -> u8 {
                 .http
                 .max_body_bytes
                 .unwrap_or(config::DEFAULT_MAX_BODY_BYTES),
+            read_timeout: std::time::Duration::from_millis(
+                settings
+                    .file
+                    .input
+                    .http
+                    .read_timeout_ms
+                    .unwrap_or(config::DEFAULT_READ_TIMEOUT_MS),
+            ),
+            max_connections: settings
+                .file
+                .input
+                .http
+                .max_connections
+                .unwrap_or(config::DEFAULT_MAX_CONNECTIONS),
         };
         let sink = sink.clone();
         let rejects = Arc::clone(&rejects);
