@@ -54,6 +54,8 @@ pub struct TransportStats {
     requests: Mutex<BTreeMap<String, u64>>,
     key_valid: AtomicBool,
     latencies: Mutex<LatencySamples>,
+    /// Logs requests that failed since the last accepted one, and the last one's reason.
+    failing: Mutex<(u64, String)>,
 }
 
 /// Batch export latencies (milliseconds) since the last read, reservoir-sampled beyond a cap.
@@ -87,6 +89,24 @@ impl TransportStats {
     fn count_request(&self, status: &str) {
         let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *requests.entry(status.to_owned()).or_default() += 1;
+    }
+
+    /// A logs request was accepted (`None`) or failed with `reason`.
+    fn logs_outcome(&self, failure: Option<&str>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match failure {
+            None => failing.0 = 0,
+            Some(reason) => {
+                failing.0 += 1;
+                reason.clone_into(&mut failing.1);
+            }
+        }
+    }
+
+    /// Logs requests failed in a row, with the last reason, when there are any.
+    fn failing(&self) -> Option<(u64, String)> {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        (failing.0 > 0).then(|| failing.clone())
     }
 
     fn record_latency(&self, millis: f64) {
@@ -451,6 +471,8 @@ impl Inner {
         Box::pin(async move {
             let Encoded { request, tally } = encoded;
             let all = |failure: Option<Failure>| {
+                self.stats
+                    .logs_outcome(failure.as_ref().map(Failure::reason));
                 request
                     .indices
                     .iter()
@@ -577,12 +599,19 @@ impl Inner {
             let indices = half.to_vec();
             let encoded = self
                 .encode_blocking(move || {
-                    let mut payloads = pack(&inner.options.formatter, &batch_ref, &indices, limits);
-                    payloads.pop().map(|p| inner.finish(&batch_ref, p))
+                    // Every payload `pack` makes is sent (one, as the half fits the limits).
+                    pack(&inner.options.formatter, &batch_ref, &indices, limits)
+                        .into_iter()
+                        .map(|p| inner.finish(&batch_ref, p))
+                        .collect::<Result<Vec<_>, _>>()
                 })
                 .await;
             match encoded {
-                Ok(Some(Ok(req))) => outcomes.extend(self.send(batch, req).await),
+                Ok(Ok(requests)) if !requests.is_empty() => {
+                    for req in requests {
+                        outcomes.extend(self.send(batch, req).await);
+                    }
+                }
                 failed => {
                     let reason = format!("re-encoding after HTTP 413 failed: {failed:?}");
                     outcomes.extend(
@@ -595,6 +624,9 @@ impl Inner {
         outcomes
     }
 }
+
+/// Logs requests failing in a row that make an otherwise healthy exporter degraded.
+const FAILING_IN_A_ROW: u64 = 3;
 
 /// Why [`DatadogExporter::post`] did not get an answer.
 #[derive(Debug)]
@@ -721,7 +753,12 @@ impl Exporter for DatadogExporter {
             Ok(requests) => requests,
             Err(failure) => return ExportResult::failed(batch.len(), failure),
         };
-        let mut result = ExportResult::exported(batch.len());
+        // An event no request answered for is not delivered: it is retried (it cannot happen
+        // unless encoding dropped an index, and then it must not pass for delivered).
+        let mut result = ExportResult::failed(
+            batch.len(),
+            Failure::retryable("no request carried this event (an encoding fault)"),
+        );
         for request in requests {
             for (index, outcome) in inner.send(&batch, request).await {
                 result.set(index, outcome);
@@ -733,13 +770,33 @@ impl Exporter for DatadogExporter {
         result
     }
 
+    /// `GET /api/v1/validate` with the current key, then what the logs intake itself said: a
+    /// key it rejected, or requests failing in a row (a wrong `logs_url`, a proxy answering
+    /// 4xx, the intake down), is not healthy whatever the validate endpoint thinks.
     async fn health_check(&self) -> Health {
-        crate::health::validate(
+        let validated = crate::health::validate(
             &self.inner.client,
             &self.inner.options.api_base,
             &self.inner.key,
         )
-        .await
+        .await;
+        if !matches!(validated, Health::Healthy) {
+            return validated;
+        }
+        if self.inner.key_known_bad() {
+            return Health::Degraded {
+                reason: "the logs intake rejected the current API key".to_owned(),
+            };
+        }
+        match self.inner.stats.failing() {
+            Some((n, last)) if n >= FAILING_IN_A_ROW => Health::Degraded {
+                reason: format!(
+                    "the logs intake failed the last {n} requests ({}); last: {last}",
+                    redacted_url(&self.inner.options.logs_endpoint)
+                ),
+            },
+            _ => Health::Healthy,
+        }
     }
 }
 

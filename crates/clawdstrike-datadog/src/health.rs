@@ -22,9 +22,15 @@ pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder)
     let response = match client.get(&url).header("DD-API-KEY", value).send().await {
         Ok(r) => r,
         Err(e) => {
-            return Health::Unknown {
-                reason: format!("cannot reach {url}: {e}"),
-            };
+            // reqwest's own text would print the URL whole (credentials included).
+            let mut reason = format!("cannot reach {}", crate::exporter::redacted_url(&url));
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason.push_str(": ");
+                reason.push_str(&s.to_string());
+                source = s.source();
+            }
+            return Health::Unknown { reason };
         }
     };
     let status = response.status();
@@ -34,17 +40,27 @@ pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder)
                 Health::Healthy
             }
             Ok(body) => Health::Degraded {
-                reason: format!("{url} answered 200 without valid:true: {body}"),
+                reason: format!(
+                    "{} answered 200 without valid:true: {body}",
+                    crate::exporter::redacted_url(&url)
+                ),
             },
             Err(e) => Health::Unknown {
-                reason: format!("{url} answered 200 with an unreadable body: {e}"),
+                reason: format!(
+                    "{} answered 200 with an unreadable body: {}",
+                    crate::exporter::redacted_url(&url),
+                    e.without_url()
+                ),
             },
         },
         401 | 403 => Health::Degraded {
             reason: format!("Datadog rejected the API key (HTTP {status} from /api/v1/validate)"),
         },
         _ => Health::Unknown {
-            reason: format!("{url} answered HTTP {status}"),
+            reason: format!(
+                "{} answered HTTP {status}",
+                crate::exporter::redacted_url(&url)
+            ),
         },
     }
 }

@@ -6,7 +6,7 @@
 //! Security counts are taken when Datadog *accepts* an event (HTTP 202), so they equal the
 //! events delivered, exactly, whatever the retries.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -142,10 +142,12 @@ impl SecurityAggregator {
         }
     }
 
-    /// Takes the counts accumulated since the last call, as tagged series points.
+    /// Takes the counts accumulated since the last call, as tagged series points. Keys whose
+    /// tags normalise alike (`ACME` and `acme`, values cut at 200 characters) are summed into
+    /// one series: two points of one series and timestamp would overwrite each other.
     pub fn take(&self, prefix: &str, extra_tags: &[String]) -> Vec<Point> {
         let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut points = Vec::with_capacity(counts.len() * 3);
+        let mut series: BTreeMap<Vec<String>, [u64; 3]> = BTreeMap::new();
         for (k, c) in counts {
             let mut tags = String::new();
             crate::tags::push_required_tag(&mut tags, "guard", &k.guard);
@@ -169,10 +171,14 @@ impl SecurityAggregator {
                     .any(|o| crate::tags::tag_key(o) == crate::tags::tag_key(t))
             });
             let tags: Vec<String> = own.iter().cloned().chain(extra.cloned()).collect();
-            for (metric, value) in catalogue::SECURITY_METRICS
-                .iter()
-                .zip([c.total, c.allowed, c.denied])
-            {
+            let sums = series.entry(tags).or_default();
+            for (sum, value) in sums.iter_mut().zip([c.total, c.allowed, c.denied]) {
+                *sum += value;
+            }
+        }
+        let mut points = Vec::with_capacity(series.len() * 3);
+        for (tags, sums) in series {
+            for (metric, value) in catalogue::SECURITY_METRICS.iter().zip(sums) {
                 if value > 0 {
                     points.push(Point::new(prefix, metric, value as f64, tags.clone()));
                 }
@@ -835,6 +841,41 @@ async fn send_dogstatsd(address: &str, lines: &[String]) -> std::io::Result<()> 
 mod tests {
     use super::*;
     use clawdstrike_schema::{EventType, ResourceType, SecurityEvent};
+
+    /// Environments that differ only in case become one tag value: one series, the counts
+    /// summed (two points of one series and time would overwrite each other at Datadog).
+    #[test]
+    fn keys_that_normalise_alike_are_one_series_with_summed_counts() {
+        let agg = SecurityAggregator::new(None);
+        let event = |env: &str| {
+            SecurityEvent::builder(EventType::GuardBlock)
+                .agent_id("a")
+                .session_id("s")
+                .action("shell")
+                .environment(env)
+                .resource(ResourceType::Process, "ls")
+                .build()
+                .unwrap()
+        };
+        let batch = vec![
+            Record::new(event("Prod")),
+            Record::new(event("prod")),
+            Record::new(event("PROD")),
+        ];
+        agg.record_delivered(&batch, &[0, 1, 2]);
+        let points = agg.take("clawdstrike", &[]);
+        let totals: Vec<_> = points
+            .iter()
+            .filter(|p| p.metric == "clawdstrike.events.total")
+            .collect();
+        assert_eq!(totals.len(), 1, "{points:?}");
+        assert_eq!(totals[0].value, 3.0);
+        assert!(
+            totals[0].tags.contains(&"env:prod".to_owned()),
+            "{:?}",
+            totals[0].tags
+        );
+    }
 
     #[test]
     fn an_event_env_is_not_doubled_by_the_reporters_env() {

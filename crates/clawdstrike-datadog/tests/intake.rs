@@ -428,3 +428,30 @@ async fn an_unreachable_intake_is_unknown_health_not_invalid() {
         Health::Unknown { .. }
     ));
 }
+
+/// The validate endpoint can answer 200 while the logs intake refuses everything (a wrong
+/// `logs_url`, a proxy, an outage of the intake alone): requests failing in a row make the
+/// exporter degraded, naming the last failure; one accepted request makes it healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_logs_requests_make_a_validated_exporter_degraded() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let records: Vec<clawdstrike_export::Record> = events(2)
+        .into_iter()
+        .map(clawdstrike_export::Record::new)
+        .collect();
+    assert!(matches!(h.exporter.health_check().await, Health::Healthy));
+    h.intake
+        .fail_next(Endpoint::Logs, 3, FaultAction::status(503));
+    for _ in 0..3 {
+        assert_eq!(h.exporter.export(&records).await.exported_count(), 0);
+    }
+    match h.exporter.health_check().await {
+        Health::Degraded { reason } => {
+            assert!(reason.contains("failed the last 3 requests"), "{reason}");
+            assert!(reason.contains("HTTP 503"), "{reason}");
+        }
+        other => panic!("degraded, not {other:?}"),
+    }
+    assert_eq!(h.exporter.export(&records).await.exported_count(), 2);
+    assert!(matches!(h.exporter.health_check().await, Health::Healthy));
+}
