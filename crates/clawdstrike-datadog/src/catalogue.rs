@@ -360,6 +360,13 @@ pub const EXPORTER_METRICS: &[Metric] = &[
         description: "log items we truncated to fit 1 MB",
     },
     Metric {
+        name: "exporter.events.out_of_window",
+        kind: MetricKind::Count,
+        tags: &["exporter"],
+        unit: "event",
+        description: "events delivered older than 18 h or more than 2 h ahead (Datadog may not index them at their time)",
+    },
+    Metric {
         name: "exporter.bytes.uncompressed",
         kind: MetricKind::Count,
         tags: &["exporter"],

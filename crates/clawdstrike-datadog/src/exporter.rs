@@ -49,6 +49,7 @@ pub struct DatadogExporterOptions {
 pub struct TransportStats {
     events_sent: AtomicU64,
     events_truncated: AtomicU64,
+    events_out_of_window: AtomicU64,
     bytes_uncompressed: AtomicU64,
     bytes_compressed: AtomicU64,
     requests: Mutex<BTreeMap<String, u64>>,
@@ -75,6 +76,9 @@ pub struct TransportSnapshot {
     pub events_sent: u64,
     /// Items we truncated to fit 1 MB.
     pub events_truncated: u64,
+    /// Events delivered with a timestamp outside the window Datadog documents (older than
+    /// 18 h, more than 2 h ahead): accepted, but perhaps not indexed at their time.
+    pub events_out_of_window: u64,
     /// Request bytes before compression (accepted or not).
     pub bytes_uncompressed: u64,
     /// Request bytes on the wire.
@@ -133,6 +137,7 @@ impl TransportStats {
         TransportSnapshot {
             events_sent: self.events_sent.load(Ordering::Relaxed),
             events_truncated: self.events_truncated.load(Ordering::Relaxed),
+            events_out_of_window: self.events_out_of_window.load(Ordering::Relaxed),
             bytes_uncompressed: self.bytes_uncompressed.load(Ordering::Relaxed),
             bytes_compressed: self.bytes_compressed.load(Ordering::Relaxed),
             requests: self
@@ -157,7 +162,14 @@ struct Rejection {
 struct Encoded {
     request: EncodedRequest,
     tally: Option<Tally>,
+    /// Events of the request outside the window Datadog accepts (18 h old, 2 h ahead).
+    out_of_window: u64,
 }
+
+/// How old an event may be for the logs intake (what it does with older ones is unverified).
+const MAX_AGE_MS: i64 = 18 * 3_600_000;
+/// How far in the future an event may be.
+const MAX_AHEAD_MS: i64 = 2 * 3_600_000;
 
 /// Ships security events to the Datadog logs intake.
 #[derive(Debug, Clone)]
@@ -383,8 +395,21 @@ impl Inner {
             .security
             .as_ref()
             .map(|security| security.tally(batch, &payload.indices));
+        let now = clawdstrike_schema::Timestamp::now().unix_millis();
+        let out_of_window = payload
+            .indices
+            .iter()
+            .filter(|&&i| {
+                let at = batch[i].event.timestamp.unix_millis();
+                at < now - MAX_AGE_MS || at > now + MAX_AHEAD_MS
+            })
+            .count() as u64;
         let request = finish(payload, &self.options.compression)?;
-        Ok(Encoded { request, tally })
+        Ok(Encoded {
+            request,
+            tally,
+            out_of_window,
+        })
     }
 
     /// Formats and compresses the records at `indices` off the async runtime.
@@ -469,7 +494,11 @@ impl Inner {
         encoded: Encoded,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcomes> + Send + 'a>> {
         Box::pin(async move {
-            let Encoded { request, tally } = encoded;
+            let Encoded {
+                request,
+                tally,
+                out_of_window,
+            } = encoded;
             let all = |failure: Option<Failure>| {
                 self.stats
                     .logs_outcome(failure.as_ref().map(Failure::reason));
@@ -521,6 +550,12 @@ impl Inner {
                         self.stats
                             .events_truncated
                             .fetch_add(request.truncated as u64, Ordering::Relaxed);
+                        if out_of_window > 0 {
+                            self.stats
+                                .events_out_of_window
+                                .fetch_add(out_of_window, Ordering::Relaxed);
+                            tracing::warn!(exporter = %self.options.name, events = out_of_window, "delivered events older than 18 h or more than 2 h ahead: Datadog accepted them, but may not index them at their time (replayed backlog, or a skewed clock)");
+                        }
                         let outcomes = all(None);
                         crate::encode::recycle_body(request.body, &self.options.compression);
                         return outcomes;

@@ -198,9 +198,17 @@ impl LogFormatter {
                 .filter_map(label_key)
                 .collect()
         };
+        // A configured tag gives way only to a key this event's tags actually carry: a
+        // configured `version:` stays when `DD_VERSION` is unset, a `tenant:` when the event
+        // has no tenant.
+        let wrote = |key: &str| match key {
+            "env" => has_env,
+            "tenant" => event.session.tenant_id.is_some(),
+            "version" => self.options.version.is_some(),
+            _ => crate::catalogue::LOG_TAGS.iter().any(|t| t.key == key),
+        };
         for (key, tag) in &self.static_tags {
-            let ours = crate::catalogue::LOG_TAGS.iter().any(|t| t.key == key)
-                && (key != "env" || has_env);
+            let ours = wrote(key);
             if !ours && !label_keys.iter().any(|k| k == key) {
                 if !out.is_empty() {
                     out.push(',');

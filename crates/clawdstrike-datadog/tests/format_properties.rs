@@ -167,3 +167,36 @@ fn shared_records_format_identically() {
     f.write_item(&Record::new(event), &mut Scratch::default(), &mut b);
     assert_eq!(a, b);
 }
+
+/// A configured `version:` or `tenant:` tag is kept unless the formatter writes that key
+/// itself (`DD_VERSION` set, the event has a tenant): it used to be dropped whenever the key
+/// was one the formatter may write.
+#[test]
+fn configured_tags_give_way_only_to_keys_actually_written() {
+    let configured = |version: Option<&str>| {
+        LogFormatter::new(FormatOptions {
+            version: version.map(str::to_owned),
+            tags: vec!["version:1.2.3".into(), "tenant:acme".into()],
+            ..FormatOptions::default()
+        })
+    };
+    let base =
+        clawdstrike_schema::SecurityEvent::builder(clawdstrike_schema::EventType::GuardBlock)
+            .agent_id("a")
+            .session_id("s")
+            .action("shell")
+            .resource(clawdstrike_schema::ResourceType::Process, "ls");
+    let without_tenant = base.clone().build().unwrap();
+    let with_tenant = base.tenant("globex").build().unwrap();
+    let tags = |f: &LogFormatter, e: &SecurityEvent| -> Vec<String> {
+        f.ddtags(e).split(',').map(str::to_owned).collect()
+    };
+    let t = tags(&configured(None), &without_tenant);
+    assert!(t.contains(&"version:1.2.3".to_owned()), "{t:?}");
+    assert!(t.contains(&"tenant:acme".to_owned()), "{t:?}");
+    let t = tags(&configured(Some("9.9")), &with_tenant);
+    assert!(t.contains(&"version:9.9".to_owned()), "{t:?}");
+    assert!(!t.contains(&"version:1.2.3".to_owned()), "{t:?}");
+    assert!(t.contains(&"tenant:globex".to_owned()), "{t:?}");
+    assert!(!t.contains(&"tenant:acme".to_owned()), "{t:?}");
+}

@@ -455,3 +455,25 @@ async fn failing_logs_requests_make_a_validated_exporter_degraded() {
     assert_eq!(h.exporter.export(&records).await.exported_count(), 2);
     assert!(matches!(h.exporter.health_check().await, Health::Healthy));
 }
+
+/// Events older than 18 h (a replayed backlog) or more than 2 h ahead (a skewed clock) are
+/// delivered, and counted and logged: Datadog may not index them at their time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_outside_the_intake_window_are_counted() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let now = clawdstrike_schema::Timestamp::now().unix_millis() / 1000;
+    let mut batch = events(3);
+    batch[0].timestamp = clawdstrike_schema::Timestamp::from_unix(now - 20 * 3600, 0).unwrap();
+    batch[1].timestamp = clawdstrike_schema::Timestamp::from_unix(now + 3 * 3600, 0).unwrap();
+    batch[2].timestamp = clawdstrike_schema::Timestamp::from_unix(now - 3600, 0).unwrap();
+    let records: Vec<_> = batch
+        .into_iter()
+        .map(clawdstrike_export::Record::new)
+        .collect();
+    assert_eq!(h.exporter.export(&records).await.exported_count(), 3);
+    let snapshot = h.exporter.transport_stats().snapshot();
+    assert_eq!(
+        (snapshot.events_sent, snapshot.events_out_of_window),
+        (3, 2)
+    );
+}
