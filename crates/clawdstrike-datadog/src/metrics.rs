@@ -543,7 +543,10 @@ impl MetricsReporter {
         for (name, value) in [
             ("exporter.events.sent", snapshot.events_sent),
             ("exporter.events.truncated", snapshot.events_truncated),
-            ("exporter.events.out_of_window", snapshot.events_out_of_window),
+            (
+                "exporter.events.out_of_window",
+                snapshot.events_out_of_window,
+            ),
             ("exporter.bytes.uncompressed", snapshot.bytes_uncompressed),
         ] {
             let delta = self.count_delta(name, value);

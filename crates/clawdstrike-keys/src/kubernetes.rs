@@ -17,26 +17,24 @@ use crate::{ApiKeyProvider, KeyError, KubernetesSource};
 
 /// Reads one key of one Kubernetes Secret, and watches that Secret for changes.
 ///
-/// [`fetch`](ApiKeyProvider::fetch) returns the value the watch delivered if it has not been
-/// taken yet, else GETs the Secret. The watch is limited by `fieldSelector=metadata.name=<secret>`,
-/// so the pod's Role needs only `get`, `list` and `watch` on that one Secret
-/// (`resourceNames: [<secret>]`). When a new value arrives through the watch, the provider
-/// signals [`changes`](ApiKeyProvider::changes) and the [`KeyHolder`](crate::KeyHolder)
-/// publishes it. When the watch stream drops or fails, it reconnects with exponential backoff
+/// [`fetch`](ApiKeyProvider::fetch) GETs the Secret. The watch is limited by
+/// `fieldSelector=metadata.name=<secret>`, so the pod's Role needs only `get`, `list` and
+/// `watch` on that one Secret (`resourceNames: [<secret>]`). When the watch sees a new value,
+/// the provider signals [`changes`](ApiKeyProvider::changes) and the
+/// [`KeyHolder`](crate::KeyHolder) refreshes: the value it publishes is the one a GET reads,
+/// never the watch event's, so a watch event that lags behind a read cannot put an older key
+/// back. When the watch stream drops or fails, it reconnects with exponential backoff
 /// (0.8 s doubling to 30 s, with jitter).
 pub struct KubernetesProvider {
     api: Api<Secret>,
     secret: String,
     key: String,
     description: String,
-    shared: Arc<Shared>,
     changes: watch::Receiver<()>,
     watch_task: tokio::task::JoinHandle<()>,
 }
 
 struct Shared {
-    /// A value delivered by the watch and not yet returned by `fetch`.
-    pending: Mutex<Option<SecretString>>,
     /// The last value the watch saw, to signal only real changes.
     last_seen: Mutex<Option<SecretString>>,
     changes: watch::Sender<()>,
@@ -100,7 +98,6 @@ impl KubernetesProvider {
         let api: Api<Secret> = Api::namespaced(client, namespace);
         let (tx, changes) = watch::channel(());
         let shared = Arc::new(Shared {
-            pending: Mutex::new(None),
             last_seen: Mutex::new(None),
             changes: tx,
         });
@@ -109,14 +106,13 @@ impl KubernetesProvider {
             secret.to_owned(),
             key.to_owned(),
             description.clone(),
-            Arc::clone(&shared),
+            shared,
         ));
         KubernetesProvider {
             api,
             secret: secret.to_owned(),
             key: key.to_owned(),
             description,
-            shared,
             changes,
             watch_task,
         }
@@ -189,8 +185,10 @@ async fn watch_secret(
                             changed
                         };
                         if changed {
-                            *shared.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-                            tracing::debug!(provider = %description, "watch delivered a new key");
+                            // Only a signal: the refresh that follows reads the Secret itself,
+                            // so a watch event that lags behind a read cannot put an older key
+                            // back.
+                            tracing::debug!(provider = %description, "watch saw a new key");
                             shared.changes.send_replace(());
                         }
                     }
@@ -221,15 +219,6 @@ impl ApiKeyProvider for KubernetesProvider {
     }
 
     async fn fetch(&self) -> Result<SecretString, KeyError> {
-        if let Some(value) = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            return Ok(value);
-        }
         let object = self
             .api
             .get(&self.secret)

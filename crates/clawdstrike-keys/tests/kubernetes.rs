@@ -89,11 +89,9 @@ async fn a_rotation_arrives_through_the_watch() {
     )
     .await;
     assert!(holder.current().generation() >= 2);
-    assert_eq!(
-        server.gets(),
-        gets_before,
-        "the watched value is used without another GET"
-    );
+    // The watch only signals; the value is read by a GET, so a watch event lagging behind a
+    // read can never put an older key back.
+    assert!(server.gets() > gets_before, "the refresh reads the Secret");
 }
 
 #[tokio::test]
@@ -150,7 +148,12 @@ async fn the_watch_reconnects_after_the_stream_drops() {
         || async { holder.current().expose() == second },
     )
     .await;
-    assert!(server.watch_connections() > connections);
+    // The new watch lists the Secret before it watches: the rotation may be seen (and read)
+    // before the watch connection itself is counted.
+    eventually("the watch reconnected", Duration::from_secs(10), || async {
+        server.watch_connections() > connections
+    })
+    .await;
 
     // And it keeps working on the new stream.
     eventually("the new watch is open", Duration::from_secs(10), || async {
