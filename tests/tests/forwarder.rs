@@ -769,15 +769,24 @@ async fn an_event_too_large_for_the_disk_buffer_is_rejected_and_the_input_goes_o
         .wait_for_items(4, WAIT)
         .await
         .expect("the events around it");
+    // A large malformed body is answered 400, and only its first 64 KiB are kept.
+    let junk = format!("{{\"oops\": \"{}", "x".repeat(200_000));
+    let answer = post(&reqwest::Client::new(), &url, None, junk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
     run.signal("TERM");
     assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
     assert_each_line_arrived_once(&intake, &[&input[3..5], &input[6..]].concat());
     let rejected = read_jsonl(&rejects);
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert_eq!(
         (&rejected[0]["source"], &rejected[0]["line"]),
         (&"http".into(), &3.into())
     );
+    assert_eq!(rejected[1]["truncated"], true);
+    assert_eq!(rejected[1]["raw"].as_str().map(str::len), Some(64 * 1024));
     intake.shutdown().await;
 }
 

@@ -37,6 +37,10 @@ use tokio::sync::watch;
 use crate::forwarder::{Refused, Sink};
 use crate::rejects::{Reject, Rejects};
 
+/// How much of a bad body (or item) the rejects file keeps: enough to see what is wrong,
+/// without letting a misbehaving client fill the disk with 5 MiB bodies.
+const REJECT_RAW_MAX: usize = 64 * 1024;
+
 /// How long a body that partly fit waits for room for the rest before answering 503.
 const PARTIAL_WAIT: Duration = Duration::from_secs(5);
 
@@ -261,8 +265,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     line: p.item,
                     offset: 0,
                     error: p.error.clone(),
-                    raw: &p.raw,
-                    truncated: false,
+                    raw: &p.raw[..p.raw.len().min(REJECT_RAW_MAX)],
+                    truncated: p.raw.len() > REJECT_RAW_MAX,
                 });
             }
             if problems.is_empty() {
@@ -272,8 +276,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     line: 0,
                     offset: 0,
                     error: error.clone(),
-                    raw: &body,
-                    truncated: false,
+                    raw: &body[..body.len().min(REJECT_RAW_MAX)],
+                    truncated: body.len() > REJECT_RAW_MAX,
                 });
             }
             let problems: Vec<_> = problems
