@@ -739,6 +739,7 @@ impl MetricsReporter {
                 .body(body.clone())
                 .send()
                 .await;
+            let mut hint = None;
             match result {
                 Ok(r) if r.status().is_success() => return true,
                 Ok(r) if matches!(r.status().as_u16(), 400 | 401 | 403 | 413) => {
@@ -746,14 +747,17 @@ impl MetricsReporter {
                     return false;
                 }
                 Ok(r) => {
+                    // A 429's `Retry-After` or `X-RateLimit-Reset` says when to come back.
+                    hint = crate::classify::retry_after(r.headers()).filter(|h| !h.is_zero());
                     tracing::debug!(exporter = %self.exporter, status = %r.status(), attempt, %path, "metrics request failed")
                 }
                 Err(e) => {
-                    tracing::debug!(exporter = %self.exporter, error = %e, attempt, %path, "metrics request failed")
+                    // Not reqwest's own text: it prints the URL whole.
+                    tracing::debug!(exporter = %self.exporter, error = %e.without_url(), attempt, %path, "metrics request failed")
                 }
             }
             if attempt < self.retry.attempts {
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(hint.map_or(backoff, |h| h.min(MAX_RETRY_AFTER))).await;
                 backoff *= 2;
             }
         }
@@ -761,6 +765,9 @@ impl MetricsReporter {
         false
     }
 }
+
+/// The longest server-requested wait before a metrics retry.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 fn count_series(gz: &[u8]) -> u64 {
     use std::io::Read;
