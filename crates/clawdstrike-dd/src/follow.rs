@@ -380,6 +380,9 @@ struct OpenFile {
     read_at: u64,
     /// The file's [`Age`] when last looked at.
     age: Age,
+    /// The last [`Reader::drain`] read to the end of the file (not stopped by a halt or a read
+    /// error): only then may a rotated file be finished.
+    at_eof: bool,
 }
 
 impl OpenFile {
@@ -428,6 +431,7 @@ impl OpenFile {
             head_hash,
             read_at: offset,
             age,
+            at_eof: false,
         })
     }
 
@@ -470,7 +474,13 @@ impl OpenFile {
         let mut now = vec![0u8; self.head.len()];
         match self.file.read_exact_at(&mut now, 0) {
             Ok(()) => now != self.head,
-            Err(_) => true,
+            // Shorter than what was read: truncated.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => true,
+            // A failed read (EIO, ESTALE) says nothing about the content: look again later.
+            Err(e) => {
+                tracing::warn!(file = %self.name, error = %e, "cannot read the file's start");
+                false
+            }
         }
     }
 
@@ -599,9 +609,13 @@ impl Reader {
     /// Reads what is there; returns false when the receiver is gone.
     fn drain(&mut self, open: &mut OpenFile) -> bool {
         let mut chunk = vec![0u8; 1 << 16];
+        open.at_eof = false;
         loop {
             let n = match open.file.read(&mut chunk) {
-                Ok(0) => return true,
+                Ok(0) => {
+                    open.at_eof = true;
+                    return true;
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -699,7 +713,9 @@ impl Reader {
     fn after_rewrite(&mut self, open: &mut OpenFile) -> bool {
         if let Some((len, hash)) = open.head_identity()
             && let Some(copy) = find_copy(&self.path, len, hash, open.offset, (open.dev, open.ino))
-            && let Ok(resumed) = OpenFile::open(&copy, open.offset, open.line, Some(hash))
+            // `find_copy` compared the content already (over what was read, which may run past
+            // the offset: a fingerprint of the offset's prefix would not match it).
+            && let Ok(resumed) = OpenFile::open(&copy, open.offset, open.line, None)
             && resumed.offset == open.offset
         {
             tracing::warn!(file = %open.name, copy = %copy.display(), "file truncated and written again (copytruncate); reading the rest of its copy first");
@@ -731,24 +747,34 @@ impl Reader {
         )
     }
 
+    /// Whether `current`, renamed away, may still be written to: unless a file was rotated
+    /// after it, its writer may not have reopened the path yet.
+    fn waits_for_writer(&self, current: &OpenFile) -> bool {
+        self.rotated_after(current).is_empty()
+    }
+
     /// `current` is no longer at the path: reads it to its end (waiting for its writer to go
     /// quiet unless a newer rotated file shows the writer moved on), then opens what comes
-    /// next: the oldest file rotated after it that was not read, or else the path. `None`
-    /// when the reading must stop.
-    fn next_after_rotation(&mut self, current: &mut OpenFile) -> Option<Option<OpenFile>> {
-        if self.rotated_after(current).is_empty() {
+    /// next: the oldest file rotated after it that was not read, or else the path.
+    fn next_after_rotation(&mut self, current: &mut OpenFile) -> AfterRotation {
+        let alive = if self.waits_for_writer(current) {
             // Its writer may not have reopened the path yet.
             tracing::info!(file = %current.name, "file renamed away; reading it until it has been quiet for {ROTATE_WAIT:?}");
-            if !self.drain_until_quiet(current) || self.halt.load(Ordering::Relaxed) {
-                // Stopped while waiting: the checkpoint stays in the old file, where a
-                // restart finds it by inode.
-                return None;
-            }
-        } else if !self.drain(current) {
-            return None;
+            self.drain_until_quiet(current)
+        } else {
+            self.drain(current)
+        };
+        if !alive || self.halt.load(Ordering::Relaxed) {
+            // Stopped: the checkpoint stays in this file, where a restart finds it by inode.
+            return AfterRotation::Stop;
+        }
+        if !current.at_eof {
+            // A read failed before its end: it is not finished (its last line may be half
+            // read). Try again at the next poll.
+            return AfterRotation::Keep;
         }
         if !self.finish_rotated(current) {
-            return None;
+            return AfterRotation::Stop;
         }
         if let Ok(meta) = current.file.metadata() {
             if self.finished.len() == FINISHED_KEPT {
@@ -761,11 +787,11 @@ impl Reader {
         for next in self.rotated_after(current) {
             tracing::warn!(file = %next.display(), after = %current.name, "reading a file rotated while this one was still being read (the forwarder was stopped or held back across more than one rotation)");
             if let Some(open) = open_logged(&next, 0, 1, None, &mut self.open_error) {
-                return Some(Some(open));
+                return AfterRotation::Next(Some(open));
             }
         }
         tracing::info!(file = %self.path.display(), "file rotated; following the new one");
-        Some(open_logged(&self.path, 0, 1, None, &mut self.open_error))
+        AfterRotation::Next(open_logged(&self.path, 0, 1, None, &mut self.open_error))
     }
 
     fn run(mut self, mut open: Option<OpenFile>) {
@@ -783,13 +809,17 @@ impl Reader {
             match std::fs::metadata(&self.path) {
                 Ok(meta) if meta.dev() != current.dev || meta.ino() != current.ino => {
                     match self.next_after_rotation(current) {
-                        Some(next) => open = next,
-                        None => return,
+                        AfterRotation::Next(next) => open = next,
+                        AfterRotation::Keep => std::thread::sleep(POLL),
+                        AfterRotation::Stop => return,
                     }
                 }
                 Ok(meta) if meta.len() < current.offset => {
-                    tracing::info!(file = %self.path.display(), "file truncated; reading from its start");
-                    open = open_logged(&self.path, 0, 1, None, &mut self.open_error);
+                    // Truncated (`copytruncate` empties it): the rest of what was not read yet
+                    // is in the copy, if there is one.
+                    if !self.after_rewrite(current) {
+                        open = None;
+                    }
                 }
                 Ok(_) if current.head_changed() => {
                     // Truncated and written again to exactly the length read: nothing new
@@ -802,6 +832,16 @@ impl Reader {
             }
         }
     }
+}
+
+/// What comes after a file renamed away.
+enum AfterRotation {
+    /// The reading stops (halt, or the receiver is gone).
+    Stop,
+    /// Not finished (a read failed): the same file again at the next poll.
+    Keep,
+    /// This file next (`None`: the path, once it opens).
+    Next(Option<OpenFile>),
 }
 
 /// The directory holding `path` (`.` for a bare file name).
@@ -881,7 +921,10 @@ fn find_copy(path: &Path, len: usize, hash: u64, offset: u64, not: (u64, u64)) -
 fn is_checkpointed(meta: &std::fs::Metadata, p: &Position) -> bool {
     meta.dev() == p.dev
         && meta.ino() == p.ino
-        && (p.age.born.is_none() || Age::of(meta).born == p.age.born)
+        && match (p.age.born, Age::of(meta).born) {
+            (Some(then), Some(now)) => then == now,
+            _ => true,
+        }
 }
 
 /// Finds the checkpointed file among the rotated files beside `path`.
@@ -1338,14 +1381,13 @@ mod tests {
             reader.rotated_after(&finished),
             vec![dir.path().join("audit.ndjson.1")]
         );
-        // A stop set before the call: the quiet wait would notice it and give up (`None`);
-        // with no wait the reader goes straight on to the middle file.
-        reader.halt.store(true, Ordering::Relaxed);
-        let mut next = reader
-            .next_after_rotation(&mut finished)
-            .expect("no quiet wait for a file whose writer moved on")
-            .expect("the middle file opens");
-        reader.halt.store(false, Ordering::Relaxed);
+        assert!(
+            !reader.waits_for_writer(&finished),
+            "no quiet wait for a file whose writer moved on"
+        );
+        let AfterRotation::Next(Some(mut next)) = reader.next_after_rotation(&mut finished) else {
+            panic!("the middle file opens");
+        };
         assert_eq!(
             &*next.name,
             dir.path().join("audit.ndjson.1").display().to_string()
@@ -1471,6 +1513,69 @@ mod tests {
             sent[3..],
             [1, 2, 3, 4].map(|l| ("audit.ndjson".to_owned(), l))
         );
+    }
+
+    /// The usual `copytruncate`: the file is copied, emptied, and written again *shorter* than
+    /// the read position, with a line half read before the copy. The reader sees it is shorter
+    /// and goes on in the copy from the line after the last one taken (finishing the half
+    /// line), not in the new content from its start.
+    #[test]
+    fn a_file_copied_and_emptied_goes_on_in_its_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        std::fs::write(&path, "a1\na2\npart").unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut reader = reader_for(&path, tx);
+        let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
+        assert!(reader.drain(&mut open));
+        assert_eq!(
+            lines_sent(&mut rx),
+            [
+                ("audit.ndjson".to_owned(), 1),
+                ("audit.ndjson".to_owned(), 2)
+            ]
+        );
+        std::fs::write(&path, "a1\na2\npartial\na4\n").unwrap();
+        std::fs::copy(&path, dir.path().join("audit.ndjson.1")).unwrap();
+        std::fs::write(&path, "b\n").unwrap();
+        let halt = Arc::clone(&reader.halt);
+        let thread = std::thread::spawn(move || reader.run(Some(open)));
+        let first = rx.blocking_recv();
+        halt.store(true, Ordering::Relaxed);
+        drop(rx);
+        thread.join().unwrap();
+        match first {
+            Some(Item::Rejected { source, line, .. }) => {
+                assert!(
+                    source.ends_with("audit.ndjson.1"),
+                    "from the copy: {source}"
+                );
+                assert_eq!(line, 3, "the half-read line, whole");
+            }
+            other => panic!("a line: {other:?}"),
+        }
+    }
+
+    /// A stop while a rotated file is read to catch up: the file is not finished, so a line
+    /// half read is not taken as a whole line (it would be rejected, and the checkpoint
+    /// would pass its start).
+    #[test]
+    fn a_stop_while_catching_up_does_not_finish_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        write_at(&dir.path().join("audit.ndjson.2"), "x1\nx2-half", 200);
+        write_at(&dir.path().join("audit.ndjson.1"), "y1\n", 100);
+        write_at(&path, "z1\n", 10);
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut reader = reader_for(&path, tx);
+        let mut rotated = OpenFile::open(&dir.path().join("audit.ndjson.2"), 0, 1, None).unwrap();
+        assert!(!reader.waits_for_writer(&rotated));
+        reader.halt.store(true, Ordering::Relaxed);
+        assert!(matches!(
+            reader.next_after_rotation(&mut rotated),
+            AfterRotation::Stop
+        ));
+        assert_eq!(lines_sent(&mut rx), [("audit.ndjson.2".to_owned(), 1)]);
     }
 
     /// The checkpoint's fingerprint of the file's start tells a file truncated and written
