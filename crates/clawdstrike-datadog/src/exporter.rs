@@ -50,6 +50,8 @@ pub struct TransportStats {
     events_sent: AtomicU64,
     events_truncated: AtomicU64,
     events_out_of_window: AtomicU64,
+    /// The first out-of-window delivery was logged at `warn` (the next ones at `debug`).
+    out_of_window_logged: AtomicBool,
     bytes_uncompressed: AtomicU64,
     bytes_compressed: AtomicU64,
     requests: Mutex<BTreeMap<String, u64>>,
@@ -367,6 +369,17 @@ impl Inner {
         }
     }
 
+    /// Whether the logs intake rejected the current key (read only: unlike
+    /// [`key_known_bad`](Self::key_known_bad) it never takes the next probe).
+    fn key_rejected(&self) -> bool {
+        let generation = self.key.current().generation();
+        self.rejection
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
+            == Some(generation)
+    }
+
     fn mark_key_rejected(&self, generation: u64) {
         let mut rejection = self.rejection.lock().unwrap_or_else(|e| e.into_inner());
         if rejection.generation != Some(generation) {
@@ -554,7 +567,15 @@ impl Inner {
                             self.stats
                                 .events_out_of_window
                                 .fetch_add(out_of_window, Ordering::Relaxed);
-                            tracing::warn!(exporter = %self.options.name, events = out_of_window, "delivered events older than 18 h or more than 2 h ahead: Datadog accepted them, but may not index them at their time (replayed backlog, or a skewed clock)");
+                            if self
+                                .stats
+                                .out_of_window_logged
+                                .swap(true, Ordering::Relaxed)
+                            {
+                                tracing::debug!(exporter = %self.options.name, events = out_of_window, "delivered events outside the intake's time window");
+                            } else {
+                                tracing::warn!(exporter = %self.options.name, events = out_of_window, "delivered events older than 18 h or more than 2 h ahead: Datadog accepted them, but may not index them at their time (a replayed backlog, or a skewed clock); counted in clawdstrike.exporter.events.out_of_window, logged once");
+                            }
                         }
                         let outcomes = all(None);
                         crate::encode::recycle_body(request.body, &self.options.compression);
@@ -745,13 +766,16 @@ fn network_reason(e: &reqwest::Error, url: &str) -> String {
 async fn body_reason(response: reqwest::Response, key: &str) -> String {
     match response.bytes().await {
         Ok(body) if !body.is_empty() => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
-            let text = text.trim();
-            if key.len() >= 4 && text.contains(key) {
-                format!(": {}", text.replace(key, "[redacted]"))
+            // Blanked out over the whole body first: a cut could fall inside the key and
+            // leave a prefix of it that no longer matches.
+            let text = String::from_utf8_lossy(&body);
+            let text = if key.len() >= 4 && text.contains(key) {
+                std::borrow::Cow::Owned(text.replace(key, "[redacted]"))
             } else {
-                format!(": {text}")
-            }
+                text
+            };
+            let text = text.trim();
+            format!(": {}", &text[..text.floor_char_boundary(512)])
         }
         _ => String::new(),
     }
@@ -818,7 +842,7 @@ impl Exporter for DatadogExporter {
         if !matches!(validated, Health::Healthy) {
             return validated;
         }
-        if self.inner.key_known_bad() {
+        if self.inner.key_rejected() {
             return Health::Degraded {
                 reason: "the logs intake rejected the current API key".to_owned(),
             };

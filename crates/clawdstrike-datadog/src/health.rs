@@ -39,12 +39,17 @@ pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder)
             Ok(body) if body.get("valid") == Some(&serde_json::Value::Bool(true)) => {
                 Health::Healthy
             }
-            Ok(body) => Health::Degraded {
-                reason: format!(
-                    "{} answered 200 without valid:true: {body}",
-                    crate::exporter::redacted_url(&url)
-                ),
-            },
+            Ok(body) => {
+                // Blanked out should a proxy have echoed the key; cut to 512 bytes.
+                let body = body.to_string().replace(current.expose(), "[redacted]");
+                Health::Degraded {
+                    reason: format!(
+                        "{} answered 200 without valid:true: {}",
+                        crate::exporter::redacted_url(&url),
+                        &body[..body.floor_char_boundary(512)]
+                    ),
+                }
+            }
             Err(e) => Health::Unknown {
                 reason: format!(
                     "{} answered 200 with an unreadable body: {}",

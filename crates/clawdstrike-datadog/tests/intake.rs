@@ -477,3 +477,29 @@ async fn events_outside_the_intake_window_are_counted() {
         (3, 2)
     );
 }
+
+/// A proxy that echoes the request (the API key header included) in its error body: the key
+/// is blanked out of the failure's reason, even where the reason's 512-byte cut would fall
+/// inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoed_key_is_blanked_out_of_failure_reasons() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let records: Vec<_> = events(1)
+        .into_iter()
+        .map(clawdstrike_export::Record::new)
+        .collect();
+    for pad in [0, 490] {
+        h.intake.fail_next(
+            Endpoint::Logs,
+            1,
+            FaultAction::status_with_body(400, format!("{}DD-API-KEY: {KEY_A}", "x".repeat(pad))),
+        );
+        let result = h.exporter.export(&records).await;
+        let reason = result.outcomes()[0]
+            .as_ref()
+            .expect("a failure")
+            .reason()
+            .to_owned();
+        assert!(!reason.contains(&KEY_A[..8]), "pad {pad}: {reason}");
+    }
+}

@@ -49,12 +49,23 @@ pub(crate) async fn run() -> Result<(), String> {
     )
     .await?;
     let mut sent = 0u64;
+    let mut shift = None;
     for record in NdjsonReader::new(SAMPLES.as_bytes()) {
         match record {
             Ok(NdjsonRecord::Event(e)) => {
+                // The samples happen now, as a live agent's would (Datadog indexes events by
+                // their time, and the bundled ones were recorded long ago): all moved by the
+                // same amount, so their spacing stays.
+                let mut event = e.event;
+                let shift = *shift.get_or_insert_with(|| {
+                    clawdstrike_schema::Timestamp::now().unix_millis()
+                        - event.timestamp.unix_millis()
+                });
+                event.timestamp = shifted(event.timestamp, shift);
+                event.ingested_at = event.ingested_at.map(|t| shifted(t, shift));
                 forwarder
                     .sink
-                    .submit(Record::new(e.event), None)
+                    .submit(Record::new(event), None)
                     .await
                     .map_err(|e| format!("{e:?}"))?;
                 sent += 1;
@@ -151,4 +162,14 @@ pub(crate) async fn run() -> Result<(), String> {
     }
     println!("demo: OK — {sent} events delivered, no Datadog account needed.");
     Ok(())
+}
+
+/// `t` moved by `millis`.
+fn shifted(t: clawdstrike_schema::Timestamp, millis: i64) -> clawdstrike_schema::Timestamp {
+    let at = t.unix_millis() + millis;
+    clawdstrike_schema::Timestamp::from_unix(
+        at.div_euclid(1000),
+        u32::try_from(at.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    )
+    .unwrap_or(t)
 }

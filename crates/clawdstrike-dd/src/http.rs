@@ -7,12 +7,18 @@
 //! |---|---|
 //! | 202 `{"accepted":N}` | every event of the body was taken |
 //! | 400 `{"error":...,"problems":[{"item":N,"error":...}]}` | a malformed body or event: nothing taken; the bad items go to the rejects file |
+//! | 400 `{"error":...,"accepted":N,"problems":[...]}` | events larger than the whole disk buffer: they go to the rejects file, every other event of the body was taken |
 //! | 401 | missing or wrong `Authorization: Bearer <token>` |
 //! | 405 | not `POST` (`GET /health` answers 200) |
-//! | 408 | the body did not arrive within `input.http.read_timeout_ms` (headers slower than that: the connection is closed) |
+//! | (closed) | the headers took longer than `input.http.read_timeout_ms` |
 //! | 413 | body over `input.http.max_body_bytes` |
-//! | 500 | the disk buffer could not write the event (disk full, I/O error) |
-//! | 503 + `Retry-After: 1` | the queue (or the disk buffer, after a 250 ms wait) is full, or the forwarder is stopping; `accepted` says how many events of the body were taken before it filled |
+//! | 408 | the body stopped arriving for `input.http.read_timeout_ms` |
+//! | 500 `{"error","accepted","next_item","problems"}` | the disk buffer could not write the event (disk full, I/O error) |
+//! | 503 + `Retry-After: 1`, same body | the queue (or the disk buffer, after a 250 ms wait) is full, or the forwarder is stopping |
+//!
+//! When a body stops part way (500, 503), every item before `next_item` (1-based) was taken
+//! or is listed in `problems` (and kept in the rejects file), and none from it on was tried:
+//! a client resends from `next_item`.
 //!
 //! A W3C `traceparent` header is attached to every event of the body for APM correlation.
 
@@ -71,16 +77,6 @@ fn respond(status: StatusCode, body: serde_json::Value) -> Resp {
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-fn unavailable(accepted: usize, why: &str) -> Resp {
-    let mut r = respond(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({ "error": why, "accepted": accepted }),
-    );
-    r.headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
@@ -229,32 +225,40 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(clawdstrike_datadog::apm::parse_traceparent);
-    let read = tokio::time::timeout(
-        shared.options.read_timeout,
-        Limited::new(req.into_body(), limit).collect(),
-    )
-    .await;
-    let Ok(read) = read else {
-        return Ok(respond(
-            StatusCode::REQUEST_TIMEOUT,
-            json!({ "error": format!("the body did not arrive within {:?}", shared.options.read_timeout) }),
-        ));
-    };
-    let body = match read {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Ok(too_large());
-        }
-        Err(e) => {
+    // The timeout is on the gaps between parts of the body, not on the whole upload: a large
+    // body over a slow link arrives, one that stops arriving is answered 408.
+    let mut incoming = Limited::new(req.into_body(), limit);
+    let mut body = bytes::BytesMut::new();
+    loop {
+        let Ok(frame) = tokio::time::timeout(shared.options.read_timeout, incoming.frame()).await
+        else {
             return Ok(respond(
-                StatusCode::BAD_REQUEST,
-                json!({ "error": format!("cannot read the body: {e}") }),
+                StatusCode::REQUEST_TIMEOUT,
+                json!({ "error": format!("the body stopped arriving for {:?}", shared.options.read_timeout) }),
             ));
+        };
+        match frame {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    body.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Ok(too_large());
+            }
+            Some(Err(e)) => {
+                return Ok(respond(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": format!("cannot read the body: {e}") }),
+                ));
+            }
         }
-    };
+    }
+    let body = body.freeze();
     let events = match parse_body(&body) {
         Ok(events) => events,
         Err((error, problems)) => {
@@ -265,7 +269,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     line: p.item,
                     offset: 0,
                     error: p.error.clone(),
-                    raw: &p.raw[..p.raw.len().min(REJECT_RAW_MAX)],
+                    raw: &p.raw[..raw_cut(&p.raw)],
                     truncated: p.raw.len() > REJECT_RAW_MAX,
                 });
             }
@@ -276,7 +280,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     line: 0,
                     offset: 0,
                     error: error.clone(),
-                    raw: &body[..body.len().min(REJECT_RAW_MAX)],
+                    raw: &body[..raw_cut(&body)],
                     truncated: body.len() > REJECT_RAW_MAX,
                 });
             }
@@ -291,83 +295,122 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         }
     };
     let total = events.len();
-    let mut accepted = 0;
-    // Events larger than the whole disk buffer: bad input, kept in the rejects file; the rest
-    // of the body goes on (the client does not resend after a 4xx, so nothing after them may
-    // be dropped).
-    let mut too_large = Vec::new();
+    let mut taken = Taken::default();
     for (i, event) in events.into_iter().enumerate() {
         let item = i as u64 + 1;
         let mut record = Record::new(event);
         if let Some(t) = trace {
             record = record.with_trace(t);
         }
-        match shared.sink.try_submit(record.clone()).await {
-            Ok(()) => accepted += 1,
-            Err(Refused::Closed) => {
-                return Ok(unavailable(accepted, "the forwarder is shutting down"));
-            }
-            Err(Refused::TooLarge(why)) => {
-                // A failed write is counted and fails the run; the client hears why anyway.
-                let _ = shared
-                    .rejects
-                    .write_too_large("http", item, 0, &record.event, why.clone());
-                too_large.push(json!({ "item": item, "error": why }));
-            }
-            Err(Refused::Failed(why)) => return Ok(failed(accepted, &why)),
-            Err(Refused::Full(why)) => {
-                if accepted == 0 {
-                    return Ok(unavailable(0, &why));
-                }
-                // Part of the body is in: wait a little for room rather than make the producer
-                // resend (and duplicate) what was taken.
-                let event = std::sync::Arc::clone(&record.event);
+        let event = std::sync::Arc::clone(&record.event);
+        let mut refused = shared.sink.try_submit(record.clone()).await;
+        if let Err(Refused::Full(why)) = &refused
+            && taken.any()
+        {
+            // Part of the body is used: wait a little for room rather than make the producer
+            // resend (and duplicate) what was taken.
+            refused =
                 match tokio::time::timeout(PARTIAL_WAIT, shared.sink.submit(record, None)).await {
-                    Ok(Ok(())) => accepted += 1,
-                    Ok(Err(Refused::Closed)) => {
-                        return Ok(unavailable(accepted, "the forwarder is shutting down"));
-                    }
-                    Ok(Err(Refused::Failed(why))) => return Ok(failed(accepted, &why)),
-                    Ok(Err(Refused::TooLarge(why))) => {
-                        let _ =
-                            shared
-                                .rejects
-                                .write_too_large("http", item, 0, &event, why.clone());
-                        too_large.push(json!({ "item": item, "error": why }));
-                    }
-                    Ok(Err(Refused::Full(_))) | Err(_) => {
-                        return Ok(unavailable(accepted, &why));
-                    }
+                    Ok(result) => result,
+                    Err(_) => Err(Refused::Full(why.clone())),
+                };
+        }
+        match refused {
+            Ok(()) => taken.accepted += 1,
+            Err(Refused::TooLarge(why)) => {
+                // Bad input, kept in the rejects file; the rest of the body goes on (the client
+                // does not resend after a 4xx, so nothing after it may be dropped).
+                if let Err(e) = shared
+                    .rejects
+                    .write_too_large("http", item, 0, &event, why.clone())
+                {
+                    return Ok(taken.stopped(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("cannot keep an event larger than the disk buffer in the rejects file: {e}"),
+                        item,
+                    ));
                 }
+                taken.too_large.push(json!({ "item": item, "error": why }));
+            }
+            Err(Refused::Closed) => {
+                return Ok(taken.stopped(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the forwarder is shutting down",
+                    item,
+                ));
+            }
+            Err(Refused::Full(why)) => {
+                return Ok(taken.stopped(StatusCode::SERVICE_UNAVAILABLE, &why, item));
+            }
+            Err(Refused::Failed(why)) => {
+                return Ok(taken.stopped(StatusCode::INTERNAL_SERVER_ERROR, &why, item));
             }
         }
     }
-    debug_assert_eq!(accepted + too_large.len(), total);
-    if !too_large.is_empty() {
+    debug_assert_eq!(taken.accepted + taken.too_large.len(), total);
+    if !taken.too_large.is_empty() {
         return Ok(respond(
             StatusCode::BAD_REQUEST,
             json!({
                 "error": format!(
                     "{} of {total} events are larger than the disk buffer and were not taken (they are in the rejects file); the others were",
-                    too_large.len()
+                    taken.too_large.len()
                 ),
-                "accepted": accepted,
-                "problems": too_large,
+                "accepted": taken.accepted,
+                "problems": taken.too_large,
             }),
         ));
     }
     Ok(respond(
         StatusCode::ACCEPTED,
-        json!({ "accepted": accepted }),
+        json!({ "accepted": taken.accepted }),
     ))
 }
 
-/// 500: the sink failed (a disk buffer write or fsync); `accepted` events were taken.
-fn failed(accepted: usize, why: &str) -> Resp {
-    respond(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        json!({ "error": why, "accepted": accepted }),
-    )
+/// What became of a body's events so far.
+#[derive(Debug, Default)]
+struct Taken {
+    /// Events taken.
+    accepted: usize,
+    /// Events larger than the disk buffer (in the rejects file), as `problems`.
+    too_large: Vec<serde_json::Value>,
+}
+
+impl Taken {
+    fn any(&self) -> bool {
+        self.accepted > 0 || !self.too_large.is_empty()
+    }
+
+    /// The answer when the body stopped at `next_item` (1-based): every item before it was
+    /// taken or is in `problems`, none after it was tried. A client resends from `next_item`.
+    fn stopped(&self, status: StatusCode, why: &str, next_item: u64) -> Resp {
+        let mut r = respond(
+            status,
+            json!({
+                "error": why,
+                "accepted": self.accepted,
+                "next_item": next_item,
+                "problems": self.too_large,
+            }),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+/// Where to cut `raw` for the rejects file: at most [`REJECT_RAW_MAX`] bytes, and not inside
+/// a UTF-8 character (a split one would make the whole line escaped, up to four times larger).
+fn raw_cut(raw: &[u8]) -> usize {
+    if raw.len() <= REJECT_RAW_MAX {
+        return raw.len();
+    }
+    (0..=REJECT_RAW_MAX)
+        .rev()
+        .find(|&i| i == 0 || raw.get(i).is_none_or(|&b| (b as i8) >= -0x40))
+        .unwrap_or(0)
 }
 
 /// Binds `addr`.
@@ -388,16 +431,15 @@ pub(crate) async fn serve(
 ) {
     // Without a timer hyper's header timeout does nothing: a client that sends its headers a
     // byte at a time would hold its connection (and, in numbers, the listener) forever.
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only (what webhook clients speak): the automatic HTTP/2 detection reads the
+    // first bytes with no timer at all, so a silent connection would hold its place forever.
+    // The header timer also closes a keep-alive connection left idle that long.
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(options.read_timeout)
-        .keep_alive_timeout(options.read_timeout);
     let builder = Arc::new(builder);
     let connections = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
     let shared = Arc::new(Shared {

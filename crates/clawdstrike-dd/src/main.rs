@@ -459,7 +459,7 @@ async fn ship(args: ShipArgs) -> u8 {
     }
     if rejects.failed() > 0 {
         eprintln!(
-            "clawdstrike-dd: {} bad lines could not be written to {} (see the log)",
+            "clawdstrike-dd: {} bad lines could not be written (or fsynced) to {} (see the log)",
             rejects.failed(),
             rejects.path().display()
         );

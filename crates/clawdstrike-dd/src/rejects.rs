@@ -71,9 +71,10 @@ impl Rejects {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Rejects that could not be written (each logged at `error`).
+    /// Rejects that could not be written (each logged at `error`), or could not be fsynced:
+    /// either fails the run.
     pub(crate) fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
+        self.failed.load(Ordering::Relaxed) + u64::from(self.sync_failed.load(Ordering::Relaxed))
     }
 
     /// Fsyncs what was written since the last call: a checkpoint may pass a rejected line only
@@ -171,15 +172,18 @@ impl Rejects {
         // Another process may append to the same file (a backfill beside the daemon), or it
         // may have been truncated: its length is read under its lock, right before the write,
         // so that a line cut short is cut back to exactly where it began.
-        let written = open.file.lock().and_then(|()| {
-            let len = open.file.metadata()?.len();
+        // A filesystem without locks (some network ones) gets the write unlocked.
+        let locked = open.file.lock().is_ok();
+        let written = open.file.metadata().map(|m| m.len()).and_then(|len| {
             let result = open.file.write_all(line.as_bytes());
             if result.is_err() {
                 let _ = open.file.set_len(len);
             }
-            let _ = open.file.unlock();
             result
         });
+        if locked {
+            let _ = open.file.unlock();
+        }
         match written {
             Ok(()) => {
                 open.dirty = true;

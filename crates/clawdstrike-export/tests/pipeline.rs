@@ -1112,9 +1112,13 @@ async fn a_dead_letter_write_unfinished_at_the_deadline_is_reported() {
         p.submit(event(i)).await.expect("open");
     }
     // The dead letters are counted before their write starts, which blocks on the FIFO.
-    while p.stats()[0].dead_lettered < 3 {
-        tokio::task::yield_now().await;
-    }
+    let counted = tokio::time::timeout(Duration::from_secs(30), async {
+        while p.stats()[0].dead_lettered < 3 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "the 3 dead letters are counted");
     let report = p.shutdown(Duration::from_millis(100)).await.remove(0);
     assert!(report.deadline_reached);
     assert_eq!(
