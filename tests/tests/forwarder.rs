@@ -1124,6 +1124,20 @@ async fn http_input_answers_503_when_the_queue_is_full() {
         Some(Some("1".to_owned())),
         "a full queue answers 503 with Retry-After"
     );
+    // A body of several events against the full queue: nothing taken, and the answer says the
+    // client resends from its first item (NDJSON, blank line counted: item 2).
+    let lines: Vec<&str> = events.lines().skip(30).take(3).collect();
+    let r = post(&client, &url, None, format!("\n{}", lines.join("\n")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&answer["accepted"], &answer["next_item"]),
+        (&0.into(), &2.into()),
+        "{answer}"
+    );
     run.signal("TERM");
     let status = run.wait(WAIT);
     assert_eq!(

@@ -383,6 +383,8 @@ struct OpenFile {
     /// The last [`Reader::drain`] read to the end of the file (not stopped by a halt or a read
     /// error): only then may a rotated file be finished.
     at_eof: bool,
+    /// The kind of the last failed read, so that a lasting failure is logged once.
+    read_error: Option<std::io::ErrorKind>,
 }
 
 impl OpenFile {
@@ -432,6 +434,7 @@ impl OpenFile {
             read_at: offset,
             age,
             at_eof: false,
+            read_error: None,
         })
     }
 
@@ -619,10 +622,14 @@ impl Reader {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!(file = %open.name, error = %e, "read failed");
+                    if open.read_error != Some(e.kind()) {
+                        tracing::error!(file = %open.name, error = %e, "read failed; trying again at every poll (logged once while it lasts)");
+                    }
+                    open.read_error = Some(e.kind());
                     return true;
                 }
             };
+            open.read_error = None;
             // Data read after the file was truncated and written again is not the rest of
             // what was read before: the check after the read sees any truncation that came
             // before it, so no line of the new content is taken from the old position.

@@ -47,6 +47,9 @@ use crate::rejects::{Reject, Rejects};
 /// without letting a misbehaving client fill the disk with 5 MiB bodies.
 const REJECT_RAW_MAX: usize = 64 * 1024;
 
+/// The slowest a body may arrive on the whole, in bytes per second (a 5 MiB body: 80 s more).
+const MIN_BODY_RATE: f64 = 64.0 * 1024.0;
+
 /// How long a body that partly fit waits for room for the rest before answering 503.
 const PARTIAL_WAIT: Duration = Duration::from_secs(5);
 
@@ -109,9 +112,12 @@ struct Problem {
 }
 
 /// Splits a body into events: a JSON object, an array of objects, or NDJSON.
-fn parse_body(
-    body: &[u8],
-) -> Result<Vec<clawdstrike_schema::SecurityEvent>, (String, Vec<Problem>)> {
+/// An event of a body with its item number: its array position, or its line (blank lines
+/// counted) for NDJSON, the number the answers and the rejects file use.
+type Item = (u64, clawdstrike_schema::SecurityEvent);
+
+/// The body's events, or why not (with the bad items).
+fn parse_body(body: &[u8]) -> Result<Vec<Item>, (String, Vec<Problem>)> {
     let trimmed = body.trim_ascii();
     if trimmed.is_empty() {
         return Err((
@@ -130,7 +136,7 @@ fn parse_body(
         };
         for (i, item) in items.iter().enumerate() {
             match decode_event(item.get().as_bytes()) {
-                Ok(e) => events.push(e),
+                Ok(e) => events.push((i as u64 + 1, e)),
                 Err(e) => problems.push(Problem {
                     item: i as u64 + 1,
                     error: e.to_string(),
@@ -141,7 +147,7 @@ fn parse_body(
     } else if serde_json::from_slice::<&serde_json::value::RawValue>(trimmed).is_ok() {
         kind = "body";
         match decode_event(trimmed) {
-            Ok(e) => events.push(e),
+            Ok(e) => events.push((1, e)),
             Err(e) => problems.push(Problem {
                 item: 1,
                 error: e.to_string(),
@@ -156,7 +162,7 @@ fn parse_body(
                 continue;
             }
             match decode_event(line) {
-                Ok(e) => events.push(e),
+                Ok(e) => events.push((i as u64 + 1, e)),
                 Err(e) => problems.push(Problem {
                     item: i as u64 + 1,
                     error: e.to_string(),
@@ -227,14 +233,26 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         .and_then(clawdstrike_datadog::apm::parse_traceparent);
     // The timeout is on the gaps between parts of the body, not on the whole upload: a large
     // body over a slow link arrives, one that stops arriving is answered 408.
+    // The whole body also has a bound, so that a trickle (one byte per gap) cannot hold a
+    // connection: the gap timeout plus the limit at a slow link's rate.
+    let deadline = tokio::time::Instant::now()
+        + shared.options.read_timeout
+        + Duration::from_secs_f64(limit as f64 / MIN_BODY_RATE);
     let mut incoming = Limited::new(req.into_body(), limit);
     let mut body = bytes::BytesMut::new();
     loop {
-        let Ok(frame) = tokio::time::timeout(shared.options.read_timeout, incoming.frame()).await
-        else {
+        let wait = shared
+            .options
+            .read_timeout
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let Ok(frame) = tokio::time::timeout(wait, incoming.frame()).await else {
             return Ok(respond(
                 StatusCode::REQUEST_TIMEOUT,
-                json!({ "error": format!("the body stopped arriving for {:?}", shared.options.read_timeout) }),
+                json!({ "error": format!(
+                    "the body stopped arriving for {:?}, or came slower than {} KiB/s",
+                    shared.options.read_timeout,
+                    MIN_BODY_RATE / 1024.0
+                ) }),
             ));
         };
         match frame {
@@ -296,8 +314,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     };
     let total = events.len();
     let mut taken = Taken::default();
-    for (i, event) in events.into_iter().enumerate() {
-        let item = i as u64 + 1;
+    for (item, event) in events {
         let mut record = Record::new(event);
         if let Some(t) = trace {
             record = record.with_trace(t);
@@ -407,10 +424,12 @@ fn raw_cut(raw: &[u8]) -> usize {
     if raw.len() <= REJECT_RAW_MAX {
         return raw.len();
     }
-    (0..=REJECT_RAW_MAX)
+    // A UTF-8 character is at most 4 bytes: at most 3 continuation bytes to step back over.
+    // (Input that is not UTF-8 is escaped anyway: its cut may fall anywhere.)
+    (REJECT_RAW_MAX - 3..=REJECT_RAW_MAX)
         .rev()
-        .find(|&i| i == 0 || raw.get(i).is_none_or(|&b| (b as i8) >= -0x40))
-        .unwrap_or(0)
+        .find(|&i| (raw[i] as i8) >= -0x40)
+        .unwrap_or(REJECT_RAW_MAX)
 }
 
 /// Binds `addr`.
@@ -518,6 +537,47 @@ mod tests {
         assert!(error.contains("line 1"), "{error}");
         let (error, _) = parse_body(b"  ").err().unwrap();
         assert!(error.contains("empty body"), "{error}");
+    }
+
+    /// NDJSON items are numbered by line, blank lines counted, like the problems of a bad body:
+    /// `next_item` and the rejects file point at the right line.
+    #[test]
+    fn ndjson_events_are_numbered_by_their_line() {
+        let good = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/samples/events.ndjson"
+        ))
+        .unwrap();
+        let lines: Vec<&str> = good.lines().take(2).collect();
+        let body = format!("\n{}\n\n{}\n", lines[0], lines[1]);
+        let items: Vec<u64> = parse_body(body.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|(item, _)| item)
+            .collect();
+        assert_eq!(items, [2, 4]);
+        let array: Vec<u64> = parse_body(format!("[{},{}]", lines[0], lines[1]).as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|(item, _)| item)
+            .collect();
+        assert_eq!(array, [1, 2]);
+    }
+
+    /// The rejects file keeps at most 64 KiB of a bad body, cut before a UTF-8 character that
+    /// straddles the limit, and never more than 3 bytes short of it.
+    #[test]
+    fn raw_is_cut_at_a_character_boundary_near_the_limit() {
+        let short = "é".repeat(10);
+        assert_eq!(raw_cut(short.as_bytes()), short.len());
+        let mut text = "a".repeat(REJECT_RAW_MAX - 1);
+        text.push('é');
+        text.push_str("tail");
+        let cut = raw_cut(text.as_bytes());
+        assert_eq!(cut, REJECT_RAW_MAX - 1);
+        assert!(std::str::from_utf8(&text.as_bytes()[..cut]).is_ok());
+        let junk = vec![0x80u8; REJECT_RAW_MAX * 2];
+        assert!(raw_cut(&junk) >= REJECT_RAW_MAX - 3);
     }
 
     #[test]

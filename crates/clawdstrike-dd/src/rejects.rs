@@ -40,6 +40,8 @@ pub(crate) struct Rejects {
     /// Rejects written before a handle was let go after a failure could not be fsynced:
     /// [`sync`](Rejects::sync) fails from then on, so no checkpoint passes them.
     sync_failed: std::sync::atomic::AtomicBool,
+    /// Writing without the lock was logged.
+    unlocked_logged: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -58,6 +60,7 @@ impl Rejects {
             count: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             sync_failed: std::sync::atomic::AtomicBool::new(false),
+            unlocked_logged: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -172,11 +175,25 @@ impl Rejects {
         // Another process may append to the same file (a backfill beside the daemon), or it
         // may have been truncated: its length is read under its lock, right before the write,
         // so that a line cut short is cut back to exactly where it began.
-        // A filesystem without locks (some network ones) gets the write unlocked.
-        let locked = open.file.lock().is_ok();
+        // A filesystem without locks (some network ones) gets the write unlocked; any other
+        // lock error fails the write.
+        let locked = match open.file.lock() {
+            Ok(()) => true,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(37) =>
+            {
+                if !self.unlocked_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "the rejects file cannot be locked here; writing without the lock (a line cut short by a full disk is then left as it is)");
+                }
+                false
+            }
+            Err(e) => return Err(e),
+        };
         let written = open.file.metadata().map(|m| m.len()).and_then(|len| {
             let result = open.file.write_all(line.as_bytes());
-            if result.is_err() {
+            // Unlocked, another process may have appended after `len`: cutting back would cut
+            // its lines off.
+            if result.is_err() && locked {
                 let _ = open.file.set_len(len);
             }
             result
