@@ -436,31 +436,25 @@ mod tests {
     /// stopped) for what needs a human.
     #[test]
     fn only_failures_of_the_moment_are_transient() {
-        let detail = || ("vault at http://127.0.0.1:8200".to_owned(), "x".to_owned());
-        let (provider, detail_text) = detail();
-        assert!(
-            key_error(KeyError::Unavailable {
-                provider,
-                detail: detail_text
-            })
-            .transient
-        );
-        let (provider, detail_text) = detail();
-        assert!(
-            !key_error(KeyError::NotFound {
-                provider,
-                detail: detail_text
-            })
-            .transient
-        );
-        let (provider, detail_text) = detail();
-        assert!(
-            !key_error(KeyError::Forbidden {
-                provider,
-                detail: detail_text
-            })
-            .transient
-        );
+        let provider = || "vault at http://127.0.0.1:8200".to_owned();
+        let detail = || "x".to_owned();
+        let unavailable = KeyError::Unavailable {
+            provider: provider(),
+            detail: detail(),
+        };
+        assert!(key_error(unavailable).transient);
+        for needs_a_human in [
+            KeyError::NotFound {
+                provider: provider(),
+                detail: detail(),
+            },
+            KeyError::Forbidden {
+                provider: provider(),
+                detail: detail(),
+            },
+        ] {
+            assert!(!key_error(needs_a_human).transient);
+        }
         let locked = clawdstrike_export::OpenError::Io {
             path: "/var/lib/clawdstrike-dd/buffer".into(),
             source: std::io::Error::new(std::io::ErrorKind::WouldBlock, "in use"),

@@ -508,13 +508,18 @@ pub(crate) async fn serve(
 mod tests {
     use super::*;
 
-    #[test]
-    fn bodies_are_objects_arrays_or_ndjson_and_errors_name_the_item() {
-        let good = std::fs::read_to_string(concat!(
+    /// The bundled sample events, one per line.
+    fn samples() -> String {
+        std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/samples/events.ndjson"
         ))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn bodies_are_objects_arrays_or_ndjson_and_errors_name_the_item() {
+        let good = samples();
         let lines: Vec<&str> = good.lines().take(3).collect();
         assert_eq!(parse_body(lines[0].as_bytes()).unwrap().len(), 1);
         assert_eq!(
@@ -543,11 +548,7 @@ mod tests {
     /// `next_item` and the rejects file point at the right line.
     #[test]
     fn ndjson_events_are_numbered_by_their_line() {
-        let good = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/samples/events.ndjson"
-        ))
-        .unwrap();
+        let good = samples();
         let lines: Vec<&str> = good.lines().take(2).collect();
         let body = format!("\n{}\n\n{}\n", lines[0], lines[1]);
         let items: Vec<u64> = parse_body(body.as_bytes())
