@@ -751,14 +751,30 @@ fn network_reason(e: &reqwest::Error, url: &str) -> String {
     } else {
         "network error"
     };
-    let mut reason = format!("{kind}: {}", redacted_url(url));
-    let mut source = std::error::Error::source(e);
+    format!("{kind}: {}{}", redacted_url(url), error_sources(e))
+}
+
+/// `: <source>: <its source>...` of `e`: the causes without `e`'s own text (reqwest's prints
+/// the URL whole).
+pub(crate) fn error_sources(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut source = e.source();
     while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
+        out.push_str(": ");
+        out.push_str(&s.to_string());
         source = s.source();
     }
-    reason
+    out
+}
+
+/// `text` with `key` blanked out, should a server (a proxy echoing the request) have repeated
+/// it. Keys under 4 characters are left: blanking them would blank ordinary text.
+pub(crate) fn blank_key<'a>(text: &'a str, key: &str) -> std::borrow::Cow<'a, str> {
+    if key.len() >= 4 && text.contains(key) {
+        std::borrow::Cow::Owned(text.replace(key, "[redacted]"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
 }
 
 /// `: <first 512 bytes of the body>` when the server explained itself, with `key` blanked
@@ -769,11 +785,7 @@ async fn body_reason(response: reqwest::Response, key: &str) -> String {
             // Blanked out over the whole body first: a cut could fall inside the key and
             // leave a prefix of it that no longer matches.
             let text = String::from_utf8_lossy(&body);
-            let text = if key.len() >= 4 && text.contains(key) {
-                std::borrow::Cow::Owned(text.replace(key, "[redacted]"))
-            } else {
-                text
-            };
+            let text = blank_key(&text, key);
             let text = text.trim();
             format!(": {}", &text[..text.floor_char_boundary(512)])
         }

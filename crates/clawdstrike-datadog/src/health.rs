@@ -23,14 +23,13 @@ pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder)
         Ok(r) => r,
         Err(e) => {
             // reqwest's own text would print the URL whole (credentials included).
-            let mut reason = format!("cannot reach {}", crate::exporter::redacted_url(&url));
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                reason.push_str(": ");
-                reason.push_str(&s.to_string());
-                source = s.source();
-            }
-            return Health::Unknown { reason };
+            return Health::Unknown {
+                reason: format!(
+                    "cannot reach {}{}",
+                    crate::exporter::redacted_url(&url),
+                    crate::exporter::error_sources(&e)
+                ),
+            };
         }
     };
     let status = response.status();
@@ -41,10 +40,8 @@ pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder)
             }
             Ok(body) => {
                 // Blanked out should a proxy have echoed the key; cut to 512 bytes.
-                let mut body = body.to_string();
-                if current.expose().len() >= 4 {
-                    body = body.replace(current.expose(), "[redacted]");
-                }
+                let body = body.to_string();
+                let body = crate::exporter::blank_key(&body, current.expose());
                 Health::Degraded {
                     reason: format!(
                         "{} answered 200 without valid:true: {}",

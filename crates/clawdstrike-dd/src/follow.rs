@@ -106,7 +106,7 @@ struct FileKey {
     dev: u64,
     ino: u64,
     len: u64,
-    modified: Option<std::time::SystemTime>,
+    age: Age,
 }
 
 impl FileKey {
@@ -115,7 +115,7 @@ impl FileKey {
             dev: meta.dev(),
             ino: meta.ino(),
             len: meta.len(),
-            modified: meta.modified().ok(),
+            age: Age::of(meta),
         }
     }
 }
