@@ -375,6 +375,9 @@ pub struct MetricsReporter {
     dogstatsd: Option<String>,
     deltas: HashMap<String, u64>,
     dropped_points: u64,
+    /// The timestamp of the last series sent: Datadog keeps one value per series and second,
+    /// the last one, so no two flushes may share a timestamp.
+    last_timestamp: Option<i64>,
 }
 
 /// Where the reporter reads the framework's counters for its exporter.
@@ -482,6 +485,7 @@ impl MetricsReporter {
             },
             deltas: HashMap::new(),
             dropped_points: 0,
+            last_timestamp: None,
         })
     }
 
@@ -502,6 +506,14 @@ impl MetricsReporter {
                 tokio::select! {
                     _ = &mut stopped => break,
                     _ = ticker.tick() => {
+                        // A tick in the second of the last flush waits for the next tick: its
+                        // counts would overwrite the last ones at Datadog (with an interval under
+                        // a second). What it would have sent stays in the deltas for the next.
+                        if self.dogstatsd.is_none()
+                            && self.next_timestamp(chrono::Utc::now().timestamp()).1
+                        {
+                            continue;
+                        }
                         // A flush that outlives the interval must not pile up behind itself.
                         let _ = self.flush().await;
                     }
@@ -651,10 +663,25 @@ impl MetricsReporter {
         (points, self.transport.take_latencies())
     }
 
-    /// Collects and sends one interval's metrics now (the schedule calls this).
+    /// The timestamp for a flush at `now`, and whether it is ahead of `now` because the last
+    /// flush had this second already. A clock stepped back by more than a minute starts
+    /// over from `now` rather than stamping points far ahead (Datadog refuses points more
+    /// than ten minutes ahead).
+    fn next_timestamp(&self, now: i64) -> (i64, bool) {
+        match self.last_timestamp {
+            Some(last) if last >= now && last - now < 60 => (last + 1, true),
+            _ => (now, false),
+        }
+    }
+
+    /// Collects and sends one interval's metrics now (the schedule calls this, and shutdown
+    /// once more). The points are stamped with the current second, or the second after the
+    /// last flush's when that is not earlier (a flush right after another, a clock stepped
+    /// back): Datadog would keep only the last of two counts of one series and second.
     pub async fn flush(&mut self) -> FlushReport {
         let (points, latencies) = self.collect();
-        let timestamp = chrono::Utc::now().timestamp();
+        let (timestamp, _) = self.next_timestamp(chrono::Utc::now().timestamp());
+        self.last_timestamp = Some(timestamp);
         let interval = self.interval.as_secs().max(1);
         let latency_metric = catalogue::EXPORTER_METRICS
             .iter()

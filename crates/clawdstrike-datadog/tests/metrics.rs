@@ -129,6 +129,54 @@ async fn metrics_failures_are_dropped_with_a_count_after_their_own_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_are_never_overwritten_by_a_flush_in_the_same_second() {
+    // Datadog keeps one value per series and second, the last one sent, which
+    // `metric_stored_sum` models. With a tenth-of-a-second interval, a count sent at one tick
+    // would be overwritten by the next tick's zero; and the final flush at shutdown, right
+    // after a scheduled one, would overwrite it too.
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let mut resolved = resolved(&h.intake, Codec::Zstd);
+    resolved.metrics.flush_interval_ms = 100;
+    let stats: StatsSource = Arc::new(|| None);
+    let reporter = MetricsReporter::for_exporter(&h.exporter, &resolved, stats)
+        .unwrap()
+        .spawn();
+    let sent = "clawdstrike.exporter.events.sent";
+    let all = events(300);
+    for (round, chunk) in all.chunks(100).enumerate() {
+        h.submit_all(chunk).await;
+        let total = 100.0 * (round + 1) as f64;
+        // The schedule sends this chunk's count.
+        h.intake
+            .wait_until(Duration::from_secs(30), |_| {
+                h.intake.metric_sum(sent, &[]) >= total
+            })
+            .await
+            .unwrap();
+    }
+    let last = reporter.shutdown().await;
+    assert!(last.sent > 0, "the final flush sent nothing");
+    assert_eq!(h.intake.metric_sum(sent, &[]), 300.0);
+    assert_eq!(
+        h.intake.metric_stored_sum(sent, &[]),
+        300.0,
+        "counts were overwritten by later points of the same series and second"
+    );
+    // Nor are the points stamped ever further ahead to keep them apart: the schedule waits
+    // for the next second, and only the final flush may take the one after.
+    let now = chrono::Utc::now().timestamp();
+    let ahead = h
+        .intake
+        .series()
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.timestamp - now))
+        .max()
+        .unwrap();
+    assert!(ahead <= 1, "points stamped {ahead} s ahead of the clock");
+    h.pipeline.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dogstatsd_over_udp() {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();

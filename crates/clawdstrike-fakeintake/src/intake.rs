@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{FakeIntakeBuilder, RateLimit};
 use crate::faults::{Fault, FaultAction, FaultTarget, RandomFaults};
-use crate::model::{LogItem, MetricSeries, ObjectKind, RequestRecord, Stats};
+use crate::model::{LogItem, MetricApi, MetricSeries, ObjectKind, RequestRecord, Stats};
 use crate::signals::SignalSeed;
 use crate::state::{Shared, lock, remove_key};
 
@@ -267,6 +267,34 @@ impl FakeIntake {
             .filter(|s| s.metric == name && s.has_tags(tag_filters))
             .map(MetricSeries::sum)
             .sum()
+    }
+
+    /// What Datadog would store of metric `name` over series carrying every tag filter, summed:
+    /// like [`metric_sum`](Self::metric_sum), except that Datadog keeps one value per series
+    /// (metric, host and tag set, in any order) and timestamp, the one submitted last. So a
+    /// reporter that sends two counts of one series in the same second loses the first here,
+    /// as it would there. Distribution points are all kept (Datadog aggregates them).
+    pub fn metric_stored_sum(&self, name: &str, tag_filters: &[&str]) -> f64 {
+        let rec = lock(&self.shared.rec);
+        let mut stored: HashMap<(Vec<&str>, Option<&str>, i64), f64> = HashMap::new();
+        let mut distributions = 0.0;
+        for s in rec
+            .series
+            .iter()
+            .filter(|s| s.metric == name && s.has_tags(tag_filters))
+        {
+            if s.api == MetricApi::Distribution {
+                distributions += s.sum();
+                continue;
+            }
+            let mut tags: Vec<&str> = s.tags.iter().map(String::as_str).collect();
+            tags.sort_unstable();
+            tags.dedup();
+            for p in &s.points {
+                stored.insert((tags.clone(), s.host.as_deref(), p.timestamp), p.value);
+            }
+        }
+        distributions + stored.values().sum::<f64>()
     }
 
     // ----- waiting -----

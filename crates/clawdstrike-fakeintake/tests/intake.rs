@@ -928,11 +928,31 @@ async fn series_v2_v1_and_distribution_points_are_decoded() {
     assert_eq!(intake.metric_sum("clawdstrike.events", &["env:prod"]), 0.0);
     assert_eq!(intake.metric_sum("old.count", &["a:b"]), 4.0);
     assert_eq!(intake.metric_sum("latency", &[]), 6.0);
+    // What Datadog stores: one value per series and timestamp, the last sent. The v2 body was
+    // sent twice, so its points count once; the same series with its tags in another order
+    // replaces a value; distribution points all count.
+    assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 12.0);
+    let again = json!({"series": [{"metric": "clawdstrike.events", "type": 1,
+        "points": [{"timestamp": 100, "value": 7.0}], "tags": ["env:test", "guard:secret"]}]});
+    assert_eq!(
+        post_metrics(
+            &intake,
+            "/api/v2/series",
+            None,
+            serde_json::to_vec(&again).unwrap()
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 14.0);
+    assert_eq!(intake.metric_sum("clawdstrike.events", &[]), 31.0);
+    assert_eq!(intake.metric_stored_sum("latency", &[]), 6.0);
     let series = intake.series();
     assert_eq!(series[0].metric_type, "count");
     assert_eq!(series[0].host.as_deref(), Some("node-7"));
     assert_eq!(series[2].metric_type, "gauge");
-    assert_eq!(intake.stats().series, 8);
+    assert_eq!(intake.stats().series, 9);
 }
 
 #[tokio::test]
