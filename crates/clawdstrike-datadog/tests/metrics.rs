@@ -129,6 +129,45 @@ async fn metrics_failures_are_dropped_with_a_count_after_their_own_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_metrics_request_waits_for_the_time_the_server_asks() {
+    // `Retry-After`, or else Datadog's `X-RateLimit-Reset`: 20 s here, far longer than the
+    // one-millisecond backoff. The reporter must not come back within it.
+    for (name, action) in [
+        ("Retry-After", FaultAction::status_with_retry_after(429, 20)),
+        (
+            "X-RateLimit-Reset",
+            FaultAction::RateLimited {
+                limit: 100,
+                period: 60,
+                reset: 20,
+            },
+        ),
+    ] {
+        let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+        h.intake.fail_next(FaultTarget::Metrics, 1, action);
+        let stats: StatsSource = Arc::new(|| None);
+        let resolved = resolved(&h.intake, Codec::Zstd);
+        let mut reporter = MetricsReporter::for_exporter(&h.exporter, &resolved, stats)
+            .unwrap()
+            .with_retry(MetricsRetry {
+                attempts: 3,
+                backoff: Duration::from_millis(1),
+            });
+        // The flush is still waiting for its retry when this gives up on it.
+        let flushed = tokio::time::timeout(Duration::from_secs(2), reporter.flush()).await;
+        assert!(flushed.is_err(), "{name}: the flush did not wait");
+        let series = h
+            .intake
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
+            .count();
+        assert_eq!(series, 1, "{name}: came back before the time asked");
+        h.pipeline.shutdown(Duration::from_secs(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_are_never_overwritten_by_a_flush_in_the_same_second() {
     // Datadog keeps one value per series and second, the last one sent, which
     // `metric_stored_sum` models. With a tenth-of-a-second interval, a count sent at one tick
