@@ -429,10 +429,36 @@ async fn fetch_validated(
     Ok(key)
 }
 
+/// The first and the longest wait before reading a changed key again after the store could
+/// not be reached.
+const CHANGE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const CHANGE_RETRY_MAX: Duration = Duration::from_secs(60);
+
 async fn listen_for_changes(inner: Weak<Inner>, mut changes: watch::Receiver<()>) {
     while changes.changed().await.is_ok() {
-        let Some(inner) = inner.upgrade() else { break };
-        inner.refresh_now().await;
+        // The provider says the key changed, so the current one may be revoked any moment: a
+        // read that fails for a transient reason (the store unreachable, a timeout) is tried
+        // again soon, backing off, not left to the next scheduled refresh minutes away. A new
+        // change signal meanwhile reads at once.
+        let mut wait = CHANGE_RETRY_FIRST;
+        loop {
+            let outcome = {
+                let Some(inner) = inner.upgrade() else { return };
+                inner.refresh_now().await
+            };
+            if !matches!(&outcome, RefreshOutcome::Failed(e) if e.is_transient()) {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            wait = (wait * 2).min(CHANGE_RETRY_MAX);
+        }
     }
 }
 
@@ -479,6 +505,8 @@ mod tests {
         fail: std::sync::atomic::AtomicBool,
         fetches: AtomicUsize,
         gate: Option<Arc<tokio::sync::Semaphore>>,
+        changes: Option<watch::Sender<()>>,
+        fetched: tokio::sync::Notify,
     }
 
     impl Scripted {
@@ -503,11 +531,54 @@ mod tests {
                 gate.acquire().await.unwrap().forget();
             }
             self.fetches.fetch_add(1, Ordering::SeqCst);
+            self.fetched.notify_waiters();
             if self.fail.load(Ordering::SeqCst) {
                 return Err(KeyError::unavailable("scripted", "store down"));
             }
             Ok(SecretString::from(self.key.lock().unwrap().clone()))
         }
+        fn changes(&self) -> Option<watch::Receiver<()>> {
+            self.changes.as_ref().map(watch::Sender::subscribe)
+        }
+    }
+
+    /// A change signal followed by a failed read (the store briefly unreachable) is read again
+    /// after a short backoff, not at the next scheduled refresh (none is running here).
+    #[tokio::test(start_paused = true)]
+    async fn a_signalled_change_that_cannot_be_read_yet_is_read_again_soon() {
+        let (tx, _rx) = watch::channel(());
+        let p = Arc::new(Scripted {
+            key: Mutex::new("k1".into()),
+            changes: Some(tx.clone()),
+            ..Default::default()
+        });
+        let holder = KeyHolder::new(p.clone(), RefreshOptions::default())
+            .await
+            .unwrap();
+        let mut generations = holder.subscribe();
+        p.fail.store(true, Ordering::SeqCst);
+        p.set("k2");
+        tx.send_replace(());
+        // Three failed reads (at once, then after 1 s and 2 s), then the store is back.
+        let three_failed = async {
+            loop {
+                let fetched = p.fetched.notified();
+                if p.fetches.load(Ordering::SeqCst) >= 4 {
+                    break;
+                }
+                fetched.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), three_failed)
+            .await
+            .expect("the changed key was not read again after a failed read");
+        assert_eq!(holder.current().expose(), "k1", "the last good key is kept");
+        p.fail.store(false, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(60), generations.changed())
+            .await
+            .expect("the changed key was read again within the backoff")
+            .unwrap();
+        assert_eq!(holder.current().expose(), "k2");
     }
 
     /// A value that cannot travel in an HTTP header (two lines, an inner space, a control or
