@@ -90,19 +90,23 @@ async fn a_stalled_metrics_endpoint_never_delays_logs() {
     assert_eq!(h.intake.unique_event_ids(), 3_000);
 }
 
+/// A reporter without pipeline stats, with three attempts a millisecond apart.
+fn quick_retry_reporter(h: &Harness) -> MetricsReporter {
+    let stats: StatsSource = Arc::new(|| None);
+    MetricsReporter::for_exporter(&h.exporter, &resolved(&h.intake, Codec::Zstd), stats)
+        .unwrap()
+        .with_retry(MetricsRetry {
+            attempts: 3,
+            backoff: Duration::from_millis(1),
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_failures_are_dropped_with_a_count_after_their_own_budget() {
     let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
     h.intake
         .fail_next(FaultTarget::Metrics, 100_000, FaultAction::status(503));
-    let stats: StatsSource = Arc::new(|| None);
-    let resolved = resolved(&h.intake, Codec::Zstd);
-    let mut reporter = MetricsReporter::for_exporter(&h.exporter, &resolved, stats)
-        .unwrap()
-        .with_retry(MetricsRetry {
-            attempts: 3,
-            backoff: Duration::from_millis(1),
-        });
+    let mut reporter = quick_retry_reporter(&h);
     h.submit_all(&events(10)).await;
     wait_sent(&h.exporter, 10).await;
     let first = reporter.flush().await;
@@ -145,14 +149,7 @@ async fn a_rate_limited_metrics_request_waits_for_the_time_the_server_asks() {
     ] {
         let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
         h.intake.fail_next(FaultTarget::Metrics, 1, action);
-        let stats: StatsSource = Arc::new(|| None);
-        let resolved = resolved(&h.intake, Codec::Zstd);
-        let mut reporter = MetricsReporter::for_exporter(&h.exporter, &resolved, stats)
-            .unwrap()
-            .with_retry(MetricsRetry {
-                attempts: 3,
-                backoff: Duration::from_millis(1),
-            });
+        let mut reporter = quick_retry_reporter(&h);
         // The flush is still waiting for its retry when this gives up on it.
         let flushed = tokio::time::timeout(Duration::from_secs(2), reporter.flush()).await;
         assert!(flushed.is_err(), "{name}: the flush did not wait");

@@ -36,6 +36,13 @@
 //!   and because monitors and detection rules are written against the known values: an event
 //!   with an unknown type would be shipped but silently match nothing. Rejected lines are kept
 //!   byte for byte, so nothing is lost and they can be replayed after an upgrade.
+//! - **`schema_version`** must be of major version 1: `1.0.0`, or a later `1.x`, which may only
+//!   add fields and values (both handled above). Any other value (`2.0.0`, `banana`) is
+//!   rejected loudly like an unknown enum value ([`Problem::UnsupportedVersion`]): a new major
+//!   version may change what a field means, and shipping it as 1.0.0 would mislabel it. The
+//!   version is shipped as the producer wrote it.
+//! - **A UTF-8 byte order mark** at the very start of NDJSON input (as some Windows editors
+//!   write) is skipped.
 //! - **Normalisations** on re-encoding (the only differences between input and output JSON):
 //!   a missing `threat` is written `{}`, a missing `metadata` `{}`, missing `labels` `{}`;
 //!   timestamps are written in UTC with a 0-, 3-, 6- or 9-digit fraction (see [`Timestamp`]);

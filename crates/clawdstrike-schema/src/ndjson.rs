@@ -7,6 +7,9 @@ use crate::{DecodeError, SecurityEvent, decode_event};
 /// Default maximum line length: 1 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
+/// The UTF-8 encoding of U+FEFF, the byte order mark.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
 /// One good event and where it was read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedEvent {
@@ -143,13 +146,15 @@ impl<R: BufRead> NdjsonReader<R> {
         self.inner
     }
 
-    /// Reads one raw line into `self.buf` (at most `max_line_bytes` of it).
-    /// Returns `None` at end of input, else `(total_len, consumed_bytes)`.
-    fn read_raw_line(&mut self) -> io::Result<Option<(u64, u64)>> {
+    /// Reads one raw line into `self.buf` (at most `max_line_bytes` of it, plus a `\r` that
+    /// ends it). Returns `None` at end of input, else `(total_len, consumed_bytes, ends_in_cr)`,
+    /// where `total_len` counts the line without its `\n` but with its `\r`.
+    fn read_raw_line(&mut self) -> io::Result<Option<(u64, u64, bool)>> {
         self.buf.clear();
-        let max = self.options.max_line_bytes;
+        let max = self.options.max_line_bytes.saturating_add(1);
         let mut total: u64 = 0;
         let mut consumed: u64 = 0;
+        let mut last = None;
         loop {
             let available = match self.inner.fill_buf() {
                 Ok(bytes) => bytes,
@@ -160,7 +165,7 @@ impl<R: BufRead> NdjsonReader<R> {
                 return Ok(if consumed == 0 {
                     None
                 } else {
-                    Some((total, consumed))
+                    Some((total, consumed, last == Some(b'\r')))
                 });
             }
             let (chunk, found_newline) = match memchr::memchr(b'\n', available) {
@@ -170,11 +175,14 @@ impl<R: BufRead> NdjsonReader<R> {
             let room = max.saturating_sub(self.buf.len());
             self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
             total += chunk.len() as u64;
+            if let Some(&byte) = chunk.last() {
+                last = Some(byte);
+            }
             let used = chunk.len() + usize::from(found_newline);
             consumed += used as u64;
             self.inner.consume(used);
             if found_newline {
-                return Ok(Some((total, consumed)));
+                return Ok(Some((total, consumed, last == Some(b'\r'))));
             }
         }
     }
@@ -185,7 +193,7 @@ impl<R: BufRead> Iterator for NdjsonReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.finished {
-            let (len, consumed) = match self.read_raw_line() {
+            let (len, consumed, ends_in_cr) = match self.read_raw_line() {
                 Ok(Some(line)) => line,
                 Ok(None) => {
                     self.finished = true;
@@ -202,8 +210,18 @@ impl<R: BufRead> Iterator for NdjsonReader<R> {
             self.offset += consumed;
             let end_offset = self.offset;
 
+            // A UTF-8 byte order mark at the very start of the input (some Windows editors
+            // write one) is not part of the first line.
+            let mut len = len;
+            if offset == 0 && self.buf.starts_with(UTF8_BOM) {
+                self.buf.drain(..UTF8_BOM.len());
+                len -= UTF8_BOM.len() as u64;
+            }
+            // The limit is on the line's content: a `\r` ending it does not count.
+            let len = len - u64::from(ends_in_cr);
             let max = self.options.max_line_bytes;
             if len > max as u64 {
+                self.buf.truncate(max);
                 return Some(Ok(NdjsonRecord::Rejected(RejectedLine {
                     line,
                     offset,
@@ -213,7 +231,7 @@ impl<R: BufRead> Iterator for NdjsonReader<R> {
                     error: DecodeError::TooLong { len, max },
                 })));
             }
-            if self.buf.last() == Some(&b'\r') {
+            if ends_in_cr {
                 self.buf.pop();
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) {

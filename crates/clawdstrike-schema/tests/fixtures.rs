@@ -170,3 +170,73 @@ fn good_lines_around_bad_ones_survive_and_crlf_is_accepted() {
     // The input ends with a blank line (one byte), which is skipped.
     assert_eq!(*ends.last().unwrap(), mixed.len() as u64 - 1);
 }
+
+fn first_good_line() -> String {
+    let good = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    good.lines().next().unwrap().to_owned()
+}
+
+#[test]
+fn a_byte_order_mark_at_the_start_is_skipped_and_nowhere_else() {
+    let line = first_good_line();
+    let input = format!("\u{feff}{line}\n\u{feff}{line}\n");
+    let records: Vec<_> = NdjsonReader::new(input.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let NdjsonRecord::Event(first) = &records[0] else {
+        panic!("the first line, after a BOM, is an event: {:?}", records[0])
+    };
+    assert_eq!((first.line, first.offset), (1, 0));
+    // Inside the input a BOM is a character like any other: not JSON.
+    let NdjsonRecord::Rejected(second) = &records[1] else {
+        panic!("a BOM on line 2 is not skipped")
+    };
+    assert_eq!(second.line, 2);
+    // A file holding only a BOM (and a line end) is empty.
+    assert!(NdjsonReader::new(&b"\xef\xbb\xbf\n"[..]).next().is_none());
+    assert!(NdjsonReader::new(&b"\xef\xbb\xbf"[..]).next().is_none());
+}
+
+#[test]
+fn the_line_limit_is_on_the_content_whatever_the_line_ending() {
+    let line = first_good_line();
+    let max = line.len();
+    for ending in ["\n", "\r\n"] {
+        let input = format!("{line}{ending}x{line}{ending}");
+        let records: Vec<_> = NdjsonReader::with_options(
+            input.as_bytes(),
+            clawdstrike_schema::NdjsonOptions::default().with_max_line_bytes(max),
+        )
+        .collect::<Result<_, _>>()
+        .unwrap();
+        assert!(
+            matches!(records[0], NdjsonRecord::Event(_)),
+            "{ending:?}: a line of exactly the limit is taken"
+        );
+        let NdjsonRecord::Rejected(long) = &records[1] else {
+            panic!("{ending:?}: one byte over the limit is rejected")
+        };
+        assert_eq!(
+            long.error,
+            DecodeError::TooLong {
+                len: max as u64 + 1,
+                max
+            },
+            "{ending:?}"
+        );
+        assert_eq!(long.raw.len(), max);
+    }
+    // The last line, without a line ending, or ending in a lone `\r`.
+    for last in [line.clone(), format!("{line}\r")] {
+        let records: Vec<_> = NdjsonReader::with_options(
+            last.as_bytes(),
+            clawdstrike_schema::NdjsonOptions::default().with_max_line_bytes(max),
+        )
+        .collect::<Result<_, _>>()
+        .unwrap();
+        assert!(
+            matches!(records[..], [NdjsonRecord::Event(_)]),
+            "{records:?}"
+        );
+    }
+}
