@@ -704,6 +704,8 @@ async fn an_event_too_large_for_the_disk_buffer_is_rejected_and_the_input_goes_o
         let kept: serde_json::Value =
             serde_json::from_str(rejected[0]["raw"].as_str().unwrap()).unwrap();
         assert_eq!(kept["event_id"], big_id(&big));
+        // Marked as the event encoded again, not the input's bytes.
+        assert_eq!(rejected[0]["reencoded"], true, "{rejected:?}");
     };
     fn big_id(big: &str) -> serde_json::Value {
         serde_json::from_str::<serde_json::Value>(big).unwrap()["event_id"].clone()

@@ -14,7 +14,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::forwarder::{SUBMITS_IN_FLIGHT, Sink, Submitted};
+use crate::forwarder::{Refused, SUBMITS_IN_FLIGHT, Sink, Submitted};
 use crate::rejects::{Reject, Rejects};
 
 /// What a reader thread sends.
@@ -32,7 +32,8 @@ pub(crate) struct BackfillReport {
     /// Events submitted.
     pub(crate) submitted: u64,
     /// Events the sink refused (shutting down, a failed write or fsync of the disk buffer):
-    /// read, but not taken. The sink logs why.
+    /// read, but not taken. Each goes to the rejects file with why, since the input (stdin)
+    /// may not be there to read again.
     pub(crate) refused: u64,
     /// Lines rejected (events larger than the disk buffer included).
     pub(crate) rejected: u64,
@@ -49,9 +50,18 @@ impl BackfillReport {
             Submitted::TooLarge { event, why } => {
                 self.rejected += 1;
                 // A failure is counted in `rejects.failed()`: the run fails at the end.
-                let _ = rejects.write_too_large(source, at.0, at.1, &event, why);
+                let _ = rejects.write_event(source, at.0, at.1, &event, why);
             }
-            Submitted::Refused => self.refused += 1,
+            Submitted::Refused { event, why } => {
+                self.refused += 1;
+                let why = match why {
+                    Refused::Closed => "not taken: shutting down".to_owned(),
+                    Refused::Full(why) | Refused::TooLarge(why) | Refused::Failed(why) => {
+                        format!("not taken: {why}")
+                    }
+                };
+                let _ = rejects.write_event(source, at.0, at.1, &event, why);
+            }
         }
     }
 }
@@ -147,6 +157,7 @@ pub(crate) async fn run(
                         error: bad.error.to_string(),
                         raw: &bad.raw,
                         truncated: bad.truncated,
+                        reencoded: false,
                     });
                 }
                 Item::Progress(offset) => {
@@ -207,4 +218,55 @@ pub(crate) async fn run(
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event the sink refused (a failed disk-buffer write, a shutdown) goes to the rejects
+    /// file with its source, line and why: from stdin there is no other copy of it.
+    #[test]
+    fn a_refused_event_is_kept_in_the_rejects_file() {
+        let dir = std::env::temp_dir().join(format!("cdd-backfill-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rejects.ndjson");
+        let _ = std::fs::remove_file(&path);
+        let rejects = Rejects::new(&path);
+        let line = crate::demo::SAMPLES.lines().next().unwrap();
+        let event = Arc::new(clawdstrike_schema::decode_event(line.as_bytes()).unwrap());
+        let mut report = BackfillReport::default();
+        for why in [
+            Refused::Failed("the disk buffer write failed: No space left on device".into()),
+            Refused::Closed,
+        ] {
+            let submitted = Submitted::Refused {
+                event: Arc::clone(&event),
+                why,
+            };
+            report.count(submitted, &rejects, "-", (7, 1234));
+        }
+        assert_eq!(report.refused, 2);
+        let kept: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            kept[0]["error"],
+            "not taken: the disk buffer write failed: No space left on device"
+        );
+        assert_eq!(kept[1]["error"], "not taken: shutting down");
+        for k in &kept {
+            assert_eq!(
+                (k["source"].as_str(), k["line"].as_u64()),
+                (Some("-"), Some(7))
+            );
+            assert_eq!(k["reencoded"], true);
+            let back = clawdstrike_schema::decode_event(k["raw"].as_str().unwrap().as_bytes());
+            assert_eq!(back.unwrap().event_id, event.event_id);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

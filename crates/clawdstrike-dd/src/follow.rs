@@ -1115,6 +1115,7 @@ impl Follow {
                         error,
                         raw: &raw,
                         truncated,
+                        reencoded: false,
                     });
                     self.rejected(seq, &source, line, written.is_ok(), &mut report);
                 }
@@ -1155,10 +1156,11 @@ impl Follow {
                 }
             }
             Submitted::TooLarge { event, why } => {
-                let written = rejects.write_too_large(&source, line, offset, &event, why);
+                let written = rejects.write_event(&source, line, offset, &event, why);
                 self.rejected(seq, &source, line, written.is_ok(), report);
             }
-            Submitted::Refused => Self::refused(&source, line, report),
+            // The line stays in the file: reading stops before it, and a restart reads it.
+            Submitted::Refused { .. } => Self::refused(&source, line, report),
         }
     }
 

@@ -47,8 +47,11 @@ pub(crate) enum Submitted {
         event: Arc<clawdstrike_schema::SecurityEvent>,
         why: String,
     },
-    /// Not taken (logged).
-    Refused,
+    /// Not taken (logged), with why.
+    Refused {
+        event: Arc<clawdstrike_schema::SecurityEvent>,
+        why: Refused,
+    },
 }
 
 /// Why [`Forwarder::start`] failed.
@@ -170,8 +173,8 @@ impl Sink {
             Ok(()) => Submitted::Taken,
             Err(Refused::TooLarge(why)) => Submitted::TooLarge { event, why },
             Err(why) => {
-                tracing::error!(reason = ?why, "an event was read but not taken");
-                Submitted::Refused
+                tracing::error!(reason = ?why, event_id = %event.event_id, "an event was read but not taken");
+                Submitted::Refused { event, why }
             }
         }
     }

@@ -289,6 +289,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     error: p.error.clone(),
                     raw: &p.raw[..raw_cut(&p.raw)],
                     truncated: p.raw.len() > REJECT_RAW_MAX,
+                    reencoded: false,
                 });
             }
             if problems.is_empty() {
@@ -300,6 +301,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     error: error.clone(),
                     raw: &body[..raw_cut(&body)],
                     truncated: body.len() > REJECT_RAW_MAX,
+                    reencoded: false,
                 });
             }
             let problems: Vec<_> = problems
@@ -339,7 +341,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                 // does not resend after a 4xx, so nothing after it may be dropped).
                 if let Err(e) = shared
                     .rejects
-                    .write_too_large("http", item, 0, &event, why.clone())
+                    .write_event("http", item, 0, &event, why.clone())
                 {
                     return Ok(taken.stopped(
                         StatusCode::INTERNAL_SERVER_ERROR,

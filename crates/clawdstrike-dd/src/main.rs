@@ -426,8 +426,9 @@ async fn ship(args: ShipArgs) -> u8 {
         incomplete |= report.interrupted;
         if report.refused > 0 {
             eprintln!(
-                "clawdstrike-dd: {} events were read but not taken (refused: see the log); they were not shipped",
-                report.refused
+                "clawdstrike-dd: {} events were read but not taken (refused: see the log); they were not shipped, and are in the rejects file {} with why",
+                report.refused,
+                rejects.path().display()
             );
             failed = true;
         }

@@ -2,8 +2,12 @@
 //!
 //! `{"source":"events.ndjson","line":7,"offset":1234,"error":"field `event_type`: ...","raw":"..."}`
 //! — `raw` is the line as a string when it is UTF-8; otherwise its bytes with every byte that
-//! is not printable ASCII escaped as `\xNN`, and `"raw_encoding":"escaped"`. `truncated` is
-//! true when only the first `max_line_bytes` of an over-long line were kept.
+//! is not printable ASCII (0x20 to 0x7e), and every backslash, written `\xNN` (two lowercase
+//! hex digits), and `"raw_encoding":"escaped"`: replacing each `\xNN` by its byte gives the
+//! line back. `truncated` is true when only the first `max_line_bytes` of an over-long line
+//! were kept. `"reencoded":true` marks an event that was decoded and then not taken (larger
+//! than the disk buffer, or refused): its `raw` is the event encoded again, not the input line,
+//! so fields this version does not know are not in it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -28,6 +32,8 @@ pub(crate) struct Reject<'a> {
     pub(crate) raw: &'a [u8],
     /// Only a prefix of `raw` was kept.
     pub(crate) truncated: bool,
+    /// `raw` is a decoded event encoded again, not the input's bytes.
+    pub(crate) reencoded: bool,
 }
 
 /// Appends rejects to a file, opened on first use.
@@ -102,9 +108,9 @@ impl Rejects {
         }
     }
 
-    /// A line whose event is larger than the whole disk buffer: kept as the event's JSON, with
-    /// why.
-    pub(crate) fn write_too_large(
+    /// A decoded event that was not taken (larger than the whole disk buffer, or refused):
+    /// kept as the event's JSON, marked `reencoded`, with why.
+    pub(crate) fn write_event(
         &self,
         source: &str,
         line: u64,
@@ -121,6 +127,7 @@ impl Rejects {
             error: why,
             raw: &raw,
             truncated: false,
+            reencoded: true,
         })
     }
 
@@ -152,12 +159,15 @@ impl Rejects {
         match std::str::from_utf8(reject.raw) {
             Ok(text) => value["raw"] = Value::String(text.to_owned()),
             Err(_) => {
-                value["raw"] = Value::String(reject.raw.escape_ascii().to_string());
+                value["raw"] = Value::String(escape(reject.raw));
                 value["raw_encoding"] = Value::String("escaped".to_owned());
             }
         }
         if reject.truncated {
             value["truncated"] = Value::Bool(true);
+        }
+        if reject.reencoded {
+            value["reencoded"] = Value::Bool(true);
         }
         let mut line = value.to_string();
         line.push('\n');
@@ -218,6 +228,20 @@ impl Rejects {
     }
 }
 
+/// `raw` as text: printable ASCII but the backslash as is, every other byte `\xNN`.
+fn escape(raw: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(raw.len() + raw.len() / 4);
+    for &b in raw {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +260,7 @@ mod tests {
             error: "bad".into(),
             raw: b"{\"x\":1}",
             truncated: false,
+            reencoded: false,
         })
         .unwrap();
         r.write(&Reject {
@@ -245,6 +270,7 @@ mod tests {
             error: "utf8".into(),
             raw: b"\xff\xfeok",
             truncated: true,
+            reencoded: false,
         })
         .unwrap();
         let lines: Vec<Value> = std::fs::read_to_string(&path)
@@ -259,5 +285,31 @@ mod tests {
         assert_eq!(lines[1]["truncated"], true);
         assert_eq!(r.count(), 2);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The documented rule gives the bytes back: each `\xNN` is the byte NN, everything else
+    /// is itself. (Rust's `escape_ascii` would also have written `\"`, `\\`, `\n`, `\t`, ...)
+    #[test]
+    fn escaped_raw_gives_the_bytes_back_by_the_documented_rule() {
+        let raw: &[u8] = b"{\"a\":\"x\\y\\x41\tz\r\n'\xff\xc3\xa9\x7f\x00~ \"}";
+        let escaped = escape(raw);
+        assert!(
+            escaped.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "{escaped}"
+        );
+        let mut back = Vec::new();
+        let mut rest = escaped.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            if b == b'\\' {
+                assert_eq!(tail[0], b'x', "{escaped}");
+                let hex = std::str::from_utf8(&tail[1..3]).unwrap();
+                back.push(u8::from_str_radix(hex, 16).unwrap());
+                rest = &tail[3..];
+            } else {
+                back.push(b);
+                rest = tail;
+            }
+        }
+        assert_eq!(back, raw);
     }
 }
