@@ -323,8 +323,12 @@ fn check_monitor(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<I
     }
     if let Some(ctx) = ctx {
         let _ = ctx;
-        if !HANDLE_PREFIXES.iter().any(|p| message.contains(p)) {
-            issues.push(Issue::new("/message", "the message notifies nobody: add a handle such as [[notify.critical]] or [[notify.warning]]"));
+        if !notifies_in(message, Notified::Alert) {
+            issues.push(Issue::new("/message", "the message notifies nobody when it alerts: add a handle such as [[notify.critical]] or [[notify.warning]] (outside any section, or in {{#is_alert}})"));
+        }
+        let no_data = monitor.options.as_ref().and_then(|o| o.notify_no_data) == Some(true);
+        if no_data && !notifies_in(message, Notified::NoData) {
+            issues.push(Issue::new("/message", "notify_no_data is on, but no handle is notified when data stops: put one outside any section, or in {{#is_no_data}} (a {{#is_alert}} section is skipped then)"));
         }
         if monitor.kind == MonitorType::LogAlert {
             check_message_attributes(message, "/message", issues);
@@ -652,6 +656,71 @@ fn check_rule(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<Issu
 // ---------------------------------------------------------------------------------------------
 // Shared: tags, handles, key-like strings, the catalogue
 // ---------------------------------------------------------------------------------------------
+
+/// A state a monitor notifies in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notified {
+    Alert,
+    NoData,
+}
+
+/// Whether a valid handle in `message` is notified in `state`: one outside every conditional
+/// section, or inside sections all true in that state (`{{#is_alert}}` when alerting,
+/// `{{#is_no_data}}` when data stops, `{{^is_alert}}` in the no-data state, ...). A section
+/// on anything else (`{{#is_match ...}}`) may be true.
+fn notifies_in(message: &str, state: Notified) -> bool {
+    let holds = |name: &str, inverted: bool| -> bool {
+        let name = name.split_whitespace().next().unwrap_or_default();
+        let value = match name {
+            "is_alert" => Some(state == Notified::Alert),
+            "is_no_data" => Some(state == Notified::NoData),
+            "is_warning"
+            | "is_recovery"
+            | "is_alert_recovery"
+            | "is_warning_recovery"
+            | "is_alert_to_warning"
+            | "is_warning_to_alert"
+            | "is_renotify" => Some(false),
+            _ => None,
+        };
+        value.is_none_or(|v| v != inverted)
+    };
+    // Each open section, and whether it holds in `state`.
+    let mut open: Vec<(&str, bool)> = Vec::new();
+    let mut rest = message;
+    loop {
+        let next_tag = rest.find("{{");
+        let next_handle = rest.find('@');
+        match (next_tag, next_handle) {
+            (Some(t), h) if h.is_none_or(|h| t < h) => {
+                let Some(end) = rest[t..].find("}}") else {
+                    return false;
+                };
+                let tag = &rest[t + 2..t + end];
+                if let Some(name) = tag.strip_prefix('#') {
+                    open.push((name.trim(), holds(name.trim(), false)));
+                } else if let Some(name) = tag.strip_prefix('^') {
+                    open.push((name.trim(), holds(name.trim(), true)));
+                } else if tag.starts_with('/') {
+                    open.pop();
+                }
+                rest = &rest[t + end + 2..];
+            }
+            (_, Some(h)) => {
+                let token: &str = rest[h..]
+                    .split(|c: char| c.is_whitespace() || c == '{' || c == '}')
+                    .next()
+                    .unwrap_or_default();
+                let token = token.trim_end_matches([',', '.', ';', ':', ')', '!', '?']);
+                if check_handle(token).is_ok() && open.iter().all(|(_, holds)| *holds) {
+                    return true;
+                }
+                rest = &rest[h + token.len().max(1)..];
+            }
+            _ => return false,
+        }
+    }
+}
 
 /// The notification handle prefixes Datadog understands.
 const HANDLE_PREFIXES: &[&str] = &[

@@ -612,7 +612,53 @@ fn rule_message_sections_closed() {
 fn rule_monitor_notifies_someone() {
     Fixture::new()
         .mutate(DENIALS, |m| set(m, "/message", json!("Too many denials: {{value}}")))
-        .assert_only("templates/monitors/high-denial-rate.json#/message: the message notifies nobody: add a handle such as [[notify.critical]] or [[notify.warning]]");
+        .assert_only("templates/monitors/high-denial-rate.json#/message: the message notifies nobody when it alerts: add a handle such as [[notify.critical]] or [[notify.warning]] (outside any section, or in {{#is_alert}})");
+    // A handle only in sections that are false when alerting notifies nobody then.
+    Fixture::new()
+        .mutate(DENIALS, |m| {
+            set(
+                m,
+                "/message",
+                json!("{{#is_recovery}}[[notify.critical]]{{/is_recovery}}{{^is_alert}}[[notify.warning]]{{/is_alert}} denials"),
+            )
+        })
+        .assert_only("templates/monitors/high-denial-rate.json#/message: the message notifies nobody when it alerts: add a handle such as [[notify.critical]] or [[notify.warning]] (outside any section, or in {{#is_alert}})");
+}
+
+/// An email address is a handle like any other (values file `notify.critical:
+/// "@secops@example.com"`), in the notification check as in the values check.
+#[test]
+fn rule_monitor_email_handles_notify() {
+    let fixture = Fixture::new();
+    for values in ["values/production.yaml", "values/staging.yaml"] {
+        fixture.mutate(values, |v| {
+            v["notify"]["critical"] = json!("@secops@example.com");
+            v["notify"]["warning"] = json!("@secops-low@example.com");
+        });
+    }
+    assert_eq!(fixture.problems(), Vec::<String>::new());
+}
+
+/// A monitor that notifies when data stops must reach someone then: `{{#is_alert}}` is false
+/// in the no-data state (the API-key monitor once sent its no-data alert to nobody).
+#[test]
+fn rule_no_data_notifies_someone() {
+    const KEY: &str = "monitors/api-key-invalid.json";
+    Fixture::new()
+        .mutate(KEY, |m| {
+            set(m, "/message", json!("{{#is_alert}}[[notify.critical]]{{/is_alert}} key rejected"))
+        })
+        .assert_only("templates/monitors/api-key-invalid.json#/message: notify_no_data is on, but no handle is notified when data stops: put one outside any section, or in {{#is_no_data}} (a {{#is_alert}} section is skipped then)");
+    // Outside any section, or in {{#is_no_data}}, or in {{^is_alert}}: notified.
+    for message in [
+        "[[notify.critical]] key rejected or silent",
+        "{{#is_alert}}[[notify.critical]]{{/is_alert}}{{#is_no_data}}[[notify.warning]]{{/is_no_data}}",
+        "{{#is_alert}}[[notify.critical]]{{/is_alert}}{{^is_alert}}[[notify.warning]]{{/is_alert}}",
+    ] {
+        let fixture = Fixture::new();
+        fixture.mutate(KEY, |m| set(m, "/message", json!(message)));
+        assert_eq!(fixture.problems(), Vec::<String>::new(), "{message}");
+    }
 }
 
 #[test]
