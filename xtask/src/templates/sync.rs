@@ -91,7 +91,10 @@ pub(crate) fn main(remote: RemoteArgs, action: Action) -> ExitCode {
                 publish(&client, &remote.dir, &remote.env, apply, prune, &mut out).await
             }
             Action::Diff => diff(&client, &remote.dir, &remote.env, &mut out).await,
-            Action::Pull { out: dir } => pull(&client, &remote.env, &dir, &mut out).await,
+            Action::Pull { out: dir } => {
+                let env = canonical_env(&remote.dir, &remote.env);
+                pull(&client, &env, &dir, &mut out).await
+            }
         };
         match result {
             Ok(Outcome::Clean) => ExitCode::SUCCESS,
@@ -159,6 +162,15 @@ pub(crate) struct Remote {
     pub(crate) template_id: String,
     pub(crate) id: String,
     pub(crate) body: Value,
+}
+
+/// The environment `env` names: the `env` of its values file, found by that value or by the
+/// file's name (`--env prod` for `values/prod.yaml` holding `env: production`). Managed objects
+/// are tagged with the value, so that is what finds them again. Unknown: `env` itself.
+pub(crate) fn canonical_env(dir: &Path, env: &str) -> String {
+    TemplateSet::load(dir)
+        .values_for(env)
+        .map_or_else(|| env.to_owned(), |v| v.env.clone())
 }
 
 /// Renders the templates for `env` with their identity, after a full check.
@@ -511,6 +523,7 @@ pub(crate) async fn publish(
     out: &mut dyn Write,
 ) -> Result<Outcome, String> {
     let desired = desired_objects(dir, env)?;
+    let env = &canonical_env(dir, env);
     let _ = writeln!(
         out,
         "publish: environment {env} → {} ({} objects in the templates)",
@@ -657,6 +670,7 @@ pub(crate) async fn diff(
     out: &mut dyn Write,
 ) -> Result<Outcome, String> {
     let desired = desired_objects(dir, env)?;
+    let env = &canonical_env(dir, env);
     let remote = fetch_managed(client, env)
         .await
         .map_err(|e| e.to_string())?;

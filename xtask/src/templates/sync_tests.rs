@@ -238,6 +238,65 @@ async fn environments_are_separate_identities() {
     intake.shutdown().await;
 }
 
+/// `--env` may name the values file (`values/prod.yaml` holding `env: production`): the
+/// objects are found again by the environment they were tagged with, so a second publish
+/// creates nothing and diff and pull see them.
+#[tokio::test]
+async fn an_environment_named_by_its_values_file_finds_its_objects_again() {
+    let (intake, client) = start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("templates");
+    super::tests::copy_dir(&templates(), &dir);
+    std::fs::rename(
+        dir.join("values/production.yaml"),
+        dir.join("values/prod.yaml"),
+    )
+    .unwrap();
+    let publish = async |env: &str| {
+        let mut out = Vec::new();
+        let outcome = sync::publish(&client, &dir, env, true, false, &mut out)
+            .await
+            .expect("publish runs");
+        (outcome, String::from_utf8(out).unwrap())
+    };
+    assert_eq!(publish("prod").await.0, Outcome::Clean);
+    assert_eq!(counts(&intake), [3, 8, 5]);
+    let (outcome, out) = publish("prod").await;
+    assert_eq!(outcome, Outcome::Clean, "{out}");
+    assert!(
+        out.contains("0 to create, 0 to update, 16 unchanged"),
+        "{out}"
+    );
+    assert_eq!(counts(&intake), [3, 8, 5], "no duplicates");
+    let mut out = Vec::new();
+    let outcome = sync::diff(&client, &dir, "prod", &mut out).await.unwrap();
+    assert_eq!(outcome, Outcome::Clean, "{}", String::from_utf8_lossy(&out));
+    let backup = tempfile::tempdir().unwrap();
+    let env = sync::canonical_env(&dir, "prod");
+    assert_eq!(env, "production");
+    let mut out = Vec::new();
+    sync::pull(&client, &env, backup.path(), &mut out)
+        .await
+        .unwrap();
+    let pulled = walk_files(backup.path());
+    assert_eq!(pulled, 16, "{}", String::from_utf8_lossy(&out));
+    intake.shutdown().await;
+}
+
+fn walk_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
 #[tokio::test]
 async fn orphans_are_reported_and_pruned_only_when_asked() {
     let (intake, client) = start().await;
