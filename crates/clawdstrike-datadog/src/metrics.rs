@@ -375,6 +375,8 @@ pub struct MetricsReporter {
     dogstatsd: Option<String>,
     deltas: HashMap<String, u64>,
     dropped_points: u64,
+    /// The exporter's codec, the `codec` tag of the compressed-bytes count.
+    codec: &'static str,
     /// The timestamp of the last series sent: Datadog keeps one value per series and second,
     /// the last one, so no two flushes may share a timestamp.
     last_timestamp: Option<i64>,
@@ -486,6 +488,7 @@ impl MetricsReporter {
             deltas: HashMap::new(),
             dropped_points: 0,
             last_timestamp: None,
+            codec: resolved.compression.codec.as_str(),
         })
     }
 
@@ -574,7 +577,10 @@ impl MetricsReporter {
             &prefix,
             metric("exporter.bytes.compressed"),
             delta as f64,
-            exporter_tags.clone(),
+            with(
+                &[("exporter", &self.exporter), ("codec", self.codec)],
+                &self.tags,
+            ),
         ));
         for (status, count) in &snapshot.requests {
             let delta = self.count_delta(&format!("requests:{status}"), *count);

@@ -212,6 +212,50 @@ async fn counts_are_never_overwritten_by_a_flush_in_the_same_second() {
     h.pipeline.shutdown(Duration::from_secs(10)).await;
 }
 
+/// Every exporter metric arrives with the tags the catalogue (and so the dashboards and
+/// monitors checked against it) says it has, and no other but the common ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_metrics_carry_the_tags_the_catalogue_declares() {
+    use clawdstrike_datadog::catalogue::EXPORTER_METRICS;
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    let pipeline = h.pipeline.clone();
+    let stats: StatsSource = Arc::new(move || pipeline.stats().into_iter().next());
+    let resolved = resolved(&h.intake, Codec::Zstd);
+    let mut reporter = MetricsReporter::for_exporter(&h.exporter, &resolved, stats).unwrap();
+    h.submit_all(&events(20)).await;
+    wait_sent(&h.exporter, 20).await;
+    assert!(reporter.flush().await.sent > 0);
+    let series = h.intake.series();
+    let common = ["env", "service", "version"];
+    let mut seen = 0;
+    for metric in EXPORTER_METRICS {
+        let name = format!("clawdstrike.{}", metric.name);
+        for s in series.iter().filter(|s| s.metric == name) {
+            seen += 1;
+            let keys: Vec<&str> = s
+                .tags
+                .iter()
+                .map(|t| t.split_once(':').map_or(t.as_str(), |(k, _)| k))
+                .collect();
+            for declared in metric.tags {
+                assert!(
+                    keys.contains(declared),
+                    "{name}: no `{declared}` tag in {:?}",
+                    s.tags
+                );
+            }
+            for key in &keys {
+                assert!(
+                    metric.tags.contains(key) || common.contains(key),
+                    "{name}: undeclared tag `{key}`"
+                );
+            }
+        }
+    }
+    assert!(seen >= 10, "only {seen} exporter series arrived");
+    h.pipeline.shutdown(Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dogstatsd_over_udp() {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
