@@ -153,7 +153,22 @@ fn check_definition(
     }
 }
 
-/// Checks a widget request: `q` xor `queries`, query names, formulas, and the catalogue.
+/// The older per-source query objects a widget request may hold instead of `q` or `queries`.
+const LEGACY_REQUEST_QUERIES: &[&str] = &[
+    "log_query",
+    "apm_query",
+    "apm_stats_query",
+    "rum_query",
+    "security_query",
+    "network_query",
+    "event_query",
+    "process_query",
+    "profile_metrics_query",
+    "audit_query",
+];
+
+/// Checks a widget request: a query, `q` xor `queries`, query names, formulas, and the
+/// catalogue.
 fn check_request(
     request: &Value,
     pointer: &str,
@@ -169,6 +184,32 @@ fn check_request(
     }
     if let (Some(ctx), Some(q)) = (ctx, request.get("q").and_then(Value::as_str)) {
         check_metric_query(q, &format!("{pointer}/q"), ctx, issues);
+    }
+    let legacy = LEGACY_REQUEST_QUERIES
+        .iter()
+        .find(|key| request.get(**key).is_some());
+    if request.get("q").is_none() && queries.is_none() && legacy.is_none() {
+        issues.push(Issue::new(
+            pointer,
+            "a request needs a query: `q`, or `queries` with `formulas`",
+        ));
+    }
+    // The older form of a logs request: its search and facets are held to the catalogue too.
+    if let (Some(_), Some(log_query)) = (ctx, request.get("log_query")) {
+        let lp = format!("{pointer}/log_query");
+        if let Some(search) = log_query.pointer("/search/query").and_then(Value::as_str) {
+            check_log_search(search, &format!("{lp}/search/query"), issues);
+        }
+        if let Some(facet) = log_query.pointer("/compute/facet").and_then(Value::as_str) {
+            check_facet(facet, &format!("{lp}/compute/facet"), issues);
+        }
+        if let Some(Value::Array(groups)) = log_query.get("group_by") {
+            for (n, group) in groups.iter().enumerate() {
+                if let Some(facet) = group.get("facet").and_then(Value::as_str) {
+                    check_facet(facet, &format!("{lp}/group_by/{n}/facet"), issues);
+                }
+            }
+        }
     }
     let Some(queries) = queries else { return };
     let mut names: Vec<&str> = Vec::new();

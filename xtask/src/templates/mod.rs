@@ -283,6 +283,25 @@ impl TemplateSet {
                     .and_then(|n| n.to_str())
                     .unwrap_or_default();
                 let id = format!("{}/{stem}", kind.dir());
+                // The id travels in a tag (`template_id:monitors/high-denial-rate`) and in a
+                // dashboard's description line: a space or an upper-case letter would make
+                // the object impossible to find again, and each publish a duplicate.
+                let tag_safe = !stem.is_empty()
+                    && stem.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)
+                    });
+                if !tag_safe {
+                    push(
+                        &file,
+                        vec![Issue::new(
+                            "",
+                            format!(
+                                "the file name is the template id (`{id}`), which travels in tags: use lowercase letters, digits, `-`, `_` and `.`"
+                            ),
+                        )],
+                    );
+                    continue;
+                }
                 if templates.iter().any(|t: &Template| t.id == id) {
                     push(
                         &file,

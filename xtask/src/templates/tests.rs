@@ -661,6 +661,69 @@ fn rule_no_data_notifies_someone() {
     }
 }
 
+/// A widget request without any query, and the older `log_query` form of one, are held to
+/// the same rules as the others.
+#[test]
+fn rule_every_request_has_a_query_checked_against_the_catalogue() {
+    Fixture::new()
+        .mutate(EXPORTER, |d| {
+            set(
+                d,
+                "/widgets/1/definition/requests/0",
+                json!({"display_type": "line"}),
+            )
+        })
+        .assert_only("templates/dashboards/exporter-health.json#/widgets/1/definition/requests/0: a request needs a query: `q`, or `queries` with `formulas`");
+    Fixture::new()
+        .mutate(EXPORTER, |d| {
+            set(
+                d,
+                "/widgets/1/definition/requests/0",
+                json!({"display_type": "line", "log_query": {
+                    "index": "*",
+                    "search": {"query": "@security.guard:egress_allowlist"},
+                    "compute": {"aggregation": "count"},
+                    "group_by": [{"facet": "@decision.gaurd"}]
+                }}),
+            )
+        })
+        .assert_only("templates/dashboards/exporter-health.json#/widgets/1/definition/requests/0/log_query/group_by/0/facet: log facet `@decision.gaurd` is not an attribute we send (see the catalogue)");
+}
+
+/// File names are template ids, which travel in tags: one with a space would never be found
+/// again, and each publish would create a duplicate.
+#[test]
+fn rule_template_file_names_are_tag_safe() {
+    let fixture = Fixture::new();
+    std::fs::rename(
+        fixture.dir.join(DENIALS),
+        fixture.dir.join("monitors/High denials.json"),
+    )
+    .unwrap();
+    fixture.assert_only("templates/monitors/High denials.json#: the file name is the template id (`monitors/High denials`), which travels in tags: use lowercase letters, digits, `-`, `_` and `.`");
+}
+
+/// With the exporter's `metrics.prefix: ""`, `[[metric_prefix]].events.denied` is
+/// `events.denied`, which the catalogue knows without a prefix.
+#[test]
+fn an_empty_metric_prefix_renders_bare_metric_names() {
+    let fixture = Fixture::new();
+    for values in ["values/production.yaml", "values/staging.yaml"] {
+        fixture.mutate(values, |v| v["metric_prefix"] = json!(""));
+    }
+    assert_eq!(fixture.problems(), Vec::<String>::new());
+    let set = super::TemplateSet::load(&fixture.dir);
+    let values = set.values_for("production").unwrap();
+    let template = set
+        .templates
+        .iter()
+        .find(|t| t.id == "monitors/high-denial-rate")
+        .unwrap();
+    let (body, _) = set.render(template, values);
+    let query = body["query"].as_str().unwrap();
+    assert!(query.contains(":events.denied{"), "{query}");
+}
+
 #[test]
 fn rule_unknown_placeholder() {
     Fixture::new().mutate(DENIALS, |m| set(m, "/name", json!("High denials ([[environment]])"))).assert_only(

@@ -7,7 +7,8 @@
 //! `[[metric_prefix]]`, `[[notify.critical]]`, `[[notify.warning]]`. Double square brackets
 //! never collide with the `{{mustache}}` variables Datadog itself evaluates in monitor messages
 //! (`{{value}}`, `{{#is_alert}}`, `{{log.attributes.security.guard}}`), which pass through
-//! untouched. An unknown placeholder is an error.
+//! untouched. An unknown placeholder is an error. An empty `metric_prefix` takes the dot after
+//! it along: `[[metric_prefix]].events.total` renders `events.total`.
 //!
 //! A widget written `{"[[compliance]]": "<framework id>"}` expands into a `group` widget
 //! rendered from `templates/compliance.yaml` (one widget per control of that framework).
@@ -152,6 +153,11 @@ fn render_str(input: &str, values: &Values) -> Result<String, String> {
         };
         out.push_str(value);
         rest = &after[end + 2..];
+        // Metric names are written `[[metric_prefix]].events.total`: with no prefix (the
+        // exporter's `metrics.prefix: ""`) the name is `events.total`, not `.events.total`.
+        if name == "metric_prefix" && value.is_empty() {
+            rest = rest.strip_prefix('.').unwrap_or(rest);
+        }
     }
     out.push_str(rest);
     Ok(out)
