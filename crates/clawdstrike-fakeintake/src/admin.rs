@@ -84,7 +84,7 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
                 if r.all {
                     lock(&shared.objects).clear();
                     lock(&shared.signals).clear();
-                    lock(&shared.rate).limit = None;
+                    lock(&shared.rate).set(None);
                 }
                 http::json(200, &json!({ "reset": true, "all": r.all }))
             }
@@ -198,11 +198,11 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Resp {
             }
             (Method::PUT, "/fakeintake/rate_limit") => {
                 let limit: RateLimit = parse(&body)?;
-                lock(&shared.rate).limit = Some(limit);
+                lock(&shared.rate).set(Some(limit));
                 http::json(200, &json!(limit))
             }
             (Method::DELETE, "/fakeintake/rate_limit") => {
-                lock(&shared.rate).limit = None;
+                lock(&shared.rate).set(None);
                 http::json(200, &json!({ "rate_limit": null }))
             }
             _ => http::error(404, "Not found"),

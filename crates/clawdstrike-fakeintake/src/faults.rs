@@ -34,7 +34,7 @@ impl FaultTarget {
             FaultTarget::Endpoint(e) => e == endpoint,
             FaultTarget::Metrics => endpoint.is_metrics(),
             FaultTarget::Config => endpoint.is_config(),
-            FaultTarget::All => true,
+            FaultTarget::All => endpoint != Endpoint::Unknown,
         }
     }
 }

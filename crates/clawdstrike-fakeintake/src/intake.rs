@@ -187,10 +187,7 @@ impl FakeIntake {
 
     /// Rate-limits the configuration APIs (`None` turns it off).
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
-        let mut rate = lock(&self.shared.rate);
-        rate.limit = limit;
-        rate.used = 0;
-        rate.window_start = std::time::Instant::now();
+        lock(&self.shared.rate).set(limit);
     }
 
     /// Forgets recorded traffic (requests, items, counts, series), removes faults, releases
@@ -270,27 +267,32 @@ impl FakeIntake {
     }
 
     /// What Datadog would store of metric `name` over series carrying every tag filter, summed:
-    /// like [`metric_sum`](Self::metric_sum), except that Datadog keeps one value per series
-    /// (metric, host and tag set, in any order) and timestamp, the one submitted last. So a
-    /// reporter that sends two counts of one series in the same second loses the first here,
-    /// as it would there. Distribution points are all kept (Datadog aggregates them).
+    /// like [`metric_sum`](Self::metric_sum), except that
+    /// - Datadog keeps one value per series (metric, host and tag set: in any order, and
+    ///   normalised as it normalises tags, so `env:Prod` is `env:prod`) and timestamp, the one
+    ///   submitted last. So a reporter that sends two counts of one series in the same second
+    ///   loses the first here, as it would there. Distribution points are all kept (Datadog
+    ///   aggregates them);
+    /// - points more than an hour old or more than ten minutes ahead when they arrived are not
+    ///   kept ([`MetricSeries::in_window`]).
     pub fn metric_stored_sum(&self, name: &str, tag_filters: &[&str]) -> f64 {
         let rec = lock(&self.shared.rec);
-        let mut stored: HashMap<(Vec<&str>, Option<&str>, i64), f64> = HashMap::new();
+        let mut stored: HashMap<(Vec<String>, Option<&str>, i64), f64> = HashMap::new();
         let mut distributions = 0.0;
         for s in rec
             .series
             .iter()
             .filter(|s| s.metric == name && s.has_tags(tag_filters))
         {
+            let kept = s.points.iter().filter(|p| s.in_window(p.timestamp));
             if s.api == MetricApi::Distribution {
-                distributions += s.sum();
+                distributions += kept.map(|p| p.value).sum::<f64>();
                 continue;
             }
-            let mut tags: Vec<&str> = s.tags.iter().map(String::as_str).collect();
+            let mut tags: Vec<String> = s.tags.iter().map(|t| normalise_tag(t)).collect();
             tags.sort_unstable();
             tags.dedup();
-            for p in &s.points {
+            for p in kept {
                 stored.insert((tags.clone(), s.host.as_deref(), p.timestamp), p.value);
             }
         }
@@ -417,4 +419,19 @@ impl FakeIntake {
         self.tracker.close();
         self.tracker.wait().await;
     }
+}
+
+/// A tag as Datadog stores it: lowercased, with every character but letters, digits and
+/// `_ - : . /` turned into `_`.
+fn normalise_tag(tag: &str) -> String {
+    tag.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| {
+            if c.is_alphanumeric() || "_-:./".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

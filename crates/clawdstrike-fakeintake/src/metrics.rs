@@ -33,6 +33,13 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>, api: MetricApi) -> Resp
         .max_uncompressed_bytes
         .unwrap_or(usize::MAX)
         .min(shared.settings.max_decoded_bytes);
+    // The v1 APIs take deflate or gzip; only v2 takes zstd.
+    if api != MetricApi::SeriesV2
+        && let Some(enc) = req.encoding()
+        && enc.trim().to_ascii_lowercase().starts_with("zstd")
+    {
+        return decode_error(req, codec::DecodeError::Unsupported(enc.to_owned()), cap);
+    }
     let decoded = match codec::decode(req.encoding(), req.body.clone(), cap) {
         Ok(d) => d,
         Err(e) => return decode_error(req, e, cap),
@@ -42,7 +49,8 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>, api: MetricApi) -> Resp
         Ok(v) => v,
         Err(e) => return req.refuse(400, format!("invalid JSON: {e}")),
     };
-    let series = match parse(&body, api, req.rec.seq) {
+    let now = chrono::Utc::now().timestamp();
+    let series = match parse(&body, api, req.rec.seq, now) {
         Ok(s) => s,
         Err(e) => return req.refuse(400, e),
     };
@@ -51,6 +59,15 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>, api: MetricApi) -> Resp
         let mut rec = lock(&shared.rec);
         rec.stats.series += series.len() as u64;
         rec.stats.metric_points += series.iter().map(|s| s.points.len() as u64).sum::<u64>();
+        rec.stats.metric_points_out_of_window += series
+            .iter()
+            .map(|s| {
+                s.points
+                    .iter()
+                    .filter(|p| !s.in_window(p.timestamp))
+                    .count() as u64
+            })
+            .sum::<u64>();
         rec.series.extend(series);
     }
     shared.notify();
@@ -60,18 +77,18 @@ pub(crate) fn handle(shared: &Shared, req: &mut Req<'_>, api: MetricApi) -> Resp
     }
 }
 
-fn parse(body: &Value, api: MetricApi, seq: u64) -> Result<Vec<MetricSeries>, String> {
+fn parse(body: &Value, api: MetricApi, seq: u64, now: i64) -> Result<Vec<MetricSeries>, String> {
     let list = body
         .get("series")
         .and_then(Value::as_array)
         .ok_or("body must be a JSON object with a `series` array")?;
     list.iter()
         .enumerate()
-        .map(|(i, s)| parse_one(s, api, seq).map_err(|e| format!("series[{i}]: {e}")))
+        .map(|(i, s)| parse_one(s, api, seq, now).map_err(|e| format!("series[{i}]: {e}")))
         .collect()
 }
 
-fn parse_one(s: &Value, api: MetricApi, seq: u64) -> Result<MetricSeries, String> {
+fn parse_one(s: &Value, api: MetricApi, seq: u64, now: i64) -> Result<MetricSeries, String> {
     let metric = s
         .get("metric")
         .and_then(Value::as_str)
@@ -162,6 +179,7 @@ fn parse_one(s: &Value, api: MetricApi, seq: u64) -> Result<MetricSeries, String
         unit: s.get("unit").and_then(Value::as_str).map(str::to_owned),
         interval: s.get("interval").and_then(Value::as_i64),
         request_seq: seq,
+        received_at: now,
     })
 }
 
@@ -178,7 +196,7 @@ mod tests {
     fn v1_v2_and_distribution_shapes_parse() {
         let v2 = json!({"series":[{"metric":"a","type":1,"points":[{"timestamp":10,"value":2.5}],
             "tags":["x:y"],"resources":[{"name":"h1","type":"host"}],"unit":"event","interval":10}]});
-        let s = parse(&v2, MetricApi::SeriesV2, 1).unwrap();
+        let s = parse(&v2, MetricApi::SeriesV2, 1, 0).unwrap();
         assert_eq!(s[0].metric_type, "count");
         assert_eq!(s[0].host.as_deref(), Some("h1"));
         assert_eq!(
@@ -189,20 +207,21 @@ mod tests {
             }]
         );
         let v1 = json!({"series":[{"metric":"b","type":"rate","points":[[10, 1.0],[20.0, 2]],"host":"h"}]});
-        let s = parse(&v1, MetricApi::SeriesV1, 1).unwrap();
+        let s = parse(&v1, MetricApi::SeriesV1, 1, 0).unwrap();
         assert_eq!(s[0].sum(), 3.0);
         let d = json!({"series":[{"metric":"c","points":[[10,[1.0,2.0,3.0]]],"tags":[]}]});
-        let s = parse(&d, MetricApi::Distribution, 1).unwrap();
+        let s = parse(&d, MetricApi::Distribution, 1, 0).unwrap();
         assert_eq!(s[0].points.len(), 3);
         assert!(
             parse(
                 &json!({"series":[{"metric":"a","type":9,"points":[]}]}),
                 MetricApi::SeriesV2,
-                1
+                1,
+                0
             )
             .unwrap_err()
             .contains("type")
         );
-        assert!(parse(&json!([1]), MetricApi::SeriesV1, 1).is_err());
+        assert!(parse(&json!([1]), MetricApi::SeriesV1, 1, 0).is_err());
     }
 }

@@ -249,6 +249,9 @@ pub struct MetricSeries {
     pub interval: Option<i64>,
     /// The [`RequestRecord::seq`] of the request that carried it.
     pub request_seq: u64,
+    /// When it arrived, Unix seconds: Datadog keeps only points at most an hour older than
+    /// that and at most ten minutes ahead of it ([`MetricSeries::in_window`]).
+    pub received_at: i64,
 }
 
 impl MetricSeries {
@@ -264,6 +267,12 @@ impl MetricSeries {
                 self.tags.iter().any(|t| t == f)
             }
         })
+    }
+
+    /// Whether Datadog would keep a point of this series at `timestamp`: at most an hour old
+    /// and at most ten minutes ahead when it arrived.
+    pub fn in_window(&self, timestamp: i64) -> bool {
+        (self.received_at - 3_600..=self.received_at + 600).contains(&timestamp)
     }
 
     /// Sum of the values of all points.
@@ -314,6 +323,9 @@ pub struct Stats {
     pub series: u64,
     /// Metric points accepted.
     pub metric_points: u64,
+    /// Metric points accepted (202) that Datadog would then drop: more than an hour old or
+    /// more than ten minutes ahead (seconds mistaken for milliseconds, say).
+    pub metric_points_out_of_window: u64,
 }
 
 /// The kind of a configuration object.

@@ -120,6 +120,15 @@ pub(crate) struct RateState {
     pub(crate) used: u32,
 }
 
+impl RateState {
+    /// A new limit (or none), with a fresh window.
+    pub(crate) fn set(&mut self, limit: Option<RateLimit>) {
+        self.limit = limit;
+        self.used = 0;
+        self.window_start = Instant::now();
+    }
+}
+
 /// What the rate limiter decided: the headers to send, and whether to refuse.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RateDecision {

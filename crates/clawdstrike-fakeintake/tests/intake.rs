@@ -640,6 +640,59 @@ async fn a_delay_fault_then_handles_normally() {
     assert_eq!(rec.status, Some(202));
 }
 
+/// `all` means every Datadog API: a stray request to an unknown path does not use the fault
+/// up.
+#[tokio::test]
+async fn an_all_fault_is_not_used_up_by_an_unknown_path() {
+    let intake = start().await;
+    intake.fail_next(FaultTarget::All, 1, FaultAction::status(503));
+    let stray = client()
+        .get(format!("{}/api/v9/nothing", intake.base_url()))
+        .header("DD-API-KEY", API)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stray.status(), 404);
+    let resp = post_logs(&intake, Some(API), None, items(["a".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "the fault waited for a Datadog API");
+}
+
+/// Setting a limit from the admin endpoint starts a fresh window, as `set_rate_limit` does.
+#[tokio::test]
+async fn a_rate_limit_set_over_http_starts_a_fresh_window() {
+    let intake = start().await;
+    let get = || {
+        client()
+            .get(format!("{}/api/v1/dashboard", intake.base_url()))
+            .header("DD-API-KEY", API)
+            .header("DD-APPLICATION-KEY", APP)
+            .send()
+    };
+    intake.set_rate_limit(Some(RateLimit {
+        limit: 100,
+        period_secs: 60,
+    }));
+    for _ in 0..3 {
+        assert_eq!(get().await.unwrap().status(), 200);
+    }
+    let put = client()
+        .put(format!("{}/fakeintake/rate_limit", intake.base_url()))
+        .json(&json!({"limit": 2, "period_secs": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let first = get().await.unwrap();
+    assert_eq!(
+        first.status(),
+        200,
+        "the three earlier requests are not counted"
+    );
+    assert_eq!(first.headers()["x-ratelimit-remaining"], "1");
+}
+
 #[tokio::test]
 async fn a_reset_fault_is_a_connection_error_for_the_client() {
     let intake = start().await;
@@ -869,11 +922,14 @@ async fn post_metrics(
 #[tokio::test]
 async fn series_v2_v1_and_distribution_points_are_decoded() {
     let intake = start().await;
+    // Points near now: Datadog keeps none more than an hour old.
+    let t0 = chrono::Utc::now().timestamp() - 100;
+    let t1 = t0 + 10;
     let v2 = json!({"series": [
-        {"metric": "clawdstrike.events", "type": 1, "points": [{"timestamp": 100, "value": 3.0}, {"timestamp": 110, "value": 4.0}],
+        {"metric": "clawdstrike.events", "type": 1, "points": [{"timestamp": t0, "value": 3.0}, {"timestamp": t1, "value": 4.0}],
          "tags": ["guard:egress", "env:test"], "resources": [{"name": "node-7", "type": "host"}], "interval": 10},
-        {"metric": "clawdstrike.events", "type": 1, "points": [{"timestamp": 100, "value": 5.0}], "tags": ["guard:secret", "env:test"]},
-        {"metric": "clawdstrike.queue", "type": 3, "points": [{"timestamp": 100, "value": 9.0}]}
+        {"metric": "clawdstrike.events", "type": 1, "points": [{"timestamp": t0, "value": 5.0}], "tags": ["guard:secret", "env:test"]},
+        {"metric": "clawdstrike.queue", "type": 3, "points": [{"timestamp": t0, "value": 9.0}]}
     ]});
     let body = serde_json::to_vec(&v2).unwrap();
     assert_eq!(
@@ -892,7 +948,7 @@ async fn series_v2_v1_and_distribution_points_are_decoded() {
             .0,
         202
     );
-    let v1 = json!({"series": [{"metric": "old.count", "type": "count", "points": [[100, 1.5], [110, 2.5]], "host": "h", "tags": ["a:b"]}]});
+    let v1 = json!({"series": [{"metric": "old.count", "type": "count", "points": [[t0, 1.5], [t1, 2.5]], "host": "h", "tags": ["a:b"]}]});
     assert_eq!(
         post_metrics(
             &intake,
@@ -903,7 +959,7 @@ async fn series_v2_v1_and_distribution_points_are_decoded() {
         .await,
         (202, json!({"status": "ok"}))
     );
-    let dist = json!({"series": [{"metric": "latency", "points": [[100, [1.0, 2.0, 3.0]]], "tags": ["p:x"]}]});
+    let dist = json!({"series": [{"metric": "latency", "points": [[t0, [1.0, 2.0, 3.0]]], "tags": ["p:x"]}]});
     assert_eq!(
         post_metrics(
             &intake,
@@ -933,7 +989,7 @@ async fn series_v2_v1_and_distribution_points_are_decoded() {
     // replaces a value; distribution points all count.
     assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 12.0);
     let again = json!({"series": [{"metric": "clawdstrike.events", "type": 1,
-        "points": [{"timestamp": 100, "value": 7.0}], "tags": ["env:test", "guard:secret"]}]});
+        "points": [{"timestamp": t0, "value": 7.0}], "tags": ["env:test", "guard:secret"]}]});
     assert_eq!(
         post_metrics(
             &intake,
@@ -948,11 +1004,43 @@ async fn series_v2_v1_and_distribution_points_are_decoded() {
     assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 14.0);
     assert_eq!(intake.metric_sum("clawdstrike.events", &[]), 31.0);
     assert_eq!(intake.metric_stored_sum("latency", &[]), 6.0);
+    // Tags are normalised as Datadog does: `ENV:Test` is `env:test`, the same series.
+    let shouted = json!({"series": [{"metric": "clawdstrike.events", "type": 1,
+        "points": [{"timestamp": t0, "value": 1.0}], "tags": ["GUARD:secret", "ENV:Test"]}]});
+    let body = serde_json::to_vec(&shouted).unwrap();
+    assert_eq!(
+        post_metrics(&intake, "/api/v2/series", None, body).await.0,
+        202
+    );
+    assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 8.0);
+    // Points out of Datadog's window (milliseconds for seconds; a day old) are accepted,
+    // counted apart, and not stored.
+    let stale = json!({"series": [{"metric": "clawdstrike.events", "type": 1, "points": [
+        {"timestamp": t0 * 1000, "value": 50.0}, {"timestamp": t0 - 86_400, "value": 60.0}]}]});
+    let body = serde_json::to_vec(&stale).unwrap();
+    assert_eq!(
+        post_metrics(&intake, "/api/v2/series", None, body).await.0,
+        202
+    );
+    assert_eq!(intake.stats().metric_points_out_of_window, 2);
+    assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 8.0);
+    assert_eq!(intake.metric_sum("clawdstrike.events", &[]), 142.0);
+    // The v1 APIs take deflate or gzip, not zstd.
+    for path in ["/api/v1/series", "/api/v1/distribution_points"] {
+        let (status, _) = post_metrics(
+            &intake,
+            path,
+            Some("zstd1"),
+            zstd::encode_all(&serde_json::to_vec(&dist).unwrap()[..], 1).unwrap(),
+        )
+        .await;
+        assert_eq!(status, 400, "{path}");
+    }
     let series = intake.series();
     assert_eq!(series[0].metric_type, "count");
     assert_eq!(series[0].host.as_deref(), Some("node-7"));
     assert_eq!(series[2].metric_type, "gauge");
-    assert_eq!(intake.stats().series, 9);
+    assert_eq!(intake.stats().series, 11);
 }
 
 #[tokio::test]
