@@ -35,6 +35,8 @@ pub(crate) struct BackfillReport {
     /// read, but not taken. Each goes to the rejects file with why, since the input (stdin)
     /// may not be there to read again.
     pub(crate) refused: u64,
+    /// Of those, the ones written to the rejects file.
+    pub(crate) refused_kept: u64,
     /// Lines rejected (events larger than the disk buffer included).
     pub(crate) rejected: u64,
     /// Stopped by a signal before the end of the input.
@@ -60,7 +62,10 @@ impl BackfillReport {
                         format!("not taken: {why}")
                     }
                 };
-                let _ = rejects.write_event(source, at.0, at.1, &event, why);
+                // A failure is counted in `rejects.failed()`: the run fails at the end.
+                if rejects.write_event(source, at.0, at.1, &event, why).is_ok() {
+                    self.refused_kept += 1;
+                }
             }
         }
     }
@@ -246,7 +251,7 @@ mod tests {
             };
             report.count(submitted, &rejects, "-", (7, 1234));
         }
-        assert_eq!(report.refused, 2);
+        assert_eq!((report.refused, report.refused_kept), (2, 2));
         let kept: Vec<serde_json::Value> = std::fs::read_to_string(&path)
             .unwrap()
             .lines()

@@ -561,9 +561,17 @@ impl Reader {
         let seq = self.seq;
         self.seq += 1;
         let position = open.position();
-        let mut raw = raw;
-        if raw.last() == Some(&b'\r') {
+        let (mut raw, mut len) = (raw, len);
+        // As the NDJSON reader does: a byte order mark at the file's start is not part of the
+        // line, and the limit is on the content, without a `\r` ending it. (Lines up to the
+        // limit and these four bytes are held whole, so `raw` ends where the line does.)
+        if line_offset == 0 && raw.starts_with(clawdstrike_schema::UTF8_BOM) {
+            raw = &raw[clawdstrike_schema::UTF8_BOM.len()..];
+            len -= clawdstrike_schema::UTF8_BOM.len() as u64;
+        }
+        if raw.len() as u64 == len && raw.last() == Some(&b'\r') {
             raw = &raw[..raw.len() - 1];
+            len -= 1;
         }
         // The length first: `raw` holds only the start of an over-long line, which may be blank.
         if len > self.max_line_bytes as u64 {
@@ -651,8 +659,10 @@ impl Reader {
                     Some(i) => (&data[..i], true),
                     None => (data, false),
                 };
-                // Hold at most a little over the limit of a line; count the rest.
-                let room = (self.max_line_bytes + 1).saturating_sub(open.partial.len());
+                // Hold at most a little over the limit of a line (room for a byte order mark
+                // and a `\r`, which do not count); count the rest.
+                let room = (self.max_line_bytes + 1 + clawdstrike_schema::UTF8_BOM.len())
+                    .saturating_sub(open.partial.len());
                 open.partial
                     .extend_from_slice(&piece[..piece.len().min(room)]);
                 open.partial_len += piece.len() as u64;
@@ -1295,6 +1305,40 @@ mod tests {
         }
         assert!(matches!(rx.try_recv(), Ok(Item::Blank { .. })));
         assert!(rx.try_recv().is_err());
+    }
+
+    /// As with `ship FILE`: a byte order mark at the start of the file is skipped, and a line
+    /// of exactly the limit is taken whether it ends in LF or CRLF.
+    #[test]
+    fn a_bom_and_crlf_do_not_count_against_the_line_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        let line = crate::demo::SAMPLES.lines().next().unwrap();
+        std::fs::write(
+            &path,
+            format!("\u{feff}{line}\r\n{line}\r\n{line}\n\u{feff}{line}\n"),
+        )
+        .unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut reader = reader_for(&path, tx);
+        reader.max_line_bytes = line.len();
+        let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
+        assert!(reader.drain(&mut open));
+        for n in 1..=3 {
+            assert!(
+                matches!(rx.try_recv(), Ok(Item::Event { line, .. }) if line == n),
+                "line {n} is an event"
+            );
+        }
+        // Not at the start of the file, a BOM is content: one byte too many here.
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Item::Rejected {
+                line: 4,
+                truncated: true,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -118,6 +118,10 @@ type Item = (u64, clawdstrike_schema::SecurityEvent);
 
 /// The body's events, or why not (with the bad items).
 fn parse_body(body: &[u8]) -> Result<Vec<Item>, (String, Vec<Problem>)> {
+    // A byte order mark before the body (some Windows tools write one) is not part of it.
+    let body = body
+        .strip_prefix(clawdstrike_schema::UTF8_BOM)
+        .unwrap_or(body);
     let trimmed = body.trim_ascii();
     if trimmed.is_empty() {
         return Err((
@@ -565,6 +569,14 @@ mod tests {
             .map(|(item, _)| item)
             .collect();
         assert_eq!(array, [1, 2]);
+        // A byte order mark before any kind of body is skipped.
+        for body in [
+            format!("\u{feff}{}\n{}\n", lines[0], lines[1]),
+            format!("\u{feff}[{},{}]", lines[0], lines[1]),
+            format!("\u{feff}{}", lines[0]),
+        ] {
+            assert!(parse_body(body.as_bytes()).is_ok(), "{body}");
+        }
     }
 
     /// The rejects file keeps at most 64 KiB of a bad body, cut before a UTF-8 character that

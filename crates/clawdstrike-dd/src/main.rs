@@ -426,8 +426,9 @@ async fn ship(args: ShipArgs) -> u8 {
         incomplete |= report.interrupted;
         if report.refused > 0 {
             eprintln!(
-                "clawdstrike-dd: {} events were read but not taken (refused: see the log); they were not shipped, and are in the rejects file {} with why",
+                "clawdstrike-dd: {} events were read but not taken (refused: see the log); they were not shipped; {} of them are in the rejects file {} with why",
                 report.refused,
+                report.refused_kept,
                 rejects.path().display()
             );
             failed = true;
@@ -453,7 +454,7 @@ async fn ship(args: ShipArgs) -> u8 {
     outcome.print();
     if rejects.count() > 0 {
         eprintln!(
-            "clawdstrike-dd: {} bad lines written to {}",
+            "clawdstrike-dd: {} entries (bad lines, events not taken) written to {}",
             rejects.count(),
             rejects.path().display()
         );

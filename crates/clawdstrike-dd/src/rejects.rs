@@ -268,7 +268,7 @@ mod tests {
             line: 4,
             offset: 20,
             error: "utf8".into(),
-            raw: b"\xff\xfeok",
+            raw: b"\xff\xfeok \"q\" a\\b\n",
             truncated: true,
             reencoded: false,
         })
@@ -280,7 +280,9 @@ mod tests {
             .collect();
         assert_eq!(lines[0]["raw"], "{\"x\":1}");
         assert_eq!(lines[0]["line"], 3);
-        assert_eq!(lines[1]["raw"], "\\xff\\xfeok");
+        // Quotes stay, a backslash and a newline are \xNN like any other byte (not `\"`, `\\`,
+        // `\n`, as Rust's `escape_ascii` writes them).
+        assert_eq!(lines[1]["raw"], "\\xff\\xfeok \"q\" a\\x5cb\\x0a");
         assert_eq!(lines[1]["raw_encoding"], "escaped");
         assert_eq!(lines[1]["truncated"], true);
         assert_eq!(r.count(), 2);

@@ -435,11 +435,13 @@ const CHANGE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const CHANGE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 async fn listen_for_changes(inner: Weak<Inner>, mut changes: watch::Receiver<()>) {
-    while changes.changed().await.is_ok() {
+    let mut signals_open = true;
+    while signals_open && changes.changed().await.is_ok() {
         // The provider says the key changed, so the current one may be revoked any moment: a
         // read that fails for a transient reason (the store unreachable, a timeout) is tried
         // again soon, backing off, not left to the next scheduled refresh minutes away. A new
-        // change signal meanwhile reads at once.
+        // change signal meanwhile reads at once and starts the backoff over; signals ending
+        // (the watch gone) do not drop the pending read.
         let mut wait = CHANGE_RETRY_FIRST;
         loop {
             let outcome = {
@@ -449,15 +451,23 @@ async fn listen_for_changes(inner: Weak<Inner>, mut changes: watch::Receiver<()>
             if !matches!(&outcome, RefreshOutcome::Failed(e) if e.is_transient()) {
                 break;
             }
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return;
+            let signalled = if signals_open {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => false,
+                    changed = changes.changed() => {
+                        signals_open = changed.is_ok();
+                        signals_open
                     }
                 }
-            }
-            wait = (wait * 2).min(CHANGE_RETRY_MAX);
+            } else {
+                tokio::time::sleep(wait).await;
+                false
+            };
+            wait = if signalled {
+                CHANGE_RETRY_FIRST
+            } else {
+                (wait * 2).min(CHANGE_RETRY_MAX)
+            };
         }
     }
 }
@@ -558,20 +568,37 @@ mod tests {
         let mut generations = holder.subscribe();
         p.fail.store(true, Ordering::SeqCst);
         p.set("k2");
-        tx.send_replace(());
-        // Three failed reads (at once, then after 1 s and 2 s), then the store is back.
-        let three_failed = async {
-            loop {
-                let fetched = p.fetched.notified();
-                if p.fetches.load(Ordering::SeqCst) >= 4 {
-                    break;
-                }
-                fetched.await;
+        let fetches_reach = |n: usize| {
+            let p = Arc::clone(&p);
+            async move {
+                let reached = async {
+                    loop {
+                        let fetched = p.fetched.notified();
+                        if p.fetches.load(Ordering::SeqCst) >= n {
+                            break;
+                        }
+                        fetched.await;
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(120), reached)
+                    .await
+                    .expect("the changed key was not read again after a failed read");
+                tokio::time::Instant::now()
             }
         };
-        tokio::time::timeout(Duration::from_secs(60), three_failed)
-            .await
-            .expect("the changed key was not read again after a failed read");
+        let signalled = tokio::time::Instant::now();
+        tx.send_replace(());
+        // Failed reads at once, then 1 s, 2 s and 4 s later (the clock is paused: exact).
+        let mut at = Vec::new();
+        for n in 2..=5 {
+            at.push(fetches_reach(n).await - signalled);
+        }
+        assert_eq!(at, [0, 1, 3, 7].map(Duration::from_secs));
+        // A new signal reads at once and starts the backoff over.
+        let signalled = tokio::time::Instant::now();
+        tx.send_replace(());
+        assert_eq!(fetches_reach(6).await - signalled, Duration::ZERO);
+        assert_eq!(fetches_reach(7).await - signalled, Duration::from_secs(1));
         assert_eq!(holder.current().expose(), "k1", "the last good key is kept");
         p.fail.store(false, Ordering::SeqCst);
         tokio::time::timeout(Duration::from_secs(60), generations.changed())

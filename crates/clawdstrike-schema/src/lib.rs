@@ -81,6 +81,7 @@ pub use event::{
 pub use labels::Labels;
 pub use ndjson::{
     DEFAULT_MAX_LINE_BYTES, DecodedEvent, NdjsonOptions, NdjsonReader, NdjsonRecord, RejectedLine,
+    UTF8_BOM,
 };
 pub use timestamp::{Timestamp, TimestampError};
 pub use uuid::Uuid;

@@ -7,8 +7,9 @@ use crate::{DecodeError, SecurityEvent, decode_event};
 /// Default maximum line length: 1 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
-/// The UTF-8 encoding of U+FEFF, the byte order mark.
-const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+/// The UTF-8 encoding of U+FEFF, the byte order mark, skipped at the start of an input (for
+/// readers that split lines themselves).
+pub const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// One good event and where it was read.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,12 +147,16 @@ impl<R: BufRead> NdjsonReader<R> {
         self.inner
     }
 
-    /// Reads one raw line into `self.buf` (at most `max_line_bytes` of it, plus a `\r` that
-    /// ends it). Returns `None` at end of input, else `(total_len, consumed_bytes, ends_in_cr)`,
-    /// where `total_len` counts the line without its `\n` but with its `\r`.
+    /// Reads one raw line into `self.buf` (at most `max_line_bytes` of it, plus room for a
+    /// byte order mark before it and a `\r` ending it). Returns `None` at end of input, else
+    /// `(total_len, consumed_bytes, ends_in_cr)`, where `total_len` counts the line without its
+    /// `\n` but with its `\r`.
     fn read_raw_line(&mut self) -> io::Result<Option<(u64, u64, bool)>> {
         self.buf.clear();
-        let max = self.options.max_line_bytes.saturating_add(1);
+        let max = self
+            .options
+            .max_line_bytes
+            .saturating_add(1 + UTF8_BOM.len());
         let mut total: u64 = 0;
         let mut consumed: u64 = 0;
         let mut last = None;

@@ -192,6 +192,20 @@ fn a_byte_order_mark_at_the_start_is_skipped_and_nowhere_else() {
         panic!("a BOM on line 2 is not skipped")
     };
     assert_eq!(second.line, 2);
+    // At the line limit, the BOM does not count against it (nor does a `\r`).
+    for ending in ["\n", "\r\n", ""] {
+        let input = format!("\u{feff}{line}{ending}");
+        let records: Vec<_> = NdjsonReader::with_options(
+            input.as_bytes(),
+            clawdstrike_schema::NdjsonOptions::default().with_max_line_bytes(line.len()),
+        )
+        .collect::<Result<_, _>>()
+        .unwrap();
+        assert!(
+            matches!(records[..], [NdjsonRecord::Event(_)]),
+            "{ending:?}: {records:?}"
+        );
+    }
     // A file holding only a BOM (and a line end) is empty.
     assert!(NdjsonReader::new(&b"\xef\xbb\xbf\n"[..]).next().is_none());
     assert!(NdjsonReader::new(&b"\xef\xbb\xbf"[..]).next().is_none());

@@ -188,7 +188,12 @@ fn check_request(
     let legacy = LEGACY_REQUEST_QUERIES
         .iter()
         .find(|key| request.get(**key).is_some());
-    if request.get("q").is_none() && queries.is_none() && legacy.is_none() {
+    // `query` with a `request_type`: the SLO list and sankey widgets.
+    if request.get("q").is_none()
+        && queries.is_none()
+        && legacy.is_none()
+        && request.get("query").is_none()
+    {
         issues.push(Issue::new(
             pointer,
             "a request needs a query: `q`, or `queries` with `formulas`",

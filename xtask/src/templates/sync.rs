@@ -92,8 +92,7 @@ pub(crate) fn main(remote: RemoteArgs, action: Action) -> ExitCode {
             }
             Action::Diff => diff(&client, &remote.dir, &remote.env, &mut out).await,
             Action::Pull { out: dir } => {
-                let env = canonical_env(&remote.dir, &remote.env);
-                pull(&client, &env, &dir, &mut out).await
+                pull(&client, &remote.dir, &remote.env, &dir, &mut out).await
             }
         };
         match result {
@@ -722,10 +721,12 @@ const READ_ONLY: &[&str] = &[
 /// holds it (read-only fields left out).
 pub(crate) async fn pull(
     client: &ConfigClient,
+    dir: &Path,
     env: &str,
     out_dir: &Path,
     out: &mut dyn Write,
 ) -> Result<Outcome, String> {
+    let env = &canonical_env(dir, env);
     let remote = fetch_managed(client, env)
         .await
         .map_err(|e| e.to_string())?;

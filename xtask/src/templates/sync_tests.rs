@@ -169,7 +169,7 @@ async fn publish_twice_creates_once_then_diff_detects_drift_and_pull_exports_it(
     let backup = tempfile::tempdir().unwrap();
     let mut out = Vec::new();
     assert_eq!(
-        sync::pull(&client, "production", backup.path(), &mut out)
+        sync::pull(&client, &templates(), "production", backup.path(), &mut out)
             .await
             .unwrap(),
         Outcome::Clean
@@ -272,10 +272,9 @@ async fn an_environment_named_by_its_values_file_finds_its_objects_again() {
     let outcome = sync::diff(&client, &dir, "prod", &mut out).await.unwrap();
     assert_eq!(outcome, Outcome::Clean, "{}", String::from_utf8_lossy(&out));
     let backup = tempfile::tempdir().unwrap();
-    let env = sync::canonical_env(&dir, "prod");
-    assert_eq!(env, "production");
+    assert_eq!(sync::canonical_env(&dir, "prod"), "production");
     let mut out = Vec::new();
-    sync::pull(&client, &env, backup.path(), &mut out)
+    sync::pull(&client, &dir, "prod", backup.path(), &mut out)
         .await
         .unwrap();
     let pulled = walk_files(backup.path());
