@@ -572,8 +572,15 @@ async fn garbage_files_and_an_empty_directory_never_crash_the_open() {
     )
     .unwrap();
     std::fs::write(dir.path().join("ack"), b"not an ack file").unwrap();
+    // Files that only look like segments (a copy, a hand-made name): not the log's. Before,
+    // `1.wal` was read as `00000000000000000001.wal`, which does not exist: the open failed.
+    std::fs::write(dir.path().join("1.wal"), b"stray").unwrap();
+    std::fs::write(dir.path().join("backup.wal"), b"stray").unwrap();
     let exporter = Arc::new(ScriptedExporter::new("ok"));
     let (durable, found) = open(&config(dir.path()), &exporter, fast()).await;
+    for stray in ["1.wal", "backup.wal"] {
+        assert_eq!(std::fs::read(dir.path().join(stray)).unwrap(), b"stray");
+    }
     assert_eq!(found.to_replay, 0);
     assert!(!found.ack_file_valid);
     assert_eq!(found.torn_tail_bytes, 9 + 10);

@@ -69,6 +69,8 @@ struct State {
     /// Settled since the last acknowledgement file.
     acks_dirty: bool,
     closed: bool,
+    /// The last acknowledgement file is written (at close): later settlements are ignored.
+    acks_final: bool,
     scratch: Vec<u8>,
     /// Under `always`: no record below this needs an fsync any more. It was covered by one
     /// that succeeded, or by one that failed (then it is in `sync_failed`), or it left the disk
@@ -311,22 +313,32 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.{SEGMENT_EXT}"))
 }
 
-/// The ids of the files `<id>.<extension>` in `dir`.
+/// The ids of the files `<id>.<extension>` in `dir`, named as [`segment_path`] names them (20
+/// digits). Any other file with that extension (`1.wal`, `copy.wal`) is not the log's: it is
+/// left alone, with a warning, rather than read under another file's name.
 fn ids_with_extension(dir: &Path, extension: &str) -> io::Result<Vec<u64>> {
     Ok(fs::read_dir(dir)?
         .filter_map(|entry| {
             let path = entry.ok()?.path();
-            (path.extension()? == extension)
-                .then(|| path.file_stem()?.to_str()?.parse::<u64>().ok())
-                .flatten()
+            if path.extension()? != extension {
+                return None;
+            }
+            let id = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .filter(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|stem| stem.parse::<u64>().ok());
+            if id.is_none() {
+                tracing::warn!(file = %path.display(), "not a buffer file name; left alone");
+            }
+            id
         })
         .collect())
 }
 
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+/// Fsyncs `dir`, so that the files created or renamed in it survive a power loss.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Where `seq` is among `segments` (sorted by sequence number): the segment's index and the
@@ -470,7 +482,20 @@ impl Log {
     /// Opens (creating) the directory, reads the acknowledgement file and scans every segment:
     /// what is already settled is deleted, what is not is kept for replay.
     pub(super) fn open(config: &DiskBufferConfig) -> io::Result<(Arc<Log>, Found)> {
-        fs::create_dir_all(&config.path)?;
+        if !config.path.is_dir() {
+            fs::create_dir_all(&config.path)?;
+            // The new directory's own entry, so that it and the segments in it survive a
+            // power loss (best effort: the first segment's directory fsync covers the rest).
+            if config.fsync != FsyncPolicy::Never
+                && let Some(parent) = config.path.parent()
+            {
+                let _ = sync_dir(if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                });
+            }
+        }
         let lock_file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -501,7 +526,7 @@ impl Log {
         let corrupt_after = ids_with_extension(&config.path, CORRUPT_EXT)?
             .into_iter()
             .max()
-            .map_or(0, |id| id + 1);
+            .map_or(0, |id| id.saturating_add(1));
         ids.sort_unstable();
         let mut state = State {
             segments: VecDeque::new(),
@@ -513,6 +538,7 @@ impl Log {
             dirty: false,
             acks_dirty: false,
             closed: false,
+            acks_final: false,
             not_kept: Vec::new(),
             scratch: Vec::with_capacity(4096),
             synced_below: 0,
@@ -522,7 +548,7 @@ impl Log {
         let mut previous_last = None;
         for id in ids {
             let path = segment_path(&config.path, id);
-            state.next_segment_id = state.next_segment_id.max(id + 1);
+            state.next_segment_id = state.next_segment_id.max(id.saturating_add(1));
             let data = fs::read(&path)?;
             let (frames, mut damage) = frame::scan(&data);
             let after = previous_last;
@@ -701,7 +727,10 @@ impl Log {
                     Some(Err(AppendError::Closed))
                 } else {
                     if st.disk_bytes + frame_len > self.max_bytes {
-                        // A fully settled active segment only waits to be rolled: free it.
+                        // Fully settled segments only wait to be deleted: free them. An
+                        // inactive one may be left by a failed write or fsync, with no later
+                        // settlement or roll to collect it; the active one waits to be rolled.
+                        self.collect_settled(&mut st, &mut to_delete);
                         self.reclaim_active(&mut st, &mut to_delete);
                     }
                     if st.disk_bytes + frame_len <= self.max_bytes {
@@ -916,6 +945,15 @@ impl Log {
         Ok(Appended::Seq(seq))
     }
 
+    /// Fsyncs the log's directory (failing on purpose in tests that ask for fsync failures).
+    fn sync_dir(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_fsyncs.load(Ordering::Relaxed) {
+            return Err(io::Error::other("injected directory fsync failure"));
+        }
+        sync_dir(&self.dir)
+    }
+
     /// Closes the active segment (deleting it if fully settled) and starts a new one.
     fn roll(&self, st: &mut State, to_delete: &mut Vec<u64>) -> io::Result<()> {
         // What was appended since the last fsync must not lose its turn: the syncer (and under
@@ -957,14 +995,25 @@ impl Log {
         st.file = None;
         self.collect_settled(st, to_delete);
         let id = st.next_segment_id;
+        let path = segment_path(&self.dir, id);
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
-            .open(segment_path(&self.dir, id))?;
-        if self.fsync != FsyncPolicy::Never {
-            sync_dir(&self.dir);
-        }
+            .open(&path)?;
         st.next_segment_id += 1;
+        if self.fsync != FsyncPolicy::Never
+            && let Err(e) = self.sync_dir()
+        {
+            // The new segment's entry may not survive a power loss, and with it whatever is
+            // fsynced into it. Under `always` nothing is acknowledged on that footing: the
+            // write fails. Under `interval_ms` the failure is sticky, as a failed fsync is.
+            tracing::error!(error = %e, "fsync of the buffer directory failed; a new segment may not survive a power loss");
+            if self.fsync == FsyncPolicy::Always {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+            self.fsync_failed.store(true, Ordering::Relaxed);
+        }
         let first_seq = st.next_seq;
         st.segments.push_back(Segment {
             id,
@@ -1080,7 +1129,7 @@ impl Log {
             let _ = file.set_len(len);
             return Err(e);
         }
-        sync_dir(&self.dir);
+        let _ = sync_dir(&self.dir);
         self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
         Ok(path)
     }
@@ -1101,6 +1150,13 @@ impl Log {
         let mut room = false;
         {
             let mut st = lock(&self.state);
+            if st.acks_final {
+                // The final acknowledgement file is written and the directory may be another
+                // process's by now: a settlement this late (a dead-letter write that outlived
+                // the shutdown deadline) changes nothing on disk. The record is replayed at the
+                // next start, which is what the shutdown report said of it.
+                return;
+            }
             let mut evicted_done = false;
             for &seq in seqs {
                 let Some((segment, o, evicted)) = st.locate(seq) else {
@@ -1267,6 +1323,7 @@ impl Log {
         }
         drop(submitting);
         let synced = self.sync(true);
+        lock(&self.state).acks_final = true;
         self.release_dir_lock();
         synced
     }
@@ -1475,6 +1532,85 @@ mod tests {
         log.fail_fsyncs.store(false, Ordering::Relaxed);
         assert!(log.fsync_failed.load(Ordering::Relaxed));
         assert!(log.sync(false).is_err(), "the buffer is not to be trusted");
+    }
+
+    /// A failed write retires a segment whose records are all settled (the usual state at a
+    /// low event rate): its room is free for the next event, even when the bound is one
+    /// segment. Before, it stayed counted, and every later event waited (`block`) or was
+    /// dropped (`drop_newest`) until a restart.
+    #[tokio::test]
+    async fn a_settled_segment_retired_by_a_failed_write_frees_its_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskBufferConfig::new(dir.path())
+            .with_segment_bytes(4096)
+            .with_max_bytes(4096)
+            .with_fsync(FsyncPolicy::Interval(Duration::from_secs(3600)))
+            .with_when_full(WhenFull::DropNewest);
+        let log = Log::open(&config).expect("the log opens").0;
+        log.set_exporters(1);
+        let mut json = Vec::new();
+        record(0).event.write_json(&mut json);
+        let frame = frame::frame_len(false, json.len()) as u64;
+        // One record less than a segment holds; the write of the last one fails.
+        let seqs: Vec<u64> = (0..4096 / frame - 1).map(|i| write_only(&log, i)).collect();
+        assert_eq!(lock(&log.state).segments.len(), 1);
+        log.settle(&seqs);
+        break_active_file(&log);
+        assert!(matches!(try_write(&log, 100), Err(AppendError::Io(_))));
+        // The next event, twice the size, does not fit beside the retired segment's records.
+        let mut big = record(101);
+        Arc::make_mut(&mut big.event).resource.name = "x".repeat(json.len());
+        let appended = log.append(&big).await.expect("the append runs");
+        assert!(matches!(appended, Appended::Seq(_)), "{appended:?}");
+        assert_eq!(log.counters.dropped_newest.load(Ordering::Relaxed), 0);
+    }
+
+    /// Under `always`, nothing is acknowledged into a segment whose directory entry could not
+    /// be fsynced: the write fails, and the file is not left behind.
+    #[test]
+    fn a_failed_directory_fsync_fails_the_write_into_the_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_always(dir.path());
+        log.fail_fsyncs.store(true, Ordering::Relaxed);
+        assert!(matches!(try_write(&log, 0), Err(AppendError::Io(_))));
+        log.fail_fsyncs.store(false, Ordering::Relaxed);
+        assert!(
+            ids_with_extension(dir.path(), SEGMENT_EXT)
+                .unwrap()
+                .is_empty()
+        );
+        let seq = write_only(&log, 1);
+        log.commit_pending();
+        assert!(matches!(outcome(&log, seq), Some(Ok(()))));
+    }
+
+    /// Once closed (final acknowledgement file written, directory lock released), a late
+    /// settlement (a dead-letter write that outlived the shutdown deadline) deletes nothing:
+    /// the record is replayed at the next start, as the shutdown report said.
+    #[test]
+    fn a_settlement_after_close_changes_nothing_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskBufferConfig::new(dir.path())
+            .with_segment_bytes(4096)
+            .with_fsync(FsyncPolicy::Interval(Duration::from_secs(3600)));
+        let log = Log::open(&config).expect("the log opens").0;
+        log.set_exporters(1);
+        // Records until a second segment starts: the first is then closed, and deleted once
+        // all its records are settled.
+        let mut seqs = Vec::new();
+        while lock(&log.state).segments.len() < 2 {
+            seqs.push(write_only(&log, seqs.len() as u64));
+        }
+        log.close().expect("the log closes");
+        log.settle(&seqs);
+        assert_eq!(
+            ids_with_extension(dir.path(), SEGMENT_EXT).unwrap().len(),
+            2
+        );
+        drop(log);
+        let (_again, found) = Log::open(&config).expect("the log opens again");
+        let pending: usize = found.segments.iter().map(|s| s.pending).sum();
+        assert_eq!(pending, seqs.len(), "every record is replayed");
     }
 
     fn outcome(log: &Log, seq: u64) -> Option<io::Result<()>> {
