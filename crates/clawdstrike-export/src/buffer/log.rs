@@ -336,9 +336,27 @@ fn ids_with_extension(dir: &Path, extension: &str) -> io::Result<Vec<u64>> {
         .collect())
 }
 
-/// Fsyncs `dir`, so that the files created or renamed in it survive a power loss.
+/// Fsyncs `dir`, so that the files created or renamed in it survive a power loss. Where a
+/// directory cannot be fsynced at all (not Unix; a filesystem answering `EINVAL`), there is
+/// nothing to do.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    #[cfg(unix)]
+    match File::open(dir)?.sync_all() {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) =>
+        {
+            Ok(())
+        }
+        synced => synced,
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// Where `seq` is among `segments` (sorted by sequence number): the segment's index and the
@@ -483,17 +501,30 @@ impl Log {
     /// what is already settled is deleted, what is not is kept for replay.
     pub(super) fn open(config: &DiskBufferConfig) -> io::Result<(Arc<Log>, Found)> {
         if !config.path.is_dir() {
+            // The levels about to be created, deepest first.
+            let mut created = Vec::new();
+            let mut level = config.path.as_path();
+            while !level.exists() {
+                created.push(level.to_path_buf());
+                match level.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => level = parent,
+                    _ => break,
+                }
+            }
             fs::create_dir_all(&config.path)?;
-            // The new directory's own entry, so that it and the segments in it survive a
-            // power loss (best effort: the first segment's directory fsync covers the rest).
-            if config.fsync != FsyncPolicy::Never
-                && let Some(parent) = config.path.parent()
-            {
-                let _ = sync_dir(if parent.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    parent
-                });
+            // Each new directory's entry in its parent, so that the buffer directory survives
+            // a power loss: under `always` that is part of nothing being lost.
+            if config.fsync != FsyncPolicy::Never {
+                for dir in created.iter().rev() {
+                    let parent = dir
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(Path::new("."));
+                    let synced = sync_dir(parent);
+                    if config.fsync == FsyncPolicy::Always {
+                        synced?;
+                    }
+                }
             }
         }
         let lock_file = OpenOptions::new()
@@ -888,7 +919,10 @@ impl Log {
                 !s.active || (s.bytes > 0 && s.bytes + frame_len > self.segment_bytes)
             }) || st.file.is_none();
         if roll {
-            self.roll(st, to_delete).map_err(AppendError::Io)?;
+            self.roll(st, to_delete).map_err(|e| {
+                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                AppendError::Io(e)
+            })?;
         }
         let seq = st.next_seq;
         let mut buf = std::mem::take(&mut st.scratch);
@@ -1205,6 +1239,18 @@ impl Log {
         let _one_at_a_time = lock(&self.syncing);
         let (file, acks) = {
             let mut st = lock(&self.state);
+            if st.acks_final {
+                // Closed: the final acknowledgement file is written, and the directory may be
+                // another process's by now.
+                drop(st);
+                return if self.fsync_failed.load(Ordering::Relaxed) {
+                    Err(io::Error::other(
+                        "an earlier fsync of the buffer failed: records it covered may not be on disk",
+                    ))
+                } else {
+                    Ok(())
+                };
+            }
             // Under `always` the commit thread fsyncs for the appenders (`commit_pending`).
             let file = if st.dirty && matches!(self.fsync, FsyncPolicy::Interval(_)) {
                 // As in `roll`: a file let go was fsynced first, or its failure is known.
@@ -1219,6 +1265,9 @@ impl Log {
             st.dirty = false;
             let acks = (st.acks_dirty || force_acks).then(|| st.acks());
             st.acks_dirty = false;
+            // Close's last sync: what is settled from here on is not in the file, so it must
+            // change nothing on disk either (see `settle_with`).
+            st.acks_final = st.closed && force_acks;
             (file, acks)
         };
         if let Some(file) = file
@@ -1323,7 +1372,6 @@ impl Log {
         }
         drop(submitting);
         let synced = self.sync(true);
-        lock(&self.state).acks_final = true;
         self.release_dir_lock();
         synced
     }
@@ -1611,6 +1659,19 @@ mod tests {
         let (_again, found) = Log::open(&config).expect("the log opens again");
         let pending: usize = found.segments.iter().map(|s| s.pending).sum();
         assert_eq!(pending, seqs.len(), "every record is replayed");
+    }
+
+    /// A buffer path several levels deep that does not exist yet is created (each new level's
+    /// entry fsynced under `always`) and used.
+    #[test]
+    fn a_buffer_directory_several_levels_deep_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("var/lib/clawdstrike/buffer");
+        let log = open_always(&deep);
+        let seq = write_only(&log, 0);
+        log.commit_pending();
+        assert!(matches!(outcome(&log, seq), Some(Ok(()))));
+        assert_eq!(ids_with_extension(&deep, SEGMENT_EXT).unwrap().len(), 1);
     }
 
     fn outcome(log: &Log, seq: u64) -> Option<io::Result<()>> {
