@@ -57,6 +57,11 @@ fn demo_prints_what_the_fake_datadog_received() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = dd_command(dir.path());
     cmd.arg("demo");
+    // A proxy in the environment (and a dead one) must not come between the demo and the
+    // fake intake on loopback.
+    for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"] {
+        cmd.env(var, "http://127.0.0.1:9");
+    }
     let mut run = Running::spawn(cmd);
     let status = run.wait(WAIT);
     let out = run.stdout();
@@ -1224,13 +1229,109 @@ async fn check_reports_each_exporter_and_never_prints_keys() {
             "the key is never printed"
         );
     }
+    // What `ship` would fail on fails the check too: a rejects file that cannot be written,
+    // a listener off loopback without a token. Credentials in a URL are not printed.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let with_credentials = intake
+        .base_url()
+        .replacen("http://", "http://user:secretpw@", 1);
+    let extra = format!(
+        "rejects: {}\ninput: {{ http: {{ listen: \"0.0.0.0:0\" }} }}\n",
+        blocker.join("rejects.ndjson").display()
+    );
+    std::fs::write(&config, config_yaml(&with_credentials, "", &extra)).unwrap();
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .env_remove("CLAWDSTRIKE_DD_TOKEN")
+        .arg("check")
+        .arg("--config")
+        .arg(&config);
+    let mut run = Running::spawn(cmd);
+    let status = run.wait(WAIT);
+    let out = run.stdout();
+    assert_eq!(status.code(), Some(1), "{out}\n{}", run.stderr());
+    assert!(out.contains("rejects.ndjson NOT WRITABLE"), "{out}");
+    assert!(
+        out.contains("PROBLEM: `input.http.token`: a bearer token is required"),
+        "{out}"
+    );
+    assert!(out.contains("logs intake:     reachable"), "{out}");
+    assert!(
+        !out.contains("secretpw") && !run.stderr().contains("secretpw"),
+        "{out}"
+    );
+
     let mut cmd = dd_command(dir.path());
     std::fs::write(&config, "exporters: { eu: { site: datadoghq.moon } }\n").unwrap();
     cmd.arg("check").arg("--config").arg(&config);
     let mut run = Running::spawn(cmd);
     assert_eq!(run.wait(WAIT).code(), Some(2));
     assert!(
-        run.stderr().contains("exporters.eu.site"),
+        run.stderr().contains("exporters.eu.site")
+            && run.stderr().contains(&config.display().to_string()),
+        "the error names the key and the file: {}",
+        run.stderr()
+    );
+    intake.shutdown().await;
+}
+
+/// Start-up decisions of `ship`: a backfill ends with its files even when the configuration
+/// (the daemon's) has a listener; an empty bearer token and a checkpoint that cannot be
+/// parsed are configuration errors (2: a restart would fail the same way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_start_up_decisions() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    std::fs::copy(fixture("events.ndjson"), &events).unwrap();
+    // The daemon's listener in the file: the backfill neither starts it nor waits for it.
+    let config = write_config(
+        dir.path(),
+        &config_yaml(
+            &intake.base_url(),
+            "",
+            "input: { http: { listen: \"127.0.0.1:0\" } }\n",
+        ),
+    );
+    let mut run = Running::spawn({
+        let mut cmd = ship_with_rejects(dir.path(), &config, &dir.path().join("r.ndjson"));
+        cmd.arg(&events);
+        cmd
+    });
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    assert_eq!(intake.unique_event_ids(), 42);
+
+    let config = write_config(
+        dir.path(),
+        &config_yaml(
+            &intake.base_url(),
+            "",
+            "input: { http: { listen: \"127.0.0.1:0\", token: \"\" } }\n",
+        ),
+    );
+    let mut cmd = ship_with_rejects(dir.path(), &config, &dir.path().join("r.ndjson"));
+    cmd.arg("--listen").arg("127.0.0.1:0");
+    let mut run = Running::spawn(cmd);
+    assert_eq!(run.wait(WAIT).code(), Some(2), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("input.http.token"),
+        "{}",
+        run.stderr()
+    );
+
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
+    let checkpoint = dir.path().join("events.checkpoint");
+    std::fs::write(&checkpoint, "{ not a checkpoint").unwrap();
+    let mut cmd = ship_with_rejects(dir.path(), &config, &dir.path().join("r.ndjson"));
+    cmd.arg("--follow")
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .arg(&events);
+    let mut run = Running::spawn(cmd);
+    assert_eq!(run.wait(WAIT).code(), Some(2), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("cannot be parsed"),
         "{}",
         run.stderr()
     );

@@ -227,7 +227,8 @@ pub struct ApmConfig {
     pub env: Option<String>,
     /// `version` (default `DD_VERSION`).
     pub version: Option<String>,
-    /// `service` for correlation (default: the logs service).
+    /// `service` for correlation: the logs' service when `logs.service` is not set (it may
+    /// not differ from it).
     pub service: Option<String>,
 }
 
@@ -413,7 +414,11 @@ impl DatadogConfig {
         for (path, url) in [("logs_url", &self.logs_url), ("api_url", &self.api_url)] {
             let Some(url) = url else { continue };
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(err(path, format!("`{url}` is not an http(s) URL")));
+                // Not the value itself: it may hold a password.
+                return Err(err(
+                    path,
+                    "not an http(s) URL: it must start with http:// or https://".to_owned(),
+                ));
             }
             // The API paths are appended to it: a query or fragment would swallow them.
             if url.contains(['?', '#']) {
@@ -446,10 +451,24 @@ impl DatadogConfig {
                     .map(str::to_owned),
             );
         }
+        // Datadog ties logs to traces by `service` (with `env` and `version`): the logs carry
+        // one service, so `apm.service` names it when `logs.service` does not, and may not
+        // name another.
+        if let (Some(logs), Some(apm)) = (&self.logs.service, &self.apm.service)
+            && logs != apm
+        {
+            return Err(err(
+                "apm.service",
+                format!(
+                    "`{apm}` differs from logs.service `{logs}`: Datadog correlates logs with traces by their service, so the two must be the same (set one of them)"
+                ),
+            ));
+        }
         let service = self
             .logs
             .service
             .clone()
+            .or_else(|| self.apm.service.clone())
             .or_else(|| env("DD_SERVICE"))
             .unwrap_or_else(|| crate::catalogue::DEFAULT_SOURCE.to_owned());
         let format = FormatOptions {
@@ -628,6 +647,24 @@ mod tests {
             .resolve(&env(&[("DD_SITE", "nope")]))
             .unwrap_err();
         assert!(err.to_string().contains("from DD_SITE"), "{err}");
+    }
+
+    /// `apm.service` names the logs' service when `logs.service` does not; it may not name
+    /// another (Datadog correlates logs and traces by service).
+    #[test]
+    fn apm_service_names_the_logs_service_and_may_not_contradict_it() {
+        let none = |_: &str| None;
+        let resolve = |yaml: &str| {
+            DatadogConfig::from_yaml(yaml, &none)
+                .unwrap()
+                .resolve(&none)
+        };
+        let r = resolve("apm: { service: agent-gateway }").unwrap();
+        assert_eq!(r.format.service, "agent-gateway");
+        let r = resolve("logs: { service: same }\napm: { service: same }").unwrap();
+        assert_eq!(r.format.service, "same");
+        let err = resolve("logs: { service: a }\napm: { service: b }").unwrap_err();
+        assert!(err.to_string().contains("apm.service"), "{err}");
     }
 
     #[test]

@@ -232,6 +232,12 @@ pub fn http_client(
     timeout: Duration,
     connect_timeout: Duration,
 ) -> Result<reqwest::Client, ClientError> {
+    http_client_builder(timeout, connect_timeout)
+        .build()
+        .map_err(|e| ClientError(e.to_string()))
+}
+
+fn http_client_builder(timeout: Duration, connect_timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(connect_timeout)
@@ -239,8 +245,20 @@ pub fn http_client(
         .tcp_keepalive(Duration::from_secs(30))
         .user_agent(concat!("clawdstrike-datadog/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| ClientError(e.to_string()))
+}
+
+/// Whether `url`'s host is `localhost` or a loopback address.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = u.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The outcome of one request, per carried index.
@@ -261,7 +279,15 @@ impl DatadogExporter {
         security: Option<Arc<SecurityAggregator>>,
         refresher: Option<RefresherHandle>,
     ) -> Result<Self, ClientError> {
-        let client = http_client(options.timeout, options.connect_timeout)?;
+        let client = if is_loopback_url(&options.logs_endpoint) {
+            // A local intake (the fake intake of the demo and of tests, an Agent beside the
+            // process) is never reached through an HTTP(S)_PROXY from the environment.
+            http_client_builder(options.timeout, options.connect_timeout).no_proxy()
+        } else {
+            http_client_builder(options.timeout, options.connect_timeout)
+        }
+        .build()
+        .map_err(|e| ClientError(e.to_string()))?;
         let stats = Arc::new(TransportStats::default());
         stats.key_valid.store(true, Ordering::Relaxed);
         Ok(Self {
@@ -346,6 +372,26 @@ impl DatadogExporter {
     /// The HTTP client (shared with the metrics reporter).
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.inner.client
+    }
+
+    /// Whether the logs intake answers at all, through the very client that ships (its proxy
+    /// settings, TLS, timeouts): one `GET` of the logs endpoint, without the key. Any answer
+    /// but a redirect is `Ok` with its status (the intake only takes `POST`, so 4xx is usual);
+    /// a redirect is an error naming its target, since shipping does not follow redirects.
+    ///
+    /// # Errors
+    /// Why not, with the URL redacted.
+    pub async fn probe_logs_intake(&self) -> Result<u16, String> {
+        let url = &self.inner.options.logs_endpoint;
+        match self.inner.client.get(url).send().await {
+            Ok(response) if response.status().is_redirection() => Err(format!(
+                "HTTP {}{}",
+                response.status().as_u16(),
+                redirect_reason(&response)
+            )),
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(e) => Err(network_reason(&e, url)),
+        }
     }
 }
 
@@ -707,7 +753,7 @@ impl From<reqwest::Error> for PostError {
 
 /// `url` without what must not reach a log or a dead-letter file: user and password, query,
 /// fragment.
-pub(crate) fn redacted_url(url: &str) -> String {
+pub fn redacted_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
             let _ = u.set_username("");

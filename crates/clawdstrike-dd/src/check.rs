@@ -2,9 +2,12 @@
 //! validate the API key, test that the logs intake is reachable, and print a status report in
 //! the spirit of the Datadog Agent's `status` and `configcheck`.
 
+use std::path::Path;
 use std::time::Duration;
 
-use clawdstrike_datadog::exporter::DatadogExporter;
+use secrecy::ExposeSecret;
+
+use clawdstrike_datadog::exporter::{DatadogExporter, redacted_url};
 use clawdstrike_export::{Exporter, Health};
 use clawdstrike_keys::{KeyHolder, KeySource, RefreshOptions};
 
@@ -34,6 +37,55 @@ fn host_port(url: &str) -> Option<String> {
     }
 }
 
+/// Whether the file `path` can be appended to (created if it is not there; a file created
+/// only to find out is removed again).
+fn file_writable(path: &Path) -> Result<(), String> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Whether files can be created in the directory `dir`, or in the directory nearest to it
+/// that exists (the buffer creates the missing levels).
+fn dir_writable(dir: &Path) -> Result<(), String> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(format!("{} is not a directory", existing.display()));
+    }
+    file_writable(&existing.join(format!(".clawdstrike-dd-check-{}", std::process::id())))
+        .map_err(|e| format!("cannot create files in {}: {e}", existing.display()))
+}
+
+/// Prints one path check; false when it failed.
+fn report_path(label: &str, path: &Path, checked: Result<(), String>) -> bool {
+    match checked {
+        Ok(()) => {
+            println!("{label}{} (writable)", path.display());
+            true
+        }
+        Err(e) => {
+            println!("{label}{} NOT WRITABLE: {e}", path.display());
+            false
+        }
+    }
+}
+
 /// Runs the check; true when every enabled exporter is healthy.
 pub(crate) async fn run(settings: &Settings) -> bool {
     println!(
@@ -45,19 +97,52 @@ pub(crate) async fn run(settings: &Settings) -> bool {
         "shutdown_timeout_ms: {}",
         settings.shutdown_timeout().as_millis()
     );
-    println!("rejects: {}", settings.rejects_path().display());
+    let mut healthy = true;
+    let rejects = settings.rejects_path();
+    healthy &= report_path("rejects: ", &rejects, file_writable(&rejects));
+    if let clawdstrike_export::BufferConfig::Disk(disk) = &settings.file.buffer {
+        healthy &= report_path("disk buffer: ", &disk.path, dir_writable(&disk.path));
+    }
+    let http = &settings.file.input.http;
+    if let Some(addr) = http.listen {
+        let token = http.token.clone().or_else(|| {
+            std::env::var(crate::config::TOKEN_ENV)
+                .ok()
+                .map(secrecy::SecretString::from)
+        });
+        let problem = match &token {
+            Some(t) if t.expose_secret().trim().is_empty() => Some("the bearer token is empty"),
+            None if !addr.ip().is_loopback() => {
+                Some("a bearer token is required when not on loopback")
+            }
+            _ => None,
+        };
+        match problem {
+            None => println!(
+                "http input: {addr} ({})",
+                if token.is_some() {
+                    "bearer token set"
+                } else {
+                    "loopback, no token"
+                }
+            ),
+            Some(problem) => {
+                println!("http input: {addr} — PROBLEM: `input.http.token`: {problem}");
+                healthy = false;
+            }
+        }
+    }
     for name in &settings.disabled {
         println!();
         println!("exporter `{name}`: disabled");
     }
-    let mut healthy = true;
     for entry in &settings.exporters {
         let r = &entry.resolved;
         println!();
         println!("exporter `{}`", entry.name);
         println!("  site:            {}", r.site);
-        println!("  logs endpoint:   {}", r.logs_endpoint);
-        println!("  api base:        {}", r.api_base);
+        println!("  logs endpoint:   {}", redacted_url(&r.logs_endpoint));
+        println!("  api base:        {}", redacted_url(&r.api_base));
         println!(
             "  service/source:  {} / {}",
             r.format.service, r.format.source
@@ -90,6 +175,9 @@ pub(crate) async fn run(settings: &Settings) -> bool {
             },
             r.metrics.prefix
         );
+        if let Some(path) = &r.pipeline.dead_letter.path {
+            healthy &= report_path("  dead letters:    ", path, file_writable(path));
+        }
         println!("  api key:         {}", describe_source(&r.api_key));
         let key = match KeyHolder::from_source(r.api_key.clone(), RefreshOptions::default()).await {
             Ok(k) => {
@@ -113,38 +201,57 @@ pub(crate) async fn run(settings: &Settings) -> bool {
                         describe_source(source),
                         k.describe()
                     ),
-                    Err(e) => println!(
-                        "  application key: {} — FAILED: {e}",
-                        describe_source(source)
-                    ),
+                    Err(e) => {
+                        println!(
+                            "  application key: {} — FAILED: {e}",
+                            describe_source(source)
+                        );
+                        healthy = false;
+                    }
                 }
             }
         }
-        match host_port(&r.logs_endpoint) {
-            Some(addr) => match tokio::time::timeout(
-                Duration::from_secs(5),
-                tokio::net::TcpStream::connect(&addr),
-            )
-            .await
-            {
-                Ok(Ok(_)) => println!("  logs intake:     reachable ({addr})"),
-                Ok(Err(e)) => {
-                    println!("  logs intake:     UNREACHABLE ({addr}): {e}");
-                    healthy = false;
-                }
-                Err(_) => {
-                    println!("  logs intake:     UNREACHABLE ({addr}): timed out after 5 s");
+        let exporter = key.as_ref().map(|key| {
+            DatadogExporter::from_config_with_key(&entry.name, r, key.clone())
+                .map_err(|e| e.to_string())
+        });
+        match &exporter {
+            // Through the client that ships: its proxy, TLS and timeouts.
+            Some(Ok(exporter)) => match exporter.probe_logs_intake().await {
+                Ok(status) => println!("  logs intake:     reachable (HTTP {status} to a GET)"),
+                Err(reason) => {
+                    println!("  logs intake:     UNREACHABLE: {reason}");
                     healthy = false;
                 }
             },
-            None => println!("  logs intake:     cannot parse {}", r.logs_endpoint),
+            // No key to build the client with: a plain connection, at least.
+            _ => match host_port(&r.logs_endpoint) {
+                Some(addr) => match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(&addr),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => println!("  logs intake:     reachable ({addr})"),
+                    Ok(Err(e)) => {
+                        println!("  logs intake:     UNREACHABLE ({addr}): {e}");
+                        healthy = false;
+                    }
+                    Err(_) => {
+                        println!("  logs intake:     UNREACHABLE ({addr}): timed out after 5 s");
+                        healthy = false;
+                    }
+                },
+                None => println!(
+                    "  logs intake:     cannot parse {}",
+                    redacted_url(&r.logs_endpoint)
+                ),
+            },
         }
-        let Some(key) = key else { continue };
-        let status = match DatadogExporter::from_config_with_key(&entry.name, r, key) {
+        let Some(exporter) = exporter else { continue };
+        let status = match exporter {
             Ok(exporter) => exporter.health_check().await,
-            Err(e) => Health::Unknown {
-                reason: e.to_string(),
-            },
+            Err(reason) => Health::Unknown { reason },
         };
         match status {
             Health::Healthy => println!("  api key check:   OK (GET /api/v1/validate: valid)"),

@@ -130,7 +130,7 @@ pub(crate) fn load(path: Option<&Path>, env: Env<'_>) -> Result<Settings, Config
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
                 path: String::new(),
-                message: format!("cannot read {}: {e}", path.display()),
+                message: format!("cannot read the file: {e}"),
             })?;
             (
                 clawdstrike_datadog::config::from_yaml::<ForwarderConfig>(&text, env)?,

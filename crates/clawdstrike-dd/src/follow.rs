@@ -69,7 +69,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::forwarder::{SUBMITS_IN_FLIGHT, Sink, Submitted};
+use crate::forwarder::{SUBMITS_IN_FLIGHT, Sink, StartError, Submitted};
 use crate::rejects::{Reject, Rejects};
 
 /// How often the reader looks for new data, rotation and truncation at end of file.
@@ -301,13 +301,20 @@ impl SettleHook for Tracker {
 ///
 /// # Errors
 /// A message when it exists but cannot be read or parsed.
-pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, String> {
+pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StartError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| format!("checkpoint {} is unreadable: {e}", path.display())),
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| StartError {
+            message: format!(
+                "checkpoint {} cannot be parsed: {e} (fix or remove it; removed, the file is read from its start)",
+                path.display()
+            ),
+            transient: false,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read checkpoint {}: {e}", path.display())),
+        Err(e) => Err(StartError {
+            message: format!("cannot read checkpoint {}: {e}", path.display()),
+            transient: e.kind() != std::io::ErrorKind::PermissionDenied,
+        }),
     }
 }
 
@@ -1034,7 +1041,7 @@ impl Follow {
         path: &Path,
         checkpoint_path: &Path,
         exporters: usize,
-    ) -> Result<Follow, String> {
+    ) -> Result<Follow, StartError> {
         let start = read_checkpoint(checkpoint_path)?;
         Ok(Follow {
             path: path.to_owned(),

@@ -17,7 +17,7 @@
 //! |---|---|
 //! | 0 | done; every event was delivered (bad input lines are in the rejects file) |
 //! | 1 | a runtime failure: unreadable input, listener cannot bind, the disk buffer refused an event (a failed write or fsync), a bad line could not be written to the rejects file, `check` found a problem, a signals call failed |
-//! | 2 | usage or configuration error (the message names the key), or a key that cannot be loaded |
+//! | 2 | usage or configuration error (the message names the key and the file), a key that cannot be loaded (a store that cannot be reached is 1: a restart may succeed), or a follow checkpoint that cannot be parsed |
 //! | 3 | shipped, but events were left undelivered: dead-lettered, dropped, left behind at the shutdown deadline, kept in the disk buffer for the next start, found in the disk buffer but no longer readable as events, or input not read to its end because of a signal |
 //!
 //! # Architecture invariant
@@ -51,7 +51,7 @@ use clap::{Args, Parser, Subcommand};
 use clawdstrike_datadog::config::process_env;
 use clawdstrike_datadog::signals::{ListQuery, SignalsClient};
 use clawdstrike_keys::{KeyHolder, RefreshOptions};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -239,7 +239,10 @@ async fn run(cli: Cli) -> u8 {
 /// Loads the configuration or prints why not (exit 2).
 fn load(path: Option<&Path>) -> Result<Settings, u8> {
     config::load(path, &process_env).map_err(|e| {
-        eprintln!("clawdstrike-dd: {e}");
+        match path {
+            Some(path) => eprintln!("clawdstrike-dd: {}: {e}", path.display()),
+            None => eprintln!("clawdstrike-dd: {e}"),
+        }
         EXIT_CONFIG
     })
 }
@@ -277,7 +280,13 @@ async fn ship(args: ShipArgs) -> u8 {
     if let Some(r) = args.rejects {
         settings.file.rejects = Some(r);
     }
-    let listen = args.listen.or(settings.file.input.http.listen);
+    // A backfill (files, no --follow) ends with its files: the configuration's listener, meant
+    // for the daemon, is not started (it would keep the run going, or collide with the
+    // daemon's port); --listen still asks for one.
+    let backfill = !args.files.is_empty() && !args.follow;
+    let listen = args
+        .listen
+        .or(settings.file.input.http.listen.filter(|_| !backfill));
     if args.files.is_empty() && listen.is_none() {
         eprintln!(
             "clawdstrike-dd: nothing to ship: give NDJSON files (`-` for stdin), --follow FILE, or --listen ADDR"
@@ -295,6 +304,15 @@ async fn ship(args: ShipArgs) -> u8 {
         .token
         .clone()
         .or_else(|| process_env(config::TOKEN_ENV).map(SecretString::from));
+    if token
+        .as_ref()
+        .is_some_and(|t| t.expose_secret().trim().is_empty())
+    {
+        eprintln!(
+            "clawdstrike-dd: configuration key `input.http.token`: the bearer token is empty (every request would be refused); set a value or leave it out"
+        );
+        return EXIT_CONFIG;
+    }
     if let Some(addr) = listen
         && token.is_none()
         && !addr.ip().is_loopback()
@@ -321,8 +339,14 @@ async fn ship(args: ShipArgs) -> u8 {
         match follow::Follow::new(file, &checkpoint, settings.exporters.len()) {
             Ok(f) => Some(f),
             Err(e) => {
-                eprintln!("clawdstrike-dd: {e}");
-                return EXIT_FAILURE;
+                eprintln!("clawdstrike-dd: {}", e.message);
+                // A checkpoint that cannot be parsed needs a human (restarting would fail
+                // the same way); one that cannot be read right now may read at a restart.
+                return if e.transient {
+                    EXIT_FAILURE
+                } else {
+                    EXIT_CONFIG
+                };
             }
         }
     } else {
