@@ -74,7 +74,7 @@ pub fn interpolate(text: &str, env: Env<'_>) -> Result<String, String> {
         } else if let Some(body) = after.strip_prefix('{') {
             let end = body
                 .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in `{}`", redact_refs(text)))?;
+                .ok_or_else(|| format!("unterminated `${{` in {}", redact_refs(text)))?;
             let reference = &body[..end];
             let (name, default) = match reference.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -103,16 +103,21 @@ pub fn interpolate(text: &str, env: Env<'_>) -> Result<String, String> {
     Ok(out)
 }
 
-/// Keeps only the `${...}` references of a string (for error messages; never values).
+/// Only the `${...}` references of a string, for error messages: never the text around them,
+/// which may be a secret written in the file.
 fn redact_refs(text: &str) -> String {
-    if text.len() > 80 {
-        format!(
-            "{}…",
-            &text[..text.char_indices().nth(80).map_or(text.len(), |(i, _)| i)]
-        )
-    } else {
-        text.to_owned()
-    }
+    let refs: Vec<String> = text
+        .match_indices("${")
+        .map(|(i, _)| {
+            let name: String = text[i + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            format!("${{{name}")
+        })
+        .collect();
+    format!("a value (its references: {})", refs.join(", "))
 }
 
 fn interpolate_value(
@@ -163,10 +168,43 @@ pub fn from_yaml<T: DeserializeOwned>(text: &str, env: Env<'_>) -> Result<T, Con
         value = serde_yaml_ng::Value::Mapping(Default::default());
     }
     interpolate_value(&mut value, &mut Vec::new(), env)?;
-    serde_path_to_error::deserialize(value).map_err(|e| ConfigError {
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let mut message = e.inner().to_string();
+        // serde quotes the value it could not take (`invalid type: integer `1234`, expected a
+        // string`): under a key that holds a secret, that value is the secret.
+        let last = path
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if ["token", "key", "secret", "password"]
+            .iter()
+            .any(|s| last.contains(s))
+        {
+            message = without_quoted_values(&message);
+        }
+        ConfigError { path, message }
     })
+}
+
+/// `message` with every `` `...` `` segment replaced by `(value not shown)`.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("(value not shown)");
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
 }
 
 fn yes() -> bool {
@@ -555,6 +593,31 @@ mod tests {
         let err = interpolate("${MISSING}", &e).unwrap_err();
         assert!(err.contains("`MISSING` is not set"), "{err}");
         assert!(interpolate("${A", &e).unwrap_err().contains("unterminated"));
+        // A secret written in the file around a broken reference is never echoed.
+        let err = interpolate("s3cr3tPart${A}moreSecret${TOK", &e).unwrap_err();
+        assert!(
+            !err.contains("s3cr3t") && !err.contains("moreSecret"),
+            "{err}"
+        );
+        assert!(err.contains("${A") && err.contains("${TOK"), "{err}");
+    }
+
+    /// A secret of the wrong YAML type (an unquoted number) is not echoed by serde's message.
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_echoed() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Input {
+            token: Option<String>,
+            port: Option<u16>,
+        }
+        let err = from_yaml::<Input>("token: 918273645\n", &|_| None).unwrap_err();
+        assert_eq!(err.path, "token");
+        assert!(!err.to_string().contains("918273645"), "{err}");
+        assert!(err.to_string().contains("expected a string"), "{err}");
+        // Elsewhere the value helps and is shown.
+        let err = from_yaml::<Input>("port: 70000\n", &|_| None).unwrap_err();
+        assert!(err.to_string().contains("70000"), "{err}");
     }
 
     #[test]
