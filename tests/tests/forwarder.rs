@@ -62,6 +62,7 @@ fn demo_prints_what_the_fake_datadog_received() {
     for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"] {
         cmd.env(var, "http://127.0.0.1:9");
     }
+    cmd.env_remove("NO_PROXY").env_remove("no_proxy");
     let mut run = Running::spawn(cmd);
     let status = run.wait(WAIT);
     let out = run.stdout();
@@ -1260,6 +1261,36 @@ async fn check_reports_each_exporter_and_never_prints_keys() {
     assert!(
         !out.contains("secretpw") && !run.stderr().contains("secretpw"),
         "{out}"
+    );
+    // A FIFO where the rejects file goes: reported, not opened (which would block).
+    let fifo = dir.path().join("rejects.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(
+        &config,
+        config_yaml(
+            &intake.base_url(),
+            "",
+            &format!("rejects: {}\n", fifo.display()),
+        ),
+    )
+    .unwrap();
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("check")
+        .arg("--config")
+        .arg(&config);
+    let mut run = Running::spawn(cmd);
+    assert_eq!(run.wait(WAIT).code(), Some(1), "{}", run.stdout());
+    assert!(
+        run.stdout().contains("NOT WRITABLE: not a regular file"),
+        "{}",
+        run.stdout()
     );
 
     let mut cmd = dd_command(dir.path());

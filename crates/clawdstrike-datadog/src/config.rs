@@ -172,39 +172,30 @@ pub fn from_yaml<T: DeserializeOwned>(text: &str, env: Env<'_>) -> Result<T, Con
         let path = e.path().to_string();
         let mut message = e.inner().to_string();
         // serde quotes the value it could not take (`invalid type: integer `1234`, expected a
-        // string`): under a key that holds a secret, that value is the secret.
-        let last = path
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if ["token", "key", "secret", "password"]
-            .iter()
-            .any(|s| last.contains(s))
-        {
-            message = without_quoted_values(&message);
+        // string`, `invalid type: string "hvs.x", expected ...`): under a key that holds a
+        // secret, that value is the secret.
+        let secret = path.to_ascii_lowercase().split('.').any(|segment| {
+            ["token", "key", "secret", "password", "auth"]
+                .iter()
+                .any(|s| segment.contains(s))
+        });
+        if secret {
+            message = without_value(&message);
         }
         ConfigError { path, message }
     })
 }
 
-/// `message` with every `` `...` `` segment replaced by `(value not shown)`.
-fn without_quoted_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut parts = message.split('`');
-    if let Some(first) = parts.next() {
-        out.push_str(first);
-    }
-    let mut inside = true;
-    for part in parts {
-        if inside {
-            out.push_str("(value not shown)");
-        } else {
-            out.push_str(part);
+/// serde's "invalid type/value/length: <the value>, expected ..." without the value. Other
+/// messages (an unknown field, with the fields expected) name no value and stay whole.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let expected = rest.find(", expected").map_or("", |i| &rest[i..]);
+            return format!("{prefix}(value not shown){expected}");
         }
-        inside = !inside;
     }
-    out
+    message.to_owned()
 }
 
 fn yes() -> bool {
@@ -615,6 +606,16 @@ mod tests {
         assert_eq!(err.path, "token");
         assert!(!err.to_string().contains("918273645"), "{err}");
         assert!(err.to_string().contains("expected a string"), "{err}");
+        // A string where a form is expected (`auth: "hvs.…"` for a Vault auth block).
+        let err = DatadogConfig::from_yaml(
+            "api_key: { vault: { address: \"http://v\", path: p, auth: \"hvs.s3cr3tT0ken\" } }\n",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cr3tT0ken"), "{err}");
+        // A misspelt form keeps its list of the expected ones.
+        let err = DatadogConfig::from_yaml("api_key: { evn: X }\n", &|_| None).unwrap_err();
+        assert!(err.to_string().contains("env"), "{err}");
         // Elsewhere the value helps and is shown.
         let err = from_yaml::<Input>("port: 70000\n", &|_| None).unwrap_err();
         assert!(err.to_string().contains("70000"), "{err}");

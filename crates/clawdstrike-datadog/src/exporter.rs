@@ -237,6 +237,26 @@ pub fn http_client(
         .map_err(|e| ClientError(e.to_string()))
 }
 
+/// [`http_client`] for requests to `base` only: without the environment's proxies when `base`
+/// is on loopback.
+///
+/// # Errors
+/// [`ClientError`] if the TLS stack cannot be initialised.
+pub(crate) fn http_client_for(
+    base: &str,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, ClientError> {
+    let builder = http_client_builder(timeout, connect_timeout);
+    if is_loopback_url(base) {
+        builder.no_proxy()
+    } else {
+        builder
+    }
+    .build()
+    .map_err(|e| ClientError(e.to_string()))
+}
+
 fn http_client_builder(timeout: Duration, connect_timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .timeout(timeout)
@@ -248,12 +268,13 @@ fn http_client_builder(timeout: Duration, connect_timeout: Duration) -> reqwest:
 }
 
 /// Whether `url`'s host is `localhost` or a loopback address.
-fn is_loopback_url(url: &str) -> bool {
+pub(crate) fn is_loopback_url(url: &str) -> bool {
     let Ok(u) = reqwest::Url::parse(url) else {
         return false;
     };
-    let host = u.host_str().unwrap_or_default();
+    let host = u.host_str().unwrap_or_default().trim_end_matches('.');
     host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
         || host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -279,15 +300,18 @@ impl DatadogExporter {
         security: Option<Arc<SecurityAggregator>>,
         refresher: Option<RefresherHandle>,
     ) -> Result<Self, ClientError> {
-        let client = if is_loopback_url(&options.logs_endpoint) {
-            // A local intake (the fake intake of the demo and of tests, an Agent beside the
-            // process) is never reached through an HTTP(S)_PROXY from the environment.
-            http_client_builder(options.timeout, options.connect_timeout).no_proxy()
-        } else {
-            http_client_builder(options.timeout, options.connect_timeout)
-        }
-        .build()
-        .map_err(|e| ClientError(e.to_string()))?;
+        let client =
+            if is_loopback_url(&options.logs_endpoint) && is_loopback_url(&options.api_base) {
+                // A Datadog on loopback (the fake intake of the demo and of tests, a local relay)
+                // is never reached through an HTTP(S)_PROXY from the environment. (One client
+                // serves both the intake and the API: with only one of them local, the
+                // environment's proxies stay, as the remote one may need them.)
+                http_client_builder(options.timeout, options.connect_timeout).no_proxy()
+            } else {
+                http_client_builder(options.timeout, options.connect_timeout)
+            }
+            .build()
+            .map_err(|e| ClientError(e.to_string()))?;
         let stats = Arc::new(TransportStats::default());
         stats.key_valid.store(true, Ordering::Relaxed);
         Ok(Self {
@@ -389,6 +413,13 @@ impl DatadogExporter {
                 response.status().as_u16(),
                 redirect_reason(&response)
             )),
+            // A proxy refusing us, or a gateway that cannot reach the intake, is not the intake.
+            Ok(response) if matches!(response.status().as_u16(), 407 | 502 | 503 | 504) => {
+                Err(format!(
+                    "HTTP {} (a proxy or gateway between here and the intake)",
+                    response.status().as_u16()
+                ))
+            }
             Ok(response) => Ok(response.status().as_u16()),
             Err(e) => Err(network_reason(&e, url)),
         }

@@ -12,7 +12,7 @@ use clawdstrike_keys::KeyHolder;
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 
-use crate::exporter::{ClientError, http_client};
+use crate::exporter::{ClientError, http_client_for};
 
 /// Triage states.
 pub const STATES: &[&str] = &["open", "under_review", "archived"];
@@ -128,7 +128,7 @@ impl SignalsClient {
         app_key: KeyHolder,
     ) -> Result<Self, SignalsError> {
         Ok(SignalsClient {
-            client: http_client(Duration::from_secs(30), Duration::from_secs(10))?,
+            client: http_client_for(api_base, Duration::from_secs(30), Duration::from_secs(10))?,
             api_base: api_base.trim_end_matches('/').to_owned(),
             api_key,
             app_key,

@@ -37,19 +37,37 @@ fn host_port(url: &str) -> Option<String> {
     }
 }
 
-/// Whether the file `path` can be appended to (created if it is not there; a file created
-/// only to find out is removed again).
+/// Whether the file `path` can be appended to. An existing one must be a regular file (a
+/// FIFO would block the check, and the writer); a missing one is created with `create_new`
+/// and removed again, so nothing another process created meanwhile is touched.
 fn file_writable(path: &Path) -> Result<(), String> {
-    let existed = path.exists();
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    if !existed {
-        let _ = std::fs::remove_file(path);
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Ok(_) => Err("not a regular file".to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err("a symbolic link to nothing".to_owned());
+            }
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(path);
+                    Ok(())
+                }
+                // Created by someone else since: it exists, so try it as such.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => file_writable(path),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
     }
-    Ok(())
 }
 
 /// Whether files can be created in the directory `dir`, or in the directory nearest to it
@@ -105,9 +123,11 @@ pub(crate) async fn run(settings: &Settings) -> bool {
     }
     let http = &settings.file.input.http;
     if let Some(addr) = http.listen {
+        // As `ship` reads it: an empty variable is no variable.
         let token = http.token.clone().or_else(|| {
             std::env::var(crate::config::TOKEN_ENV)
                 .ok()
+                .filter(|v| !v.is_empty())
                 .map(secrecy::SecretString::from)
         });
         let problem = match &token {
@@ -176,7 +196,13 @@ pub(crate) async fn run(settings: &Settings) -> bool {
             r.metrics.prefix
         );
         if let Some(path) = &r.pipeline.dead_letter.path {
-            healthy &= report_path("  dead letters:    ", path, file_writable(path));
+            // Rotation renames files in its directory: that must be writable too.
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let checked = file_writable(path).and_then(|()| dir_writable(dir));
+            healthy &= report_path("  dead letters:    ", path, checked);
         }
         println!("  api key:         {}", describe_source(&r.api_key));
         let key = match KeyHolder::from_source(r.api_key.clone(), RefreshOptions::default()).await {

@@ -313,7 +313,15 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StartEr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StartError {
             message: format!("cannot read checkpoint {}: {e}", path.display()),
-            transient: e.kind() != std::io::ErrorKind::PermissionDenied,
+            // Permissions, a directory in its place, bytes that are not text: a restart would
+            // fail the same way. Other errors (EIO) may pass.
+            transient: !matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::IsADirectory
+                    | std::io::ErrorKind::NotADirectory
+            ),
         }),
     }
 }

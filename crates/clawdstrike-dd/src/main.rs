@@ -304,9 +304,10 @@ async fn ship(args: ShipArgs) -> u8 {
         .token
         .clone()
         .or_else(|| process_env(config::TOKEN_ENV).map(SecretString::from));
-    if token
-        .as_ref()
-        .is_some_and(|t| t.expose_secret().trim().is_empty())
+    if listen.is_some()
+        && token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().is_empty())
     {
         eprintln!(
             "clawdstrike-dd: configuration key `input.http.token`: the bearer token is empty (every request would be refused); set a value or leave it out"

@@ -1236,6 +1236,12 @@ impl Log {
 
     /// Forces appended data to disk and writes the acknowledgement file (if anything changed).
     pub(super) fn sync(&self, force_acks: bool) -> io::Result<()> {
+        self.sync_with(force_acks, false)
+    }
+
+    /// [`sync`](Self::sync); `last` for close's own, after which settlements and syncs change
+    /// nothing on disk.
+    fn sync_with(&self, force_acks: bool, last: bool) -> io::Result<()> {
         let _one_at_a_time = lock(&self.syncing);
         let (file, acks) = {
             let mut st = lock(&self.state);
@@ -1267,7 +1273,7 @@ impl Log {
             st.acks_dirty = false;
             // Close's last sync: what is settled from here on is not in the file, so it must
             // change nothing on disk either (see `settle_with`).
-            st.acks_final = st.closed && force_acks;
+            st.acks_final = last;
             (file, acks)
         };
         if let Some(file) = file
@@ -1371,7 +1377,7 @@ impl Log {
                 .0;
         }
         drop(submitting);
-        let synced = self.sync(true);
+        let synced = self.sync_with(true, true);
         self.release_dir_lock();
         synced
     }
