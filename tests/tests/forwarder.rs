@@ -1200,6 +1200,20 @@ async fn sigterm_during_a_backlog_drains_to_the_deadline_and_reports_leftovers()
     intake.shutdown().await;
 }
 
+/// Runs `check --config config` with `DD_API_KEY=key` (and no token in the environment):
+/// its exit code, stdout and stderr.
+fn run_check(dir: &Path, config: &Path, key: &str) -> (Option<i32>, String, String) {
+    let mut cmd = dd_command(dir);
+    cmd.env("DD_API_KEY", key)
+        .env_remove("CLAWDSTRIKE_DD_TOKEN")
+        .arg("check")
+        .arg("--config")
+        .arg(config);
+    let mut run = Running::spawn(cmd);
+    let code = run.wait(WAIT).code();
+    (code, run.stdout(), run.stderr())
+}
+
 /// `check`: a good key is validated without being printed; a wrong one fails the check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_each_exporter_and_never_prints_keys() {
@@ -1210,15 +1224,8 @@ async fn check_reports_each_exporter_and_never_prints_keys() {
         (KEY, 0, "api key check:   OK"),
         ("wrongKeyCanary000000000000000000", 1, "INVALID"),
     ] {
-        let mut cmd = dd_command(dir.path());
-        cmd.env("DD_API_KEY", key)
-            .arg("check")
-            .arg("--config")
-            .arg(&config);
-        let mut run = Running::spawn(cmd);
-        let status = run.wait(WAIT);
-        let out = run.stdout();
-        assert_eq!(status.code(), Some(code), "{out}\n{}", run.stderr());
+        let (status, out, err) = run_check(dir.path(), &config, key);
+        assert_eq!(status, Some(code), "{out}\n{err}");
         assert!(
             out.contains(verdict)
                 && out.contains("env $DD_API_KEY")
@@ -1226,7 +1233,7 @@ async fn check_reports_each_exporter_and_never_prints_keys() {
             "{out}"
         );
         assert!(
-            !out.contains(key) && !run.stderr().contains(key),
+            !out.contains(key) && !err.contains(key),
             "the key is never printed"
         );
     }
@@ -1242,16 +1249,8 @@ async fn check_reports_each_exporter_and_never_prints_keys() {
         blocker.join("rejects.ndjson").display()
     );
     std::fs::write(&config, config_yaml(&with_credentials, "", &extra)).unwrap();
-    let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY)
-        .env_remove("CLAWDSTRIKE_DD_TOKEN")
-        .arg("check")
-        .arg("--config")
-        .arg(&config);
-    let mut run = Running::spawn(cmd);
-    let status = run.wait(WAIT);
-    let out = run.stdout();
-    assert_eq!(status.code(), Some(1), "{out}\n{}", run.stderr());
+    let (status, out, err) = run_check(dir.path(), &config, KEY);
+    assert_eq!(status, Some(1), "{out}\n{err}");
     assert!(out.contains("rejects.ndjson NOT WRITABLE"), "{out}");
     assert!(
         out.contains("PROBLEM: `input.http.token`: a bearer token is required"),
@@ -1259,7 +1258,7 @@ async fn check_reports_each_exporter_and_never_prints_keys() {
     );
     assert!(out.contains("logs intake:     reachable"), "{out}");
     assert!(
-        !out.contains("secretpw") && !run.stderr().contains("secretpw"),
+        !out.contains("secretpw") && !err.contains("secretpw"),
         "{out}"
     );
     // A FIFO where the rejects file goes: reported, not opened (which would block).
@@ -1280,29 +1279,16 @@ async fn check_reports_each_exporter_and_never_prints_keys() {
         ),
     )
     .unwrap();
-    let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY)
-        .arg("check")
-        .arg("--config")
-        .arg(&config);
-    let mut run = Running::spawn(cmd);
-    assert_eq!(run.wait(WAIT).code(), Some(1), "{}", run.stdout());
-    assert!(
-        run.stdout().contains("NOT WRITABLE: not a regular file"),
-        "{}",
-        run.stdout()
-    );
+    let (status, out, _) = run_check(dir.path(), &config, KEY);
+    assert_eq!(status, Some(1), "{out}");
+    assert!(out.contains("NOT WRITABLE: not a regular file"), "{out}");
 
-    let mut cmd = dd_command(dir.path());
     std::fs::write(&config, "exporters: { eu: { site: datadoghq.moon } }\n").unwrap();
-    cmd.arg("check").arg("--config").arg(&config);
-    let mut run = Running::spawn(cmd);
-    assert_eq!(run.wait(WAIT).code(), Some(2));
+    let (status, _, err) = run_check(dir.path(), &config, KEY);
+    assert_eq!(status, Some(2));
     assert!(
-        run.stderr().contains("exporters.eu.site")
-            && run.stderr().contains(&config.display().to_string()),
-        "the error names the key and the file: {}",
-        run.stderr()
+        err.contains("exporters.eu.site") && err.contains(&config.display().to_string()),
+        "the error names the key and the file: {err}"
     );
     intake.shutdown().await;
 }

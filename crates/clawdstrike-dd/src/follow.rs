@@ -576,18 +576,11 @@ impl Reader {
         let seq = self.seq;
         self.seq += 1;
         let position = open.position();
-        let (mut raw, mut len) = (raw, len);
         // As the NDJSON reader does: a byte order mark at the file's start is not part of the
-        // line, and the limit is on the content, without a `\r` ending it. (Lines up to the
-        // limit and these four bytes are held whole, so `raw` ends where the line does.)
-        if line_offset == 0 && raw.starts_with(clawdstrike_schema::UTF8_BOM) {
-            raw = &raw[clawdstrike_schema::UTF8_BOM.len()..];
-            len -= clawdstrike_schema::UTF8_BOM.len() as u64;
-        }
-        if raw.len() as u64 == len && raw.last() == Some(&b'\r') {
-            raw = &raw[..raw.len() - 1];
-            len -= 1;
-        }
+        // line, and the limit is on the content, without a `\r` ending it. (A line within the
+        // limit is held whole, so its last byte held is its last byte.)
+        let ends_in_cr = raw.len() as u64 == len && raw.last() == Some(&b'\r');
+        let (raw, len) = clawdstrike_schema::line_content(raw, len, line_offset == 0, ends_in_cr);
         // The length first: `raw` holds only the start of an over-long line, which may be blank.
         if len > self.max_line_bytes as u64 {
             let error = clawdstrike_schema::DecodeError::TooLong {
@@ -676,7 +669,7 @@ impl Reader {
                 };
                 // Hold at most a little over the limit of a line (room for a byte order mark
                 // and a `\r`, which do not count); count the rest.
-                let room = (self.max_line_bytes + 1 + clawdstrike_schema::UTF8_BOM.len())
+                let room = (self.max_line_bytes + clawdstrike_schema::LINE_SLACK)
                     .saturating_sub(open.partial.len());
                 open.partial
                     .extend_from_slice(&piece[..piece.len().min(room)]);

@@ -919,6 +919,18 @@ async fn post_metrics(
     status_and_json(req.body(body).send().await.unwrap()).await
 }
 
+/// Posts `body` uncompressed to `/api/v2/series`; the status.
+async fn post_v2(intake: &FakeIntake, body: &Value) -> u16 {
+    post_metrics(
+        intake,
+        "/api/v2/series",
+        None,
+        serde_json::to_vec(body).unwrap(),
+    )
+    .await
+    .0
+}
+
 #[tokio::test]
 async fn series_v2_v1_and_distribution_points_are_decoded() {
     let intake = start().await;
@@ -990,38 +1002,20 @@ async fn series_v2_v1_and_distribution_points_are_decoded() {
     assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 12.0);
     let again = json!({"series": [{"metric": "clawdstrike.events", "type": 1,
         "points": [{"timestamp": t0, "value": 7.0}], "tags": ["env:test", "guard:secret"]}]});
-    assert_eq!(
-        post_metrics(
-            &intake,
-            "/api/v2/series",
-            None,
-            serde_json::to_vec(&again).unwrap()
-        )
-        .await
-        .0,
-        202
-    );
+    assert_eq!(post_v2(&intake, &again).await, 202);
     assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 14.0);
     assert_eq!(intake.metric_sum("clawdstrike.events", &[]), 31.0);
     assert_eq!(intake.metric_stored_sum("latency", &[]), 6.0);
     // Tags are normalised as Datadog does: `ENV:Test` is `env:test`, the same series.
     let shouted = json!({"series": [{"metric": "clawdstrike.events", "type": 1,
         "points": [{"timestamp": t0, "value": 1.0}], "tags": ["GUARD:secret", "ENV:Test"]}]});
-    let body = serde_json::to_vec(&shouted).unwrap();
-    assert_eq!(
-        post_metrics(&intake, "/api/v2/series", None, body).await.0,
-        202
-    );
+    assert_eq!(post_v2(&intake, &shouted).await, 202);
     assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 8.0);
     // Points out of Datadog's window (milliseconds for seconds; a day old) are accepted,
     // counted apart, and not stored.
     let stale = json!({"series": [{"metric": "clawdstrike.events", "type": 1, "points": [
         {"timestamp": t0 * 1000, "value": 50.0}, {"timestamp": t0 - 86_400, "value": 60.0}]}]});
-    let body = serde_json::to_vec(&stale).unwrap();
-    assert_eq!(
-        post_metrics(&intake, "/api/v2/series", None, body).await.0,
-        202
-    );
+    assert_eq!(post_v2(&intake, &stale).await, 202);
     assert_eq!(intake.stats().metric_points_out_of_window, 2);
     assert_eq!(intake.metric_stored_sum("clawdstrike.events", &[]), 8.0);
     assert_eq!(intake.metric_sum("clawdstrike.events", &[]), 142.0);

@@ -80,8 +80,8 @@ pub use event::{
 };
 pub use labels::Labels;
 pub use ndjson::{
-    DEFAULT_MAX_LINE_BYTES, DecodedEvent, NdjsonOptions, NdjsonReader, NdjsonRecord, RejectedLine,
-    UTF8_BOM,
+    DEFAULT_MAX_LINE_BYTES, DecodedEvent, LINE_SLACK, NdjsonOptions, NdjsonReader, NdjsonRecord,
+    RejectedLine, UTF8_BOM, line_content,
 };
 pub use timestamp::{Timestamp, TimestampError};
 pub use uuid::Uuid;

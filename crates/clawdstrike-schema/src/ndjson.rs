@@ -11,6 +11,28 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 /// readers that split lines themselves).
 pub const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
+/// How many bytes beyond `max_line_bytes` a line reader holds, so that a line within the
+/// limit is held whole with a byte order mark before it and a `\r` after it.
+pub const LINE_SLACK: usize = 1 + UTF8_BOM.len();
+
+/// The content of a line of `len` bytes (without its `\n`), of which `held` is the start (at
+/// most the limit plus [`LINE_SLACK`]): without the byte order mark of an input's first line
+/// (`at_input_start`), nor the `\r` that ends it (`ends_in_cr`). Returns what is held of the
+/// content and the content's full length, which is what the line limit applies to.
+pub fn line_content(held: &[u8], len: u64, at_input_start: bool, ends_in_cr: bool) -> (&[u8], u64) {
+    let (mut held, mut len) = (held, len);
+    if at_input_start && held.starts_with(UTF8_BOM) {
+        held = &held[UTF8_BOM.len()..];
+        len -= UTF8_BOM.len() as u64;
+    }
+    if ends_in_cr {
+        len -= 1;
+        // Held whole (a line within the limit): the `\r` is its last byte.
+        held = &held[..held.len().min(usize::try_from(len).unwrap_or(usize::MAX))];
+    }
+    (held, len)
+}
+
 /// One good event and where it was read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedEvent {
@@ -153,10 +175,7 @@ impl<R: BufRead> NdjsonReader<R> {
     /// `\n` but with its `\r`.
     fn read_raw_line(&mut self) -> io::Result<Option<(u64, u64, bool)>> {
         self.buf.clear();
-        let max = self
-            .options
-            .max_line_bytes
-            .saturating_add(1 + UTF8_BOM.len());
+        let max = self.options.max_line_bytes.saturating_add(LINE_SLACK);
         let mut total: u64 = 0;
         let mut consumed: u64 = 0;
         let mut last = None;
@@ -216,33 +235,23 @@ impl<R: BufRead> Iterator for NdjsonReader<R> {
             let end_offset = self.offset;
 
             // A UTF-8 byte order mark at the very start of the input (some Windows editors
-            // write one) is not part of the first line.
-            let mut len = len;
-            if offset == 0 && self.buf.starts_with(UTF8_BOM) {
-                self.buf.drain(..UTF8_BOM.len());
-                len -= UTF8_BOM.len() as u64;
-            }
-            // The limit is on the line's content: a `\r` ending it does not count.
-            let len = len - u64::from(ends_in_cr);
+            // write one) is not part of the first line; the limit is on the line's content.
+            let (content, len) = line_content(&self.buf, len, offset == 0, ends_in_cr);
             let max = self.options.max_line_bytes;
             if len > max as u64 {
-                self.buf.truncate(max);
                 return Some(Ok(NdjsonRecord::Rejected(RejectedLine {
                     line,
                     offset,
                     end_offset,
-                    raw: std::mem::take(&mut self.buf),
+                    raw: content[..content.len().min(max)].to_vec(),
                     truncated: true,
                     error: DecodeError::TooLong { len, max },
                 })));
             }
-            if ends_in_cr {
-                self.buf.pop();
-            }
-            if self.buf.iter().all(u8::is_ascii_whitespace) {
+            if content.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            return Some(Ok(match decode_event(&self.buf) {
+            return Some(Ok(match decode_event(content) {
                 Ok(event) => NdjsonRecord::Event(Box::new(DecodedEvent {
                     line,
                     offset,
@@ -253,7 +262,7 @@ impl<R: BufRead> Iterator for NdjsonReader<R> {
                     line,
                     offset,
                     end_offset,
-                    raw: self.buf.clone(),
+                    raw: content.to_vec(),
                     truncated: false,
                     error,
                 }),

@@ -153,6 +153,28 @@ fn check_definition(
     }
 }
 
+/// A logs query's search, computed facet (`compute.<compute_key>`: `metric` in a formula query,
+/// `facet` in the older `log_query`) and group-by facets, against the catalogue.
+fn check_logs_query(query: &Value, pointer: &str, compute_key: &str, issues: &mut Vec<Issue>) {
+    if let Some(search) = query.pointer("/search/query").and_then(Value::as_str) {
+        check_log_search(search, &format!("{pointer}/search/query"), issues);
+    }
+    if let Some(facet) = query
+        .get("compute")
+        .and_then(|c| c.get(compute_key))
+        .and_then(Value::as_str)
+    {
+        check_facet(facet, &format!("{pointer}/compute/{compute_key}"), issues);
+    }
+    if let Some(Value::Array(groups)) = query.get("group_by") {
+        for (n, group) in groups.iter().enumerate() {
+            if let Some(facet) = group.get("facet").and_then(Value::as_str) {
+                check_facet(facet, &format!("{pointer}/group_by/{n}/facet"), issues);
+            }
+        }
+    }
+}
+
 /// The older per-source query objects a widget request may hold instead of `q` or `queries`.
 const LEGACY_REQUEST_QUERIES: &[&str] = &[
     "log_query",
@@ -201,20 +223,7 @@ fn check_request(
     }
     // The older form of a logs request: its search and facets are held to the catalogue too.
     if let (Some(_), Some(log_query)) = (ctx, request.get("log_query")) {
-        let lp = format!("{pointer}/log_query");
-        if let Some(search) = log_query.pointer("/search/query").and_then(Value::as_str) {
-            check_log_search(search, &format!("{lp}/search/query"), issues);
-        }
-        if let Some(facet) = log_query.pointer("/compute/facet").and_then(Value::as_str) {
-            check_facet(facet, &format!("{lp}/compute/facet"), issues);
-        }
-        if let Some(Value::Array(groups)) = log_query.get("group_by") {
-            for (n, group) in groups.iter().enumerate() {
-                if let Some(facet) = group.get("facet").and_then(Value::as_str) {
-                    check_facet(facet, &format!("{lp}/group_by/{n}/facet"), issues);
-                }
-            }
-        }
+        check_logs_query(log_query, &format!("{pointer}/log_query"), "facet", issues);
     }
     let Some(queries) = queries else { return };
     let mut names: Vec<&str> = Vec::new();
@@ -254,19 +263,7 @@ fn check_request(
                 ));
             }
             if ctx.is_some() && source == "logs" {
-                if let Some(search) = query.pointer("/search/query").and_then(Value::as_str) {
-                    check_log_search(search, &format!("{qp}/search/query"), issues);
-                }
-                if let Some(metric) = query.pointer("/compute/metric").and_then(Value::as_str) {
-                    check_facet(metric, &format!("{qp}/compute/metric"), issues);
-                }
-                if let Some(Value::Array(groups)) = query.get("group_by") {
-                    for (g, group) in groups.iter().enumerate() {
-                        if let Some(facet) = group.get("facet").and_then(Value::as_str) {
-                            check_facet(facet, &format!("{qp}/group_by/{g}/facet"), issues);
-                        }
-                    }
-                }
+                check_logs_query(query, &qp, "metric", issues);
             }
         }
     }

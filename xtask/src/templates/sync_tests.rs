@@ -30,8 +30,17 @@ async fn start() -> (FakeIntake, ConfigClient) {
 }
 
 async fn run_publish(client: &ConfigClient, env: &str, apply: bool) -> (Outcome, String) {
+    run_publish_in(client, &templates(), env, apply).await
+}
+
+async fn run_publish_in(
+    client: &ConfigClient,
+    dir: &std::path::Path,
+    env: &str,
+    apply: bool,
+) -> (Outcome, String) {
     let mut out = Vec::new();
-    let outcome = sync::publish(client, &templates(), env, apply, false, &mut out)
+    let outcome = sync::publish(client, dir, env, apply, false, &mut out)
         .await
         .expect("publish runs");
     (outcome, String::from_utf8(out).unwrap())
@@ -252,16 +261,12 @@ async fn an_environment_named_by_its_values_file_finds_its_objects_again() {
         dir.join("values/prod.yaml"),
     )
     .unwrap();
-    let publish = async |env: &str| {
-        let mut out = Vec::new();
-        let outcome = sync::publish(&client, &dir, env, true, false, &mut out)
-            .await
-            .expect("publish runs");
-        (outcome, String::from_utf8(out).unwrap())
-    };
-    assert_eq!(publish("prod").await.0, Outcome::Clean);
+    assert_eq!(
+        run_publish_in(&client, &dir, "prod", true).await.0,
+        Outcome::Clean
+    );
     assert_eq!(counts(&intake), [3, 8, 5]);
-    let (outcome, out) = publish("prod").await;
+    let (outcome, out) = run_publish_in(&client, &dir, "prod", true).await;
     assert_eq!(outcome, Outcome::Clean, "{out}");
     assert!(
         out.contains("0 to create, 0 to update, 16 unchanged"),
