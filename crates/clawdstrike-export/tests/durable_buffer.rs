@@ -989,6 +989,11 @@ fn configuration_reads_from_yaml_with_documented_defaults() {
         BufferConfig::Memory
     );
     assert_eq!(BufferConfig::default(), BufferConfig::Memory);
+    let text = serde_yaml_ng::to_string(&BufferConfig::Memory).unwrap();
+    assert_eq!(
+        serde_yaml_ng::from_str::<BufferConfig>(&text).unwrap(),
+        BufferConfig::Memory
+    );
     // Round trip.
     let text = serde_yaml_ng::to_string(&BufferConfig::Disk(disk.clone())).unwrap();
     assert_eq!(
@@ -1002,6 +1007,9 @@ fn configuration_reads_from_yaml_with_documented_defaults() {
         "type: disk\npath: /b\nfsync: sometimes",          // unknown policy
         "type: disk\npath: /b\nfsync: { interval_ms: 0 }", // zero interval
         "type: tape\npath: /b",                            // unknown type
+        // A disk setting under a memory buffer is a mistake to point out, not to ignore.
+        "type: memory\nmax_bytes: 1048576",
+        "type: memory\npath: /b",
     ] {
         assert!(
             serde_yaml_ng::from_str::<BufferConfig>(bad).is_err(),

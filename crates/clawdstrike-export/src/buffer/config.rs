@@ -14,7 +14,7 @@ use crate::config::WhenFull;
 /// YAML: `buffer: { type: memory }` (the default) or
 /// `buffer: { type: disk, path: /var/lib/clawdstrike/buffer, max_bytes: 268435456 }`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", from = "BufferRepr")]
 #[non_exhaustive]
 pub enum BufferConfig {
     /// Only the pipeline's in-memory queues: a crash loses what they hold.
@@ -22,6 +22,24 @@ pub enum BufferConfig {
     Memory,
     /// A write-ahead log on disk ([`DiskBufferConfig`]).
     Disk(DiskBufferConfig),
+}
+
+/// How [`BufferConfig`] is read: `memory` as a variant with fields (none), so that a setting
+/// under it (`max_bytes`, `path`: meant for a disk buffer) is refused rather than ignored.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum BufferRepr {
+    Memory {},
+    Disk(DiskBufferConfig),
+}
+
+impl From<BufferRepr> for BufferConfig {
+    fn from(repr: BufferRepr) -> Self {
+        match repr {
+            BufferRepr::Memory {} => Self::Memory,
+            BufferRepr::Disk(disk) => Self::Disk(disk),
+        }
+    }
 }
 
 /// The on-disk buffer. Every field but `path` is optional:
