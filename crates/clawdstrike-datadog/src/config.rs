@@ -120,37 +120,59 @@ fn redact_refs(text: &str) -> String {
     format!("a value (its references: {})", refs.join(", "))
 }
 
+/// Interpolates every string under `value`. Inside a section turned off with a literal
+/// `enabled: false` (an exporter, `metrics`, `apm`), a value whose reference cannot be
+/// resolved (an unset variable, say the key of a region not deployed on this host) is left
+/// out, so its default applies, instead of failing the whole file: nothing reads that
+/// section. Returns false for a value to leave out.
 fn interpolate_value(
     value: &mut serde_yaml_ng::Value,
     path: &mut Vec<String>,
     env: Env<'_>,
-) -> Result<(), ConfigError> {
+    disabled: bool,
+) -> Result<bool, ConfigError> {
     use serde_yaml_ng::Value;
     match value {
-        Value::String(s) => {
-            *s = interpolate(s, env).map_err(|message| ConfigError {
-                path: path.join("."),
-                message,
-            })?;
-        }
+        Value::String(s) => match interpolate(s, env) {
+            Ok(text) => *s = text,
+            Err(_) if disabled => return Ok(false),
+            Err(message) => {
+                return Err(ConfigError {
+                    path: path.join("."),
+                    message,
+                });
+            }
+        },
         Value::Sequence(items) => {
+            let mut keep = Vec::with_capacity(items.len());
             for (i, item) in items.iter_mut().enumerate() {
                 path.push(i.to_string());
-                interpolate_value(item, path, env)?;
+                keep.push(interpolate_value(item, path, env, disabled)?);
                 path.pop();
             }
+            let mut kept = keep.into_iter();
+            items.retain(|_| kept.next().unwrap_or(true));
         }
         Value::Mapping(map) => {
+            let disabled = disabled || map.get("enabled") == Some(&Value::Bool(false));
+            let mut left_out = Vec::new();
             for (k, v) in map.iter_mut() {
                 path.push(k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned));
-                interpolate_value(v, path, env)?;
+                if !interpolate_value(v, path, env, disabled)? {
+                    left_out.push(k.clone());
+                }
                 path.pop();
             }
+            for k in left_out {
+                map.remove(&k);
+            }
         }
-        Value::Tagged(tagged) => interpolate_value(&mut tagged.value, path, env)?,
+        Value::Tagged(tagged) => {
+            return interpolate_value(&mut tagged.value, path, env, disabled);
+        }
         _ => {}
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Parses YAML into `T`, interpolating `${VAR}` in every string value first. Errors name the
@@ -167,7 +189,7 @@ pub fn from_yaml<T: DeserializeOwned>(text: &str, env: Env<'_>) -> Result<T, Con
     if value.is_null() {
         value = serde_yaml_ng::Value::Mapping(Default::default());
     }
-    interpolate_value(&mut value, &mut Vec::new(), env)?;
+    interpolate_value(&mut value, &mut Vec::new(), env, false)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let mut message = e.inner().to_string();

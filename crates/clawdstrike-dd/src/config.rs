@@ -281,6 +281,44 @@ shutdown_timeout_ms: 5000
     }
 
     #[test]
+    fn a_disabled_exporter_needs_none_of_its_variables() {
+        // The file every region deploys, with the EU exporter turned off here: its key's
+        // variable is not set on this host.
+        let yaml = "
+exporters:
+  us:
+    api_key: ${DD_US_API_KEY}
+    site: datadoghq.com
+  eu:
+    enabled: false
+    api_key: ${DD_EU_API_KEY}
+    site: ${DD_EU_SITE}
+    logs: { tags: [\"region:${REGION}\"] }
+";
+        let s = parse(yaml, &[("DD_US_API_KEY", "a")]).unwrap();
+        assert_eq!(s.disabled, ["eu"]);
+        assert_eq!(s.exporters.len(), 1);
+        assert_eq!(s.exporters[0].name, "us");
+        // Turned on, the same section needs them; so does a section whose `enabled` is not
+        // a literal false.
+        let err = parse(
+            &yaml.replace("enabled: false", "enabled: true"),
+            &[("DD_US_API_KEY", "a")],
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "exporters.eu.api_key");
+        let err = parse(yaml, &[]).unwrap_err();
+        assert_eq!(err.path, "exporters.us.api_key");
+        // Metrics turned off need no prefix variable either.
+        let s = parse(
+            "exporters:\n  us:\n    metrics:\n      enabled: false\n      prefix: ${PREFIX}\n",
+            &[],
+        )
+        .unwrap();
+        assert!(!s.exporters[0].resolved.metrics.enabled);
+    }
+
+    #[test]
     fn without_exporters_one_comes_from_the_environment() {
         let s = parse("", &[("DD_SITE", "us5.datadoghq.com")]).unwrap();
         assert_eq!(s.exporters.len(), 1);
