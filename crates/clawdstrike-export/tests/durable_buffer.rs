@@ -806,6 +806,76 @@ async fn drop_oldest_evicting_a_record_that_could_not_be_kept_aside_counts_it_lo
     );
 }
 
+/// A segment the replay cannot read stays in the log, its records never submitted, while the
+/// later segments' records are. When `drop_oldest` evicts it, its records are lost and counted
+/// as dropped, not among the evicted records the pipeline held (which its report counts).
+#[tokio::test]
+async fn drop_oldest_evicting_a_segment_the_replay_could_not_read_counts_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path())
+        .with_segment_bytes(4096)
+        .with_max_bytes(4 * 4096)
+        .with_when_full(WhenFull::DropOldest);
+    {
+        let stuck = Arc::new(ScriptedExporter::new("stuck").with_default(Step::HangForever));
+        let (durable, _) = open(&cfg, &stuck, fast()).await;
+        for i in 0..10 {
+            durable.submit(record(i)).await.unwrap();
+        }
+        durable.shutdown(Duration::from_millis(50)).await;
+    }
+    let files = segments(dir.path());
+    assert!(files.len() >= 2, "{files:?}");
+
+    let exporter = Arc::new(
+        ScriptedExporter::new("held").with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
+    );
+    let (durable, found) = open(&cfg, &exporter, fast().with_queue_capacity(100_000)).await;
+    assert_eq!(found.to_replay, 10);
+    // The replay task has not run yet (this test's runtime has one thread and has not
+    // yielded): the first segment becomes unreadable (a directory in its place) before the
+    // replay reads it, after the open counted its records.
+    let first = &files[0];
+    let in_first = {
+        let before = std::fs::read(first).unwrap();
+        std::fs::remove_file(first).unwrap();
+        std::fs::create_dir(first).unwrap();
+        before.len()
+    };
+    assert!(in_first > 0);
+    durable.wait_replayed().await;
+    let replayed = durable.buffer_stats().replayed;
+    let unread = 10 - replayed;
+    assert!(unread > 0 && replayed > 0, "replayed {replayed}");
+    // New events fill the log until the unread segment is evicted.
+    let mut i = 10;
+    while durable.buffer_stats().evicted < unread {
+        durable.submit(record(i)).await.unwrap();
+        i += 1;
+        assert!(i < 1_000, "the first segment was never evicted");
+    }
+    let evicted = durable.buffer_stats();
+    assert_eq!(evicted.dropped_oldest, 0, "{evicted:?}");
+
+    let reports = durable.shutdown(Duration::from_millis(50)).await;
+    let after = durable.buffer_stats();
+    // The pipeline left behind everything it got: the replayed records and the new ones.
+    assert_eq!(reports[0].left_behind, replayed + (i - 10));
+    // The unread segment's records are lost and counted once, as dropped; the other evicted
+    // records are ones the pipeline left behind.
+    assert_eq!(after.dropped_oldest, unread, "{after:?}");
+    assert_eq!(
+        after.evicted_left_behind,
+        evicted.evicted - unread,
+        "{after:?}"
+    );
+    assert_eq!(
+        after.unsettled + after.evicted_left_behind + after.dropped_oldest,
+        i,
+        "{after:?}"
+    );
+}
+
 #[tokio::test]
 async fn drop_oldest_evicted_events_that_are_delivered_are_not_counted_as_dropped() {
     let dir = tempfile::tempdir().unwrap();

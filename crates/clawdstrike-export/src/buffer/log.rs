@@ -85,6 +85,10 @@ struct State {
     /// never settled. They stay in the log for the next start, unless `drop_oldest` evicts
     /// them (then they are lost and counted in `dropped_oldest`).
     not_kept: Vec<u64>,
+    /// Segments the replay could not read: none of their records was submitted, though later
+    /// segments' were. They stay for the next start, unless `drop_oldest` evicts them (then
+    /// their records are lost and counted in `dropped_oldest`).
+    not_replayed: Vec<u64>,
 }
 
 /// Under `always`: a run of records an fsync failed to cover.
@@ -571,6 +575,7 @@ impl Log {
             closed: false,
             acks_final: false,
             not_kept: Vec::new(),
+            not_replayed: Vec::new(),
             scratch: Vec::with_capacity(4096),
             synced_below: 0,
             sync_failed: Vec::new(),
@@ -1333,13 +1338,15 @@ impl Log {
             let replayed_through = self.replayed_through.load(Ordering::Relaxed);
             let (mut held, mut never) = (0, 0);
             let not_kept = st.not_kept.clone();
+            let not_replayed = st.not_replayed.clone();
             for segment in st.evicted.drain(..) {
+                let read = !not_replayed.contains(&segment.id);
                 for (offset, &count) in segment.counts.iter().enumerate() {
                     let seq = segment.first_seq + offset as u64;
                     if count == 0 {
                         continue;
                     }
-                    let submitted = seq < replayed_through && !not_kept.contains(&seq);
+                    let submitted = read && seq < replayed_through && !not_kept.contains(&seq);
                     if seq >= self.first_new_seq || submitted {
                         held += 1;
                     } else {
@@ -1396,6 +1403,11 @@ impl Log {
     /// The replay found `seq` undecodable and could not keep it aside: it stays in the log.
     pub(super) fn not_kept(&self, seq: u64) {
         lock(&self.state).not_kept.push(seq);
+    }
+
+    /// The replay could not read segment `id`: its records stay in the log, never submitted.
+    pub(super) fn not_replayed(&self, id: u64) {
+        lock(&self.state).not_replayed.push(id);
     }
 
     /// Records the replay could not keep aside that are still in the log's segments (those

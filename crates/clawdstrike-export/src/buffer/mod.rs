@@ -102,7 +102,8 @@ pub struct BufferStats {
     /// Events refused by `when_full: drop_newest` (never appended, never submitted).
     pub dropped_newest: u64,
     /// Records lost to `when_full: drop_oldest` that never reached the pipeline: found at open
-    /// and evicted before the replay handed them over. No exporter report counts them.
+    /// and evicted before the replay handed them over (or in a segment the replay could not
+    /// read, or undecodable and not kept aside). No exporter report counts them.
     pub dropped_oldest: u64,
     /// Unacknowledged records evicted from the log by `when_full: drop_oldest`. Not a loss by
     /// itself: the pipeline still delivers (and counts) those it holds in memory; they are just
@@ -474,6 +475,7 @@ async fn replay(log: Arc<Log>, pipeline: Pipeline, segments: Vec<FoundSegment>) 
             }
             Ok(Err(e)) => {
                 tracing::error!(segment = segment.id, error = %e, "cannot read a buffer segment to replay; it stays for the next start");
+                log.not_replayed(segment.id);
                 continue;
             }
             Err(_) => return,
