@@ -21,11 +21,18 @@ use crate::{ApiKeyProvider, KeyError, KeySource};
 /// | [`interval`](Self::with_interval) | 5 min | period of the scheduled refresh ([`KeyHolder::spawn_refresher`]) |
 /// | [`first_delay_max`](Self::with_first_delay_max) | = `interval` | the first scheduled refresh waits a random delay in `[0, first_delay_max]`, so a fleet started together does not hit the store at once |
 /// | [`min_interval`](Self::with_min_interval) | 30 s | at most one rejection-triggered fetch per this period ([`KeyHolder::refresh_after_rejection`]) |
+/// | [`fetch_timeout`](Self::with_fetch_timeout) | 30 s | a fetch that has not answered by then fails as [`KeyError::Unavailable`] (the last good key stays) |
+///
+/// The fetch timeout bounds every read, whatever the provider: fetches are serialised, so one
+/// that hangs (a connection to a key store that vanished in a failover, which without it
+/// waits for the kernel to give up, minutes later) would hold up every refresh, and every
+/// request waiting on a re-read after Datadog rejected the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshOptions {
     interval: Duration,
     first_delay_max: Option<Duration>,
     min_interval: Duration,
+    fetch_timeout: Duration,
 }
 
 impl Default for RefreshOptions {
@@ -34,6 +41,7 @@ impl Default for RefreshOptions {
             interval: Duration::from_secs(300),
             first_delay_max: None,
             min_interval: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -58,6 +66,18 @@ impl RefreshOptions {
     pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
         self.min_interval = min_interval;
         self
+    }
+
+    /// Sets how long a fetch may take before it fails (a zero timeout is raised to 1 ms).
+    #[must_use]
+    pub fn with_fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a fetch may take before it fails.
+    pub fn fetch_timeout(&self) -> Duration {
+        self.fetch_timeout
     }
 
     /// The period of the scheduled refresh.
@@ -198,7 +218,7 @@ impl KeyHolder {
         options: RefreshOptions,
     ) -> Result<KeyHolder, KeyError> {
         let description = provider.describe();
-        let first = fetch_validated(provider.as_ref(), &description).await?;
+        let first = fetch_validated(provider.as_ref(), &description, options.fetch_timeout).await?;
         tracing::info!(provider = %description, "API key loaded");
         let holder = KeyHolder::build(provider, description, options, first);
         if let Some(changes) = holder.inner.provider.changes() {
@@ -381,7 +401,13 @@ impl Inner {
 
     /// Fetches and, when the key differs from `current`, publishes it. Callers hold `refresh`.
     async fn fetch_and_publish(&self, current: &KeyState) -> RefreshOutcome {
-        match fetch_validated(self.provider.as_ref(), &self.description).await {
+        match fetch_validated(
+            self.provider.as_ref(),
+            &self.description,
+            self.options.fetch_timeout,
+        )
+        .await
+        {
             Ok(secret) if secret.expose_secret() != current.secret.expose_secret() => {
                 let generation = current.generation + 1;
                 self.current
@@ -410,9 +436,17 @@ impl Inner {
 async fn fetch_validated(
     provider: &dyn ApiKeyProvider,
     description: &str,
+    timeout: Duration,
 ) -> Result<SecretString, KeyError> {
     tracing::trace!(provider = %description, "fetching API key");
-    let key = provider.fetch().await?;
+    let key = tokio::time::timeout(timeout, provider.fetch())
+        .await
+        .map_err(|_| {
+            KeyError::unavailable(
+                description,
+                format!("no answer within {} ms", timeout.as_millis()),
+            )
+        })??;
     let text = key.expose_secret();
     if text.trim().is_empty() {
         return Err(KeyError::invalid(description, "the key is empty"));

@@ -18,6 +18,8 @@ use secrecy::SecretString;
 struct Counting {
     key: Mutex<String>,
     down: AtomicBool,
+    /// Fetches never answer (a store that vanished mid-connection).
+    hang: AtomicBool,
     fetches: AtomicUsize,
 }
 
@@ -26,6 +28,7 @@ impl Counting {
         Arc::new(Counting {
             key: Mutex::new(key.to_owned()),
             down: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
             fetches: AtomicUsize::new(0),
         })
     }
@@ -46,6 +49,9 @@ impl ApiKeyProvider for Counting {
         self.fetches.fetch_add(1, Ordering::SeqCst);
         // Give concurrent callers time to pile up behind this fetch.
         tokio::task::yield_now().await;
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(KeyError::Unavailable {
                 provider: self.describe(),
@@ -169,6 +175,43 @@ async fn a_failed_refresh_keeps_the_last_good_key() {
         RefreshOutcome::Changed { generation: 2 }
     );
     assert_eq!(holder.current().expose(), "never-seen");
+}
+
+/// Fetches are serialised, so one that never answers would hold up every later refresh and
+/// every request waiting on a re-read after a rejection. Each fails at the fetch timeout
+/// instead, as transient, and the last good key stays.
+#[tokio::test(start_paused = true)]
+async fn a_fetch_that_never_answers_fails_at_the_timeout_and_keeps_the_key() {
+    let provider = Counting::new("last-good");
+    let options = RefreshOptions::default().with_fetch_timeout(Duration::from_secs(30));
+    let holder = KeyHolder::new(provider.clone(), options).await.unwrap();
+    provider.hang.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let (first, rejected) = tokio::join!(holder.refresh_now(), holder.refresh_after_rejection(1));
+    for outcome in [first, rejected] {
+        match outcome {
+            RefreshOutcome::Failed(err) => {
+                assert!(err.is_transient(), "{err}");
+                assert!(
+                    err.to_string().contains("no answer within 30000 ms"),
+                    "{err}"
+                );
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+    // One after the other (the paused clock makes these exact virtual times).
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+    assert_eq!(holder.current().expose(), "last-good");
+    // The first fetch is bounded too.
+    let err = KeyHolder::new(provider, options_with_timeout(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KeyError::Unavailable { .. }), "{err}");
+}
+
+fn options_with_timeout(secs: u64) -> RefreshOptions {
+    RefreshOptions::default().with_fetch_timeout(Duration::from_secs(secs))
 }
 
 #[tokio::test]
