@@ -506,6 +506,8 @@ struct Entry {
 struct QueueState {
     items: VecDeque<Entry>,
     closed: bool,
+    /// Nothing reads the queue any more: the batcher has ended (or given up at the deadline).
+    sealed: bool,
     /// The batcher wants waking once `items.len()` reaches this.
     wake_at: usize,
 }
@@ -624,6 +626,7 @@ impl Lane {
             queue: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 closed: false,
+                sealed: false,
                 wake_at: 1,
             }),
             slots: (config.queue.when_full == WhenFull::Block)
@@ -701,6 +704,18 @@ impl Lane {
     /// Pushes an accepted entry (a `block` slot is already reserved).
     fn push(&self, entry: Entry) {
         let mut queue = lock(&self.queue);
+        if queue.sealed {
+            // A submit still committing when the shutdown stopped waiting for submits (its
+            // deadline passed) and the batcher ended: left behind like what the queue held
+            // then, and counted, never kept in a queue nobody reads. Not settled, so a disk
+            // buffer keeps it for the next start.
+            drop(queue);
+            drop(entry);
+            self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            self.release_slots(1);
+            self.leave_behind(1);
+            return;
+        }
         let mut evicted = None;
         if queue.items.len() >= self.capacity {
             match self.when_full {
@@ -865,6 +880,7 @@ impl Lane {
             let mut queue = lock(&self.queue);
             let n = queue.items.len();
             queue.items.clear();
+            queue.sealed = true;
             n
         };
         self.release_slots(queued);
@@ -917,6 +933,7 @@ async fn run_batcher(lane: Arc<Lane>) {
                     Next::Drained(n)
                 } else if queue.closed {
                     if records.is_empty() {
+                        queue.sealed = true;
                         Next::Exit
                     } else {
                         Next::Flush

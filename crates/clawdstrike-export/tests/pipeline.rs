@@ -1307,3 +1307,70 @@ async fn extreme_settings_neither_panic_nor_hang() {
     );
     assert!(!report.deadline_reached);
 }
+
+/// Holds the first submit in its commit phase: the settle hook, called there for an event the
+/// first exporter's filter declined, waits until the test lets it go.
+#[derive(Debug)]
+struct HoldInCommit {
+    entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl SettleHook for HoldInCommit {
+    fn settled(&self, exporter: usize, _name: &str, _seqs: &[u64], how: Settlement) {
+        if exporter == 0 && matches!(how, Settlement::Filtered) {
+            let entered = self.entered.lock().expect("lock").take();
+            if let Some(entered) = entered {
+                entered.send(()).expect("the test waits");
+                let release = self.release.lock().expect("lock").take();
+                release.expect("once").recv().expect("the test releases");
+            }
+        }
+    }
+}
+
+/// A submit still in its (await-free) commit phase when the shutdown's deadline passes hands
+/// its event to a lane whose batcher has already ended. The event is counted as left behind at
+/// the deadline, not kept in a queue nobody reads (where it was in no count at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_still_committing_at_the_deadline_is_counted_left_behind() {
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let hook = Arc::new(HoldInCommit {
+        entered: Mutex::new(Some(entered_tx)),
+        release: Mutex::new(Some(release_rx)),
+    });
+    let picky = Arc::new(ScriptedExporter::new("picky"));
+    let all = Arc::new(ScriptedExporter::new("all"));
+    let pipeline = Pipeline::builder()
+        .with_exporter(
+            picky as _,
+            fast().with_filter(FilterConfig::default().with_min_severity(Severity::Critical)),
+        )
+        .with_exporter(Arc::clone(&all) as _, fast())
+        .with_settle_hook(hook)
+        .build()
+        .expect("valid");
+    let submitting = {
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move { pipeline.submit(event(1)).await })
+    };
+    tokio::task::spawn_blocking(move || entered_rx.recv().expect("the submit commits"))
+        .await
+        .unwrap();
+    // The shutdown stops waiting for the submit at once (zero deadline), and the second
+    // exporter's batcher ends: its queue is closed and empty.
+    let reports = pipeline.shutdown(Duration::ZERO).await;
+    assert_eq!(reports[1].accepted, 0, "{reports:?}");
+    release_tx.send(()).unwrap();
+    submitting
+        .await
+        .unwrap()
+        .expect("the submit had passed the gate");
+
+    let stats = &pipeline.stats()[1];
+    assert_eq!(stats.accepted, 1, "{stats:?}");
+    assert_eq!(stats.queue_depth, 0, "{stats:?}");
+    assert_eq!(stats.dropped.shutdown_deadline, 1, "{stats:?}");
+    assert_eq!(all.exported_ids(), Vec::<Uuid>::new());
+}
