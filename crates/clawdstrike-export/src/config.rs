@@ -381,6 +381,15 @@ impl ExporterConfig {
                 "must be a finite number of at least 1.0",
             );
         }
+        // A zero backoff stays zero at every multiplication: every attempt would follow the
+        // last at once (a one-second outage would use them all up), and a zero cap on the
+        // server's `Retry-After` would retry at once against a server that asked for time.
+        if retry.initial_backoff_ms == 0 {
+            return bad("retry.initial_backoff_ms", "must be at least 1");
+        }
+        if retry.max_retry_after_ms == 0 {
+            return bad("retry.max_retry_after_ms", "must be at least 1");
+        }
         if retry.initial_backoff_ms > retry.max_backoff_ms {
             return bad(
                 "retry.initial_backoff_ms",

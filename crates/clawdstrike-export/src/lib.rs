@@ -79,12 +79,12 @@
 //! | `batch.max_bytes` | 4,250,000 | bytes per batch, summed from [`Exporter::estimate_size`] |
 //! | `batch.flush_interval_ms` | 1,000 | oldest event's wait before a partial batch goes |
 //! | `concurrency` | 4 | batches in flight (exporting or backing off) |
-//! | `retry.initial_backoff_ms` | 1,000 | first backoff ceiling |
+//! | `retry.initial_backoff_ms` | 1,000 | first backoff ceiling (at least 1) |
 //! | `retry.max_backoff_ms` | 30,000 | largest backoff ceiling |
 //! | `retry.multiplier` | 2.0 | ceiling growth per retry; the delay is uniform in `[0, ceiling]` |
 //! | `retry.max_attempts` | 10 | attempts per event (`null`: unlimited) |
 //! | `retry.max_elapsed_ms` | 300,000 | time per event from its first attempt (`null`: unlimited) |
-//! | `retry.max_retry_after_ms` | 60,000 | cap on a destination's retry-after hint |
+//! | `retry.max_retry_after_ms` | 60,000 | cap on a destination's retry-after hint (at least 1) |
 //! | `filter.*` | none | `min_severity`, `include_/exclude_event_types`, `include_/exclude_guards` |
 //! | `dead_letter.path` | none | JSON-lines file; without one, dead letters are counted and logged |
 //! | `dead_letter.max_file_bytes` | 50 MiB | rotate past this size |

@@ -1212,6 +1212,24 @@ async fn build_rejects_invalid_configurations() {
         .build()
         .expect_err("multiplier");
     assert!(err.to_string().contains("retry.multiplier"), "{err}");
+    // A zero backoff would retry back to back forever; a zero cap on `Retry-After` would
+    // retry at once against a server that asked for time.
+    for (config, field) in [
+        (
+            ExporterConfig::default().with_initial_backoff(Duration::ZERO),
+            "retry.initial_backoff_ms",
+        ),
+        (
+            ExporterConfig::default().with_max_retry_after(Duration::ZERO),
+            "retry.max_retry_after_ms",
+        ),
+    ] {
+        let err = Pipeline::builder()
+            .with_exporter(x(), config)
+            .build()
+            .expect_err(field);
+        assert!(err.to_string().contains(field), "{err}");
+    }
     let err = Pipeline::builder()
         .with_exporter(x(), ExporterConfig::default())
         .with_exporter(x(), ExporterConfig::default())
@@ -1290,7 +1308,7 @@ async fn extreme_settings_neither_panic_nor_hang() {
     );
     let mut config = fast()
         .with_max_batch_events(2)
-        .with_initial_backoff(Duration::ZERO);
+        .with_initial_backoff(Duration::from_millis(1));
     config.batch.flush_interval_ms = u64::MAX;
     config.retry.max_backoff_ms = u64::MAX;
     config.retry.multiplier = 1e300;
