@@ -839,12 +839,16 @@ impl Lane {
         }
         // A panicking `shutdown` is one that did not complete; the report is still published,
         // or a second `shutdown` would wait for it forever.
-        let completed = tokio::time::timeout_at(
-            deadline_at,
-            AssertUnwindSafe(self.exporter.shutdown()).catch_unwind(),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
+        // The call is guarded as well as its future (see `run_batch`).
+        let completed =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.exporter.shutdown())) {
+                Ok(future) => {
+                    tokio::time::timeout_at(deadline_at, AssertUnwindSafe(future).catch_unwind())
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                }
+                Err(_) => false,
+            };
         if !completed {
             tracing::warn!(exporter = %self.name, "exporter shutdown did not finish before the deadline");
         }
@@ -1039,7 +1043,14 @@ async fn run_batch(
         attempts += 1;
         let n = records.len();
         let started = Instant::now();
-        let call = AssertUnwindSafe(lane.exporter.export(&records)).catch_unwind();
+        // Both the call and its future are guarded: a hand-written `export` (not
+        // `async fn`) may panic before it returns a future.
+        let call = async {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| lane.exporter.export(&records))) {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(panic) => Err(panic),
+            }
+        };
         let result = tokio::select! {
             biased;
             () = lane.abort.wait() => {

@@ -1392,3 +1392,72 @@ async fn a_submit_still_committing_at_the_deadline_is_counted_left_behind() {
     assert_eq!(stats.dropped.shutdown_deadline, 1, "{stats:?}");
     assert_eq!(all.exported_ids(), Vec::<Uuid>::new());
 }
+
+/// An exporter written without `async fn`, whose `export` and `shutdown` panic before they
+/// return their futures (the first `export` call only).
+#[derive(Debug, Default)]
+struct PanicsBeforeItsFuture {
+    calls: std::sync::atomic::AtomicUsize,
+    delivered: Mutex<Vec<Uuid>>,
+}
+
+impl Exporter for PanicsBeforeItsFuture {
+    fn name(&self) -> &str {
+        "early-panic"
+    }
+
+    fn export<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        batch: &'life1 [Record],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ExportResult> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            panic!("bug before the future");
+        }
+        Box::pin(async move {
+            let mut delivered = self.delivered.lock().expect("lock");
+            delivered.extend(batch.iter().map(|r| r.event.event_id));
+            ExportResult::exported(batch.len())
+        })
+    }
+
+    fn shutdown<'life0, 'async_trait>(
+        &'life0 self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        panic!("bug before the shutdown future");
+    }
+}
+
+/// A panic in `export` before it returns its future is retried like one inside it, and a
+/// panic in `shutdown` before its future still publishes the report, so a second `shutdown`
+/// returns it instead of waiting forever.
+#[tokio::test(start_paused = true)]
+async fn a_panic_before_the_exporters_future_is_caught_like_one_inside_it() {
+    let exporter = Arc::new(PanicsBeforeItsFuture::default());
+    let p = Pipeline::builder()
+        .with_exporter(Arc::clone(&exporter) as _, fast())
+        .build()
+        .expect("valid");
+    p.submit(event(1)).await.expect("open");
+    let (first, second) = tokio::time::timeout(Duration::from_secs(600), async {
+        tokio::join!(
+            p.shutdown(Duration::from_secs(60)),
+            p.shutdown(Duration::from_secs(60))
+        )
+    })
+    .await
+    .expect("both shutdowns return");
+    assert_eq!(*exporter.delivered.lock().unwrap(), ids([1]));
+    for reports in [first, second] {
+        assert_eq!(reports[0].delivered, 1, "{reports:?}");
+        assert!(!reports[0].exporter_shutdown_completed, "{reports:?}");
+    }
+}
