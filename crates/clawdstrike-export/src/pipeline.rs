@@ -1034,7 +1034,8 @@ async fn run_batch(
     mut seqs: Vec<u64>,
     permit: OwnedSemaphorePermit,
 ) {
-    let total = records.len();
+    // The batch's events not yet settled (delivered or dead-lettered).
+    let mut in_flight = records.len();
     let first_attempt = Instant::now();
     let mut attempts: u32 = 0;
     let mut ceiling = lane.retry.initial;
@@ -1122,6 +1123,10 @@ async fn run_batch(
         }
         let delivered = delivered_seqs.len();
         c.exported.fetch_add(delivered as u64, Ordering::Relaxed);
+        // Settled events leave `in_flight_events` as they settle, not when the batch task ends
+        // (after a retry's wait, minutes later): the stats' identity holds meanwhile.
+        c.in_flight_events.fetch_sub(delivered, Ordering::Relaxed);
+        in_flight -= delivered;
         c.failed
             .fetch_add((n - delivered) as u64, Ordering::Relaxed);
         lane.settle(&delivered_seqs, Settlement::Delivered);
@@ -1173,11 +1178,14 @@ async fn run_batch(
                 }
             }
         }
+        let dead_n = dead.len();
         if !dead.is_empty() && !lane.dead_letter(dead, attempts).await {
             // The deadline passed while writing; the dead letters are counted, the rest stay.
             lane.leave_behind(retry_records.len());
             break;
         }
+        c.in_flight_events.fetch_sub(dead_n, Ordering::Relaxed);
+        in_flight -= dead_n;
         if retry_records.is_empty() {
             break;
         }
@@ -1194,7 +1202,7 @@ async fn run_batch(
             () = tokio::time::sleep(delay) => {}
         }
     }
-    c.in_flight_events.fetch_sub(total, Ordering::Relaxed);
+    c.in_flight_events.fetch_sub(in_flight, Ordering::Relaxed);
     c.in_flight_batches.fetch_sub(1, Ordering::Relaxed);
     drop(permit);
 }

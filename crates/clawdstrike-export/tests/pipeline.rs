@@ -1461,3 +1461,39 @@ async fn a_panic_before_the_exporters_future_is_caught_like_one_inside_it() {
         assert!(!reports[0].exporter_shutdown_completed, "{reports:?}");
     }
 }
+
+/// While part of a batch waits out a retry, the events already delivered (or dead-lettered)
+/// are no longer counted in flight: `accepted == exported + dead_lettered + drops +
+/// queue_depth + in_flight_events` holds throughout, not only once the batch task ends.
+#[tokio::test(start_paused = true)]
+async fn events_leave_in_flight_as_they_settle_not_when_their_batch_ends() {
+    let exporter = Arc::new(
+        ScriptedExporter::new("partial").with_per_event(|record, seen| {
+            (record.event.event_id == id(9) && seen == 0).then(|| Failure::Retryable {
+                reason: "slow down".into(),
+                retry_after: Some(Duration::from_secs(30)),
+            })
+        }),
+    );
+    let p = pipeline(&exporter, fast().with_max_batch_events(10));
+    for i in 0..10 {
+        p.submit(event(i)).await.expect("open");
+    }
+    while exporter.calls() < 1 || p.stats()[0].exported < 9 {
+        tokio::task::yield_now().await;
+    }
+    let s = &p.stats()[0];
+    assert_eq!((s.exported, s.in_flight_events), (9, 1), "{s:?}");
+    assert_eq!(
+        s.accepted,
+        s.exported
+            + s.dead_lettered
+            + s.dropped.total()
+            + s.queue_depth as u64
+            + s.in_flight_events as u64,
+        "{s:?}"
+    );
+    let reports = p.shutdown(Duration::from_secs(120)).await;
+    assert_eq!(reports[0].delivered, 10);
+    assert_eq!(p.stats()[0].in_flight_events, 0);
+}
