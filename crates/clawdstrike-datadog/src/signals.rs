@@ -155,27 +155,34 @@ impl SignalsClient {
         url: &str,
         builder: reqwest::RequestBuilder,
     ) -> Result<Value, SignalsError> {
+        // Errors name the URL without credentials (`api_url` may carry a proxy's user and
+        // password), and reqwest's own message without the URL.
+        let shown = crate::exporter::redacted_url(url);
         let response = builder.send().await.map_err(|e| SignalsError::Network {
-            url: url.to_owned(),
-            reason: e.to_string(),
+            url: shown.clone(),
+            reason: e.without_url().to_string(),
         })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| SignalsError::Network {
-            url: url.to_owned(),
-            reason: e.to_string(),
+            url: shown.clone(),
+            reason: e.without_url().to_string(),
         })?;
         if !status.is_success() {
-            let text = String::from_utf8_lossy(&body[..body.len().min(512)])
-                .trim()
-                .to_owned();
+            // Both keys blanked out over the whole body before the cut (a cut inside a key
+            // would leave a prefix that no longer matches): a proxy or firewall error page
+            // may echo the request's headers.
+            let text = String::from_utf8_lossy(&body);
+            let text = crate::exporter::blank_key(&text, self.api_key.current().expose());
+            let text = crate::exporter::blank_key(&text, self.app_key.current().expose());
+            let text = text.trim();
             return Err(SignalsError::Http {
                 status: status.as_u16(),
-                url: url.to_owned(),
-                body: text,
+                url: shown,
+                body: text[..text.floor_char_boundary(512)].to_owned(),
             });
         }
         serde_json::from_slice(&body).map_err(|e| SignalsError::Decode {
-            url: url.to_owned(),
+            url: shown,
             reason: e.to_string(),
         })
     }

@@ -68,3 +68,60 @@ async fn keys_never_appear_in_trace_logs_debug_or_errors() {
     }
     assert!(reports[0].dead_lettered > 0, "the revocation scenario ran");
 }
+
+/// A proxy or firewall error page may echo the request's headers, keys included, and
+/// `api_url` may carry a proxy's user and password: the signals and configuration clients'
+/// errors show neither.
+#[tokio::test]
+async fn error_pages_that_echo_the_keys_do_not_carry_them_into_errors() {
+    use clawdstrike_datadog::config_api::{ConfigClient, ObjectKind};
+    use clawdstrike_datadog::signals::{ListQuery, SignalsClient};
+    use clawdstrike_fakeintake::{FakeIntake, FaultTarget};
+
+    let intake = FakeIntake::start(SecretString::from(KEY_A), SecretString::from(APP_KEY))
+        .await
+        .unwrap();
+    let echo = FaultAction::Status {
+        status: 502,
+        retry_after: None,
+        body: Some(format!(
+            "<html>Bad gateway. Your request: DD-API-KEY: {KEY_A}\r\nDD-APPLICATION-KEY: {APP_KEY}</html>"
+        )),
+    };
+    intake.fail_next(FaultTarget::All, 2, echo);
+    let base = intake.base_url();
+    let with_credentials = base.replacen("http://", "http://proxyuser:proxysecretpw@", 1);
+    let signals =
+        SignalsClient::new(&with_credentials, static_key(KEY_A), static_key(APP_KEY)).unwrap();
+    let signals_err = signals
+        .list(&ListQuery::default())
+        .await
+        .expect_err("the fault answers 502")
+        .to_string();
+    let config = ConfigClient::new(
+        base.as_str(),
+        SecretString::from(KEY_A),
+        SecretString::from(APP_KEY),
+    )
+    .unwrap()
+    .with_max_attempts(1);
+    let config_err = config
+        .list(ObjectKind::Monitor)
+        .await
+        .expect_err("the fault answers 502")
+        .to_string();
+    for text in [&signals_err, &config_err] {
+        assert!(
+            text.contains("502") || text.contains("Bad gateway"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[redacted]"),
+            "the page is shown, keys blanked: {text}"
+        );
+        for secret in [KEY_A, APP_KEY, "proxysecretpw"] {
+            assert!(!text.contains(secret), "{secret} leaked into: {text}");
+        }
+    }
+    intake.shutdown().await;
+}

@@ -57,8 +57,17 @@ pub struct StaticProvider {
 }
 
 impl StaticProvider {
-    /// A provider that always returns `key`.
+    /// A provider that always returns `key`, without surrounding whitespace, as every provider
+    /// trims: a literal often comes from a variable interpolated into the configuration
+    /// (`api_key: ${DD_API_KEY}`), whose value may end in a newline (`echo ... | base64`).
     pub fn new(key: SecretString) -> Self {
+        let text = key.expose_secret();
+        let trimmed = text.trim();
+        let key = if trimmed.len() == text.len() {
+            key
+        } else {
+            SecretString::from(trimmed)
+        };
         StaticProvider { key }
     }
 }

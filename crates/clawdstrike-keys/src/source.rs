@@ -132,6 +132,17 @@ struct KeySourceVisitor;
 
 const FORMS: &[&str] = &["env", "file", "vault", "kubernetes"];
 
+/// A map key where a form's name was expected, for an error message: quoted when it could be a
+/// misspelt form (a few lowercase letters), otherwise not shown, since a key written in braces
+/// (`api_key: {d41d8cd9...}`) reads as a map whose key is the secret.
+fn form_name(name: &str) -> String {
+    if name.len() <= 12 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        format!("`{name}`")
+    } else {
+        "(name not shown)".to_owned()
+    }
+}
+
 impl KeySourceVisitor {
     fn not_a_string<E: de::Error>(what: &str) -> E {
         // The value is deliberately not echoed: it may be a key that YAML read as a number.
@@ -196,11 +207,18 @@ impl<'de> Visitor<'de> for KeySourceVisitor {
             "file" => KeySource::File(map.next_value()?),
             "vault" => KeySource::Vault(map.next_value()?),
             "kubernetes" => KeySource::Kubernetes(map.next_value()?),
-            other => return Err(de::Error::unknown_field(other, FORMS)),
+            other => {
+                return Err(de::Error::custom(format_args!(
+                    "unknown key source form {}, expected one of {}",
+                    form_name(other),
+                    FORMS.join(", ")
+                )));
+            }
         };
         if let Some(extra) = map.next_key::<String>()? {
             return Err(de::Error::custom(format_args!(
-                "a key source has exactly one form; found `{form}` and `{extra}`"
+                "a key source has exactly one form; found `{form}` and {}",
+                form_name(&extra)
             )));
         }
         Ok(source)

@@ -149,6 +149,15 @@ fn unknown_or_double_forms_are_refused_clearly() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("exactly one"), "{err}");
+    // A key written in braces reads as a map whose key is the secret: never echoed.
+    for yaml in [
+        "api_key: {d41d8cd98f00b204e9800998ecf8427e}",
+        "api_key: { env: A, d41d8cd98f00b204e9800998ecf8427e }",
+    ] {
+        let err = parse(yaml).unwrap_err().to_string();
+        assert!(!err.contains("d41d8cd98f00"), "{err}");
+        assert!(err.contains("not shown"), "{err}");
+    }
     let err = parse(
         "api_key: { vault: { address: x, path: p, field: f, auth: { token: t }, bogus: 1 } }",
     )
@@ -169,6 +178,17 @@ async fn literal_and_env_sources_become_providers() {
         "literal-0c4d"
     );
     assert!(!format!("{provider:?} {}", provider.describe()).contains("literal-0c4d"));
+    // Trimmed like every other source: a variable interpolated into the file may end in a
+    // newline, which a header cannot carry.
+    let provider = parse("api_key: \"  literal-0c4d\\n\"")
+        .unwrap()
+        .into_provider()
+        .await
+        .unwrap();
+    assert_eq!(
+        provider.fetch().await.unwrap().expose_secret(),
+        "literal-0c4d"
+    );
 
     // Cargo sets CARGO_PKG_NAME for the test process.
     let provider = KeySource::Env("CARGO_PKG_NAME".into())

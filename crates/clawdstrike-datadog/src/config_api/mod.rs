@@ -331,9 +331,16 @@ impl ConfigClient {
             return Err(ConfigApiError::new(
                 &what,
                 Some(status),
-                error_text(&json, &body),
+                self.scrub(&error_text(&json, &body)),
             ));
         }
+    }
+
+    /// `text` from a server with both keys blanked out: a proxy or firewall error page may
+    /// echo the request's headers.
+    fn scrub(&self, text: &str) -> String {
+        let text = crate::exporter::blank_key(text, self.api_key.expose_secret());
+        crate::exporter::blank_key(&text, self.app_key.expose_secret()).into_owned()
     }
 
     async fn expect_ok(
@@ -348,7 +355,7 @@ impl ConfigClient {
             return Err(ConfigApiError::new(
                 &what,
                 Some(400),
-                errors_of(&json).join("; "),
+                self.scrub(&errors_of(&json).join("; ")),
             ));
         }
         Ok(json)
@@ -466,7 +473,9 @@ impl ConfigClient {
     async fn validate(&self, path: &str, body: &Value) -> Result<Validation, ConfigApiError> {
         let (status, json) = self.send(Method::POST, path, Some(body)).await?;
         if status == 400 {
-            Ok(Validation::Invalid(errors_of(&json)))
+            Ok(Validation::Invalid(
+                errors_of(&json).iter().map(|e| self.scrub(e)).collect(),
+            ))
         } else {
             Ok(Validation::Valid)
         }
