@@ -76,6 +76,56 @@ struct OpenFile {
     len: u64,
 }
 
+/// What one [`DeadLetterWriter::write_lines`] call has written and not yet forced to disk.
+#[derive(Debug, Default)]
+struct Written {
+    /// Lines written to the open file since its last fsync.
+    unsynced: Vec<usize>,
+    /// A file was created or renamed in the directory since its last fsync.
+    dir_changed: bool,
+    failed: Vec<(usize, io::Error)>,
+}
+
+impl Written {
+    /// Fsyncs the open file (and the directory, after a creation or a rename); on failure the
+    /// lines it covered count as not written: their events are not settled, so a disk buffer
+    /// keeps them (a dead letter written twice beats one lost).
+    fn sync(&mut self, path: &Path, slot: &mut Option<OpenFile>) {
+        let mut result = match slot.as_ref() {
+            // A file that cannot be fsynced at all (`/dev/null`, to discard dead letters)
+            // has nothing to make durable.
+            Some(open) if !self.unsynced.is_empty() => match open.file.sync_data() {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+                    ) =>
+                {
+                    Ok(())
+                }
+                synced => synced,
+            },
+            _ => Ok(()),
+        };
+        if result.is_ok() && self.dir_changed {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            result = crate::buffer::sync_dir(dir);
+            self.dir_changed = result.is_err();
+        }
+        if let Err(e) = result {
+            *slot = None;
+            for i in self.unsynced.drain(..) {
+                self.failed
+                    .push((i, io::Error::new(e.kind(), format!("fsync failed: {e}"))));
+            }
+        }
+        self.unsynced.clear();
+    }
+}
+
 /// Appends dead-letter lines to a file, rotating it by size. Blocking: call it from
 /// `spawn_blocking`.
 #[derive(Debug)]
@@ -100,7 +150,11 @@ impl DeadLetterWriter {
         self.path.as_deref()
     }
 
-    /// Writes each line; returns the indices of those that could not be written, with why.
+    /// Writes each line, and forces them to disk before returning; returns the indices of
+    /// those that could not be written (or whose fsync failed), with why.
+    ///
+    /// Durable before the caller settles the events: with a disk buffer, settling lets the
+    /// buffer forget an event, and a power loss must not then lose its dead letter too.
     pub(crate) fn write_lines(&self, lines: &[Vec<u8>]) -> Vec<(usize, io::Error)> {
         let Some(path) = &self.path else {
             return Vec::new();
@@ -109,35 +163,53 @@ impl DeadLetterWriter {
             .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut failed = Vec::new();
+        let mut batch = Written::default();
         for (i, line) in lines.iter().enumerate() {
-            if let Err(error) = self.write_one(path, &mut guard, line) {
-                // Forget the handle so the next write reopens (the directory may come back).
+            if let Err(error) = self.write_one(path, &mut guard, line, &mut batch) {
+                // Forget the handle so the next write reopens (the directory may come back);
+                // what it holds from this call is synced first.
+                batch.sync(path, &mut guard);
                 *guard = None;
-                failed.push((i, error));
+                batch.failed.push((i, error));
+            } else {
+                batch.unsynced.push(i);
             }
         }
-        failed
+        batch.sync(path, &mut guard);
+        batch.failed.sort_by_key(|(i, _)| *i);
+        batch.failed
     }
 
-    fn write_one(&self, path: &Path, slot: &mut Option<OpenFile>, line: &[u8]) -> io::Result<()> {
+    fn write_one(
+        &self,
+        path: &Path,
+        slot: &mut Option<OpenFile>,
+        line: &[u8],
+        batch: &mut Written,
+    ) -> io::Result<()> {
         let line_len = line.len() as u64;
         if let Some(open) = slot.as_ref()
             && open.len > 0
             && open.len + line_len > self.max_file_bytes
         {
+            // The lines this call wrote to the file about to be renamed go to disk first.
+            batch.sync(path, slot);
             *slot = None;
             self.rotate(path)?;
+            batch.dir_changed = true;
         }
         if slot.is_none() {
             let file = OpenOptions::new().create(true).append(true).open(path)?;
             let len = file.metadata()?.len();
+            // A file just created (or still empty) needs its directory entry synced too.
+            batch.dir_changed |= len == 0;
             *slot = Some(OpenFile { file, len });
             if len > 0 && len + line_len > self.max_file_bytes {
                 *slot = None;
                 self.rotate(path)?;
                 let file = OpenOptions::new().create(true).append(true).open(path)?;
                 *slot = Some(OpenFile { file, len: 0 });
+                batch.dir_changed = true;
             }
         }
         let open = slot
@@ -174,5 +246,41 @@ impl DeadLetterWriter {
             }
         }
         fs::rename(path, numbered(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(path: &Path, max_file_bytes: u64) -> DeadLetterWriter {
+        DeadLetterWriter::new(&DeadLetterConfig {
+            path: Some(path.to_owned()),
+            max_file_bytes,
+            max_files: 2,
+        })
+    }
+
+    /// Lines are fsynced before `write_lines` returns; a file that cannot be fsynced at all
+    /// (`/dev/null`, to discard dead letters) is not a failure.
+    #[cfg(unix)]
+    #[test]
+    fn a_file_that_cannot_be_fsynced_at_all_still_takes_dead_letters() {
+        let failed = writer(Path::new("/dev/null"), 1 << 20).write_lines(&[b"{}\n".to_vec()]);
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+
+    /// Across a rotation in the middle of one call, every line lands once, in order.
+    #[test]
+    fn lines_written_across_a_rotation_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let w = writer(&path, 10);
+        let lines: Vec<Vec<u8>> = (0..3).map(|i| format!("line-{i}\n").into_bytes()).collect();
+        assert!(w.write_lines(&lines).is_empty());
+        let older = fs::read_to_string(dir.path().join("dlq.jsonl.2")).unwrap();
+        let old = fs::read_to_string(dir.path().join("dlq.jsonl.1")).unwrap();
+        let current = fs::read_to_string(&path).unwrap();
+        assert_eq!(format!("{older}{old}{current}"), "line-0\nline-1\nline-2\n");
     }
 }

@@ -103,9 +103,10 @@
 //! `submitted == filtered + delivered + dead_lettered + dropped.total()`. A property test
 //! checks it, per event id, under random exporter behaviour. Only failed events are retried;
 //! permanent failures and exhausted retry budgets become dead letters ([`DeadLetter`], one
-//! JSON line per event); a dead-letter write that fails is logged with the event id, counted
-//! (`dead_letter_write_failed`), never blocks the exporter, and is not settled, so a disk
-//! buffer keeps the event for the next start. Events refused with an error
+//! JSON line per event, fsynced before the event is settled); a dead-letter write (or its
+//! fsync) that fails is logged with the event id, counted (`dead_letter_write_failed`), never
+//! blocks the exporter, and is not settled, so a disk buffer keeps the event for the next
+//! start. Events refused with an error
 //! ([`SubmitError::Closed`], or [`SubmitError::Full`] from `try_submit`) were never taken.
 //!
 //! Fan-out isolation: each exporter has its own queue, batcher task, batch tasks and retry

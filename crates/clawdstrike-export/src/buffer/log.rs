@@ -343,7 +343,7 @@ fn ids_with_extension(dir: &Path, extension: &str) -> io::Result<Vec<u64>> {
 /// Fsyncs `dir`, so that the files created or renamed in it survive a power loss. Where a
 /// directory cannot be fsynced at all (not Unix; a filesystem answering `EINVAL`), there is
 /// nothing to do.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     match File::open(dir)?.sync_all() {
         Err(e)

@@ -17,6 +17,7 @@ use clawdstrike_schema::SecurityEvent;
 use tokio::task::JoinHandle;
 
 pub use self::config::{BufferConfig, DiskBufferConfig, FsyncPolicy};
+pub(crate) use self::log::sync_dir;
 use self::log::{Abandon, AppendError, Appended, FoundSegment, InFlight, Log};
 use crate::exporter::Record;
 use crate::pipeline::{BuildError, Pipeline, PipelineBuilder, ShutdownReport, SubmitError};
