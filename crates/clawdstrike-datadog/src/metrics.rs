@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clawdstrike_export::Record;
+use clawdstrike_keys::RefreshOutcome;
 use clawdstrike_schema::{EventType, Outcome, Severity};
 use serde::Serialize;
 
@@ -756,7 +757,12 @@ impl MetricsReporter {
         let url = format!("{}{path}", self.api_base);
         let body = bytes::Bytes::from(body);
         let mut backoff = self.retry.backoff;
-        for attempt in 1..=self.retry.attempts.max(1) {
+        // A rejected key is read again once per request: on a new key, the request goes again
+        // at once (not counted against the retry budget).
+        let mut reread = false;
+        let mut attempt = 0;
+        while attempt < self.retry.attempts.max(1) {
+            attempt += 1;
             let key = self.key.current();
             let mut value = match reqwest::header::HeaderValue::from_str(key.expose()) {
                 Ok(v) => v,
@@ -775,6 +781,20 @@ impl MetricsReporter {
             let mut hint = None;
             match result {
                 Ok(r) if r.status().is_success() => return true,
+                Ok(r) if matches!(r.status().as_u16(), 401 | 403) && !reread => {
+                    // The key may have been rotated and the old one revoked: the same re-read
+                    // the logs path makes (single-flight and throttled by the holder), so that
+                    // metrics do not go missing until the next scheduled refresh.
+                    reread = true;
+                    if let RefreshOutcome::Changed { .. } =
+                        self.key.refresh_after_rejection(key.generation()).await
+                    {
+                        attempt -= 1;
+                        continue;
+                    }
+                    tracing::warn!(exporter = %self.exporter, status = %r.status(), %path, "metrics request refused (API key rejected); points dropped");
+                    return false;
+                }
                 Ok(r) if matches!(r.status().as_u16(), 400 | 401 | 403 | 413) => {
                     tracing::warn!(exporter = %self.exporter, status = %r.status(), %path, "metrics request refused; points dropped");
                     return false;

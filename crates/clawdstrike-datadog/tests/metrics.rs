@@ -17,6 +17,7 @@ use clawdstrike_datadog::metrics::{
 use clawdstrike_export::TraceContext;
 use clawdstrike_fakeintake::FaultAction;
 use clawdstrike_fakeintake::FaultTarget;
+use clawdstrike_keys::{KeyHolder, KeySource, RefreshOptions, SecretString};
 use common::*;
 use proptest::prelude::*;
 
@@ -370,6 +371,39 @@ async fn dogstatsd_over_a_unix_socket() {
         text.lines()
             .any(|l| l.starts_with("clawdstrike.exporter.events.sent:7|c|#exporter:datadog_test")),
         "{text}"
+    );
+    h.pipeline.shutdown(Duration::from_secs(10)).await;
+}
+
+/// A key rotated with the old one revoked at once, while no security event flows (so no logs
+/// request meets the rejection first): the metrics request that is refused reads the key
+/// again and goes again with the new one, instead of dropping its points until the next
+/// scheduled refresh, minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_key_is_read_again_and_the_metrics_go_with_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, KEY_A).unwrap();
+    let holder = KeyHolder::from_source(
+        KeySource::File(key_file.clone()),
+        RefreshOptions::default().with_min_interval(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
+    let mut reporter = quick_retry_reporter(&h);
+    h.submit_all(&events(10)).await;
+    wait_sent(&h.exporter, 10).await;
+
+    std::fs::write(&key_file, KEY_B).unwrap();
+    h.intake.set_api_keys([SecretString::from(KEY_B)]);
+    let report = reporter.flush().await;
+    assert_eq!(report.dropped, 0, "{report:?}");
+    assert!(report.sent > 0, "{report:?}");
+    assert_eq!(holder.current().expose(), KEY_B);
+    assert_eq!(
+        h.intake.metric_sum("clawdstrike.exporter.events.sent", &[]),
+        10.0
     );
     h.pipeline.shutdown(Duration::from_secs(10)).await;
 }
