@@ -94,6 +94,15 @@ impl VaultProvider {
                 "the address must start with http:// or https://",
             ));
         }
+        // A CA to trust says TLS was meant; over http:// it would be ignored (vaultrs only
+        // uses it for https) and the token, the login secrets and the key would travel in
+        // clear text.
+        if url.scheme() == "http" && source.ca_cert.is_some() {
+            return Err(KeyError::invalid(
+                &description,
+                "`ca_cert` is set but the address is http://, where it would be ignored and secrets sent unencrypted; use https://",
+            ));
+        }
         let mut builder = VaultClientSettingsBuilder::default();
         builder
             .address(url.as_str())
@@ -200,7 +209,10 @@ impl VaultProvider {
             vaultrs::kv2::read(&session.client, &self.source.mount, &self.source.path)
                 .await
                 .map_err(|e| match e {
-                    ClientError::APIError { code: 403, .. } => ReadError::Denied,
+                    ClientError::APIError { code: 403, .. }
+                    | ClientError::RestClientError {
+                        source: rustify::errors::ClientError::ServerResponseError { code: 403, .. },
+                    } => ReadError::Denied,
                     other => ReadError::Other(self.classify(&other, "read")),
                 })?;
         match fields.get(&self.source.field) {
@@ -221,13 +233,33 @@ impl VaultProvider {
 
     fn classify(&self, err: &ClientError, what: &str) -> KeyError {
         let detail = format!("{what}: {}", error_chain(err));
-        match err {
-            ClientError::APIError { code, .. } => match code {
-                404 => KeyError::not_found(&self.description, detail),
+        // A status whose body vaultrs could not read as Vault's `errors` array (the 404 of a
+        // KV secret whose latest version is deleted, which carries metadata instead; a
+        // proxy's HTML page) is classified by the status all the same, and named, since the
+        // message alone says only "Server returned error". Its body is not shown.
+        let status = match err {
+            ClientError::APIError { code, .. } => Some(*code),
+            ClientError::RestClientError {
+                source: rustify::errors::ClientError::ServerResponseError { code, .. },
+            } => Some(*code),
+            _ => None,
+        };
+        if let Some(code) = status {
+            let detail = match err {
+                ClientError::APIError { .. } => detail,
+                _ => format!("{what}: HTTP {code}"),
+            };
+            return match code {
+                404 => KeyError::not_found(
+                    &self.description,
+                    format!("{detail} (no such secret, or its latest version is deleted)"),
+                ),
                 400 | 401 | 403 => KeyError::forbidden(&self.description, detail),
                 429 | 500.. => KeyError::unavailable(&self.description, detail),
                 _ => KeyError::invalid(&self.description, detail),
-            },
+            };
+        }
+        match err {
             ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => {
                 KeyError::not_found(&self.description, detail)
             }

@@ -49,6 +49,17 @@ async fn reads_a_kv2_field_with_a_token() {
         .await
         .unwrap_err();
     assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+
+    // A secret whose latest version is deleted (`kv delete`) answers 404 with metadata, not
+    // Vault's errors array: NotFound all the same (not a transient outage, retried forever),
+    // naming the status, never showing the body.
+    vaultrs::kv2::delete_latest(&bao.root(), "secret", "datadog")
+        .await
+        .expect("soft delete");
+    let err = provider.fetch().await.unwrap_err();
+    assert!(matches!(err, KeyError::NotFound { .. }), "{err}");
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("HTTP 404"), "{err}");
 }
 
 #[tokio::test]
@@ -264,6 +275,18 @@ async fn a_bad_address_is_invalid_and_an_unreachable_one_is_transient() {
     .unwrap_err();
     assert!(matches!(err, KeyError::Invalid { .. }), "{err}");
     assert!(!err.to_string().contains("pa55word"), "{err}");
+
+    // A CA to trust with an http:// address: TLS was meant, and secrets would go in clear.
+    let mut source = VaultSource::new(
+        "http://vault:8200",
+        "p",
+        "f",
+        VaultAuth::Token(SecretString::from("t")),
+    );
+    source.ca_cert = Some("/etc/ssl/private-ca.pem".into());
+    let err = VaultProvider::new(source).unwrap_err();
+    assert!(matches!(err, KeyError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("ca_cert"), "{err}");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
