@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -183,8 +184,9 @@ impl PipelineBuilder {
                 if other.name() == exporter.name() {
                     return Err(BuildError::DuplicateName(exporter.name().to_owned()));
                 }
-                if config.dead_letter.path.is_some()
-                    && config.dead_letter.path == other_config.dead_letter.path
+                if let (Some(a), Some(b)) =
+                    (&config.dead_letter.path, &other_config.dead_letter.path)
+                    && same_file(a, b)
                 {
                     return Err(BuildError::SharedDeadLetterFile(
                         other.name().to_owned(),
@@ -490,6 +492,23 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether two dead-letter paths name one file: compared through their directories'
+/// canonical forms (`..`, symbolic links, a relative path against an absolute one), since two
+/// writers of one file would each cut back the other's lines after a failed write.
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| -> PathBuf {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match (std::fs::canonicalize(dir), p.file_name()) {
+            (Ok(dir), Some(name)) => dir.join(name),
+            _ => p.to_path_buf(),
+        }
+    };
+    a == b || resolve(a) == resolve(b)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

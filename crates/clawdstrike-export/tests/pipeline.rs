@@ -1246,6 +1246,24 @@ async fn build_rejects_invalid_configurations() {
         err,
         BuildError::SharedDeadLetterFile("x".into(), "y".into())
     );
+    // The same file named two ways is the same file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let err = Pipeline::builder()
+        .with_exporter(
+            x(),
+            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq.jsonl")),
+        )
+        .with_exporter(
+            Arc::new(ScriptedExporter::new("y")),
+            ExporterConfig::default().with_dead_letter_path(dir.path().join("sub/../dlq.jsonl")),
+        )
+        .build()
+        .expect_err("one file named two ways");
+    assert_eq!(
+        err,
+        BuildError::SharedDeadLetterFile("x".into(), "y".into())
+    );
 }
 
 #[test]
