@@ -17,7 +17,7 @@ use clawdstrike_datadog::metrics::{
 use clawdstrike_export::TraceContext;
 use clawdstrike_fakeintake::FaultAction;
 use clawdstrike_fakeintake::FaultTarget;
-use clawdstrike_keys::{KeyHolder, KeySource, RefreshOptions, SecretString};
+use clawdstrike_keys::SecretString;
 use common::*;
 use proptest::prelude::*;
 
@@ -382,14 +382,7 @@ async fn dogstatsd_over_a_unix_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_key_is_read_again_and_the_metrics_go_with_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("api-key");
-    std::fs::write(&key_file, KEY_A).unwrap();
-    let holder = KeyHolder::from_source(
-        KeySource::File(key_file.clone()),
-        RefreshOptions::default().with_min_interval(Duration::ZERO),
-    )
-    .await
-    .unwrap();
+    let (holder, key_file) = file_key(dir.path(), KEY_A).await;
     let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
     let mut reporter = quick_retry_reporter(&h);
     h.submit_all(&events(10)).await;

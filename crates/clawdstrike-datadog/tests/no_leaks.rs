@@ -8,21 +8,14 @@ use std::time::Duration;
 use clawdstrike_datadog::encode::Codec;
 use clawdstrike_export::Exporter;
 use clawdstrike_fakeintake::{Endpoint, FaultAction};
-use clawdstrike_keys::{KeyHolder, KeySource, RefreshOptions, SecretString};
+use clawdstrike_keys::SecretString;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_never_appear_in_trace_logs_debug_or_errors() {
     let logs = captured_logs();
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("api-key");
-    std::fs::write(&key_file, KEY_A).unwrap();
-    let holder = KeyHolder::from_source(
-        KeySource::File(key_file.clone()),
-        RefreshOptions::default().with_min_interval(Duration::ZERO),
-    )
-    .await
-    .unwrap();
+    let (holder, key_file) = file_key(dir.path(), KEY_A).await;
     let h = Harness::start(
         Codec::Gzip,
         holder.clone(),

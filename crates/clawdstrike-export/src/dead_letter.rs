@@ -94,17 +94,9 @@ impl Written {
         let mut result = match slot.as_ref() {
             // A file that cannot be fsynced at all (`/dev/null`, to discard dead letters)
             // has nothing to make durable.
-            Some(open) if !self.unsynced.is_empty() => match open.file.sync_data() {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
-                    ) =>
-                {
-                    Ok(())
-                }
-                synced => synced,
-            },
+            Some(open) if !self.unsynced.is_empty() => {
+                crate::buffer::unsyncable_is_ok(open.file.sync_data())
+            }
             _ => Ok(()),
         };
         if result.is_ok() && self.dir_changed {

@@ -91,8 +91,13 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 /// Submits `range` while the exporter never answers, then shuts down with a short deadline:
 /// every event is left behind in the log (the same state a crash leaves).
 async fn leave_behind(dir: &Path, range: std::ops::Range<u64>) {
+    leave_behind_in(&config(dir), range).await;
+}
+
+/// [`leave_behind`] with the buffer configured as `cfg`.
+async fn leave_behind_in(cfg: &DiskBufferConfig, range: std::ops::Range<u64>) {
     let stuck = Arc::new(ScriptedExporter::new("stuck").with_default(Step::HangForever));
-    let (durable, _) = open(&config(dir), &stuck, fast()).await;
+    let (durable, _) = open(cfg, &stuck, fast()).await;
     for i in range.clone() {
         durable.submit(record(i)).await.unwrap();
     }
@@ -752,14 +757,7 @@ async fn drop_oldest_evicting_a_record_that_could_not_be_kept_aside_counts_it_lo
         .with_when_full(WhenFull::DropOldest);
     // Three records left behind in the first segment; the second no longer decodes, and the
     // file it would be kept aside in cannot be written.
-    {
-        let stuck = Arc::new(ScriptedExporter::new("stuck").with_default(Step::HangForever));
-        let (durable, _) = open(&cfg, &stuck, fast()).await;
-        for i in 0..3 {
-            durable.submit(record(i)).await.unwrap();
-        }
-        durable.shutdown(Duration::from_millis(50)).await;
-    }
+    leave_behind_in(&cfg, 0..3).await;
     let mut event = serde_json::to_value(&*record(1).event).unwrap();
     event.as_object_mut().unwrap().remove("event_id");
     rewrite_record(dir.path(), 1, &event.to_string());
@@ -816,14 +814,7 @@ async fn drop_oldest_evicting_a_segment_the_replay_could_not_read_counts_it_lost
         .with_segment_bytes(4096)
         .with_max_bytes(4 * 4096)
         .with_when_full(WhenFull::DropOldest);
-    {
-        let stuck = Arc::new(ScriptedExporter::new("stuck").with_default(Step::HangForever));
-        let (durable, _) = open(&cfg, &stuck, fast()).await;
-        for i in 0..10 {
-            durable.submit(record(i)).await.unwrap();
-        }
-        durable.shutdown(Duration::from_millis(50)).await;
-    }
+    leave_behind_in(&cfg, 0..10).await;
     let files = segments(dir.path());
     assert!(files.len() >= 2, "{files:?}");
 

@@ -168,27 +168,16 @@ fn unknown_or_double_forms_are_refused_clearly() {
 
 #[tokio::test]
 async fn literal_and_env_sources_become_providers() {
-    let provider = parse("api_key: literal-0c4d")
-        .unwrap()
-        .into_provider()
-        .await
-        .unwrap();
-    assert_eq!(
-        provider.fetch().await.unwrap().expose_secret(),
-        "literal-0c4d"
-    );
-    assert!(!format!("{provider:?} {}", provider.describe()).contains("literal-0c4d"));
-    // Trimmed like every other source: a variable interpolated into the file may end in a
-    // newline, which a header cannot carry.
-    let provider = parse("api_key: \"  literal-0c4d\\n\"")
-        .unwrap()
-        .into_provider()
-        .await
-        .unwrap();
-    assert_eq!(
-        provider.fetch().await.unwrap().expose_secret(),
-        "literal-0c4d"
-    );
+    // The second is trimmed like every other source: a variable interpolated into the file
+    // may end in a newline, which a header cannot carry.
+    for yaml in ["api_key: literal-0c4d", "api_key: \"  literal-0c4d\\n\""] {
+        let provider = parse(yaml).unwrap().into_provider().await.unwrap();
+        assert_eq!(
+            provider.fetch().await.unwrap().expose_secret(),
+            "literal-0c4d"
+        );
+        assert!(!format!("{provider:?} {}", provider.describe()).contains("literal-0c4d"));
+    }
 
     // Cargo sets CARGO_PKG_NAME for the test process.
     let provider = KeySource::Env("CARGO_PKG_NAME".into())

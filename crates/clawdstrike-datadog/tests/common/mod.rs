@@ -136,6 +136,21 @@ pub fn static_key(key: &str) -> KeyHolder {
     KeyHolder::from_static(SecretString::from(key))
 }
 
+/// A holder reading `key` from `dir/api-key`, re-read at every rejection (no throttle), and
+/// that file, for rotating it.
+#[allow(dead_code)] // not every test binary rotates keys
+pub async fn file_key(dir: &Path, key: &str) -> (KeyHolder, PathBuf) {
+    let key_file = dir.join("api-key");
+    std::fs::write(&key_file, key).unwrap();
+    let holder = KeyHolder::from_source(
+        clawdstrike_keys::KeySource::File(key_file.clone()),
+        clawdstrike_keys::RefreshOptions::default().with_min_interval(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    (holder, key_file)
+}
+
 /// Every log line of this test process at TRACE level (installed once per process).
 pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();

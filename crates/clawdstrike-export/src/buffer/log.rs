@@ -340,12 +340,10 @@ fn ids_with_extension(dir: &Path, extension: &str) -> io::Result<Vec<u64>> {
         .collect())
 }
 
-/// Fsyncs `dir`, so that the files created or renamed in it survive a power loss. Where a
-/// directory cannot be fsynced at all (not Unix; a filesystem answering `EINVAL`), there is
-/// nothing to do.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    match File::open(dir)?.sync_all() {
+/// An fsync's result, where a file or directory that cannot be fsynced at all (`EINVAL`:
+/// `/dev/null`, some filesystems' directories; unsupported) has nothing to make durable.
+pub(crate) fn unsyncable_is_ok(synced: io::Result<()>) -> io::Result<()> {
+    match synced {
         Err(e)
             if matches!(
                 e.kind(),
@@ -355,6 +353,16 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
             Ok(())
         }
         synced => synced,
+    }
+}
+
+/// Fsyncs `dir`, so that the files created or renamed in it survive a power loss. Where a
+/// directory cannot be fsynced at all (not Unix; a filesystem answering `EINVAL`), there is
+/// nothing to do.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        unsyncable_is_ok(File::open(dir)?.sync_all())
     }
     #[cfg(not(unix))]
     {

@@ -17,8 +17,8 @@ use clawdstrike_schema::SecurityEvent;
 use tokio::task::JoinHandle;
 
 pub use self::config::{BufferConfig, DiskBufferConfig, FsyncPolicy};
-pub(crate) use self::log::sync_dir;
 use self::log::{Abandon, AppendError, Appended, FoundSegment, InFlight, Log};
+pub(crate) use self::log::{sync_dir, unsyncable_is_ok};
 use crate::exporter::Record;
 use crate::pipeline::{BuildError, Pipeline, PipelineBuilder, ShutdownReport, SubmitError};
 use crate::settle::{SettleHook, Settlement};
