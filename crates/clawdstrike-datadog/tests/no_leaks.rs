@@ -74,12 +74,20 @@ async fn error_pages_that_echo_the_keys_do_not_carry_them_into_errors() {
     let intake = FakeIntake::start(SecretString::from(KEY_A), SecretString::from(APP_KEY))
         .await
         .unwrap();
+    // The keys sit across the points where the clients cut a page (300 and 512 characters):
+    // blanked after a cut, their first characters would remain.
+    let mut page = format!("<html>Bad gateway.{}", "a".repeat(260));
+    page.push_str("DD-API-KEY: ");
+    assert_eq!(page.len(), 290);
+    page.push_str(KEY_A);
+    page.push_str(&"b".repeat(500 - page.len() - 20));
+    page.push_str("DD-APPLICATION-KEY: ");
+    page.push_str(APP_KEY);
+    page.push_str("</html>");
     let echo = FaultAction::Status {
         status: 502,
         retry_after: None,
-        body: Some(format!(
-            "<html>Bad gateway. Your request: DD-API-KEY: {KEY_A}\r\nDD-APPLICATION-KEY: {APP_KEY}</html>"
-        )),
+        body: Some(page),
     };
     intake.fail_next(FaultTarget::All, 2, echo);
     let base = intake.base_url();
@@ -109,10 +117,10 @@ async fn error_pages_that_echo_the_keys_do_not_carry_them_into_errors() {
             "{text}"
         );
         assert!(
-            text.contains("[redacted]"),
+            text.contains("[reda"),
             "the page is shown, keys blanked: {text}"
         );
-        for secret in [KEY_A, APP_KEY, "proxysecretpw"] {
+        for secret in [&KEY_A[..8], &APP_KEY[..8], "proxysecretpw"] {
             assert!(!text.contains(secret), "{secret} leaked into: {text}");
         }
     }

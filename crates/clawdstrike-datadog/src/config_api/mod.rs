@@ -331,7 +331,12 @@ impl ConfigClient {
             return Err(ConfigApiError::new(
                 &what,
                 Some(status),
-                self.scrub(&error_text(&json, &body)),
+                // Keys blanked over the whole body before `error_text` cuts it: a cut inside
+                // a key would leave a prefix that no longer matches.
+                self.scrub(&error_text(
+                    &json,
+                    &self.scrub(&String::from_utf8_lossy(&body)),
+                )),
             ));
         }
     }
@@ -523,12 +528,11 @@ fn errors_of(json: &Value) -> Vec<String> {
     }
 }
 
-fn error_text(json: &Value, body: &[u8]) -> String {
+fn error_text(json: &Value, body: &str) -> String {
     if json.get("errors").is_some() {
         errors_of(json).join("; ")
     } else {
-        let text = String::from_utf8_lossy(body);
-        let text = text.trim();
+        let text = body.trim();
         if text.is_empty() {
             "no body".to_owned()
         } else {
