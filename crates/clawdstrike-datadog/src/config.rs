@@ -120,22 +120,28 @@ fn redact_refs(text: &str) -> String {
     format!("a value (its references: {})", refs.join(", "))
 }
 
-/// Interpolates every string under `value`. Inside a section turned off with a literal
-/// `enabled: false` (an exporter, `metrics`, `apm`), a value whose reference cannot be
-/// resolved (an unset variable, say the key of a region not deployed on this host) is left
-/// out, so its default applies, instead of failing the whole file: nothing reads that
-/// section. Returns false for a value to leave out.
+/// Interpolates every string under `value`; returns whether every reference under it
+/// resolved.
+///
+/// An exporter turned off with a literal `enabled: false` (the file's root, or an entry of
+/// `exporters`) needs none of its variables: nothing reads it. There, a reference that cannot
+/// be resolved (an unset variable, say the key of a region not deployed on this host) leaves
+/// out the whole setting it is in (`api_key: { file: ${EU_KEY_FILE} }` goes entirely, not
+/// just the file), so its default applies, instead of failing the whole file. Only whole
+/// exporters: a turned-off `apm` or `metrics` section is still read (the service, env and
+/// version of log items come from `apm`).
 fn interpolate_value(
     value: &mut serde_yaml_ng::Value,
     path: &mut Vec<String>,
     env: Env<'_>,
-    disabled: bool,
+    lenient: bool,
 ) -> Result<bool, ConfigError> {
     use serde_yaml_ng::Value;
+    let mut resolved = true;
     match value {
         Value::String(s) => match interpolate(s, env) {
             Ok(text) => *s = text,
-            Err(_) if disabled => return Ok(false),
+            Err(_) if lenient => resolved = false,
             Err(message) => {
                 return Err(ConfigError {
                     path: path.join("."),
@@ -144,22 +150,23 @@ fn interpolate_value(
             }
         },
         Value::Sequence(items) => {
-            let mut keep = Vec::with_capacity(items.len());
             for (i, item) in items.iter_mut().enumerate() {
                 path.push(i.to_string());
-                keep.push(interpolate_value(item, path, env, disabled)?);
+                resolved &= interpolate_value(item, path, env, lenient)?;
                 path.pop();
             }
-            let mut kept = keep.into_iter();
-            items.retain(|_| kept.next().unwrap_or(true));
         }
         Value::Mapping(map) => {
-            let disabled = disabled || map.get("enabled") == Some(&Value::Bool(false));
+            let exporter = path.is_empty() || (path.len() == 2 && path[0] == "exporters");
+            let off = exporter && map.get("enabled") == Some(&Value::Bool(false));
             let mut left_out = Vec::new();
             for (k, v) in map.iter_mut() {
                 path.push(k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned));
-                if !interpolate_value(v, path, env, disabled)? {
-                    left_out.push(k.clone());
+                if !interpolate_value(v, path, env, lenient || off)? {
+                    resolved = false;
+                    if off {
+                        left_out.push(k.clone());
+                    }
                 }
                 path.pop();
             }
@@ -168,11 +175,11 @@ fn interpolate_value(
             }
         }
         Value::Tagged(tagged) => {
-            return interpolate_value(&mut tagged.value, path, env, disabled);
+            resolved = interpolate_value(&mut tagged.value, path, env, lenient)?;
         }
         _ => {}
     }
-    Ok(true)
+    Ok(resolved)
 }
 
 /// Parses YAML into `T`, interpolating `${VAR}` in every string value first. Errors name the

@@ -291,7 +291,9 @@ exporters:
     site: datadoghq.com
   eu:
     enabled: false
-    api_key: ${DD_EU_API_KEY}
+    api_key:
+      file: ${DD_EU_KEY_FILE}
+    app_key: ${DD_EU_APP_KEY}
     site: ${DD_EU_SITE}
     logs: { tags: [\"region:${REGION}\"] }
 ";
@@ -306,16 +308,17 @@ exporters:
             &[("DD_US_API_KEY", "a")],
         )
         .unwrap_err();
-        assert_eq!(err.path, "exporters.eu.api_key");
+        assert_eq!(err.path, "exporters.eu.api_key.file");
         let err = parse(yaml, &[]).unwrap_err();
         assert_eq!(err.path, "exporters.us.api_key");
-        // Metrics turned off need no prefix variable either.
-        let s = parse(
-            "exporters:\n  us:\n    metrics:\n      enabled: false\n      prefix: ${PREFIX}\n",
+        // Only whole exporters: a turned-off `apm` section is still read (log items take
+        // their service from it), so its variables are still needed.
+        let err = parse(
+            "exporters:\n  us:\n    apm:\n      enabled: false\n      service: ${SVC}\n",
             &[],
         )
-        .unwrap();
-        assert!(!s.exporters[0].resolved.metrics.enabled);
+        .unwrap_err();
+        assert_eq!(err.path, "exporters.us.apm.service");
     }
 
     #[test]
