@@ -74,6 +74,9 @@ pub(crate) fn now_rfc3339() -> String {
 struct OpenFile {
     file: File,
     len: u64,
+    /// A regular file: rotated by size, its directory entry synced. Not so `/dev/null` (to
+    /// discard dead letters) or a pipe, which are never renamed.
+    regular: bool,
 }
 
 /// What one [`DeadLetterWriter::write_lines`] call has written and not yet forced to disk.
@@ -90,7 +93,7 @@ impl Written {
     /// Fsyncs the open file (and the directory, after a creation or a rename); on failure the
     /// lines it covered count as not written: their events are not settled, so a disk buffer
     /// keeps them (a dead letter written twice beats one lost).
-    fn sync(&mut self, path: &Path, slot: &mut Option<OpenFile>) {
+    fn sync(&mut self, path: &Path, slot: &mut Option<OpenFile>, faults: &Faults) {
         let mut result = match slot.as_ref() {
             // A file that cannot be fsynced at all (`/dev/null`, to discard dead letters)
             // has nothing to make durable.
@@ -105,8 +108,22 @@ impl Written {
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             result = crate::buffer::sync_dir(dir);
+            #[cfg(test)]
+            faults
+                .dir_syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.dir_changed = result.is_err();
         }
+        #[cfg(test)]
+        if faults
+            .fail_fsyncs
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.dir_changed |= result.is_ok();
+            result = Err(io::Error::other("injected fsync failure"));
+        }
+        #[cfg(not(test))]
+        let _ = faults;
         if let Err(e) = result {
             *slot = None;
             for i in self.unsynced.drain(..) {
@@ -126,6 +143,19 @@ pub(crate) struct DeadLetterWriter {
     max_file_bytes: u64,
     max_files: u32,
     file: Mutex<Option<OpenFile>>,
+    /// The directory has a change (a file created or renamed) not yet synced: kept across
+    /// calls, since the next call may find the file already there.
+    dir_unsynced: std::sync::atomic::AtomicBool,
+    faults: Faults,
+}
+
+/// Fsync failures on demand, and a count of directory fsyncs, for tests.
+#[derive(Debug, Default)]
+struct Faults {
+    #[cfg(test)]
+    fail_fsyncs: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
+    dir_syncs: std::sync::atomic::AtomicUsize,
 }
 
 impl DeadLetterWriter {
@@ -135,6 +165,8 @@ impl DeadLetterWriter {
             max_file_bytes: config.max_file_bytes,
             max_files: config.max_files,
             file: Mutex::new(None),
+            dir_unsynced: std::sync::atomic::AtomicBool::new(false),
+            faults: Faults::default(),
         }
     }
 
@@ -155,19 +187,24 @@ impl DeadLetterWriter {
             .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut batch = Written::default();
+        let mut batch = Written {
+            dir_changed: self.dir_unsynced.load(std::sync::atomic::Ordering::Relaxed),
+            ..Written::default()
+        };
         for (i, line) in lines.iter().enumerate() {
             if let Err(error) = self.write_one(path, &mut guard, line, &mut batch) {
                 // Forget the handle so the next write reopens (the directory may come back);
                 // what it holds from this call is synced first.
-                batch.sync(path, &mut guard);
+                batch.sync(path, &mut guard, &self.faults);
                 *guard = None;
                 batch.failed.push((i, error));
             } else {
                 batch.unsynced.push(i);
             }
         }
-        batch.sync(path, &mut guard);
+        batch.sync(path, &mut guard, &self.faults);
+        self.dir_unsynced
+            .store(batch.dir_changed, std::sync::atomic::Ordering::Relaxed);
         batch.failed.sort_by_key(|(i, _)| *i);
         batch.failed
     }
@@ -181,26 +218,32 @@ impl DeadLetterWriter {
     ) -> io::Result<()> {
         let line_len = line.len() as u64;
         if let Some(open) = slot.as_ref()
+            && open.regular
             && open.len > 0
             && open.len + line_len > self.max_file_bytes
         {
             // The lines this call wrote to the file about to be renamed go to disk first.
-            batch.sync(path, slot);
+            batch.sync(path, slot, &self.faults);
             *slot = None;
             self.rotate(path)?;
             batch.dir_changed = true;
         }
         if slot.is_none() {
             let file = OpenOptions::new().create(true).append(true).open(path)?;
-            let len = file.metadata()?.len();
+            let metadata = file.metadata()?;
+            let (len, regular) = (metadata.len(), metadata.file_type().is_file());
             // A file just created (or still empty) needs its directory entry synced too.
-            batch.dir_changed |= len == 0;
-            *slot = Some(OpenFile { file, len });
-            if len > 0 && len + line_len > self.max_file_bytes {
+            batch.dir_changed |= regular && len == 0;
+            *slot = Some(OpenFile { file, len, regular });
+            if regular && len > 0 && len + line_len > self.max_file_bytes {
                 *slot = None;
                 self.rotate(path)?;
                 let file = OpenOptions::new().create(true).append(true).open(path)?;
-                *slot = Some(OpenFile { file, len: 0 });
+                *slot = Some(OpenFile {
+                    file,
+                    len: 0,
+                    regular: true,
+                });
                 batch.dir_changed = true;
             }
         }
@@ -244,6 +287,7 @@ impl DeadLetterWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     fn writer(path: &Path, max_file_bytes: u64) -> DeadLetterWriter {
         DeadLetterWriter::new(&DeadLetterConfig {
@@ -255,11 +299,43 @@ mod tests {
 
     /// Lines are fsynced before `write_lines` returns; a file that cannot be fsynced at all
     /// (`/dev/null`, to discard dead letters) is not a failure.
+    /// It is never rotated either (renaming `/dev/null` would be a disaster as root).
     #[cfg(unix)]
     #[test]
     fn a_file_that_cannot_be_fsynced_at_all_still_takes_dead_letters() {
-        let failed = writer(Path::new("/dev/null"), 1 << 20).write_lines(&[b"{}\n".to_vec()]);
-        assert!(failed.is_empty(), "{failed:?}");
+        let w = writer(Path::new("/dev/null"), 4);
+        for _ in 0..3 {
+            let failed = w.write_lines(&[b"{}\n".to_vec(), b"{}\n".to_vec()]);
+            assert!(failed.is_empty(), "{failed:?}");
+        }
+        assert!(Path::new("/dev/null").exists());
+        assert!(!Path::new("/dev/null.1").exists());
+    }
+
+    /// A failed fsync reports every line it covered as not written, in order (their events
+    /// stay unsettled); a directory change whose fsync failed is synced by the next call,
+    /// which finds the file already there.
+    #[test]
+    fn a_failed_fsync_fails_its_lines_and_the_directory_is_synced_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir.path().join("dlq.jsonl"), 1 << 20);
+        w.faults.fail_fsyncs.store(true, Ordering::Relaxed);
+        let lines: Vec<Vec<u8>> = (0..3).map(|i| format!("line-{i}\n").into_bytes()).collect();
+        let failed = w.write_lines(&lines);
+        let indices: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indices, [0, 1, 2]);
+        assert!(
+            failed[0].1.to_string().contains("fsync"),
+            "{:?}",
+            failed[0].1
+        );
+        w.faults.fail_fsyncs.store(false, Ordering::Relaxed);
+        let before = w.faults.dir_syncs.load(Ordering::Relaxed);
+        assert!(w.write_lines(&lines[..1]).is_empty());
+        assert_eq!(w.faults.dir_syncs.load(Ordering::Relaxed), before + 1);
+        // Nothing left to sync in the directory: the next call syncs only the file.
+        assert!(w.write_lines(&lines[..1]).is_empty());
+        assert_eq!(w.faults.dir_syncs.load(Ordering::Relaxed), before + 1);
     }
 
     /// Across a rotation in the middle of one call, every line lands once, in order.
