@@ -1119,6 +1119,9 @@ async fn a_dead_letter_write_unfinished_at_the_deadline_is_reported() {
     })
     .await;
     assert!(counted.is_ok(), "the 3 dead letters are counted");
+    // ... and no longer counted in flight while their write waits (checked at the end, once
+    // the write is let go).
+    let during = p.stats().remove(0);
     let report = p.shutdown(Duration::from_millis(100)).await.remove(0);
     assert!(report.deadline_reached);
     assert_eq!(
@@ -1143,6 +1146,12 @@ async fn a_dead_letter_write_unfinished_at_the_deadline_is_reported() {
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l.contains("HTTP 400")), "{lines:?}");
     drop(unblock);
+    assert_eq!(during.in_flight_events, 0, "{during:?}");
+    assert_eq!(
+        during.accepted,
+        during.exported + during.dead_lettered + during.dropped.total() + during.queue_depth as u64,
+        "{during:?}"
+    );
 }
 
 #[test]
