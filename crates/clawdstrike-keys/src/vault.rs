@@ -233,31 +233,35 @@ impl VaultProvider {
 
     fn classify(&self, err: &ClientError, what: &str) -> KeyError {
         let detail = format!("{what}: {}", error_chain(err));
-        // A status whose body vaultrs could not read as Vault's `errors` array (the 404 of a
-        // KV secret whose latest version is deleted, which carries metadata instead; a
-        // proxy's HTML page) is classified by the status all the same, and named, since the
-        // message alone says only "Server returned error". Its body is not shown.
-        let status = match err {
-            ClientError::APIError { code, .. } => Some(*code),
+        match err {
+            ClientError::APIError { code, .. } => {
+                return match code {
+                    404 => KeyError::not_found(&self.description, detail),
+                    400 | 401 | 403 => KeyError::forbidden(&self.description, detail),
+                    429 | 500.. => KeyError::unavailable(&self.description, detail),
+                    _ => KeyError::invalid(&self.description, detail),
+                };
+            }
+            // A status whose body vaultrs could not read as Vault's `errors` array. On the KV
+            // read, a 404 is a secret whose latest version is deleted (its body carries
+            // metadata instead): not found, not an outage retried forever. Any other such
+            // status, or one on a login, may be a proxy's or load balancer's page, so it
+            // stays transient as before. Named by its status (the message alone says only
+            // "Server returned error"); its body is not shown.
             ClientError::RestClientError {
                 source: rustify::errors::ClientError::ServerResponseError { code, .. },
-            } => Some(*code),
-            _ => None,
-        };
-        if let Some(code) = status {
-            let detail = match err {
-                ClientError::APIError { .. } => detail,
-                _ => format!("{what}: HTTP {code}"),
-            };
-            return match code {
-                404 => KeyError::not_found(
-                    &self.description,
-                    format!("{detail} (no such secret, or its latest version is deleted)"),
-                ),
-                400 | 401 | 403 => KeyError::forbidden(&self.description, detail),
-                429 | 500.. => KeyError::unavailable(&self.description, detail),
-                _ => KeyError::invalid(&self.description, detail),
-            };
+            } => {
+                let detail = format!("{what}: HTTP {code}");
+                return if *code == 404 && what == "read" {
+                    KeyError::not_found(
+                        &self.description,
+                        format!("{detail} (no such secret, or its latest version is deleted)"),
+                    )
+                } else {
+                    KeyError::unavailable(&self.description, detail)
+                };
+            }
+            _ => {}
         }
         match err {
             ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => {
