@@ -189,7 +189,12 @@ impl PipelineBuilder {
                 }
                 if let (Some(a), Some(b)) =
                     (&config.dead_letter.path, &other_config.dead_letter.path)
-                    && same_file(a, b)
+                    && files_clash(
+                        a,
+                        config.dead_letter.max_files,
+                        b,
+                        other_config.dead_letter.max_files,
+                    )
                 {
                     return Err(BuildError::SharedDeadLetterFile(
                         other.name().to_owned(),
@@ -497,11 +502,16 @@ impl Inner {
     }
 }
 
-/// Whether two dead-letter paths name one file: compared through their directories'
-/// canonical forms (`..`, symbolic links, a relative path against an absolute one), since two
-/// writers of one file would each cut back the other's lines after a failed write.
-fn same_file(a: &Path, b: &Path) -> bool {
+/// Whether two exporters' dead-letter files (each `path` and its rotated `path.1` ...
+/// `path.N`) meet: one file named two ways (`..`, symbolic links, a relative path against an
+/// absolute one), or one exporter's file being the other's rotated name. Two writers of one
+/// file would each cut back the other's lines after a failed write, and a rotation would
+/// rename the other's file away.
+fn files_clash(a: &Path, a_rotated: u32, b: &Path, b_rotated: u32) -> bool {
     let resolve = |p: &Path| -> PathBuf {
+        if let Ok(file) = std::fs::canonicalize(p) {
+            return file;
+        }
         let dir = p
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -511,7 +521,21 @@ fn same_file(a: &Path, b: &Path) -> bool {
             _ => p.to_path_buf(),
         }
     };
-    a == b || resolve(a) == resolve(b)
+    let names = |p: &Path, rotated: u32| -> Vec<PathBuf> {
+        let base = resolve(p);
+        let mut names = vec![base.clone()];
+        names.extend((1..=rotated).map(|n| {
+            let mut name = base.clone().into_os_string();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        }));
+        names
+    };
+    if a == b {
+        return true;
+    }
+    let a_names = names(a, a_rotated);
+    names(b, b_rotated).iter().any(|n| a_names.contains(n))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

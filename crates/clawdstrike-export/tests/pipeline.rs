@@ -1273,6 +1273,34 @@ async fn build_rejects_invalid_configurations() {
         err,
         BuildError::SharedDeadLetterFile("x".into(), "y".into())
     );
+    // One exporter's file is the other's rotated name: a rotation would rename it away.
+    let err = Pipeline::builder()
+        .with_exporter(
+            x(),
+            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq.jsonl")),
+        )
+        .with_exporter(
+            Arc::new(ScriptedExporter::new("y")),
+            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq.jsonl.2")),
+        )
+        .build()
+        .expect_err("a file and another's rotated name");
+    assert_eq!(
+        err,
+        BuildError::SharedDeadLetterFile("x".into(), "y".into())
+    );
+    // Distinct files are fine.
+    Pipeline::builder()
+        .with_exporter(
+            x(),
+            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq.jsonl")),
+        )
+        .with_exporter(
+            Arc::new(ScriptedExporter::new("y")),
+            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq-y.jsonl")),
+        )
+        .build()
+        .expect("distinct files");
 }
 
 #[test]
