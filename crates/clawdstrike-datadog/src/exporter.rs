@@ -854,18 +854,25 @@ pub(crate) fn blank_key<'a>(text: &'a str, key: &str) -> std::borrow::Cow<'a, st
     }
 }
 
-/// `: <first 512 bytes of the body>` when the server explained itself, with `key` blanked
-/// out should the server (a proxy echoing the request, say) have repeated it.
+/// The first 512 bytes of a server's answer, for an error message, with `keys` blanked out
+/// should the server (a proxy or firewall echoing the request, say) have repeated them.
+/// Blanked over the whole body first: a cut could fall inside a key and leave a prefix of it
+/// that no longer matches.
+pub(crate) fn excerpt(body: &[u8], keys: &[&str]) -> String {
+    let mut text = String::from_utf8_lossy(body);
+    for key in keys {
+        if let std::borrow::Cow::Owned(blanked) = blank_key(&text, key) {
+            text = std::borrow::Cow::Owned(blanked);
+        }
+    }
+    let text = text.trim();
+    text[..text.floor_char_boundary(512)].to_owned()
+}
+
+/// `: <excerpt of the body>` when the server explained itself (see [`excerpt`]).
 async fn body_reason(response: reqwest::Response, key: &str) -> String {
     match response.bytes().await {
-        Ok(body) if !body.is_empty() => {
-            // Blanked out over the whole body first: a cut could fall inside the key and
-            // leave a prefix of it that no longer matches.
-            let text = String::from_utf8_lossy(&body);
-            let text = blank_key(&text, key);
-            let text = text.trim();
-            format!(": {}", &text[..text.floor_char_boundary(512)])
-        }
+        Ok(body) if !body.is_empty() => format!(": {}", excerpt(&body, &[key])),
         _ => String::new(),
     }
 }

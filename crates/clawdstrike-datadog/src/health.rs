@@ -38,18 +38,13 @@ pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder)
             Ok(body) if body.get("valid") == Some(&serde_json::Value::Bool(true)) => {
                 Health::Healthy
             }
-            Ok(body) => {
-                // Blanked out should a proxy have echoed the key; cut to 512 bytes.
-                let body = body.to_string();
-                let body = crate::exporter::blank_key(&body, current.expose());
-                Health::Degraded {
-                    reason: format!(
-                        "{} answered 200 without valid:true: {}",
-                        crate::exporter::redacted_url(&url),
-                        &body[..body.floor_char_boundary(512)]
-                    ),
-                }
-            }
+            Ok(body) => Health::Degraded {
+                reason: format!(
+                    "{} answered 200 without valid:true: {}",
+                    crate::exporter::redacted_url(&url),
+                    crate::exporter::excerpt(body.to_string().as_bytes(), &[current.expose()])
+                ),
+            },
             Err(e) => Health::Unknown {
                 reason: format!(
                     "{} answered 200 with an unreadable body: {}",

@@ -168,17 +168,11 @@ impl SignalsClient {
             reason: e.without_url().to_string(),
         })?;
         if !status.is_success() {
-            // Both keys blanked out over the whole body before the cut (a cut inside a key
-            // would leave a prefix that no longer matches): a proxy or firewall error page
-            // may echo the request's headers.
-            let text = String::from_utf8_lossy(&body);
-            let text = crate::exporter::blank_key(&text, self.api_key.current().expose());
-            let text = crate::exporter::blank_key(&text, self.app_key.current().expose());
-            let text = text.trim();
+            let (api_key, app_key) = (self.api_key.current(), self.app_key.current());
             return Err(SignalsError::Http {
                 status: status.as_u16(),
                 url: shown,
-                body: text[..text.floor_char_boundary(512)].to_owned(),
+                body: crate::exporter::excerpt(&body, &[api_key.expose(), app_key.expose()]),
             });
         }
         serde_json::from_slice(&body).map_err(|e| SignalsError::Decode {

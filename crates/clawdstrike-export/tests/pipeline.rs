@@ -1245,62 +1245,37 @@ async fn build_rejects_invalid_configurations() {
         .build()
         .expect_err("duplicate");
     assert_eq!(err, BuildError::DuplicateName("x".into()));
-    let shared = ExporterConfig::default().with_dead_letter_path("/tmp/same.jsonl");
-    let err = Pipeline::builder()
-        .with_exporter(x(), shared.clone())
-        .with_exporter(Arc::new(ScriptedExporter::new("y")), shared)
-        .build()
-        .expect_err("shared dead-letter file");
+    // Exporters `x` and `y` with dead-letter files `a` and `b`.
+    let two = |a: &Path, b: &Path| {
+        Pipeline::builder()
+            .with_exporter(x(), ExporterConfig::default().with_dead_letter_path(a))
+            .with_exporter(
+                Arc::new(ScriptedExporter::new("y")),
+                ExporterConfig::default().with_dead_letter_path(b),
+            )
+            .build()
+    };
+    let shared = BuildError::SharedDeadLetterFile("x".into(), "y".into());
+    let same = Path::new("/tmp/same.jsonl");
     assert_eq!(
-        err,
-        BuildError::SharedDeadLetterFile("x".into(), "y".into())
+        two(same, same).expect_err("shared dead-letter file"),
+        shared
     );
-    // The same file named two ways is the same file.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    let err = Pipeline::builder()
-        .with_exporter(
-            x(),
-            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq.jsonl")),
-        )
-        .with_exporter(
-            Arc::new(ScriptedExporter::new("y")),
-            ExporterConfig::default().with_dead_letter_path(dir.path().join("sub/../dlq.jsonl")),
-        )
-        .build()
-        .expect_err("one file named two ways");
+    let dlq = dir.path().join("dlq.jsonl");
+    // The same file named two ways is the same file.
     assert_eq!(
-        err,
-        BuildError::SharedDeadLetterFile("x".into(), "y".into())
+        two(&dlq, &dir.path().join("sub/../dlq.jsonl")).expect_err("one file named two ways"),
+        shared
     );
     // One exporter's file is the other's rotated name: a rotation would rename it away.
-    let err = Pipeline::builder()
-        .with_exporter(
-            x(),
-            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq.jsonl")),
-        )
-        .with_exporter(
-            Arc::new(ScriptedExporter::new("y")),
-            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq.jsonl.2")),
-        )
-        .build()
-        .expect_err("a file and another's rotated name");
     assert_eq!(
-        err,
-        BuildError::SharedDeadLetterFile("x".into(), "y".into())
+        two(&dlq, &dir.path().join("dlq.jsonl.2")).expect_err("a file and another's rotated name"),
+        shared
     );
     // Distinct files are fine.
-    Pipeline::builder()
-        .with_exporter(
-            x(),
-            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq.jsonl")),
-        )
-        .with_exporter(
-            Arc::new(ScriptedExporter::new("y")),
-            ExporterConfig::default().with_dead_letter_path(dir.path().join("dlq-y.jsonl")),
-        )
-        .build()
-        .expect("distinct files");
+    two(&dlq, &dir.path().join("dlq-y.jsonl")).expect("distinct files");
 }
 
 #[test]

@@ -61,14 +61,9 @@ impl StaticProvider {
     /// trims: a literal often comes from a variable interpolated into the configuration
     /// (`api_key: ${DD_API_KEY}`), whose value may end in a newline (`echo ... | base64`).
     pub fn new(key: SecretString) -> Self {
-        let text = key.expose_secret();
-        let trimmed = text.trim();
-        let key = if trimmed.len() == text.len() {
-            key
-        } else {
-            SecretString::from(trimmed)
-        };
-        StaticProvider { key }
+        StaticProvider {
+            key: SecretString::from(key.expose_secret().trim()),
+        }
     }
 }
 

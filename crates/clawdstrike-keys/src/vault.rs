@@ -234,14 +234,12 @@ impl VaultProvider {
     fn classify(&self, err: &ClientError, what: &str) -> KeyError {
         let detail = format!("{what}: {}", error_chain(err));
         match err {
-            ClientError::APIError { code, .. } => {
-                return match code {
-                    404 => KeyError::not_found(&self.description, detail),
-                    400 | 401 | 403 => KeyError::forbidden(&self.description, detail),
-                    429 | 500.. => KeyError::unavailable(&self.description, detail),
-                    _ => KeyError::invalid(&self.description, detail),
-                };
-            }
+            ClientError::APIError { code, .. } => match code {
+                404 => KeyError::not_found(&self.description, detail),
+                400 | 401 | 403 => KeyError::forbidden(&self.description, detail),
+                429 | 500.. => KeyError::unavailable(&self.description, detail),
+                _ => KeyError::invalid(&self.description, detail),
+            },
             // A status whose body vaultrs could not read as Vault's `errors` array. On the KV
             // read, a 404 is a secret whose latest version is deleted (its body carries
             // metadata instead): not found, not an outage retried forever. Any other such
@@ -252,18 +250,15 @@ impl VaultProvider {
                 source: rustify::errors::ClientError::ServerResponseError { code, .. },
             } => {
                 let detail = format!("{what}: HTTP {code}");
-                return if *code == 404 && what == "read" {
+                if *code == 404 && what == "read" {
                     KeyError::not_found(
                         &self.description,
                         format!("{detail} (no such secret, or its latest version is deleted)"),
                     )
                 } else {
                     KeyError::unavailable(&self.description, detail)
-                };
+                }
             }
-            _ => {}
-        }
-        match err {
             ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => {
                 KeyError::not_found(&self.description, detail)
             }
