@@ -184,6 +184,10 @@ impl FilterConfig {
 }
 
 /// Where events that cannot be delivered go: JSON lines, one per event, rotated by size.
+///
+/// Several processes may write the same file (a backfill beside the daemon, with the same
+/// configuration): each line is written whole under the file's lock, and each process follows
+/// the others' rotations. Within one pipeline, two exporters may not share a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeadLetterConfig {

@@ -73,7 +73,6 @@ pub(crate) fn now_rfc3339() -> String {
 #[derive(Debug)]
 struct OpenFile {
     file: File,
-    len: u64,
     /// A regular file: rotated by size, its directory entry synced. Not so `/dev/null` (to
     /// discard dead letters) or a pipe, which are never renamed.
     regular: bool,
@@ -146,6 +145,8 @@ pub(crate) struct DeadLetterWriter {
     /// The directory has a change (a file created or renamed) not yet synced: kept across
     /// calls, since the next call may find the file already there.
     dir_unsynced: std::sync::atomic::AtomicBool,
+    /// The file could not be locked (a filesystem without locks) and this was logged.
+    unlocked_logged: std::sync::atomic::AtomicBool,
     faults: Faults,
 }
 
@@ -166,6 +167,7 @@ impl DeadLetterWriter {
             max_files: config.max_files,
             file: Mutex::new(None),
             dir_unsynced: std::sync::atomic::AtomicBool::new(false),
+            unlocked_logged: std::sync::atomic::AtomicBool::new(false),
             faults: Faults::default(),
         }
     }
@@ -209,6 +211,15 @@ impl DeadLetterWriter {
         batch.failed
     }
 
+    /// Writes one line to the file `path` names, rotating it first if the line would take it
+    /// past `max_file_bytes`.
+    ///
+    /// Another process may append to the same file and rotate it (a backfill beside the
+    /// daemon, with the same configuration). So each line is written under the file's lock, at
+    /// its length read under that lock (a line cut short by a full disk is cut back to exactly
+    /// where it began, never into the other's lines), to the file the path names at that
+    /// moment (not one the other process has rotated away), and a rotation happens under the
+    /// lock of the file it renames.
     fn write_one(
         &self,
         path: &Path,
@@ -217,47 +228,86 @@ impl DeadLetterWriter {
         batch: &mut Written,
     ) -> io::Result<()> {
         let line_len = line.len() as u64;
-        if let Some(open) = slot.as_ref()
-            && open.regular
-            && open.len > 0
-            && open.len + line_len > self.max_file_bytes
-        {
-            // The lines this call wrote to the file about to be renamed go to disk first.
-            batch.sync(path, slot, &self.faults);
-            *slot = None;
-            self.rotate(path)?;
-            batch.dir_changed = true;
-        }
-        if slot.is_none() {
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
-            let metadata = file.metadata()?;
-            let (len, regular) = (metadata.len(), metadata.file_type().is_file());
-            // A file just created (or still empty) needs its directory entry synced too.
-            batch.dir_changed |= regular && len == 0;
-            *slot = Some(OpenFile { file, len, regular });
-            if regular && len > 0 && len + line_len > self.max_file_bytes {
-                *slot = None;
-                self.rotate(path)?;
+        // Each pass either writes, or finds the file renamed or due for rotation and opens the
+        // new one; only another process rotating without pause could keep it going.
+        for _ in 0..MAX_REOPENS {
+            if slot.is_none() {
                 let file = OpenOptions::new().create(true).append(true).open(path)?;
-                *slot = Some(OpenFile {
-                    file,
-                    len: 0,
-                    regular: true,
-                });
-                batch.dir_changed = true;
+                let regular = file.metadata()?.file_type().is_file();
+                *slot = Some(OpenFile { file, regular });
             }
+            let open = slot
+                .as_ref()
+                .ok_or_else(|| io::Error::other("dead-letter file not open"))?;
+            if !open.regular {
+                // `/dev/null` or a pipe: never rotated, nothing to cut back.
+                return (&open.file).write_all(line);
+            }
+            let locked = self.lock(&open.file, path)?;
+            let state = open
+                .file
+                .metadata()
+                .and_then(|m| Ok((m.len(), names_file(path, &m)?)));
+            let (len, current) = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    unlock(&open.file, locked);
+                    return Err(e);
+                }
+            };
+            if !current {
+                // Renamed away (or removed) by another process's rotation: what this call
+                // wrote there goes to disk, then the file the path names now is opened.
+                unlock(&open.file, locked);
+                batch.sync(path, slot, &self.faults);
+                *slot = None;
+                continue;
+            }
+            if len > 0 && len + line_len > self.max_file_bytes {
+                // The lines this call wrote to the file about to be renamed go to disk first;
+                // closing it (below) gives up its lock once the rotation is done.
+                batch.sync(path, slot, &self.faults);
+                let rotated = self.rotate(path);
+                *slot = None;
+                rotated?;
+                batch.dir_changed = true;
+                continue;
+            }
+            // A file just created (or still empty) needs its directory entry synced too.
+            batch.dir_changed |= len == 0;
+            let written = (&open.file).write_all(line);
+            if written.is_err() && locked {
+                // A full disk may have taken part of the line: cut it back off, or the next
+                // line (once there is room) would be glued to it and neither would read back.
+                // Unlocked, another process may have appended since `len`: left as it is.
+                let _ = open.file.set_len(len);
+            }
+            unlock(&open.file, locked);
+            return written;
         }
-        let open = slot
-            .as_mut()
-            .ok_or_else(|| io::Error::other("dead-letter file not open"))?;
-        if let Err(e) = open.file.write_all(line) {
-            // A full disk may have taken part of the line: cut it back off, or the next line
-            // (once there is room) would be glued to it and neither would read back.
-            let _ = open.file.set_len(open.len);
-            return Err(e);
+        Err(io::Error::other(format!(
+            "the dead-letter file was renamed {MAX_REOPENS} times in a row while writing (another process rotating it)"
+        )))
+    }
+
+    /// Takes `file`'s exclusive lock; false on a filesystem without locks (some network ones),
+    /// where the write goes ahead unlocked (and this is logged once).
+    fn lock(&self, file: &File, path: &Path) -> io::Result<bool> {
+        match file.lock() {
+            Ok(()) => Ok(true),
+            Err(e)
+                if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(ENOLCK) =>
+            {
+                if !self
+                    .unlocked_logged
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "the dead-letter file cannot be locked here; writing without the lock (another process writing the same file may then interleave with this one)");
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
         }
-        open.len += line_len;
-        Ok(())
     }
 
     /// `path` → `path.1` → … → `path.max_files` (the oldest is deleted).
@@ -282,6 +332,40 @@ impl DeadLetterWriter {
         }
         fs::rename(path, numbered(1))
     }
+}
+
+/// Passes through [`DeadLetterWriter::write_one`] before it gives up on a file that keeps being
+/// renamed.
+const MAX_REOPENS: usize = 8;
+
+/// `ENOLCK` on Linux: no locks available (an NFS mount without its lock daemon).
+const ENOLCK: i32 = 37;
+
+fn unlock(file: &File, locked: bool) {
+    if locked {
+        let _ = file.unlock();
+    }
+}
+
+/// Whether `path` still names the open file whose metadata is `open` (another process's
+/// rotation renames it away).
+fn names_file(path: &Path, open: &fs::Metadata) -> io::Result<bool> {
+    match fs::metadata(path) {
+        Ok(named) => Ok(same_file(open, &named)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
+    true
 }
 
 #[cfg(test)]
@@ -336,6 +420,96 @@ mod tests {
         // Nothing left to sync in the directory: the next call syncs only the file.
         assert!(w.write_lines(&lines[..1]).is_empty());
         assert_eq!(w.faults.dir_syncs.load(Ordering::Relaxed), before + 1);
+    }
+
+    /// Every line of `path` and its rotated files, oldest first.
+    fn lines_oldest_first(path: &Path, max_files: u32) -> Vec<String> {
+        let mut names: Vec<PathBuf> = (1..=max_files)
+            .rev()
+            .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
+            .collect();
+        names.push(path.to_owned());
+        let mut lines = Vec::new();
+        for name in names {
+            if let Ok(text) = fs::read_to_string(&name) {
+                let size = text.len() as u64;
+                assert!(
+                    size <= 100,
+                    "{} has {size} bytes, over the limit",
+                    name.display()
+                );
+                lines.extend(text.lines().map(str::to_owned));
+            }
+        }
+        lines
+    }
+
+    /// Two writers of one file, as two processes would be (a backfill beside the daemon):
+    /// each rotation by one is followed by the other, which writes to the file the path names
+    /// now, not to the one renamed away, so the files hold the lines in the order they were
+    /// written, none past the size limit.
+    #[test]
+    fn a_second_writer_follows_the_first_ones_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let config = DeadLetterConfig {
+            path: Some(path.clone()),
+            max_file_bytes: 100,
+            max_files: 50,
+        };
+        let writers = [
+            DeadLetterWriter::new(&config),
+            DeadLetterWriter::new(&config),
+        ];
+        let mut expected = Vec::new();
+        for n in 0..60 {
+            let line = format!("{{\"writer\":{},\"n\":{n:02}}}", n % 2);
+            assert!(
+                writers[n % 2]
+                    .write_lines(&[format!("{line}\n").into_bytes()])
+                    .is_empty()
+            );
+            expected.push(line);
+        }
+        assert_eq!(lines_oldest_first(&path, 50), expected);
+    }
+
+    /// Two writers of one file at once: every line lands whole, exactly once.
+    #[test]
+    fn two_writers_at_once_keep_every_line_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let config = DeadLetterConfig {
+            path: Some(path.clone()),
+            max_file_bytes: 100,
+            max_files: 200,
+        };
+        let writers = [
+            DeadLetterWriter::new(&config),
+            DeadLetterWriter::new(&config),
+        ];
+        std::thread::scope(|scope| {
+            for (id, w) in writers.iter().enumerate() {
+                scope.spawn(move || {
+                    for call in 0..50 {
+                        let lines: Vec<Vec<u8>> = (0..3)
+                            .map(|k| {
+                                format!("{{\"writer\":{id},\"n\":{:03}}}\n", call * 3 + k)
+                                    .into_bytes()
+                            })
+                            .collect();
+                        assert!(w.write_lines(&lines).is_empty());
+                    }
+                });
+            }
+        });
+        let mut seen = lines_oldest_first(&path, 200);
+        seen.sort();
+        let mut expected: Vec<String> = (0..2)
+            .flat_map(|id| (0..150).map(move |n| format!("{{\"writer\":{id},\"n\":{n:03}}}")))
+            .collect();
+        expected.sort();
+        assert_eq!(seen, expected);
     }
 
     /// Across a rotation in the middle of one call, every line lands once, in order.
