@@ -1,20 +1,69 @@
 //! `health_check` via `GET /api/v1/validate`.
 
 use clawdstrike_export::Health;
-use clawdstrike_keys::KeyHolder;
+use clawdstrike_keys::{KeyHolder, RefreshOutcome};
 use reqwest::header::HeaderValue;
 
 /// Calls `/api/v1/validate` with the current key: 200 `{"valid":true}` is healthy, 403 is
 /// degraded (invalid key), and a network error or any other answer is unknown — a network
 /// error is not an invalid key.
+///
+/// A rejected key is read again from its source first (the same single-flight, throttled
+/// re-read the logs and metrics paths make), and a new one validated in its place: after a
+/// rotation with the old key revoked, the check does not report a key the next event would
+/// replace anyway.
 pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder) -> Health {
+    let first = validate_current(client, api_base, key).await;
+    if let Validated::Rejected { generation, health } = first {
+        return match key.refresh_after_rejection(generation).await {
+            RefreshOutcome::Changed { .. } => {
+                validate_current(client, api_base, key).await.into_health()
+            }
+            _ => health,
+        };
+    }
+    first.into_health()
+}
+
+/// One validate call's answer, telling a rejected key apart.
+enum Validated {
+    /// 401 or 403: the key of this generation was rejected.
+    Rejected {
+        generation: u64,
+        health: Health,
+    },
+    Other(Health),
+}
+
+impl Validated {
+    fn into_health(self) -> Health {
+        match self {
+            Self::Rejected { health, .. } | Self::Other(health) => health,
+        }
+    }
+}
+
+async fn validate_current(client: &reqwest::Client, api_base: &str, key: &KeyHolder) -> Validated {
     let current = key.current();
+    let generation = current.generation();
+    Validated::Other(match validate_with(client, api_base, &current).await {
+        Ok(health) => health,
+        Err(health) => return Validated::Rejected { generation, health },
+    })
+}
+
+/// `Err` for a rejected key.
+async fn validate_with(
+    client: &reqwest::Client,
+    api_base: &str,
+    current: &clawdstrike_keys::CurrentKey,
+) -> Result<Health, Health> {
     let mut value = match HeaderValue::from_str(current.expose()) {
         Ok(v) => v,
         Err(_) => {
-            return Health::Degraded {
+            return Ok(Health::Degraded {
                 reason: "the API key contains characters not allowed in an HTTP header".to_owned(),
-            };
+            });
         }
     };
     value.set_sensitive(true);
@@ -23,17 +72,17 @@ pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder)
         Ok(r) => r,
         Err(e) => {
             // reqwest's own text would print the URL whole (credentials included).
-            return Health::Unknown {
+            return Ok(Health::Unknown {
                 reason: format!(
                     "cannot reach {}{}",
                     crate::exporter::redacted_url(&url),
                     crate::exporter::error_sources(&e)
                 ),
-            };
+            });
         }
     };
     let status = response.status();
-    match status.as_u16() {
+    Ok(match status.as_u16() {
         200 => match response.json::<serde_json::Value>().await {
             Ok(body) if body.get("valid") == Some(&serde_json::Value::Bool(true)) => {
                 Health::Healthy
@@ -53,14 +102,18 @@ pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder)
                 ),
             },
         },
-        401 | 403 => Health::Degraded {
-            reason: format!("Datadog rejected the API key (HTTP {status} from /api/v1/validate)"),
-        },
+        401 | 403 => {
+            return Err(Health::Degraded {
+                reason: format!(
+                    "Datadog rejected the API key (HTTP {status} from /api/v1/validate)"
+                ),
+            });
+        }
         _ => Health::Unknown {
             reason: format!(
                 "{} answered HTTP {status}",
                 crate::exporter::redacted_url(&url)
             ),
         },
-    }
+    })
 }

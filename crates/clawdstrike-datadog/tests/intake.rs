@@ -409,6 +409,28 @@ async fn a_403_without_a_new_key_dead_letters_degrades_and_stops_hammering() {
     assert!(!h.exporter.transport_stats().snapshot().key_valid);
 }
 
+/// After a rotation with the old key revoked, and before any event has made the logs path
+/// read the key again, the health check reads it itself and validates the new one, rather than
+/// reporting a key that the next request would replace anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_reads_a_rejected_key_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (holder, key_file) = file_key(dir.path(), KEY_A).await;
+    let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
+    assert_eq!(h.exporter.health_check().await, Health::Healthy);
+    std::fs::write(&key_file, KEY_B).unwrap();
+    h.intake.set_api_keys([SecretString::from(KEY_B)]);
+    assert_eq!(h.exporter.health_check().await, Health::Healthy);
+    assert_eq!(holder.current().expose(), KEY_B);
+    // Revoked with nothing new in the file: degraded, naming the rejection.
+    h.intake.set_api_keys([SecretString::from(KEY_A)]);
+    match h.exporter.health_check().await {
+        Health::Degraded { reason } => assert!(reason.contains("rejected the API key"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    h.pipeline.shutdown(DEADLINE).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_intake_is_unknown_health_not_invalid() {
     let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
