@@ -311,7 +311,9 @@ impl Pipeline {
     /// [`SubmitError::Closed`] once shutdown has begun.
     pub async fn submit_with_seq(&self, record: Record, seq: u64) -> Result<(), SubmitError> {
         let inner = &*self.inner;
-        let _gate = inner.enter()?;
+        if inner.gate.load(Ordering::Acquire) & CLOSED != 0 {
+            return Err(SubmitError::Closed);
+        }
         let targets = inner.targets(&record);
         let mut reserved = Reserved {
             lanes: &inner.lanes,
@@ -329,6 +331,11 @@ impl Pipeline {
                 reserved.mask |= 1 << i;
             }
         }
+        // Only now, past the last await, does the submit pass the gate that the shutdown waits
+        // on: a submit parked on a full queue, whose caller may never poll it again, must not
+        // hold the shutdown until its deadline (closing the queues' slots fails it when it is
+        // polled). The shutdown may have begun while it waited: its reserved slots go back.
+        let _gate = inner.enter()?;
         reserved.mask = 0;
         inner.commit(record, seq, targets);
         Ok(())

@@ -128,6 +128,46 @@ async fn block_makes_submit_wait_until_the_stalled_exporter_is_released() {
     assert_eq!(report.dropped.total(), 0);
 }
 
+/// A submit parked on a full `block` queue whose caller never polls it again does not hold
+/// the shutdown until its deadline (an hour of virtual time here): the shutdown delivers what
+/// was accepted and returns, and the parked submit, polled at last, is refused as closed,
+/// its event counted nowhere.
+#[tokio::test(start_paused = true)]
+async fn a_parked_submit_never_polled_again_does_not_hold_the_shutdown() {
+    let exporter = Arc::new(
+        ScriptedExporter::new("stalled")
+            .with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
+    );
+    let p = pipeline(
+        &exporter,
+        fast()
+            .with_queue_capacity(2)
+            .with_max_batch_events(1)
+            .with_concurrency(1),
+    );
+    let mut accepted = 0;
+    while p.try_submit(event(accepted)).is_ok() {
+        accepted += 1;
+        tokio::task::yield_now().await;
+        assert!(accepted < 100, "the queue never filled");
+    }
+    let mut parked = pin!(p.submit(event(accepted)));
+    assert!(futures_util::poll!(&mut parked).is_pending());
+
+    exporter.release();
+    let started = tokio::time::Instant::now();
+    let report = p.shutdown(Duration::from_secs(3600)).await.remove(0);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the shutdown waited {:?} for a submit nobody polls",
+        started.elapsed()
+    );
+    assert_eq!(report.accepted, accepted, "{report:?}");
+    assert_eq!(report.delivered, accepted, "{report:?}");
+    assert_eq!(parked.await, Err(SubmitError::Closed));
+    assert_eq!(sorted(exporter.exported_ids()), ids(0..accepted));
+}
+
 #[tokio::test(start_paused = true)]
 async fn drop_newest_keeps_the_first_events_and_counts_the_rest() {
     let exporter = Arc::new(
