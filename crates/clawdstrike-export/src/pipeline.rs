@@ -510,8 +510,8 @@ impl Inner {
 }
 
 /// Whether two exporters' dead-letter files (each `path` and its rotated `path.1` ...
-/// `path.N`) meet: one file named two ways (`..`, symbolic links, a relative path against an
-/// absolute one), or one exporter's file being the other's rotated name. Two writers of one
+/// `path.N`) meet: one file named two ways (`..`, symbolic links, hard links, a relative path
+/// against an absolute one), or one exporter's file being the other's rotated name. Two writers of one
 /// file would each cut back the other's lines after a failed write, and a rotation would
 /// rename the other's file away.
 fn files_clash(a: &Path, a_rotated: u32, b: &Path, b_rotated: u32) -> bool {
@@ -542,7 +542,29 @@ fn files_clash(a: &Path, a_rotated: u32, b: &Path, b_rotated: u32) -> bool {
         return true;
     }
     let a_names = names(a, a_rotated);
-    names(b, b_rotated).iter().any(|n| a_names.contains(n))
+    let b_names = names(b, b_rotated);
+    if b_names.iter().any(|n| a_names.contains(n)) {
+        return true;
+    }
+    // Hard links: one existing regular file under two names.
+    let files = |names: &[PathBuf]| -> Vec<(u64, u64)> {
+        names.iter().filter_map(|n| file_identity(n)).collect()
+    };
+    let a_files = files(&a_names);
+    files(&b_names).iter().any(|id| a_files.contains(id))
+}
+
+/// The device and inode of an existing regular file.
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    metadata.is_file().then(|| (metadata.dev(), metadata.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_: &Path) -> Option<(u64, u64)> {
+    None
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

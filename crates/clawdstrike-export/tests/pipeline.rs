@@ -1314,6 +1314,22 @@ async fn build_rejects_invalid_configurations() {
         two(&dlq, &dir.path().join("dlq.jsonl.2")).expect_err("a file and another's rotated name"),
         shared
     );
+    // A hard link to an existing file, or to its rotated one, is that file.
+    std::fs::write(&dlq, "").unwrap();
+    std::fs::write(dir.path().join("dlq.jsonl.1"), "").unwrap();
+    for (target, link) in [
+        ("dlq.jsonl", "linked.jsonl"),
+        ("dlq.jsonl.1", "linked-1.jsonl"),
+    ] {
+        let link = dir.path().join(link);
+        std::fs::hard_link(dir.path().join(target), &link).unwrap();
+        assert_eq!(
+            two(&dlq, &link).expect_err("a hard link"),
+            shared,
+            "{}",
+            link.display()
+        );
+    }
     // Distinct files are fine.
     two(&dlq, &dir.path().join("dlq-y.jsonl")).expect("distinct files");
 }
