@@ -157,6 +157,8 @@ struct Faults {
     fail_fsyncs: std::sync::atomic::AtomicBool,
     #[cfg(test)]
     dir_syncs: std::sync::atomic::AtomicUsize,
+    #[cfg(test)]
+    panic_on_write: std::sync::atomic::AtomicBool,
 }
 
 impl DeadLetterWriter {
@@ -176,6 +178,14 @@ impl DeadLetterWriter {
         self.path.as_deref()
     }
 
+    /// Tests: every later [`write_lines`](Self::write_lines) panics.
+    #[cfg(test)]
+    pub(crate) fn panic_on_write(&self) {
+        self.faults
+            .panic_on_write
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Writes each line, and forces them to disk before returning; returns the indices of
     /// those that could not be written (or whose fsync failed), with why.
     ///
@@ -185,6 +195,14 @@ impl DeadLetterWriter {
         let Some(path) = &self.path else {
             return Vec::new();
         };
+        #[cfg(test)]
+        assert!(
+            !self
+                .faults
+                .panic_on_write
+                .load(std::sync::atomic::Ordering::Relaxed),
+            "injected dead-letter writer panic"
+        );
         let mut guard = self
             .file
             .lock()

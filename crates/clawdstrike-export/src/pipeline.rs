@@ -1445,6 +1445,63 @@ fn random_u64() -> u64 {
 mod tests {
     use super::*;
 
+    /// A panic while writing dead letters (an event's `Serialize`, say) fails the whole
+    /// batch's write: every event counts as dead-lettered and `dead_letter_write_failed`, and
+    /// none is settled (a disk buffer keeps them for the next start).
+    #[tokio::test]
+    async fn a_dead_letter_writer_panic_fails_every_line_and_settles_none() {
+        #[derive(Debug)]
+        struct Rejecting;
+        #[async_trait::async_trait]
+        impl Exporter for Rejecting {
+            fn name(&self) -> &str {
+                "rejecting"
+            }
+            async fn export(&self, batch: &[Record]) -> crate::ExportResult {
+                crate::ExportResult::failed(batch.len(), Failure::permanent("HTTP 400"))
+            }
+        }
+        #[derive(Debug, Default)]
+        struct Settled(Mutex<Vec<(u64, Settlement)>>);
+        impl SettleHook for Settled {
+            fn settled(&self, _exporter: usize, _name: &str, seqs: &[u64], how: Settlement) {
+                lock(&self.0).extend(seqs.iter().map(|&s| (s, how)));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dlq = dir.path().join("dlq.jsonl");
+        let settled = Arc::new(Settled::default());
+        let pipeline = Pipeline::builder()
+            .with_exporter(
+                Arc::new(Rejecting),
+                ExporterConfig::default()
+                    .with_flush_interval(Duration::from_millis(10))
+                    .with_dead_letter_path(&dlq),
+            )
+            .with_settle_hook(Arc::clone(&settled) as _)
+            .build()
+            .unwrap();
+        pipeline.inner.lanes[0].dead_letters.panic_on_write();
+        for i in 0..3 {
+            let event = clawdstrike_schema::SecurityEvent::builder(
+                clawdstrike_schema::EventType::ForbiddenPath,
+            )
+            .agent_id("agent-1")
+            .session_id(format!("sess-{i}"))
+            .action("file_access")
+            .denied("forbidden_path", clawdstrike_schema::Severity::High, "no")
+            .resource(clawdstrike_schema::ResourceType::File, "/etc/shadow")
+            .build()
+            .unwrap();
+            pipeline.submit(Record::new(event)).await.unwrap();
+        }
+        let report = pipeline.shutdown(Duration::from_secs(10)).await.remove(0);
+        assert_eq!(report.dead_lettered, 3, "{report:?}");
+        assert_eq!(report.dead_letter_write_failed, 3, "{report:?}");
+        assert_eq!(*lock(&settled.0), [], "settled although not written");
+        assert!(!dlq.exists());
+    }
+
     #[test]
     fn full_jitter_stays_within_the_ceiling() {
         let ceiling = Duration::from_millis(10);
