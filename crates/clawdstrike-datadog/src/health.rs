@@ -8,14 +8,18 @@ use reqwest::header::HeaderValue;
 /// degraded (invalid key), and a network error or any other answer is unknown — a network
 /// error is not an invalid key.
 ///
-/// A rejected key is read again from its source first (the same single-flight, throttled
-/// re-read the logs and metrics paths make), and a new one validated in its place: after a
-/// rotation with the old key revoked, the check does not report a key the next event would
-/// replace anyway.
+/// A rejected key is read again from its source first, and a new one validated in its place:
+/// after a rotation with the old key revoked, the check does not report a key the next event
+/// would replace anyway. The read is a fresh one (serialised with the others, not throttled),
+/// and leaves no outcome behind: the logs path, on its own 403, still reads the key again
+/// rather than reuse this check's "unchanged" from a moment before a new key was written.
 pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder) -> Health {
     let first = validate_current(client, api_base, key).await;
     if let Validated::Rejected { generation, health } = first {
-        return match key.refresh_after_rejection(generation).await {
+        if key.current().generation() != generation {
+            return validate_current(client, api_base, key).await.into_health();
+        }
+        return match key.refresh_now().await {
             RefreshOutcome::Changed { .. } => {
                 validate_current(client, api_base, key).await.into_health()
             }

@@ -431,6 +431,35 @@ async fn the_health_check_reads_a_rejected_key_again() {
     h.pipeline.shutdown(DEADLINE).await;
 }
 
+/// A health check that found the revoked key still in its source leaves nothing behind that
+/// stops the logs path from reading it again on its own 403, once the new key is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_checks_unchanged_key_does_not_stop_the_logs_path_reading_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, KEY_A).unwrap();
+    // The default throttle of re-reads after a rejection (30 s), which a reused outcome would
+    // fall within.
+    let holder = KeyHolder::from_source(
+        clawdstrike_keys::KeySource::File(key_file.clone()),
+        RefreshOptions::default(),
+    )
+    .await
+    .unwrap();
+    let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
+    h.intake.set_api_keys([SecretString::from(KEY_B)]);
+    assert!(matches!(
+        h.exporter.health_check().await,
+        Health::Degraded { .. }
+    ));
+    std::fs::write(&key_file, KEY_B).unwrap();
+    h.submit_all(&events(100)).await;
+    let reports = h.pipeline.shutdown(DEADLINE).await;
+    assert_eq!(reports[0].delivered, 100, "{reports:?}");
+    assert!(h.dead_letters().is_empty());
+    assert_eq!(holder.current().expose(), KEY_B);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_intake_is_unknown_health_not_invalid() {
     let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;

@@ -187,7 +187,8 @@ impl FilterConfig {
 ///
 /// Several processes may write the same file (a backfill beside the daemon, with the same
 /// configuration): each line is written whole under the file's lock, and each process follows
-/// the others' rotations. Within one pipeline, two exporters may not share a file.
+/// the others' rotations. (On a filesystem without locks, the file is taken to be one
+/// process's alone.) Within one pipeline, two exporters may not share a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeadLetterConfig {

@@ -4,6 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use clawdstrike_schema::{SecurityEvent, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -159,6 +160,8 @@ struct Faults {
     dir_syncs: std::sync::atomic::AtomicUsize,
     #[cfg(test)]
     panic_on_write: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
+    lock_waits: std::sync::atomic::AtomicUsize,
 }
 
 impl DeadLetterWriter {
@@ -285,6 +288,11 @@ impl DeadLetterWriter {
                 // The lines this call wrote to the file about to be renamed go to disk first;
                 // closing it (below) gives up its lock once the rotation is done.
                 batch.sync(path, slot, &self.faults);
+                if slot.is_none() {
+                    // The fsync failed and closed the file, and with it the lock: the
+                    // rotation waits for the file to be opened and locked again.
+                    continue;
+                }
                 let rotated = self.rotate(path);
                 *slot = None;
                 rotated?;
@@ -294,10 +302,10 @@ impl DeadLetterWriter {
             // A file just created (or still empty) needs its directory entry synced too.
             batch.dir_changed |= len == 0;
             let written = (&open.file).write_all(line);
-            if written.is_err() && locked {
+            if written.is_err() {
                 // A full disk may have taken part of the line: cut it back off, or the next
                 // line (once there is room) would be glued to it and neither would read back.
-                // Unlocked, another process may have appended since `len`: left as it is.
+                // (Without locks, the file is taken to be this process's alone.)
                 let _ = open.file.set_len(len);
             }
             unlock(&open.file, locked);
@@ -308,23 +316,45 @@ impl DeadLetterWriter {
         )))
     }
 
-    /// Takes `file`'s exclusive lock; false on a filesystem without locks (some network ones),
-    /// where the write goes ahead unlocked (and this is logged once).
+    /// Takes `file`'s exclusive lock, waiting up to [`LOCK_WAIT`] for another process to give
+    /// it up (it holds it for one line); false on a filesystem without locks (some network
+    /// ones), where the write goes ahead unlocked (and this is logged once).
     fn lock(&self, file: &File, path: &Path) -> io::Result<bool> {
-        match file.lock() {
-            Ok(()) => Ok(true),
-            Err(e)
-                if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(ENOLCK) =>
-            {
-                if !self
-                    .unlocked_logged
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    tracing::warn!(path = %path.display(), error = %e, "the dead-letter file cannot be locked here; writing without the lock (another process writing the same file may then interleave with this one)");
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(true),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) if locks_unsupported(&e) => {
+                    if !self
+                        .unlocked_logged
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!(path = %path.display(), error = %e, "the dead-letter file cannot be locked here; writing without the lock (it is then taken to be this process's alone)");
+                    }
+                    return Ok(false);
                 }
-                Ok(false)
+                Err(fs::TryLockError::Error(e)) => return Err(e),
             }
-            Err(e) => Err(e),
+            #[cfg(test)]
+            self.faults
+                .lock_waits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // A process stopped while holding it (or a hung network filesystem) must not hold
+            // this writer, and every dead letter after it, for ever: the line fails instead,
+            // and its event stays unsettled.
+            if started.elapsed() >= LOCK_WAIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "another process has held the dead-letter file's lock for over {} s",
+                        LOCK_WAIT.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
@@ -356,8 +386,18 @@ impl DeadLetterWriter {
 /// renamed.
 const MAX_REOPENS: usize = 8;
 
-/// `ENOLCK` on Linux: no locks available (an NFS mount without its lock daemon).
-const ENOLCK: i32 = 37;
+/// How long a line waits for another process to give up the file's lock before it fails.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// A filesystem without locks: `ENOLCK` (an NFS mount without its lock daemon) or
+/// `EOPNOTSUPP`, on Linux; elsewhere what the standard library calls unsupported.
+fn locks_unsupported(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    if matches!(e.raw_os_error(), Some(37 | 95)) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::Unsupported
+}
 
 fn unlock(file: &File, locked: bool) {
     if locked {
@@ -490,6 +530,32 @@ mod tests {
             expected.push(line);
         }
         assert_eq!(lines_oldest_first(&path, 50), expected);
+    }
+
+    /// A writer waits for another process's lock on the file; that process rotated the file
+    /// meanwhile, so the line goes to the file the path names now.
+    #[test]
+    fn a_writer_waits_for_the_lock_and_follows_a_rotation_made_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let rotated = dir.path().join("dlq.jsonl.1");
+        fs::write(&path, "old\n").unwrap();
+        let other = OpenOptions::new().append(true).open(&path).unwrap();
+        other.lock().unwrap();
+        let w = writer(&path, 1 << 20);
+        std::thread::scope(|scope| {
+            let writing = scope.spawn(|| w.write_lines(&[b"new\n".to_vec()]));
+            while w.faults.lock_waits.load(Ordering::Relaxed) == 0 {
+                assert!(!writing.is_finished(), "wrote without waiting for the lock");
+                std::thread::yield_now();
+            }
+            fs::rename(&path, &rotated).unwrap();
+            other.unlock().unwrap();
+            let failed = writing.join().unwrap();
+            assert!(failed.is_empty(), "{failed:?}");
+        });
+        assert_eq!(fs::read_to_string(&rotated).unwrap(), "old\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
     }
 
     /// Two writers of one file at once: every line lands whole, exactly once.

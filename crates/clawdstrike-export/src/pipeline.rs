@@ -242,7 +242,8 @@ pub struct Pipeline {
 #[derive(Debug)]
 struct Inner {
     lanes: Box<[Arc<Lane>]>,
-    /// Submits in progress, with [`CLOSED`] set once shutdown began.
+    /// Submits in their await-free commit step (past their last await: try_submit's whole
+    /// call), with [`CLOSED`] set once shutdown began.
     gate: AtomicUsize,
     gate_drained: Notify,
     next_seq: AtomicU64,
@@ -257,7 +258,7 @@ impl Drop for Inner {
     }
 }
 
-/// Decrements the submit gate when a submit finishes (or is cancelled).
+/// Decrements the submit gate when a submit's commit step ends.
 struct GateGuard<'a>(&'a Inner);
 
 impl Drop for GateGuard<'_> {
@@ -511,9 +512,9 @@ impl Inner {
 
 /// Whether two exporters' dead-letter files (each `path` and its rotated `path.1` ...
 /// `path.N`) meet: one file named two ways (`..`, symbolic links, hard links, a relative path
-/// against an absolute one), or one exporter's file being the other's rotated name. Two writers of one
-/// file would each cut back the other's lines after a failed write, and a rotation would
-/// rename the other's file away.
+/// against an absolute one), or one exporter's file being the other's rotated name. One file
+/// would mix two exporters' dead letters (their counts of bytes and files apart), and a
+/// rotation by one would rename or delete the other's file.
 fn files_clash(a: &Path, a_rotated: u32, b: &Path, b_rotated: u32) -> bool {
     let resolve = |p: &Path| -> PathBuf {
         if let Ok(file) = std::fs::canonicalize(p) {
