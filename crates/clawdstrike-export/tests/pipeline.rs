@@ -77,8 +77,9 @@ fn sorted(mut v: Vec<Uuid>) -> Vec<Uuid> {
     v
 }
 
-#[tokio::test(start_paused = true)]
-async fn block_makes_submit_wait_until_the_stalled_exporter_is_released() {
+/// A `block` pipeline of one-event batches, one in flight and two queued, to an exporter
+/// that holds every call until released.
+fn stalled_until_released() -> (Arc<ScriptedExporter>, Pipeline) {
     let exporter = Arc::new(
         ScriptedExporter::new("stalled")
             .with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
@@ -90,6 +91,12 @@ async fn block_makes_submit_wait_until_the_stalled_exporter_is_released() {
             .with_max_batch_events(1)
             .with_concurrency(1),
     );
+    (exporter, p)
+}
+
+#[tokio::test(start_paused = true)]
+async fn block_makes_submit_wait_until_the_stalled_exporter_is_released() {
+    let (exporter, p) = stalled_until_released();
     // Fill everything: one batch in flight, one waiting for a slot, a full queue.
     let mut accepted = 0;
     loop {
@@ -134,17 +141,7 @@ async fn block_makes_submit_wait_until_the_stalled_exporter_is_released() {
 /// its event counted nowhere.
 #[tokio::test(start_paused = true)]
 async fn a_parked_submit_never_polled_again_does_not_hold_the_shutdown() {
-    let exporter = Arc::new(
-        ScriptedExporter::new("stalled")
-            .with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
-    );
-    let p = pipeline(
-        &exporter,
-        fast()
-            .with_queue_capacity(2)
-            .with_max_batch_events(1)
-            .with_concurrency(1),
-    );
+    let (exporter, p) = stalled_until_released();
     let mut accepted = 0;
     while p.try_submit(event(accepted)).is_ok() {
         accepted += 1;
