@@ -784,11 +784,32 @@ async fn an_event_too_large_for_the_disk_buffer_is_rejected_and_the_input_goes_o
         .await
         .unwrap();
     assert_eq!(answer.status(), 400);
+    // A body of many small bad lines: the first 100 are named and kept, all are counted, and
+    // nothing of it is taken.
+    let answer = post(&reqwest::Client::new(), &url, None, "1\n".repeat(5_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(
+        (&answer["accepted"], &answer["problems_total"]),
+        (&0.into(), &5_000.into()),
+        "{answer}"
+    );
+    assert_eq!(answer["problems"].as_array().map(Vec::len), Some(100));
     run.signal("TERM");
     assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
     assert_each_line_arrived_once(&intake, &[&input[3..5], &input[6..]].concat());
     let rejected = read_jsonl(&rejects);
-    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected.len(), 2 + 100 + 1, "{}", rejected.len());
+    assert!(
+        rejected[102]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("4900 more bad items")),
+        "{}",
+        rejected[102]
+    );
     assert_eq!(
         (&rejected[0]["source"], &rejected[0]["line"]),
         (&"http".into(), &3.into())

@@ -111,13 +111,55 @@ struct Problem {
     raw: Vec<u8>,
 }
 
+/// The bad items of a body that are named in the answer and written to the rejects file one
+/// by one; the others are counted. A 5 MiB body of `1` lines has 2.6 million bad items:
+/// listing them all would take a gigabyte of memory and hundreds of megabytes of rejects for
+/// a body that is refused whole anyway (the producer still has it).
+const MAX_PROBLEMS: usize = 100;
+
+/// An error's text is cut to this many bytes: serde's messages may quote the input.
+const MAX_ERROR_BYTES: usize = 1024;
+
+/// The bad items of a body: the first [`MAX_PROBLEMS`] in full, and how many in all.
+#[derive(Debug, Default)]
+struct Problems {
+    listed: Vec<Problem>,
+    total: u64,
+}
+
+impl Problems {
+    fn push(&mut self, item: u64, error: &dyn std::fmt::Display, raw: &[u8]) {
+        self.total += 1;
+        if self.listed.len() < MAX_PROBLEMS {
+            self.listed.push(Problem {
+                item,
+                error: cut_error(error.to_string()),
+                raw: raw.to_vec(),
+            });
+        }
+    }
+}
+
+/// `error` cut to [`MAX_ERROR_BYTES`] (at a character boundary), marked when it was.
+fn cut_error(mut error: String) -> String {
+    if error.len() > MAX_ERROR_BYTES {
+        let mut end = MAX_ERROR_BYTES;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.truncate(end);
+        error.push_str("... (cut)");
+    }
+    error
+}
+
 /// Splits a body into events: a JSON object, an array of objects, or NDJSON.
 /// An event of a body with its item number: its array position, or its line (blank lines
 /// counted) for NDJSON, the number the answers and the rejects file use.
 type Item = (u64, clawdstrike_schema::SecurityEvent);
 
 /// The body's events, or why not (with the bad items).
-fn parse_body(body: &[u8]) -> Result<Vec<Item>, (String, Vec<Problem>)> {
+fn parse_body(body: &[u8]) -> Result<Vec<Item>, (String, Problems)> {
     // A byte order mark before the body (some Windows tools write one) is not part of it.
     let body = body
         .strip_prefix(clawdstrike_schema::UTF8_BOM)
@@ -126,37 +168,34 @@ fn parse_body(body: &[u8]) -> Result<Vec<Item>, (String, Vec<Problem>)> {
     if trimmed.is_empty() {
         return Err((
             "empty body: expected a JSON object, an array of objects, or NDJSON".to_owned(),
-            Vec::new(),
+            Problems::default(),
         ));
     }
     let mut events = Vec::new();
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
     let kind;
     if trimmed[0] == b'[' {
         kind = "array item";
         let items: Vec<&serde_json::value::RawValue> = match serde_json::from_slice(trimmed) {
             Ok(items) => items,
-            Err(e) => return Err((format!("body is not a JSON array: {e}"), Vec::new())),
+            Err(e) => {
+                return Err((
+                    cut_error(format!("body is not a JSON array: {e}")),
+                    Problems::default(),
+                ));
+            }
         };
         for (i, item) in items.iter().enumerate() {
             match decode_event(item.get().as_bytes()) {
                 Ok(e) => events.push((i as u64 + 1, e)),
-                Err(e) => problems.push(Problem {
-                    item: i as u64 + 1,
-                    error: e.to_string(),
-                    raw: item.get().as_bytes().to_vec(),
-                }),
+                Err(e) => problems.push(i as u64 + 1, &e, item.get().as_bytes()),
             }
         }
     } else if serde_json::from_slice::<&serde_json::value::RawValue>(trimmed).is_ok() {
         kind = "body";
         match decode_event(trimmed) {
             Ok(e) => events.push((1, e)),
-            Err(e) => problems.push(Problem {
-                item: 1,
-                error: e.to_string(),
-                raw: trimmed.to_vec(),
-            }),
+            Err(e) => problems.push(1, &e, trimmed),
         }
     } else {
         kind = "line";
@@ -167,29 +206,23 @@ fn parse_body(body: &[u8]) -> Result<Vec<Item>, (String, Vec<Problem>)> {
             }
             match decode_event(line) {
                 Ok(e) => events.push((i as u64 + 1, e)),
-                Err(e) => problems.push(Problem {
-                    item: i as u64 + 1,
-                    error: e.to_string(),
-                    raw: line.to_vec(),
-                }),
+                Err(e) => problems.push(i as u64 + 1, &e, line),
             }
         }
     }
-    if problems.is_empty() {
-        Ok(events)
-    } else {
-        let first = &problems[0];
-        let summary = if kind == "body" {
-            format!("invalid event: {}", first.error)
-        } else {
-            format!(
-                "{} bad {kind}(s); {kind} {}: {}",
-                problems.len(),
-                first.item,
-                first.error
-            )
-        };
-        Err((summary, problems))
+    match problems.listed.first() {
+        None => Ok(events),
+        Some(first) => {
+            let summary = if kind == "body" {
+                format!("invalid event: {}; nothing was taken", first.error)
+            } else {
+                format!(
+                    "{} bad {kind}(s), so no event of this body was taken; {kind} {}: {}",
+                    problems.total, first.item, first.error
+                )
+            };
+            Err((summary, problems))
+        }
     }
 }
 
@@ -284,7 +317,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     let events = match parse_body(&body) {
         Ok(events) => events,
         Err((error, problems)) => {
-            for p in &problems {
+            for p in &problems.listed {
                 // The client hears why in the answer; a failed write is counted and fails the run.
                 let _ = shared.rejects.write(&Reject {
                     source: "http",
@@ -296,7 +329,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     reencoded: false,
                 });
             }
-            if problems.is_empty() {
+            let unlisted = problems.total - problems.listed.len() as u64;
+            if unlisted > 0 {
+                let _ = shared.rejects.write(&Reject {
+                    source: "http",
+                    line: 0,
+                    offset: 0,
+                    error: format!(
+                        "and {unlisted} more bad items of the same body, not written one by one (the body was refused whole: {} bad items in all)",
+                        problems.total
+                    ),
+                    raw: &[],
+                    truncated: false,
+                    reencoded: false,
+                });
+            }
+            if problems.listed.is_empty() {
                 // The client hears why in the answer; a failed write is counted and fails the run.
                 let _ = shared.rejects.write(&Reject {
                     source: "http",
@@ -308,13 +356,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     reencoded: false,
                 });
             }
-            let problems: Vec<_> = problems
+            let listed: Vec<_> = problems
+                .listed
                 .iter()
                 .map(|p| json!({ "item": p.item, "error": p.error }))
                 .collect();
             return Ok(respond(
                 StatusCode::BAD_REQUEST,
-                json!({ "error": error, "problems": problems }),
+                json!({
+                    "error": error,
+                    "accepted": 0,
+                    "problems": listed,
+                    "problems_total": problems.total,
+                }),
             ));
         }
     };
@@ -543,11 +597,36 @@ mod tests {
             error.contains("line 2") && error.contains("decision.severity"),
             "{error}"
         );
-        assert_eq!(problems.len(), 1);
+        assert_eq!((problems.total, problems.listed.len()), (1, 1));
         let (error, _) = parse_body(b"{\"oops\": ").err().unwrap();
         assert!(error.contains("line 1"), "{error}");
         let (error, _) = parse_body(b"  ").err().unwrap();
         assert!(error.contains("empty body"), "{error}");
+    }
+
+    /// A body of many small bad lines is refused with its first problems listed and all of them
+    /// counted, and an error that quotes a long input is cut: the answer and the rejects stay
+    /// small whatever the body.
+    #[test]
+    fn a_body_of_many_bad_lines_lists_the_first_and_counts_them_all() {
+        let (error, problems) = parse_body("1\n".repeat(10_000).as_bytes()).err().unwrap();
+        assert_eq!(problems.total, 10_000);
+        assert_eq!(problems.listed.len(), MAX_PROBLEMS);
+        assert_eq!(problems.listed[MAX_PROBLEMS - 1].item, MAX_PROBLEMS as u64);
+        assert!(error.starts_with("10000 bad line(s)"), "{error}");
+        let good = samples();
+        let long = good.lines().next().unwrap().replace(
+            "\"severity\":\"critical\"",
+            &format!("\"severity\":\"{}\"", "é".repeat(5_000)),
+        );
+        assert_ne!(long, good.lines().next().unwrap());
+        let (error, problems) = parse_body(long.as_bytes()).err().unwrap();
+        let cut = &problems.listed[0].error;
+        assert!(
+            cut.len() <= MAX_ERROR_BYTES + 16 && cut.ends_with("(cut)"),
+            "{cut}"
+        );
+        assert!(error.len() < 2 * MAX_ERROR_BYTES, "{error}");
     }
 
     /// NDJSON items are numbered by line, blank lines counted, like the problems of a bad body:
