@@ -485,6 +485,41 @@ impl OpenFile {
         Ok(())
     }
 
+    /// Whether the unfinished last line read so far is no longer in the file as read: the
+    /// writer cut it back (undoing a torn write, as a full disk leaves) and may have written
+    /// it, or another, again since. Reading on from where the read stopped would skip the new
+    /// line's first bytes and glue the rest to the old ones.
+    fn partial_changed(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        if self.partial_len == 0 {
+            return false;
+        }
+        match self.file.metadata() {
+            Ok(meta) if meta.len() < self.read_at => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        let mut now = vec![0u8; self.partial.len()];
+        match self.file.read_exact_at(&mut now, self.partial_offset) {
+            Ok(()) => now != self.partial,
+            Err(e) => e.kind() == std::io::ErrorKind::UnexpectedEof,
+        }
+    }
+
+    /// Forgets the unfinished last line, to read it again from its start.
+    fn unread_partial(&mut self) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.partial_offset))?;
+        self.read_at = self.partial_offset;
+        self.partial.clear();
+        self.partial_len = 0;
+        if self.head.len() as u64 > self.read_at {
+            self.head
+                .truncate(usize::try_from(self.read_at).unwrap_or(0));
+            self.head_hash = None;
+        }
+        Ok(())
+    }
+
     /// Whether the file's first bytes are no longer those read: it was truncated and written
     /// again, perhaps past the read position before the size was looked at.
     fn head_changed(&self) -> bool {
@@ -629,6 +664,17 @@ impl Reader {
     fn drain(&mut self, open: &mut OpenFile) -> bool {
         let mut chunk = vec![0u8; 1 << 16];
         open.at_eof = false;
+        if open.partial_changed() {
+            match open.unread_partial() {
+                Ok(()) => {
+                    tracing::info!(file = %open.name, line = open.line, "the unfinished last line was cut back; reading it again from its start")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %open.name, error = %e, "cannot seek back to the unfinished last line's start");
+                    return true;
+                }
+            }
+        }
         loop {
             let n = match open.file.read(&mut chunk) {
                 Ok(0) => {
@@ -1574,6 +1620,37 @@ mod tests {
             sent[3..],
             [1, 2, 3, 4].map(|l| ("audit.ndjson".to_owned(), l))
         );
+    }
+
+    /// A writer cuts back a torn last line (as a full disk leaves one) and writes the line
+    /// again, longer than what was read of it: the line is read whole from its start, not from
+    /// where the read stopped; the same when the cut-back line is written again shorter.
+    #[test]
+    fn an_unfinished_line_cut_back_and_written_again_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        std::fs::write(&path, "a1\ntorn-half").unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut reader = reader_for(&path, tx);
+        let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
+        assert!(reader.drain(&mut open));
+        std::fs::write(&path, "a1\nthe-whole-line\n").unwrap();
+        assert!(reader.drain(&mut open));
+        std::fs::write(&path, "a1\nthe-whole-line\nlonger-torn").unwrap();
+        assert!(reader.drain(&mut open));
+        std::fs::write(&path, "a1\nthe-whole-line\nb\nc\n").unwrap();
+        assert!(reader.drain(&mut open));
+        let mut raws = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            if let Item::Rejected { line, raw, .. } = item {
+                raws.push((line, String::from_utf8(raw).unwrap()));
+            }
+        }
+        assert_eq!(
+            raws,
+            [(1, "a1"), (2, "the-whole-line"), (3, "b"), (4, "c")].map(|(l, r)| (l, r.to_owned()))
+        );
+        assert_eq!(open.offset, "a1\nthe-whole-line\nb\nc\n".len() as u64);
     }
 
     /// The usual `copytruncate`: the file is copied, emptied, and written again *shorter* than
