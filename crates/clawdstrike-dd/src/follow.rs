@@ -327,24 +327,25 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, StartEr
 }
 
 /// Writes `checkpoint` atomically: a temporary file, fsynced, renamed over the old one (so a
-/// power loss leaves the old checkpoint or the new one, never an empty file).
-fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) {
+/// power loss leaves the old checkpoint or the new one, never an empty file), then the
+/// directory fsynced (so that the rename itself survives one).
+fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
     use std::io::Write as _;
     // `audit.checkpoint.tmp`, not `audit.tmp`: two checkpoints that differ only in their
     // extension must not share a temporary file.
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let text = serde_json::to_string(checkpoint).unwrap_or_default();
-    let result = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        tracing::error!(path = %path.display(), error = %e, "cannot write the checkpoint");
-    }
+    let text = serde_json::to_string(checkpoint)?;
+    let mut file = File::create(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
 }
 
 /// What the reader thread sends.
@@ -1068,6 +1069,9 @@ pub(crate) struct FollowReport {
     pub(crate) stopped_at: Option<String>,
     /// Lines rejected (events larger than the disk buffer included).
     pub(crate) rejected: u64,
+    /// The reader thread ended by itself (a panic): following stopped although no stop was
+    /// asked for, which must not pass for a clean end.
+    pub(crate) reader_failed: bool,
 }
 
 /// A running follow: the tracker must be installed in the pipeline as its settle hook.
@@ -1197,7 +1201,15 @@ impl Follow {
         drop(in_flight);
         halt.store(true, Ordering::Relaxed);
         drop(rx);
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        // The reader ends only when halted (or when this receiver is gone): one that ended
+        // before (its sender dropped by a panic) looked like a stop.
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!(
+                "the file reader failed; following stopped (a restart reads on from the checkpoint)"
+            );
+            report.reader_failed = true;
+        }
         report
     }
 
@@ -1281,14 +1293,19 @@ impl Follow {
         self.write(position);
     }
 
+    /// Writes the checkpoint; on failure it stays to be written (by the next tick).
     fn write(&self, position: Position) {
-        write_checkpoint(
+        let written = write_checkpoint(
             &self.checkpoint_path,
             &Checkpoint {
                 path: self.path.clone(),
                 position,
             },
         );
+        if let Err(e) = written {
+            tracing::error!(path = %self.checkpoint_path.display(), error = %e, "cannot write the checkpoint; trying again at the next tick (a restart until then reads again from the last one written)");
+            self.tracker.mark_dirty();
+        }
     }
 
     /// Writes the final checkpoint (call after the pipeline's shutdown, which also closed and
@@ -1620,6 +1637,26 @@ mod tests {
             sent[3..],
             [1, 2, 3, 4].map(|l| ("audit.ndjson".to_owned(), l))
         );
+    }
+
+    /// A checkpoint that cannot be written (its directory is gone) stays to be written: the
+    /// next tick writes it once it can, rather than the position being forgotten until the
+    /// checkpoint moves again.
+    #[test]
+    fn a_checkpoint_that_could_not_be_written_is_written_at_the_next_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = dir.path().join("later").join("audit.checkpoint");
+        let follow = Follow::new(&dir.path().join("audit.ndjson"), &checkpoint, 1).unwrap();
+        follow.tracker.mark_dirty();
+        follow.tracker.lock().checkpoint = Some(pos(42));
+        let position = follow.tracker.take_dirty().expect("dirty");
+        follow.write(position);
+        assert!(!checkpoint.exists());
+        std::fs::create_dir(checkpoint.parent().unwrap()).unwrap();
+        let again = follow.tracker.take_dirty().expect("still to be written");
+        follow.write(again);
+        let written = read_checkpoint(&checkpoint).unwrap().expect("a checkpoint");
+        assert_eq!(written.position.offset, 42);
     }
 
     /// A writer cuts back a torn last line (as a full disk leaves one) and writes the line

@@ -434,6 +434,13 @@ async fn ship(args: ShipArgs) -> u8 {
             // The other inputs (the HTTP listener) stop too, so the process ends and says so.
             stopper.send_replace(true);
         }
+        if report.reader_failed {
+            eprintln!(
+                "clawdstrike-dd: the file reader failed (see the log); following stopped, and a restart reads on from the checkpoint"
+            );
+            failed = true;
+            stopper.send_replace(true);
+        }
         eprintln!(
             "clawdstrike-dd: followed {}: {} events submitted, {} lines rejected",
             args.files[0].display(),
