@@ -851,7 +851,8 @@ async fn http_input_authenticates_validates_and_correlates_traces() {
     let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", extra));
     let mut cmd = dd_command(dir.path());
     cmd.env("DD_API_KEY", KEY)
-        .env("HOOK_TOKEN", "hook-secret")
+        // Read from a file, a token often ends in a newline: it is not part of the token.
+        .env("HOOK_TOKEN", "hook-secret\n")
         .arg("ship")
         .arg("--config")
         .arg(&config);
@@ -871,6 +872,18 @@ async fn http_input_authenticates_validates_and_correlates_traces() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // A browser's request is refused even with the token (a page must not post events).
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = post(&client, &url, Some("hook-secret"), lines[0].to_owned())
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}");
+    }
 
     let bad = lines[1].replace("\"severity\":\"high\"", "\"severity\":\"apocalyptic\"");
     assert_ne!(bad, lines[1]);

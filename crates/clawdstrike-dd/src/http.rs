@@ -230,6 +230,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     if req.method() == Method::GET && req.uri().path() == "/health" {
         return Ok(respond(StatusCode::OK, json!({ "status": "ok" })));
     }
+    // A web browser's request (from any page, to loopback too, or through DNS rebinding)
+    // carries `Origin` or `Sec-Fetch-Site`; a webhook's does not. Refused, or a page could post
+    // forged events to a listener without a token.
+    if req.headers().contains_key(hyper::header::ORIGIN)
+        || req.headers().contains_key("sec-fetch-site")
+    {
+        return Ok(respond(
+            StatusCode::FORBIDDEN,
+            json!({ "error": "requests from web browsers (with an Origin or Sec-Fetch-Site header) are refused" }),
+        ));
+    }
     if let Some(token) = &shared.options.token
         && !token_ok(req.headers().get(AUTHORIZATION), token)
     {

@@ -303,7 +303,10 @@ async fn ship(args: ShipArgs) -> u8 {
         .http
         .token
         .clone()
-        .or_else(|| process_env(config::TOKEN_ENV).map(SecretString::from));
+        .or_else(|| process_env(config::TOKEN_ENV).map(SecretString::from))
+        // A token read from a file (a Kubernetes Secret) often ends in a newline, which no
+        // client sends: compared untrimmed, every request would be refused.
+        .map(|t| SecretString::from(t.expose_secret().trim()));
     if listen.is_some()
         && token
             .as_ref()
