@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
+/// How long a reject waits for another process to give up the file's lock (it holds it for
+/// one line) before the write fails.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One rejected input.
 #[derive(Debug)]
 pub(crate) struct Reject<'a> {
@@ -185,19 +189,18 @@ impl Rejects {
         // Another process may append to the same file (a backfill beside the daemon), or it
         // may have been truncated: its length is read under its lock, right before the write,
         // so that a line cut short is cut back to exactly where it began.
-        // A filesystem without locks (some network ones) gets the write unlocked; any other
-        // lock error fails the write.
-        let locked = match open.file.lock() {
-            Ok(()) => true,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(37) =>
-            {
+        // A filesystem without locks (some network ones) gets the write unlocked; a lock held
+        // by another process past the wait (one stopped while holding it), or any other lock
+        // error, fails the write.
+        let locked = match clawdstrike_export::lock_shared_file(&open.file, LOCK_WAIT, || {}) {
+            Ok(locked) => locked,
+            Err(clawdstrike_export::LockError::Unsupported(e)) => {
                 if !self.unlocked_logged.swap(true, Ordering::Relaxed) {
                     tracing::warn!(path = %self.path.display(), error = %e, "the rejects file cannot be locked here; writing without the lock (a line cut short by a full disk is then left as it is)");
                 }
                 false
             }
-            Err(e) => return Err(e),
+            Err(clawdstrike_export::LockError::Io(e)) => return Err(e),
         };
         let written = open.file.metadata().map(|m| m.len()).and_then(|len| {
             let result = open.file.write_all(line.as_bytes());

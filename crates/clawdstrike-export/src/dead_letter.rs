@@ -250,8 +250,13 @@ impl DeadLetterWriter {
     ) -> io::Result<()> {
         let line_len = line.len() as u64;
         // Each pass either writes, or finds the file renamed or due for rotation and opens the
-        // new one; only another process rotating without pause could keep it going.
-        for _ in 0..MAX_REOPENS {
+        // new one; only another process rotating without pause could keep it going, and then
+        // for [`LOCK_WAIT`] at most.
+        let started = std::time::Instant::now();
+        for pass in 0.. {
+            if pass >= MIN_PASSES && started.elapsed() >= LOCK_WAIT {
+                break;
+            }
             if slot.is_none() {
                 let file = OpenOptions::new().create(true).append(true).open(path)?;
                 let regular = file.metadata()?.file_type().is_file();
@@ -312,49 +317,34 @@ impl DeadLetterWriter {
             return written;
         }
         Err(io::Error::other(format!(
-            "the dead-letter file was renamed {MAX_REOPENS} times in a row while writing (another process rotating it)"
+            "the dead-letter file kept being renamed for {} s while writing (another process rotating it)",
+            LOCK_WAIT.as_secs()
         )))
     }
 
-    /// Takes `file`'s exclusive lock, waiting up to [`LOCK_WAIT`] for another process to give
-    /// it up (it holds it for one line); false on a filesystem without locks (some network
-    /// ones), where the write goes ahead unlocked (and this is logged once).
+    /// Takes `file`'s exclusive lock (see [`lock_shared_file`]); false on a filesystem without
+    /// locks, where the write goes ahead unlocked (and this is logged once).
     fn lock(&self, file: &File, path: &Path) -> io::Result<bool> {
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(true),
-                Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) if locks_unsupported(&e) => {
-                    if !self
-                        .unlocked_logged
-                        .swap(true, std::sync::atomic::Ordering::Relaxed)
-                    {
-                        tracing::warn!(path = %path.display(), error = %e, "the dead-letter file cannot be locked here; writing without the lock (it is then taken to be this process's alone)");
-                    }
-                    return Ok(false);
-                }
-                Err(fs::TryLockError::Error(e)) => return Err(e),
-            }
-            #[cfg(test)]
+        #[cfg(test)]
+        let waited = || {
             self.faults
                 .lock_waits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // A process stopped while holding it (or a hung network filesystem) must not hold
-            // this writer, and every dead letter after it, for ever: the line fails instead,
-            // and its event stays unsettled.
-            if started.elapsed() >= LOCK_WAIT {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!(
-                        "another process has held the dead-letter file's lock for over {} s",
-                        LOCK_WAIT.as_secs()
-                    ),
-                ));
+        };
+        #[cfg(not(test))]
+        let waited = || {};
+        match lock_shared_file(file, LOCK_WAIT, waited) {
+            Ok(locked) => Ok(locked),
+            Err(LockError::Unsupported(e)) => {
+                if !self
+                    .unlocked_logged
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "the dead-letter file cannot be locked here; writing without the lock (it is then taken to be this process's alone)");
+                }
+                Ok(false)
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
+            Err(LockError::Io(e)) => Err(e),
         }
     }
 
@@ -382,12 +372,63 @@ impl DeadLetterWriter {
     }
 }
 
-/// Passes through [`DeadLetterWriter::write_one`] before it gives up on a file that keeps being
-/// renamed.
-const MAX_REOPENS: usize = 8;
+/// Passes through [`DeadLetterWriter::write_one`], at least, before it gives up (after
+/// [`LOCK_WAIT`]) on a file that keeps being renamed.
+const MIN_PASSES: usize = 8;
 
 /// How long a line waits for another process to give up the file's lock before it fails.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Why [`lock_shared_file`] did not lock.
+#[derive(Debug)]
+pub enum LockError {
+    /// The filesystem has no locks (`ENOLCK`: an NFS mount without its lock daemon, or
+    /// `EOPNOTSUPP`): the caller may go on unlocked.
+    Unsupported(io::Error),
+    /// Another process held the lock for the whole wait, or locking failed otherwise.
+    Io(io::Error),
+}
+
+/// Takes the exclusive lock of a file that other processes append to as well (a dead-letter
+/// or rejects file shared by a backfill and the daemon), each holding it for one write.
+///
+/// Waits up to `wait`, backing off from 1 to 50 ms, calling `waited` at each miss: a process
+/// stopped while holding the lock (or a hung network filesystem) must not hold the caller for
+/// ever. Blocking: call it off the async runtime's workers where the wait matters.
+///
+/// # Errors
+/// [`LockError::Unsupported`] on a filesystem without locks; [`LockError::Io`] when the lock
+/// was still held at the end of the wait (`WouldBlock`), or any other failure.
+pub fn lock_shared_file(
+    file: &File,
+    wait: Duration,
+    mut waited: impl FnMut(),
+) -> Result<bool, LockError> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) if locks_unsupported(&e) => {
+                return Err(LockError::Unsupported(e));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
+        }
+        waited();
+        if started.elapsed() >= wait {
+            return Err(LockError::Io(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another process has held the file's lock for over {} s",
+                    wait.as_secs_f64()
+                ),
+            )));
+        }
+        std::thread::sleep(pause.min(wait.saturating_sub(started.elapsed())));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
 
 /// A filesystem without locks: `ENOLCK` (an NFS mount without its lock daemon) or
 /// `EOPNOTSUPP`, on Linux; elsewhere what the standard library calls unsupported.
@@ -556,6 +597,29 @@ mod tests {
         });
         assert_eq!(fs::read_to_string(&rotated).unwrap(), "old\n");
         assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
+    }
+
+    /// A lock another process holds past the wait fails the caller (bounded, never for ever);
+    /// once given up, it is taken.
+    #[test]
+    fn a_lock_held_past_the_wait_fails_and_one_given_up_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.jsonl");
+        fs::write(&path, "").unwrap();
+        let holder = File::open(&path).unwrap();
+        holder.lock().unwrap();
+        let file = File::open(&path).unwrap();
+        let mut misses = 0;
+        match lock_shared_file(&file, Duration::from_millis(30), || misses += 1) {
+            Err(LockError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(misses >= 1);
+        holder.unlock().unwrap();
+        assert!(matches!(
+            lock_shared_file(&file, Duration::from_millis(30), || {}),
+            Ok(true)
+        ));
     }
 
     /// Two writers of one file at once: every line lands whole, exactly once.

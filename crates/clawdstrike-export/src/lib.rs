@@ -196,7 +196,7 @@ pub use config::{
     BatchConfig, ConfigError, DeadLetterConfig, ExporterConfig, FilterConfig, QueueConfig,
     RetryConfig, WhenFull,
 };
-pub use dead_letter::DeadLetter;
+pub use dead_letter::{DeadLetter, LockError, lock_shared_file};
 pub use exporter::{
     ExportResult, Exporter, Failure, Health, Record, SchemaFormat, TraceContext,
     default_size_estimate,
