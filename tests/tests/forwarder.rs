@@ -840,6 +840,59 @@ fn post(
     req
 }
 
+/// A client that pipelines requests and never reads the answers does not hold its
+/// connection for ever: once a write has waited `read_timeout_ms` for it, the connection is
+/// closed, and its place (the only one here) serves the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_gives_up_its_connection() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "input:\n  http:\n    listen: 127.0.0.1:0\n    max_connections: 1\n    read_timeout_ms: 300\n";
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", extra));
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config);
+    let mut run = Running::spawn(cmd);
+    let addr: std::net::SocketAddr = listen_addr(&run).parse().unwrap();
+
+    // A small receive window, so that the answers back up quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stuck = socket.connect(addr).await.unwrap();
+    let requests = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1_000);
+    // Write until the forwarder stops taking requests (its answers are not read).
+    let mut written = 0usize;
+    loop {
+        match stuck.try_write(requests.as_bytes()) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if tokio::time::timeout(Duration::from_secs(1), stuck.writable())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            // Closed already: the writes backed up past the limit while this one waited.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("{e} after {written} bytes"),
+        }
+        assert!(written < 1 << 30, "the forwarder never stopped reading");
+    }
+    let health = reqwest::Client::new()
+        .get(format!("http://{addr}/health"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("the listener serves the next client");
+    assert_eq!(health.status(), 200);
+    drop(stuck);
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "stderr:\n{}", run.stderr());
+}
+
 /// Acceptance 4: the HTTP input: 401 without or with a wrong token (nothing accepted), 400
 /// naming the problem, 413 over the limit, `traceparent` to `dd.trace_id`, then a SIGTERM
 /// drains and exits 0.
