@@ -924,12 +924,34 @@ fn directory_of(path: &Path) -> &Path {
 }
 
 /// The regular files beside `path` named like rotations of it ([`is_rotation_of`]), with
-/// their metadata; not the file at `path` itself.
+/// their metadata; not the file at `path` itself. When `path` is a symbolic link, the files
+/// rotated beside its target, under the target's name, too (logrotate works on the target).
 fn rotation_siblings(path: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+    let at_path = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let mut found = siblings_named_like(path, at_path);
+    if let Ok(target) = std::fs::canonicalize(path)
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        for (p, meta) in siblings_named_like(&target, at_path) {
+            if !found
+                .iter()
+                .any(|(_, m)| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+            {
+                found.push((p, meta));
+            }
+        }
+    }
+    found
+}
+
+/// [`rotation_siblings`] by `path`'s own name and directory.
+fn siblings_named_like(
+    path: &Path,
+    at_path: Option<(u64, u64)>,
+) -> Vec<(PathBuf, std::fs::Metadata)> {
     let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
         return Vec::new();
     };
-    let at_path = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let Ok(entries) = std::fs::read_dir(directory_of(path)) else {
         return Vec::new();
     };
@@ -1657,6 +1679,28 @@ mod tests {
         follow.write(again);
         let written = read_checkpoint(&checkpoint).unwrap().expect("a checkpoint");
         assert_eq!(written.position.offset, 42);
+    }
+
+    /// A followed path that is a symbolic link: the files rotated beside its target, under the
+    /// target's name, are found (logrotate works on the target), as well as any beside the
+    /// link under its own name.
+    #[test]
+    fn the_files_rotated_beside_a_symbolic_links_target_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let target = dir.path().join("data").join("audit.ndjson");
+        std::fs::write(&target, "new\n").unwrap();
+        std::fs::write(dir.path().join("data").join("audit.ndjson.1"), "old\n").unwrap();
+        std::fs::write(dir.path().join("data").join("other.ndjson.1"), "no\n").unwrap();
+        let link = dir.path().join("current.ndjson");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        std::fs::write(dir.path().join("current.ndjson.1"), "beside\n").unwrap();
+        let mut names: Vec<String> = rotation_siblings(&link)
+            .into_iter()
+            .map(|(p, _)| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["current.ndjson.1", "data/audit.ndjson.1"]);
     }
 
     /// A writer cuts back a torn last line (as a full disk leaves one) and writes the line
