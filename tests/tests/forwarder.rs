@@ -925,6 +925,13 @@ async fn http_input_authenticates_validates_and_correlates_traces() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // A compressed body is refused as such, not read as text.
+    let r = post(&client, &url, Some("hook-secret"), lines[0].to_owned())
+        .header("content-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
     // A browser's request is refused even with the token (a page must not post events).
     for (name, value) in [
         ("origin", "https://evil.example"),

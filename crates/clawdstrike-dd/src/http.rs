@@ -258,6 +258,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
             json!({ "error": "use POST" }),
         ));
     }
+    // A compressed body would read as a body that is not UTF-8, with its bytes in the rejects
+    // file: say what is wrong instead.
+    if let Some(encoding) = req.headers().get(hyper::header::CONTENT_ENCODING)
+        && !encoding
+            .to_str()
+            .is_ok_and(|e| e.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Ok(respond(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            json!({ "error": "compressed bodies are not accepted (send it without Content-Encoding)" }),
+        ));
+    }
     let limit = shared.options.max_body_bytes;
     let too_large = || {
         respond(
