@@ -1054,6 +1054,21 @@ fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFi
             tracing::info!(file = %path.display(), copy = %copy.display(), "the file was truncated while stopped (copytruncate); reading the rest of its copy first");
             return Some(resumed);
         }
+        // Not the checkpointed file after all, but one that was given its inode (on a
+        // filesystem without birth times, its start tells them apart): the checkpointed file
+        // is gone, and the files rotated after it, older than this one, come first.
+        let after = if p.age.is_known() {
+            rotated_since(path, p.age, Some((open.dev, open.ino)), &Default::default())
+        } else {
+            Vec::new()
+        };
+        if let Some(first) = after
+            .iter()
+            .find_map(|next| open_logged(next, 0, 1, None, &mut last))
+        {
+            tracing::warn!(file = %path.display(), rotated_after_it = after.len(), "the file with the checkpoint's inode is another one (the inode was reused); the checkpointed file is gone, and its unread lines cannot be recovered; reading the files rotated after it first");
+            return Some(first);
+        }
         return Some(open);
     }
     if let Some(rotated) = find_checkpointed(path, &p) {
@@ -1823,6 +1838,49 @@ mod tests {
                 OpenFile::open(&path, checkpoint.offset, checkpoint.line, checkpoint.head).unwrap();
             assert_eq!((reread.offset, reread.line), (0, 1));
         }
+    }
+
+    /// On a filesystem without birth times, a file that was given the checkpointed file's inode
+    /// (the checkpointed one deleted by rotation while stopped) is told apart by its start:
+    /// the file rotated in between is read first, not skipped.
+    #[test]
+    fn a_reused_inode_does_not_skip_the_file_rotated_in_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        // Made in this order: where there are birth times, the one of the file at the path
+        // stands for the checkpoint's (as if it matched, as it would without them).
+        std::fs::write(dir.path().join("audit.ndjson.2"), "older\n").unwrap();
+        std::fs::write(&path, "c1\n").unwrap();
+        std::fs::write(dir.path().join("audit.ndjson.1"), "b1\nb2\n").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(dir.path().join("audit.ndjson.2"))
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+        let nanos = |t: std::time::SystemTime| {
+            u64::try_from(t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()).unwrap()
+        };
+        let checkpoint = Checkpoint {
+            path: path.clone(),
+            position: Position {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                offset: 3,
+                line: 2,
+                head: Some(fnv1a(b"a1\n")),
+                age: Age {
+                    born: Age::of(&meta).born,
+                    modified: Some(nanos(minute_ago)),
+                },
+            },
+        };
+        let open = starting_point(&path, Some(&checkpoint)).expect("a file to read");
+        assert!(open.name.ends_with("audit.ndjson.1"), "{}", open.name);
+        assert_eq!((open.offset, open.line), (0, 1));
     }
 
     #[test]
