@@ -187,9 +187,10 @@ impl Sink {
             Sink::Durable(d) => {
                 match tokio::time::timeout(DURABLE_TRY_WAIT, d.submit(record)).await {
                     Ok(r) => r.map_err(durable_refused),
-                    Err(_) => Err(Refused::Full(
-                        "the disk buffer or a queue is full".to_owned(),
-                    )),
+                    Err(_) => Err(Refused::Full(format!(
+                        "the disk buffer did not take the event within {} ms (it or a queue is full, or its fsync is slow)",
+                        DURABLE_TRY_WAIT.as_millis()
+                    ))),
                 }
             }
         }
