@@ -819,6 +819,20 @@ async fn an_event_too_large_for_the_disk_buffer_is_rejected_and_the_input_goes_o
     intake.shutdown().await;
 }
 
+/// `ship --config` with the HTTP input as `extra` configures it: the running forwarder, and
+/// the address it listens on.
+fn ship_listening(intake: &FakeIntake, dir: &Path, extra: &str) -> (Running, String) {
+    let config = write_config(dir, &config_yaml(&intake.base_url(), "", extra));
+    let mut cmd = dd_command(dir);
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config);
+    let run = Running::spawn(cmd);
+    let addr = listen_addr(&run);
+    (run, addr)
+}
+
 fn listen_addr(run: &Running) -> String {
     let line = run.wait_for_line("listening on http://", WAIT);
     line.rsplit("http://").next().unwrap().trim().to_owned()
@@ -848,14 +862,8 @@ async fn a_client_that_never_reads_its_answers_gives_up_its_connection() {
     let intake = intake().await;
     let dir = tempfile::tempdir().unwrap();
     let extra = "input:\n  http:\n    listen: 127.0.0.1:0\n    max_connections: 1\n    read_timeout_ms: 300\n";
-    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", extra));
-    let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY)
-        .arg("ship")
-        .arg("--config")
-        .arg(&config);
-    let mut run = Running::spawn(cmd);
-    let addr: std::net::SocketAddr = listen_addr(&run).parse().unwrap();
+    let (mut run, addr) = ship_listening(&intake, dir.path(), extra);
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
 
     // A small receive window, so that the answers back up quickly.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -1108,14 +1116,7 @@ async fn slow_http_clients_are_cut_off_and_others_are_served() {
     let intake = intake().await;
     let dir = tempfile::tempdir().unwrap();
     let extra = "input: { http: { listen: 127.0.0.1:0, read_timeout_ms: 300 } }\n";
-    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", extra));
-    let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY)
-        .arg("ship")
-        .arg("--config")
-        .arg(&config);
-    let mut run = Running::spawn(cmd);
-    let addr = listen_addr(&run);
+    let (mut run, addr) = ship_listening(&intake, dir.path(), extra);
     // A connection that says nothing.
     let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
     // Headers that never end.
