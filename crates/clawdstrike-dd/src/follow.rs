@@ -665,7 +665,14 @@ impl Reader {
     fn drain(&mut self, open: &mut OpenFile) -> bool {
         let mut chunk = vec![0u8; 1 << 16];
         open.at_eof = false;
-        if open.partial_changed() {
+        if open.partial_changed() && open.partial_offset == 0 {
+            // The unfinished line is the file's first: the bytes held are all of its head, by
+            // which a `copytruncate` copy is found, so this is any change of the file's start
+            // (the copy if there is one, else from the start: the same as below then).
+            if !self.after_rewrite(open) {
+                return true;
+            }
+        } else if open.partial_changed() {
             match open.unread_partial() {
                 Ok(()) => {
                     tracing::info!(file = %open.name, line = open.line, "the unfinished last line was cut back; reading it again from its start")
@@ -984,7 +991,11 @@ fn rotated_since(
             Some((meta.dev(), meta.ino())) != not && !finished.contains(&FileKey::of(meta))
         })
         .map(|(p, meta)| (Age::of(&meta), p))
-        .filter(|(age, _)| *age >= since)
+        // Without a birth time to compare with, the modification times tell.
+        .filter(|(age, _)| match since.born {
+            Some(_) => *age >= since,
+            None => age.modified >= since.modified,
+        })
         .collect();
     found.sort();
     found.into_iter().map(|(_, p)| p).collect()
@@ -1057,7 +1068,10 @@ fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFi
         // Not the checkpointed file after all, but one that was given its inode (on a
         // filesystem without birth times, its start tells them apart): the checkpointed file
         // is gone, and the files rotated after it, older than this one, come first.
-        let after = if p.age.is_known() {
+        // (Where there are birth times, `is_checkpointed` told the files apart already: this
+        // is the checkpointed file, truncated while stopped.)
+        let without_birth_times = p.age.born.is_none() || open.age.born.is_none();
+        let after = if without_birth_times && p.age.is_known() {
             rotated_since(path, p.age, Some((open.dev, open.ino)), &Default::default())
         } else {
             Vec::new()
@@ -1118,6 +1132,8 @@ pub(crate) struct Follow {
     checkpoint_path: PathBuf,
     tracker: Arc<Tracker>,
     start: Option<Checkpoint>,
+    /// The last checkpoint write failed (logged once while it lasts).
+    checkpoint_failing: AtomicBool,
 }
 
 impl Follow {
@@ -1136,6 +1152,7 @@ impl Follow {
             checkpoint_path: checkpoint_path.to_owned(),
             tracker: Arc::new(Tracker::new(exporters)),
             start,
+            checkpoint_failing: AtomicBool::new(false),
         })
     }
 
@@ -1339,9 +1356,19 @@ impl Follow {
                 position,
             },
         );
-        if let Err(e) = written {
-            tracing::error!(path = %self.checkpoint_path.display(), error = %e, "cannot write the checkpoint; trying again at the next tick (a restart until then reads again from the last one written)");
-            self.tracker.mark_dirty();
+        match written {
+            Err(e) => {
+                // Logged once while it lasts: it is tried again at every tick.
+                if !self.checkpoint_failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(path = %self.checkpoint_path.display(), error = %e, "cannot write the checkpoint; trying again at every tick (a restart until then reads again from the last one written)");
+                }
+                self.tracker.mark_dirty();
+            }
+            Ok(()) => {
+                if self.checkpoint_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(path = %self.checkpoint_path.display(), "the checkpoint is written again");
+                }
+            }
         }
     }
 
@@ -1712,10 +1739,39 @@ mod tests {
         std::fs::write(dir.path().join("current.ndjson.1"), "beside\n").unwrap();
         let mut names: Vec<String> = rotation_siblings(&link)
             .into_iter()
-            .map(|(p, _)| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .map(|(p, _)| {
+                // By the last two names: the temporary directory may itself be a link.
+                let parent = p.parent().and_then(Path::file_name).unwrap();
+                let parent = if parent == dir.path().file_name().unwrap() {
+                    String::new()
+                } else {
+                    format!("{}/", parent.to_string_lossy())
+                };
+                format!("{parent}{}", p.file_name().unwrap().to_string_lossy())
+            })
             .collect();
         names.sort();
         assert_eq!(names, ["current.ndjson.1", "data/audit.ndjson.1"]);
+    }
+
+    /// `copytruncate` while the file holds only an unfinished first line: the copy (where that
+    /// line was finished) is found by it and read, not skipped.
+    #[test]
+    fn a_copytruncate_of_an_unfinished_first_line_goes_on_in_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        std::fs::write(&path, "first-li").unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut reader = reader_for(&path, tx);
+        let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
+        assert!(reader.drain(&mut open));
+        std::fs::write(dir.path().join("audit.ndjson.1"), "first-line\nsecond\n").unwrap();
+        std::fs::write(&path, "new\n").unwrap();
+        assert!(reader.drain(&mut open));
+        assert_eq!(
+            lines_sent(&mut rx),
+            [("audit.ndjson.1", 1), ("audit.ndjson.1", 2)].map(|(f, l)| (f.to_owned(), l))
+        );
     }
 
     /// A writer cuts back a torn last line (as a full disk leaves one) and writes the line
@@ -1847,8 +1903,6 @@ mod tests {
     fn a_reused_inode_does_not_skip_the_file_rotated_in_between() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.ndjson");
-        // Made in this order: where there are birth times, the one of the file at the path
-        // stands for the checkpoint's (as if it matched, as it would without them).
         std::fs::write(dir.path().join("audit.ndjson.2"), "older\n").unwrap();
         std::fs::write(&path, "c1\n").unwrap();
         std::fs::write(dir.path().join("audit.ndjson.1"), "b1\nb2\n").unwrap();
@@ -1872,8 +1926,9 @@ mod tests {
                 offset: 3,
                 line: 2,
                 head: Some(fnv1a(b"a1\n")),
+                // No birth time, as on a filesystem without them.
                 age: Age {
-                    born: Age::of(&meta).born,
+                    born: None,
                     modified: Some(nanos(minute_ago)),
                 },
             },

@@ -340,20 +340,28 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     let events = match parse_body(&body) {
         Ok(events) => events,
         Err((error, problems)) => {
+            let mut written = true;
             for p in &problems.listed {
-                // The client hears why in the answer; a failed write is counted and fails the run.
-                let _ = shared.rejects.write(&Reject {
-                    source: "http",
-                    line: p.item,
-                    offset: 0,
-                    error: p.error.clone(),
-                    raw: &p.raw[..raw_cut(&p.raw)],
-                    truncated: p.raw.len() > REJECT_RAW_MAX,
-                    reencoded: false,
-                });
+                // The client hears why in the answer; a failed write is counted and fails the
+                // run. After one, the others are not tried: each could wait out the lock.
+                written = shared
+                    .rejects
+                    .write(&Reject {
+                        source: "http",
+                        line: p.item,
+                        offset: 0,
+                        error: p.error.clone(),
+                        raw: &p.raw[..raw_cut(&p.raw)],
+                        truncated: p.raw.len() > REJECT_RAW_MAX,
+                        reencoded: false,
+                    })
+                    .is_ok();
+                if !written {
+                    break;
+                }
             }
             let unlisted = problems.total - problems.listed.len() as u64;
-            if unlisted > 0 {
+            if unlisted > 0 && written {
                 let _ = shared.rejects.write(&Reject {
                     source: "http",
                     line: 0,

@@ -287,6 +287,11 @@ impl DeadLetterWriter {
                 unlock(&open.file, locked);
                 batch.sync(path, slot, &self.faults);
                 *slot = None;
+                if pass >= MIN_PASSES {
+                    // Not a burst of rotations after all (or a filesystem whose inodes are not
+                    // stable): no hot loop until the time limit.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 continue;
             }
             if len > 0 && len + line_len > self.max_file_bytes {
