@@ -14,46 +14,21 @@ use reqwest::header::HeaderValue;
 /// and leaves no outcome behind: the logs path, on its own 403, still reads the key again
 /// rather than reuse this check's "unchanged" from a moment before a new key was written.
 pub async fn validate(client: &reqwest::Client, api_base: &str, key: &KeyHolder) -> Health {
-    let first = validate_current(client, api_base, key).await;
-    if let Validated::Rejected { generation, health } = first {
-        if key.current().generation() != generation {
-            return validate_current(client, api_base, key).await.into_health();
-        }
-        return match key.refresh_now().await {
-            RefreshOutcome::Changed { .. } => {
-                validate_current(client, api_base, key).await.into_health()
-            }
-            _ => health,
-        };
-    }
-    first.into_health()
-}
-
-/// One validate call's answer, telling a rejected key apart.
-enum Validated {
-    /// 401 or 403: the key of this generation was rejected.
-    Rejected {
-        generation: u64,
-        health: Health,
-    },
-    Other(Health),
-}
-
-impl Validated {
-    fn into_health(self) -> Health {
-        match self {
-            Self::Rejected { health, .. } | Self::Other(health) => health,
-        }
-    }
-}
-
-async fn validate_current(client: &reqwest::Client, api_base: &str, key: &KeyHolder) -> Validated {
     let current = key.current();
-    let generation = current.generation();
-    Validated::Other(match validate_with(client, api_base, &current).await {
+    match validate_with(client, api_base, &current).await {
         Ok(health) => health,
-        Err(health) => return Validated::Rejected { generation, health },
-    })
+        // Already replaced since, or found changed now: the new key is what counts.
+        Err(rejected) => {
+            let replaced = key.current().generation() != current.generation()
+                || matches!(key.refresh_now().await, RefreshOutcome::Changed { .. });
+            if !replaced {
+                return rejected;
+            }
+            validate_with(client, api_base, &key.current())
+                .await
+                .unwrap_or_else(|health| health)
+        }
+    }
 }
 
 /// `Err` for a rejected key.

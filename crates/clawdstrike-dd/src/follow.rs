@@ -665,22 +665,19 @@ impl Reader {
     fn drain(&mut self, open: &mut OpenFile) -> bool {
         let mut chunk = vec![0u8; 1 << 16];
         open.at_eof = false;
-        if open.partial_changed() && open.partial_offset == 0 {
-            // The unfinished line is the file's first: the bytes held are all of its head, by
-            // which a `copytruncate` copy is found, so this is any change of the file's start
-            // (the copy if there is one, else from the start: the same as below then).
-            if !self.after_rewrite(open) {
-                return true;
-            }
-        } else if open.partial_changed() {
-            match open.unread_partial() {
-                Ok(()) => {
-                    tracing::info!(file = %open.name, line = open.line, "the unfinished last line was cut back; reading it again from its start")
-                }
-                Err(e) => {
-                    tracing::warn!(file = %open.name, error = %e, "cannot seek back to the unfinished last line's start");
+        if open.partial_changed() {
+            if open.partial_offset == 0 {
+                // The unfinished line is the file's first: the bytes held are all of its head,
+                // by which a `copytruncate` copy is found, so this is any change of the file's
+                // start (the copy if there is one, else from the start: the same as below).
+                if !self.after_rewrite(open) {
                     return true;
                 }
+            } else if let Err(e) = open.unread_partial() {
+                tracing::warn!(file = %open.name, error = %e, "cannot seek back to the unfinished last line's start");
+                return true;
+            } else {
+                tracing::info!(file = %open.name, line = open.line, "the unfinished last line was cut back; reading it again from its start");
             }
         }
         loop {

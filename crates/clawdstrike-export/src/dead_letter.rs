@@ -461,15 +461,24 @@ fn names_file(path: &Path, open: &fs::Metadata) -> io::Result<bool> {
     }
 }
 
-#[cfg(unix)]
+/// Whether two metadata are of one file (where that cannot be told, they are taken to be).
 fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    match (identity(a), identity(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
+/// A file's device and inode, where there are such.
+#[cfg(unix)]
+pub(crate) fn identity(metadata: &fs::Metadata) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    (a.dev(), a.ino()) == (b.dev(), b.ino())
+    Some((metadata.dev(), metadata.ino()))
 }
 
 #[cfg(not(unix))]
-fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
-    true
+pub(crate) fn identity(_: &fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 #[cfg(test)]
@@ -548,6 +557,19 @@ mod tests {
         lines
     }
 
+    /// Two writers of `path` (files of 100 bytes, `max_files` kept), as two processes would be.
+    fn two_writers(path: &Path, max_files: u32) -> [DeadLetterWriter; 2] {
+        let config = DeadLetterConfig {
+            path: Some(path.to_owned()),
+            max_file_bytes: 100,
+            max_files,
+        };
+        [
+            DeadLetterWriter::new(&config),
+            DeadLetterWriter::new(&config),
+        ]
+    }
+
     /// Two writers of one file, as two processes would be (a backfill beside the daemon):
     /// each rotation by one is followed by the other, which writes to the file the path names
     /// now, not to the one renamed away, so the files hold the lines in the order they were
@@ -556,15 +578,7 @@ mod tests {
     fn a_second_writer_follows_the_first_ones_rotations() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dlq.jsonl");
-        let config = DeadLetterConfig {
-            path: Some(path.clone()),
-            max_file_bytes: 100,
-            max_files: 50,
-        };
-        let writers = [
-            DeadLetterWriter::new(&config),
-            DeadLetterWriter::new(&config),
-        ];
+        let writers = two_writers(&path, 50);
         let mut expected = Vec::new();
         for n in 0..60 {
             let line = format!("{{\"writer\":{},\"n\":{n:02}}}", n % 2);
@@ -632,15 +646,7 @@ mod tests {
     fn two_writers_at_once_keep_every_line_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dlq.jsonl");
-        let config = DeadLetterConfig {
-            path: Some(path.clone()),
-            max_file_bytes: 100,
-            max_files: 200,
-        };
-        let writers = [
-            DeadLetterWriter::new(&config),
-            DeadLetterWriter::new(&config),
-        ];
+        let writers = two_writers(&path, 200);
         std::thread::scope(|scope| {
             for (id, w) in writers.iter().enumerate() {
                 scope.spawn(move || {

@@ -556,16 +556,12 @@ fn files_clash(a: &Path, a_rotated: u32, b: &Path, b_rotated: u32) -> bool {
 }
 
 /// The device and inode of an existing regular file.
-#[cfg(unix)]
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
     let metadata = std::fs::metadata(path).ok()?;
-    metadata.is_file().then(|| (metadata.dev(), metadata.ino()))
-}
-
-#[cfg(not(unix))]
-fn file_identity(_: &Path) -> Option<(u64, u64)> {
-    None
+    metadata
+        .is_file()
+        .then(|| dead_letter::identity(&metadata))
+        .flatten()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
