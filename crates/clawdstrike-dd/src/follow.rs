@@ -22,7 +22,8 @@
 //!   was still waiting for room when the stop came).
 //! - Rotation while stopped: when the checkpointed file was renamed (`events.log` →
 //!   `events.log.1`), the rest of it is found among the rotated files beside it (by inode and
-//!   birth time: a deleted file's inode is soon reused) and read first. A file removed while
+//!   birth time: a deleted file's inode is soon reused) and read first (while it exists but
+//!   cannot be opened, EACCES or EMFILE, the start waits for it). A file removed while
 //!   stopped (`rotate 1`, or compressed into a new file) cannot be finished (its unread lines
 //!   are lost; a warning says so), but the files rotated after it are read.
 //! - Several rotations while stopped, or while the reader was held back: once a renamed file is
@@ -413,6 +414,10 @@ impl OpenFile {
         expected_head: Option<u64>,
     ) -> std::io::Result<OpenFile> {
         use std::os::unix::fs::FileExt;
+        #[cfg(test)]
+        if tests::FAILING_OPENS.with(|left| left.replace(left.get().saturating_sub(1))) > 0 {
+            return Err(std::io::ErrorKind::PermissionDenied.into());
+        }
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         let (mut offset, mut line) = if meta.len() < offset {
@@ -1038,7 +1043,32 @@ fn find_checkpointed(path: &Path, p: &Position) -> Option<PathBuf> {
 }
 
 /// Where to start, from the checkpoint.
-fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFile> {
+/// Opens the checkpointed file (at the path, or rotated away from it), waiting while it exists
+/// but cannot be opened (EACCES, EMFILE): going on with another file would skip its unread
+/// lines, and the checkpoint written next would forget them. None once it is gone, or on a
+/// stop.
+fn open_checkpointed(
+    path: &Path,
+    p: &Position,
+    last: &mut Option<std::io::ErrorKind>,
+    halt: &AtomicBool,
+) -> Option<OpenFile> {
+    loop {
+        if let Some(open) = open_logged(path, p.offset, p.line, p.head, last) {
+            return Some(open);
+        }
+        if *last == Some(std::io::ErrorKind::NotFound) || halt.load(Ordering::Relaxed) {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn starting_point(
+    path: &Path,
+    checkpoint: Option<&Checkpoint>,
+    halt: &AtomicBool,
+) -> Option<OpenFile> {
     let mut last = None;
     let Some(cp) = checkpoint else {
         return open_logged(path, 0, 1, None, &mut last);
@@ -1047,7 +1077,7 @@ fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFi
     if let Ok(meta) = std::fs::metadata(path)
         && is_checkpointed(&meta, &p)
     {
-        let open = open_logged(path, p.offset, p.line, p.head, &mut last)?;
+        let open = open_checkpointed(path, &p, &mut last, halt)?;
         if open.offset == p.offset {
             return Some(open);
         }
@@ -1082,9 +1112,11 @@ fn starting_point(path: &Path, checkpoint: Option<&Checkpoint>) -> Option<OpenFi
         }
         return Some(open);
     }
-    if let Some(rotated) = find_checkpointed(path, &p) {
+    if let Some(rotated) = find_checkpointed(path, &p)
+        && let Some(open) = open_checkpointed(&rotated, &p, &mut last, halt)
+    {
         tracing::info!(file = %rotated.display(), "resuming the rotated file from the checkpoint first");
-        return open_logged(&rotated, p.offset, p.line, p.head, &mut last);
+        return Some(open);
     }
     // Gone (deleted, or compressed into a new file): its unread lines are lost, but the files
     // rotated after it are whole.
@@ -1179,8 +1211,11 @@ impl Follow {
             open_error: None,
             finished: std::collections::VecDeque::new(),
         };
-        let open = starting_point(&self.path, self.start.as_ref());
-        let thread = std::thread::spawn(move || reader.run(open));
+        let start = self.start.clone();
+        let thread = std::thread::spawn(move || {
+            let open = starting_point(&reader.path, start.as_ref(), &reader.halt);
+            reader.run(open);
+        });
         let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Submits under way, each resolving to its line (number, file, line, offset) and what
@@ -1604,6 +1639,38 @@ mod tests {
         assert!(reader.rotated_after(&newer).is_empty());
     }
 
+    thread_local! {
+        /// How many of this thread's next [`OpenFile::open`] calls fail (EACCES).
+        pub(super) static FAILING_OPENS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// The checkpointed file, rotated while stopped, exists but cannot be opened for a while
+    /// (EMFILE, a mode being fixed): the start waits for it. Going on with the file at the
+    /// path instead skipped its unread line, and the next checkpoint forgot it.
+    #[test]
+    fn a_checkpointed_file_that_fails_to_open_for_a_while_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        std::fs::write(&path, "a1\n").unwrap();
+        let mut a = OpenFile::open(&path, 0, 1, None).unwrap();
+        let (tx, _rx) = mpsc::channel(64);
+        assert!(reader_for(&path, tx).drain(&mut a));
+        let checkpoint = checkpoint_at(&a);
+        drop(a);
+        let mut f = File::options().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, b"a2\n").unwrap();
+        drop(f);
+        let rotated = dir.path().join("audit.ndjson.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        std::fs::write(&path, "b1\n").unwrap();
+        FAILING_OPENS.with(|left| left.set(2));
+        let start = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false))
+            .expect("a file opens");
+        assert_eq!(FAILING_OPENS.with(std::cell::Cell::get), 0);
+        assert_eq!(&*start.name, rotated.display().to_string());
+        assert_eq!((start.offset, start.line), (3, 2));
+    }
+
     fn checkpoint_at(open: &OpenFile) -> Checkpoint {
         Checkpoint {
             path: PathBuf::new(),
@@ -1629,7 +1696,8 @@ mod tests {
         std::fs::remove_file(&gone).unwrap();
         write_at(&dir.path().join("audit.ndjson.1"), "y1\n", 100);
         write_at(&path, "z1\n", 10);
-        let start = starting_point(&path, Some(&checkpoint)).expect("a file opens");
+        let start = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false))
+            .expect("a file opens");
         assert_eq!(
             &*start.name,
             dir.path().join("audit.ndjson.1").display().to_string()
@@ -1654,7 +1722,8 @@ mod tests {
         std::fs::write(&path, "a1\na2\na3\n").unwrap();
         std::fs::copy(&path, dir.path().join("audit.ndjson.1")).unwrap();
         std::fs::write(&path, "b1-longer\nb2\n").unwrap();
-        let start = starting_point(&path, Some(&checkpoint)).expect("a file opens");
+        let start = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false))
+            .expect("a file opens");
         assert_eq!(
             &*start.name,
             dir.path().join("audit.ndjson.1").display().to_string()
@@ -1930,7 +1999,8 @@ mod tests {
                 },
             },
         };
-        let open = starting_point(&path, Some(&checkpoint)).expect("a file to read");
+        let open = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false))
+            .expect("a file to read");
         assert!(open.name.ends_with("audit.ndjson.1"), "{}", open.name);
         assert_eq!((open.offset, open.line), (0, 1));
     }
