@@ -126,3 +126,56 @@ async fn error_pages_that_echo_the_keys_do_not_carry_them_into_errors() {
     }
     intake.shutdown().await;
 }
+
+/// The configuration client does not follow a redirect: it would carry both keys to the other
+/// host (reqwest strips only `Authorization` and cookies there) and turn a POST into a GET.
+/// The error names where the redirect pointed.
+#[tokio::test]
+async fn the_configuration_client_follows_no_redirect() {
+    use clawdstrike_datadog::config_api::{ConfigClient, ObjectKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let target = format!("http://{}/api/v1/monitor", elsewhere.local_addr().unwrap());
+    let redirecting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", redirecting.local_addr().unwrap());
+    let answer = format!(
+        "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let server = tokio::spawn(async move {
+        let (mut conn, _) = redirecting.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request head ends");
+            head.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(answer.as_bytes()).await.unwrap();
+        conn.shutdown().await.unwrap();
+    });
+    let config = ConfigClient::new(
+        base.as_str(),
+        SecretString::from(KEY_A),
+        SecretString::from(APP_KEY),
+    )
+    .unwrap();
+    let err = config
+        .list(ObjectKind::Monitor)
+        .await
+        .expect_err("a redirect is an error");
+    server.await.unwrap();
+    assert_eq!(err.status(), Some(302));
+    let text = err.to_string();
+    assert!(
+        text.contains(&target) && text.contains("not followed"),
+        "{text}"
+    );
+    // Had the client followed it, it would have connected before returning.
+    assert_eq!(
+        elsewhere.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the redirect's target was contacted"
+    );
+}

@@ -202,17 +202,20 @@ impl ConfigClient {
                 "the base URL must not carry credentials",
             ));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("clawdstrike-datadog/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                ConfigApiError::new(
-                    "configuration",
-                    None,
-                    format!("cannot build the HTTP client: {e}"),
-                )
-            })?;
+        // The shipping client's settings: no redirects (one would carry both keys to another
+        // host, and turn a POST into a GET that "succeeds"), no proxy for loopback.
+        let http = crate::exporter::http_client_for(
+            &base_url,
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        )
+        .map_err(|e| {
+            ConfigApiError::new(
+                "configuration",
+                None,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })?;
         Ok(ConfigClient {
             http,
             base_url,
@@ -299,6 +302,12 @@ impl ConfigClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
+            let location = response.headers().get(reqwest::header::LOCATION).map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            });
             let body = response
                 .bytes()
                 .await
@@ -327,6 +336,16 @@ impl ConfigClient {
             }
             if (200..300).contains(&status) || status == 400 {
                 return Ok((status, json));
+            }
+            if (300..400).contains(&status) {
+                let to = location.as_deref().unwrap_or("nowhere");
+                return Err(ConfigApiError::new(
+                    &what,
+                    Some(status),
+                    self.scrub(&format!(
+                        "redirected to {to}; not followed (the request carries both keys): use the API's own URL (site or api_url)"
+                    )),
+                ));
             }
             return Err(ConfigApiError::new(
                 &what,
