@@ -684,8 +684,23 @@ impl Inner {
                                     tracing::info!(exporter = %self.options.name, generation = key.generation(), "retrying with the refreshed API key");
                                     continue;
                                 }
+                                RefreshOutcome::Unchanged => {
+                                    tracing::warn!(exporter = %self.options.name, "API key rejected and the store holds no other")
+                                }
+                                // The store could not be read, or was read moments ago for the
+                                // key before: whether it holds a new key is not known, so the
+                                // events are not dead-lettered as if the key were revoked.
+                                // They wait for the next read the holder allows.
                                 other => {
-                                    tracing::warn!(exporter = %self.options.name, outcome = ?other, "API key rejected and no new key")
+                                    tracing::warn!(exporter = %self.options.name, outcome = ?other, "API key rejected and the key store not read; retrying");
+                                    return all(Some(Failure::Retryable {
+                                        reason: format!(
+                                            "HTTP {status}: Datadog rejected the API key (generation {}) and the key store could not be read again yet",
+                                            key.generation()
+                                        )
+                                        .into(),
+                                        retry_after: Some(self.key.options().min_interval()),
+                                    }));
                                 }
                             }
                         }

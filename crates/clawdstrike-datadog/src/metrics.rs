@@ -757,8 +757,8 @@ impl MetricsReporter {
         let url = format!("{}{path}", self.api_base);
         let body = bytes::Bytes::from(body);
         let mut backoff = self.retry.backoff;
-        // A rejected key is read again once per request: on a new key, the request goes again
-        // at once (not counted against the retry budget).
+        // A rejected key is read again (the holder throttles the reads): on the first new key,
+        // the request goes again at once (not counted against the retry budget).
         let mut reread = false;
         let mut attempt = 0;
         while attempt < self.retry.attempts.max(1) {
@@ -781,21 +781,32 @@ impl MetricsReporter {
             let mut hint = None;
             match result {
                 Ok(r) if r.status().is_success() => return true,
-                Ok(r) if matches!(r.status().as_u16(), 401 | 403) && !reread => {
+                Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
                     // The key may have been rotated and the old one revoked: the same re-read
                     // the logs path makes (single-flight and throttled by the holder), so that
                     // metrics do not go missing until the next scheduled refresh.
-                    reread = true;
-                    if let RefreshOutcome::Changed { .. } =
-                        self.key.refresh_after_rejection(key.generation()).await
-                    {
-                        attempt -= 1;
-                        continue;
+                    match self.key.refresh_after_rejection(key.generation()).await {
+                        RefreshOutcome::Changed { .. } => {
+                            // The first new key goes at once, outside the retry budget.
+                            if !reread {
+                                reread = true;
+                                attempt -= 1;
+                            }
+                            continue;
+                        }
+                        RefreshOutcome::Unchanged => {
+                            tracing::warn!(exporter = %self.exporter, status = %r.status(), %path, "metrics request refused (API key rejected); points dropped");
+                            return false;
+                        }
+                        // The store not read (failed, or read moments ago): the key is not
+                        // known to be revoked, so the request is retried like a failure of
+                        // the API.
+                        other => {
+                            tracing::debug!(exporter = %self.exporter, outcome = ?other, attempt, %path, "metrics request refused (API key rejected) and the key store not read");
+                        }
                     }
-                    tracing::warn!(exporter = %self.exporter, status = %r.status(), %path, "metrics request refused (API key rejected); points dropped");
-                    return false;
                 }
-                Ok(r) if matches!(r.status().as_u16(), 400 | 401 | 403 | 413) => {
+                Ok(r) if matches!(r.status().as_u16(), 400 | 413) => {
                     tracing::warn!(exporter = %self.exporter, status = %r.status(), %path, "metrics request refused; points dropped");
                     return false;
                 }

@@ -369,6 +369,34 @@ async fn a_403_after_rotation_is_delivered_with_the_new_key() {
     assert_eq!(h.exporter.health_check().await, Health::Healthy);
 }
 
+/// Datadog rejects the key while the key store cannot be read (a file briefly gone, Vault
+/// sealed, the Kubernetes API down): whether the store holds a new key is not known, so the
+/// events are retried, and go with the key the store holds next. They used to be dead-lettered
+/// as if the key were revoked, and the exporter sent nothing for a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_while_the_key_store_cannot_be_read_is_retried_not_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, holder) = key_file_with_a(&dir).await;
+    let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
+    h.intake.set_api_keys([SecretString::from(KEY_B)]);
+    std::fs::remove_file(&key_file).unwrap();
+    let events = events(200);
+    h.submit_all(&events).await;
+    // Two 403s: the events were sent again after the store could not be read.
+    h.intake
+        .wait_until(Duration::from_secs(20), |s| {
+            s.responses_by_status.get(&403).copied().unwrap_or(0) >= 2
+        })
+        .await
+        .expect("the rejected events are sent again");
+    std::fs::write(&key_file, format!("{KEY_B}\n")).unwrap();
+    let reports = h.pipeline.shutdown(DEADLINE).await;
+    assert_eq!(reports[0].delivered, 200, "{reports:?}");
+    assert!(h.dead_letters().is_empty());
+    assert_eq!(holder.current().expose(), KEY_B);
+    assert_eq!(h.intake.unique_event_ids(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_without_a_new_key_dead_letters_degrades_and_stops_hammering() {
     let h = Harness::start(
