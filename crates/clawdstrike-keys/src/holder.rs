@@ -243,8 +243,12 @@ impl KeyHolder {
         KeyHolder::new(provider, options).await
     }
 
-    /// A holder of a fixed key (a literal, or a test). Refreshes always find it unchanged.
+    /// A holder of a fixed key (a literal, or a test), without surrounding whitespace like every
+    /// key. Refreshes always find it unchanged. Unlike [`from_source`](Self::from_source) it
+    /// does not check the key: an empty one, or one with characters a header cannot carry,
+    /// fails every request.
     pub fn from_static(key: SecretString) -> KeyHolder {
+        let key = SecretString::from(key.expose_secret().trim());
         let provider: Arc<dyn ApiKeyProvider> = Arc::new(StaticProvider::new(key.clone()));
         let description = provider.describe();
         KeyHolder::build(provider, description, RefreshOptions::default(), key)
@@ -541,6 +545,14 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use std::sync::atomic::AtomicUsize;
+
+    /// A static key is trimmed like every key: a literal interpolated from a variable may end
+    /// in a newline, which no request could carry.
+    #[test]
+    fn a_static_key_is_trimmed() {
+        let holder = KeyHolder::from_static(SecretString::from(" key-1\n"));
+        assert_eq!(holder.current().expose(), "key-1");
+    }
 
     /// Returns the key in `key` (or `Err` when `fail`), counting fetches.
     #[derive(Debug, Default)]

@@ -133,7 +133,9 @@ fn classify(description: &str, err: &kube::Error) -> KeyError {
             match status.code {
                 401 | 403 => KeyError::forbidden(description, detail),
                 404 => KeyError::not_found(description, detail),
-                429 | 500.. => KeyError::unavailable(description, detail),
+                // 0: an error body without a code (a gateway's JSON page), not the API
+                // server's Status; 408: a timeout. Both pass.
+                0 | 408 | 429 | 500.. => KeyError::unavailable(description, detail),
                 _ => KeyError::invalid(description, detail),
             }
         }

@@ -103,13 +103,30 @@ impl VaultProvider {
                 "`ca_cert` is set but the address is http://, where it would be ignored and secrets sent unencrypted; use https://",
             ));
         }
+        // The token and the namespace travel in headers (vaultrs panics on a value that is not
+        // one): trimmed like every key (a Secret made with `--from-file` ends in a newline),
+        // and refused if anything else is left that a header cannot carry.
+        let token = match &source.auth {
+            VaultAuth::Token(token) => token.expose_secret().trim().to_owned(),
+            _ => String::new(),
+        };
+        let namespace = source.namespace.as_deref().map(str::trim);
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(KeyError::invalid(
+                &description,
+                "the Vault token contains whitespace, control or non-ASCII characters",
+            ));
+        }
+        if namespace.is_some_and(|ns| !ns.bytes().all(|b| b.is_ascii_graphic())) {
+            return Err(KeyError::invalid(
+                &description,
+                "the Vault namespace contains whitespace, control or non-ASCII characters",
+            ));
+        }
         let mut builder = VaultClientSettingsBuilder::default();
         builder
             .address(url.as_str())
-            .token(match &source.auth {
-                VaultAuth::Token(token) => token.expose_secret().to_owned(),
-                _ => String::new(),
-            })
+            .token(token)
             .verify(true)
             .ca_certs(
                 source
@@ -119,8 +136,8 @@ impl VaultProvider {
                     .collect(),
             )
             .timeout(Some(std::time::Duration::from_secs(10)));
-        if let Some(ns) = &source.namespace {
-            builder.set_namespace(ns.clone());
+        if let Some(ns) = namespace {
+            builder.set_namespace(ns.to_owned());
         }
         let settings = builder
             .build()
@@ -158,8 +175,8 @@ impl VaultProvider {
             } => vaultrs::auth::approle::login(
                 &session.client,
                 mount,
-                role_id,
-                secret_id.expose_secret(),
+                role_id.trim(),
+                secret_id.expose_secret().trim(),
             )
             .await
             .map_err(|e| self.classify(&e, "AppRole login"))?,
@@ -237,7 +254,9 @@ impl VaultProvider {
             ClientError::APIError { code, .. } => match code {
                 404 => KeyError::not_found(&self.description, detail),
                 400 | 401 | 403 => KeyError::forbidden(&self.description, detail),
-                429 | 500.. => KeyError::unavailable(&self.description, detail),
+                // 412: a performance standby not caught up yet (Vault Enterprise); 408: a
+                // timeout. Both pass.
+                408 | 412 | 429 | 500.. => KeyError::unavailable(&self.description, detail),
                 _ => KeyError::invalid(&self.description, detail),
             },
             // A status whose body vaultrs could not read as Vault's `errors` array. On the KV

@@ -94,6 +94,22 @@ async fn a_rotation_arrives_through_the_watch() {
     assert!(server.gets() > gets_before, "the refresh reads the Secret");
 }
 
+/// A gateway's 502 whose JSON page is not the API server's Status (kube reads it with code 0)
+/// is an outage that passes, not an invalid configuration: the holder keeps its key and backs
+/// off rather than give up.
+#[tokio::test]
+async fn a_gateways_502_without_a_status_code_is_transient() {
+    let server = FakeApiServer::start(NS).await;
+    server.put_secret("datadog-secret", &[("api-key", "whatever")]);
+    server.set_gateway_down(true);
+    let provider = KubernetesProvider::new(server.client(), NS, "datadog-secret", "api-key");
+    let err = provider.fetch().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(matches!(err, KeyError::Unavailable { .. }), "{err}");
+    server.set_gateway_down(false);
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), "whatever");
+}
+
 #[tokio::test]
 async fn rbac_denial_is_a_clear_forbidden_error() {
     let server = FakeApiServer::start(NS).await;

@@ -62,6 +62,31 @@ async fn reads_a_kv2_field_with_a_token() {
     assert!(err.to_string().contains("HTTP 404"), "{err}");
 }
 
+/// A token and a namespace from a file or a Secret made with `--from-file` end in a newline:
+/// trimmed (vaultrs panicked on the first request, a newline being no header value). One with
+/// a newline inside is refused as invalid at the start, naming it but not showing it.
+#[tokio::test]
+async fn a_token_ending_in_a_newline_is_trimmed_and_one_with_a_newline_inside_is_refused() {
+    let bao = Bao::start().await;
+    let key = random_key("vault-newline");
+    bao.put("datadog", "api_key", &key).await;
+    let mut source = token_source(&bao, "datadog");
+    source.auth = VaultAuth::Token(SecretString::from(format!("{}\n", bao.root_token)));
+    let provider = VaultProvider::new(source).unwrap();
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+
+    let mut source = token_source(&bao, "datadog");
+    source.auth = VaultAuth::Token(SecretString::from(format!("{}\nx", bao.root_token)));
+    let err = VaultProvider::new(source).unwrap_err();
+    assert!(matches!(err, KeyError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("Vault token"), "{err}");
+    assert!(!err.to_string().contains(&bao.root_token), "{err}");
+    let mut source = token_source(&bao, "datadog");
+    source.namespace = Some("team\nb".to_owned());
+    let err = VaultProvider::new(source).unwrap_err();
+    assert!(err.to_string().contains("namespace"), "{err}");
+}
+
 #[tokio::test]
 async fn a_rotation_is_picked_up_by_the_schedule_and_by_a_rejection() {
     let bao = Bao::start().await;

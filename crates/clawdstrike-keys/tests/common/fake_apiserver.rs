@@ -26,6 +26,8 @@ struct State {
     history: Vec<(u64, &'static str, String)>,
     watchers: Vec<(String, mpsc::UnboundedSender<Bytes>)>,
     forbidden: bool,
+    /// A gateway in front answers 502 with a JSON page that is not a Status (no `code`).
+    gateway_down: bool,
     /// Service-account tokens the TokenReview API accepts: token → (namespace, name, uid).
     service_accounts: BTreeMap<String, (String, String, String)>,
     token_reviews: usize,
@@ -151,6 +153,12 @@ impl FakeApiServer {
         self.state.lock().unwrap().forbidden = forbidden;
     }
 
+    /// Makes a gateway in front answer every GET of a secret with 502 and a JSON page of its
+    /// own (`{"message": "no healthy upstream"}`, no `code`), as Envoy and others do.
+    pub fn set_gateway_down(&self, down: bool) {
+        self.state.lock().unwrap().gateway_down = down;
+    }
+
     /// Ends every open watch stream (like an API server restart or a load-balancer timeout).
     pub fn drop_watches(&self) {
         self.state.lock().unwrap().watchers.clear();
@@ -271,6 +279,13 @@ fn handle(
     let rest = &path[prefix.len()..];
     if let Some(name) = rest.strip_prefix('/') {
         st.gets += 1;
+        if st.gateway_down {
+            return Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(r#"{"message":"no healthy upstream"}"#)).boxed())
+                .unwrap();
+        }
         if st.forbidden {
             return status(
                 StatusCode::FORBIDDEN,
