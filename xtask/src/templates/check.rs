@@ -210,12 +210,7 @@ fn check_request(
     let legacy = LEGACY_REQUEST_QUERIES
         .iter()
         .find(|key| request.get(**key).is_some());
-    // `query` with a `request_type`: the SLO list and sankey widgets.
-    if request.get("q").is_none()
-        && queries.is_none()
-        && legacy.is_none()
-        && request.get("query").is_none()
-    {
+    if request.get("q").is_none() && queries.is_none() && legacy.is_none() {
         issues.push(Issue::new(
             pointer,
             "a request needs a query: `q`, or `queries` with `formulas`",
@@ -325,6 +320,23 @@ fn check_monitor(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec<I
         MonitorType::QueryAlert,
         MonitorType::LogAlert,
     ];
+    match monitor.kind {
+        MonitorType::MetricAlert | MonitorType::QueryAlert | MonitorType::LogAlert => {}
+        MonitorType::Composite => {
+            if let Err(message) = queries::check_composite(&monitor.query) {
+                issues.push(Issue::new("/query", message));
+            }
+        }
+        // Valid in Datadog, but over data this workspace does not send, and with query
+        // languages this check does not read: such a template would pass unchecked.
+        _ => issues.push(Issue::new(
+            "/type",
+            format!(
+                "{} monitors are not checked here (their queries are not over the metrics and logs the exporter sends): use `metric alert`, `query alert` or `log alert`, or `composite` over monitor ids",
+                doc.get("type").unwrap_or(&Value::Null)
+            ),
+        )),
+    }
     let comparison = queries::split_comparison(&monitor.query);
     if threshold_kinds.contains(&monitor.kind) && comparison.is_none() {
         issues.push(Issue::new(

@@ -175,7 +175,6 @@ pub(crate) struct Request {
     pub(crate) cell_display_mode: Option<Vec<String>>,
     pub(crate) text_formats: Option<Value>,
     pub(crate) sort: Option<Value>,
-    pub(crate) request_type: Option<String>,
     pub(crate) log_query: Option<Value>,
     pub(crate) apm_query: Option<Value>,
     pub(crate) apm_stats_query: Option<Value>,
@@ -186,7 +185,6 @@ pub(crate) struct Request {
     pub(crate) process_query: Option<Value>,
     pub(crate) profile_metrics_query: Option<Value>,
     pub(crate) audit_query: Option<Value>,
-    pub(crate) query: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -424,6 +424,56 @@ pub(crate) fn check_metric_monitor_head(left: &str) -> Result<(), String> {
     }
 }
 
+/// A composite monitor's query: monitor ids joined by `&&` and `||`, with `!` and parentheses
+/// (`12345 && !(67890 || 13579)`).
+pub(crate) fn check_composite(query: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "a composite query is monitor ids joined by `&&` and `||`, with `!` and parentheses: {why}"
+        ))
+    };
+    let text = query.as_bytes();
+    let (mut i, mut depth, mut want_operand) = (0, 0usize, true);
+    while i < text.len() {
+        match text[i] {
+            b' ' | b'\t' | b'\n' => i += 1,
+            b'0'..=b'9' if want_operand => {
+                while i < text.len() && text[i].is_ascii_digit() {
+                    i += 1;
+                }
+                want_operand = false;
+            }
+            b'!' if want_operand => i += 1,
+            b'(' if want_operand => {
+                depth += 1;
+                i += 1;
+            }
+            b')' if !want_operand && depth > 0 => {
+                depth -= 1;
+                i += 1;
+            }
+            b'&' | b'|' if !want_operand && text.get(i + 1) == Some(&text[i]) => {
+                want_operand = true;
+                i += 2;
+            }
+            _ => {
+                return bad(&format!(
+                    "unexpected `{}` at {}",
+                    query[i..].chars().next().unwrap_or(' '),
+                    i + 1
+                ));
+            }
+        }
+    }
+    if want_operand {
+        return bad("it ends without a monitor id");
+    }
+    if depth > 0 {
+        return bad("a parenthesis is not closed");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

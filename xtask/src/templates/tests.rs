@@ -284,6 +284,58 @@ fn rule_unknown_key_in_widget_request() {
         .assert_only_starting("templates/dashboards/security-posture.json#/widgets/0/definition/requests/0/qq: unknown field `qq`, expected one of");
 }
 
+/// `query` is no key of a metric widget's request (only topology and funnel requests, which
+/// have models of their own): it used to pass, and skip every check of the query in it.
+#[test]
+fn rule_query_key_in_a_metric_widget_request() {
+    Fixture::new()
+        .mutate(EXPORTER, |d| {
+            set(
+                d,
+                "/widgets/0/definition/requests/0",
+                json!({ "query": "sum:[[metric_prefix]].exporter.events.snet{env:[[env]]}.as_count()", "display_type": "bars" }),
+            )
+        })
+        .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/query: unknown field `query`, expected one of");
+}
+
+/// A monitor type whose query this check does not read (an event, a service check, ...) is
+/// refused: it used to pass with its query unchecked, whatever it named.
+#[test]
+fn rule_monitor_types_that_are_not_checked() {
+    Fixture::new()
+        .mutate(DENIALS, |m| set(m, "/type", json!("event-v2 alert")))
+        .assert_only_starting("templates/monitors/high-denial-rate.json#/type: \"event-v2 alert\" monitors are not checked here");
+}
+
+/// A composite monitor's query is monitor ids and operators.
+#[test]
+fn rule_composite_query() {
+    use super::queries::check_composite;
+    for good in ["123 && 456", "!(1 || 22) && 333", "(1)"] {
+        assert_eq!(check_composite(good), Ok(()), "{good}");
+    }
+    for (bad, why) in [
+        ("123 &", "unexpected `&`"),
+        ("123 && ", "ends without"),
+        ("(1 || 2", "not closed"),
+        ("1 2", "unexpected `2`"),
+        ("avg:x{*} > 1", "unexpected `a`"),
+        ("1 && )", "unexpected `)`"),
+    ] {
+        let err = check_composite(bad).unwrap_err();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+    Fixture::new()
+        .mutate(DENIALS, |m| {
+            set(m, "/type", json!("composite"));
+            set(m, "/query", json!("1 && x"));
+        })
+        .assert_only_starting(
+            "templates/monitors/high-denial-rate.json#/query: a composite query is monitor ids",
+        );
+}
+
 #[test]
 fn rule_unknown_widget_type_pie() {
     Fixture::new().mutate(POSTURE, |d| set(d, "/widgets/2/definition/type", json!("pie"))).assert_only_starting(
