@@ -474,8 +474,18 @@ fn list(shared: &Shared, req: &mut Req<'_>, kind: ObjectKind) -> Resp {
     let all = lock(&shared.objects).all(kind);
     match kind {
         ObjectKind::Dashboard => {
+            // Paged by `count` (100 by default, as Datadog's API declares) from offset `start`.
+            let count = http::query_get(&req.query, "count")
+                .and_then(|s| s.parse::<usize>().ok())
+                .unwrap_or(100)
+                .max(1);
+            let start = http::query_get(&req.query, "start")
+                .and_then(|s| s.parse::<usize>().ok())
+                .unwrap_or(0);
             let summaries: Vec<Value> = all
                 .iter()
+                .skip(start)
+                .take(count)
                 .map(|d| {
                     let mut s = Map::new();
                     for k in [

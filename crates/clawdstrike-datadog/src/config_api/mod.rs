@@ -388,58 +388,39 @@ impl ConfigClient {
     /// Every object of `kind` (dashboards as Datadog's list summaries: `id`, `title`,
     /// `description`, ...; monitors and rules in full).
     pub async fn list(&self, kind: ObjectKind) -> Result<Vec<Value>, ConfigApiError> {
-        match kind {
-            ObjectKind::Dashboard => {
-                let json = self.expect_ok(Method::GET, kind.path(), None).await?;
-                Ok(json
-                    .get("dashboards")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default())
-            }
-            ObjectKind::Monitor => {
-                let mut all = Vec::new();
-                for page in 0.. {
-                    let json = self
-                        .expect_ok(
-                            Method::GET,
-                            &format!("{}?page={page}&page_size={PAGE_SIZE}", kind.path()),
-                            None,
-                        )
-                        .await?;
-                    let items = json.as_array().cloned().unwrap_or_default();
-                    let n = items.len();
-                    let before = all.len();
-                    merge_new(&mut all, items, kind);
-                    if n < PAGE_SIZE || all.len() == before {
-                        break;
-                    }
-                }
-                Ok(all)
-            }
-            ObjectKind::Rule => {
-                let mut all = Vec::new();
-                for page in 0.. {
-                    let path = format!(
-                        "{}?page%5Bsize%5D={PAGE_SIZE}&page%5Bnumber%5D={page}",
-                        kind.path()
-                    );
-                    let json = self.expect_ok(Method::GET, &path, None).await?;
-                    let items = json
-                        .get("data")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    let n = items.len();
-                    let before = all.len();
-                    merge_new(&mut all, items, kind);
-                    if n < PAGE_SIZE || all.len() == before {
-                        break;
-                    }
-                }
-                Ok(all)
+        let path = kind.path();
+        let mut all = Vec::new();
+        for page in 0.. {
+            // Every list is paged, each in its own way. Dashboards: `count` defaults to 100, so
+            // an organisation with more had ours past the first page taken for missing (and
+            // created again at every publish).
+            let (query, items_at) = match kind {
+                ObjectKind::Dashboard => (
+                    format!("count={PAGE_SIZE}&start={}", page * PAGE_SIZE),
+                    "/dashboards",
+                ),
+                ObjectKind::Monitor => (format!("page={page}&page_size={PAGE_SIZE}"), ""),
+                ObjectKind::Rule => (
+                    format!("page%5Bsize%5D={PAGE_SIZE}&page%5Bnumber%5D={page}"),
+                    "/data",
+                ),
+            };
+            let json = self
+                .expect_ok(Method::GET, &format!("{path}?{query}"), None)
+                .await?;
+            let items = json
+                .pointer(items_at)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let n = items.len();
+            let before = all.len();
+            merge_new(&mut all, items, kind);
+            if n < PAGE_SIZE || all.len() == before {
+                break;
             }
         }
+        Ok(all)
     }
 
     /// One object by id. A missing object is an error with [`ConfigApiError::is_not_found`].
