@@ -428,6 +428,22 @@ pub struct ResolvedConfig {
     pub pipeline: ExporterConfig,
 }
 
+impl ResolvedConfig {
+    /// The `env` the exporter's own metrics carry (`DD_ENV`, `apm.env`, or an `env:` tag of
+    /// `metrics.tags`). Security metrics take it from each event's session; these have no
+    /// event to take it from, and the shipped health monitors filter on it, so without one
+    /// they never alert.
+    pub fn metrics_env(&self) -> Option<String> {
+        self.metrics
+            .tags
+            .iter()
+            .filter_map(|t| crate::tags::normalise_tag(t))
+            .find(|t| crate::tags::tag_key(t) == "env")
+            .map(|t| t["env:".len()..].to_owned())
+            .or_else(|| self.format.env.clone())
+    }
+}
+
 /// The machine's host name (Linux), or `unknown`.
 pub fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -508,6 +524,24 @@ impl DatadogConfig {
                     .filter(|t| !t.is_empty())
                     .map(str::to_owned),
             );
+        }
+        // A metric name is letters, digits, `_` and `.`, from a letter: Datadog rewrites any
+        // other character to `_`, so the templates would query names that never arrive (and
+        // DogStatsD's `:`, `|`, `#` would break its lines).
+        let prefix = &self.metrics.prefix;
+        if !prefix.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            || prefix.ends_with('.')
+            || prefix.contains("..")
+        {
+            return Err(err(
+                "metrics.prefix",
+                format!(
+                    "`{prefix}` is no metric name prefix: letters, digits, `_` and `.`, starting with a letter (Datadog rewrites other characters, so dashboards and monitors would find nothing)"
+                ),
+            ));
         }
         // Datadog ties logs to traces by `service` (with `env` and `version`): the logs carry
         // one service, so `apm.service` names it when `logs.service` does not, and may not
@@ -758,6 +792,61 @@ mod tests {
         assert_eq!(r.format.service, "same");
         let err = resolve("logs: { service: a }\napm: { service: b }").unwrap_err();
         assert!(err.to_string().contains("apm.service"), "{err}");
+    }
+
+    /// The exporter's own metrics take their env from `metrics.tags` first, then `DD_ENV` or
+    /// `apm.env`; none is none (the forwarder and `check` warn).
+    #[test]
+    fn the_metrics_env_comes_from_metrics_tags_then_dd_env() {
+        let resolve = |yaml: &str, vars: &[(&str, &str)]| {
+            let e = env(vars);
+            DatadogConfig::from_yaml(yaml, &e)
+                .unwrap()
+                .resolve(&e)
+                .unwrap()
+                .metrics_env()
+        };
+        assert_eq!(resolve("{}", &[]), None);
+        assert_eq!(
+            resolve("{}", &[("DD_ENV", "staging")]).as_deref(),
+            Some("staging")
+        );
+        assert_eq!(
+            resolve(
+                "metrics: { tags: [team:x, env:Prod] }",
+                &[("DD_ENV", "staging")]
+            )
+            .as_deref(),
+            Some("prod")
+        );
+    }
+
+    /// A metric prefix Datadog would rewrite (or that breaks DogStatsD lines) is refused at
+    /// start, naming the option; the usual ones pass.
+    #[test]
+    fn a_metric_prefix_datadog_would_rewrite_is_refused() {
+        let none = |_: &str| None;
+        let resolve = |prefix: &str| {
+            DatadogConfig::from_yaml(&format!("metrics: {{ prefix: '{prefix}' }}"), &none)
+                .unwrap()
+                .resolve(&none)
+        };
+        for good in ["clawdstrike", "acme.clawdstrike", "cs_prod2"] {
+            assert!(resolve(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "clawdstrike-prod",
+            "2fast",
+            "a:b",
+            "a|b",
+            "a#b",
+            "a.",
+            "a..b",
+            "",
+        ] {
+            let err = resolve(bad).unwrap_err().to_string();
+            assert!(err.contains("metrics.prefix"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -447,6 +447,9 @@ impl MetricsReporter {
     ) -> Option<MetricsReporter> {
         let security = exporter.security_aggregator()?;
         let m = &resolved.metrics;
+        if resolved.metrics_env().is_none() {
+            tracing::warn!(exporter = %exporter.options().name, "the exporter's own metrics carry no env (set DD_ENV, apm.env, or an env: tag in metrics.tags): the shipped health monitors filter on env and will never see them");
+        }
         let mut tags: Vec<String> = m
             .tags
             .iter()

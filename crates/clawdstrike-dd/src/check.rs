@@ -195,6 +195,14 @@ pub(crate) async fn run(settings: &Settings) -> bool {
             },
             r.metrics.prefix
         );
+        if r.metrics.enabled {
+            match r.metrics_env() {
+                Some(env) => println!("  metrics env:     {env}"),
+                None => println!(
+                    "  metrics env:     - — WARNING: the exporter's own metrics carry no env (set DD_ENV, apm.env, or an env: tag in metrics.tags); the shipped health monitors filter on env and would never alert"
+                ),
+            }
+        }
         if let Some(path) = &r.pipeline.dead_letter.path {
             // Rotation renames files in its directory: that must be writable too.
             let dir = path
