@@ -8,7 +8,8 @@
 //! - monitors and rules: the tags `managed_by:clawdstrike-templates`,
 //!   `template_id:<kind>/<file stem>` and `template_env:<env>`;
 //! - dashboards (which have no tags to search by): a last line in the description,
-//!   `[clawdstrike-templates] template_id=<kind>/<file stem> env=<env>`.
+//!   `[clawdstrike-templates] template_id=<kind>/<file stem> env=<env> hash=<hex>`; monitors and
+//!   rules also carry `template_hash:<hex>` ([`content_hash`] of the rendered template).
 //!
 //! # Drift
 //!
@@ -212,7 +213,24 @@ pub(crate) fn desired_objects(dir: &Path, env: &str) -> Result<Vec<Desired>, Str
     Ok(desired)
 }
 
+/// A digest of the rendered template (FNV-1a over its canonical JSON: object keys sorted),
+/// kept with the object, so that a field removed from the template is drift too: comparing
+/// fields finds only those the template still sets.
+pub(crate) fn content_hash(body: &Value) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in body.to_string().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
 fn add_identity(kind: Kind, template_id: &str, env: &str, extra_tags: &[String], body: &mut Value) {
+    // A template made by `pull` holds the hash it was published with: not part of its content.
+    if let Some(tags) = body.get_mut("tags").and_then(Value::as_array_mut) {
+        tags.retain(|t| !t.as_str().is_some_and(|t| t.starts_with(HASH_TAG)));
+    }
+    let hash = content_hash(body);
     let Some(obj) = body.as_object_mut() else {
         return;
     };
@@ -224,7 +242,8 @@ fn add_identity(kind: Kind, template_id: &str, env: &str, extra_tags: &[String],
                 .unwrap_or_default()
                 .trim_end()
                 .to_owned();
-            let marker = format!("{DASHBOARD_MARKER} template_id={template_id} env={env}");
+            let marker =
+                format!("{DASHBOARD_MARKER} template_id={template_id} env={env} hash={hash}");
             let text = if description.is_empty() {
                 marker
             } else {
@@ -247,6 +266,7 @@ fn add_identity(kind: Kind, template_id: &str, env: &str, extra_tags: &[String],
                 MANAGED_TAG.to_owned(),
                 format!("template_id:{template_id}"),
                 format!("template_env:{env}"),
+                format!("{HASH_TAG}{hash}"),
             ]) {
                 if !tags.contains(&tag) {
                     tags.push(tag);
@@ -254,6 +274,31 @@ fn add_identity(kind: Kind, template_id: &str, env: &str, extra_tags: &[String],
             }
             obj.insert("tags".to_owned(), Value::from(tags));
         }
+    }
+}
+
+/// The tag holding a monitor's or rule's [`content_hash`].
+const HASH_TAG: &str = "template_hash:";
+
+/// The [`content_hash`] an object was published with (none before hashes were kept).
+fn hash_of(kind: Kind, object: &Value) -> Option<String> {
+    match kind {
+        Kind::Dashboard => object
+            .get("description")
+            .and_then(Value::as_str)?
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with(DASHBOARD_MARKER))?
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("hash="))
+            .map(str::to_owned),
+        Kind::Monitor | Kind::Rule => object
+            .get("tags")?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .find_map(|t| t.strip_prefix(HASH_TAG))
+            .map(str::to_owned),
     }
 }
 
@@ -365,6 +410,14 @@ pub(crate) fn plan(desired: &[Desired], remote: &[Remote]) -> Vec<Change> {
             Some((n, r)) => {
                 used[n] = true;
                 let mut drift = Vec::new();
+                let (want, have) = (hash_of(d.kind, &d.body), hash_of(r.kind, &r.body));
+                if want != have {
+                    drift.push(format!(
+                        "the template changed since it was published (fields it no longer sets count too): published {}, now {}",
+                        have.as_deref().unwrap_or("without a hash"),
+                        want.as_deref().unwrap_or("-")
+                    ));
+                }
                 compare(&d.body, &r.body, "", &mut drift);
                 if drift.is_empty() {
                     changes.push(Change::Unchanged {

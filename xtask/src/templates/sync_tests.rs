@@ -139,9 +139,18 @@ async fn publish_twice_creates_once_then_diff_detects_drift_and_pull_exports_it(
         .into_iter()
         .find(|d| d["title"] == "Clawdstrike security posture (production)")
         .unwrap();
-    assert!(dashboard["description"].as_str().unwrap().ends_with(
-        "[clawdstrike-templates] template_id=dashboards/security-posture env=production"
-    ));
+    let description = dashboard["description"].as_str().unwrap();
+    let (marker, hash) = description.rsplit_once(" hash=").unwrap();
+    assert!(
+        marker.ends_with(
+            "[clawdstrike-templates] template_id=dashboards/security-posture env=production"
+        ),
+        "{description}"
+    );
+    assert!(
+        hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{description}"
+    );
 
     // No drift.
     let (outcome, out) = run_diff(&client, "production").await;
@@ -245,6 +254,67 @@ async fn environments_are_separate_identities() {
     assert_eq!(run_diff(&client, "production").await.0, Outcome::Clean);
     assert_eq!(run_diff(&client, "staging").await.0, Outcome::Clean);
     intake.shutdown().await;
+}
+
+/// A field removed from a template is drift: comparing fields finds only those the template
+/// still sets, so `diff` said "in sync" and `publish` sent nothing while Datadog kept warning
+/// at the removed threshold. The published content hash tells, and the update is sent.
+#[tokio::test]
+async fn a_field_removed_from_a_template_is_drift_and_is_published() {
+    let (intake, client) = start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("templates");
+    super::tests::copy_dir(&templates(), &dir);
+    assert_eq!(
+        run_publish_in(&client, &dir, "production", true).await.0,
+        Outcome::Clean
+    );
+    let file = dir.join("monitors/high-denial-rate.json");
+    let mut monitor: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let removed = monitor["options"]["thresholds"]
+        .as_object_mut()
+        .unwrap()
+        .remove("warning");
+    assert!(
+        removed.is_some(),
+        "the shipped template sets a warning threshold"
+    );
+    std::fs::write(&file, serde_json::to_string_pretty(&monitor).unwrap()).unwrap();
+
+    let mut out = Vec::new();
+    let outcome = sync::diff(&client, &dir, "production", &mut out)
+        .await
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(outcome, Outcome::Dirty, "{out}");
+    assert!(
+        out.contains("~ update monitor monitors/high-denial-rate"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the template changed since it was published"),
+        "{out}"
+    );
+
+    let (outcome, out) = run_publish_in(&client, &dir, "production", true).await;
+    assert_eq!(outcome, Outcome::Clean, "{out}");
+    assert!(
+        out.contains("0 to create, 1 to update, 15 unchanged"),
+        "{out}"
+    );
+    let id = monitor_id(&intake, "monitors/high-denial-rate");
+    let stored = intake.object(ObjectKind::Monitor, &id).unwrap();
+    assert!(
+        stored["options"]["thresholds"].get("warning").is_none(),
+        "{}",
+        stored["options"]["thresholds"]
+    );
+    let (outcome, out) = run_publish_in(&client, &dir, "production", true).await;
+    assert!(
+        out.contains("0 to update, 16 unchanged"),
+        "{outcome:?} {out}"
+    );
 }
 
 /// `--env` may name the values file (`values/prod.yaml` holding `env: production`): the
