@@ -448,7 +448,7 @@ pub const EXPORTER_METRICS: &[Metric] = &[
         kind: MetricKind::Count,
         tags: &["exporter"],
         unit: "",
-        description: "metric points dropped after their retry budget ran out",
+        description: "gauge points and latency samples dropped after their retry budget ran out (counts are kept for the next flush)",
     },
 ];
 

@@ -4,7 +4,9 @@
 //! log delivery.
 //!
 //! Security counts are taken when Datadog *accepts* an event (HTTP 202), so they equal the
-//! events delivered, exactly, whatever the retries.
+//! events delivered, exactly, whatever the retries. A series request that runs out of its
+//! retry budget keeps its counts for the next flush (summed into it); its gauges are dropped
+//! and counted (`exporter.metrics.dropped`): the next flush has newer ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -252,6 +254,19 @@ pub fn encode_series(
     host: &str,
     interval_secs: u64,
 ) -> Vec<Vec<u8>> {
+    encode_series_ranges(points, timestamp, host, interval_secs)
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect()
+}
+
+/// [`encode_series`], each body with the range of `points` it holds.
+fn encode_series_ranges(
+    points: &[Point],
+    timestamp: i64,
+    host: &str,
+    interval_secs: u64,
+) -> Vec<(std::ops::Range<usize>, Vec<u8>)> {
     let json = |pts: &[Point]| -> Vec<u8> {
         let series: Vec<Series<'_>> = pts
             .iter()
@@ -275,22 +290,23 @@ pub fn encode_series(
         serde_json::to_vec(&serde_json::json!({ "series": series })).unwrap_or_default()
     };
     let mut out = Vec::new();
-    let mut stack = vec![points];
-    while let Some(chunk) = stack.pop() {
-        if chunk.is_empty() {
+    let mut stack = Vec::new();
+    stack.push(0..points.len());
+    while let Some(range) = stack.pop() {
+        if range.is_empty() {
             continue;
         }
-        let body = json(chunk);
+        let body = json(&points[range.clone()]);
         let compressed = gzip(&body);
         if (body.len() > MAX_SERIES_UNCOMPRESSED_BYTES
             || compressed.len() > MAX_SERIES_COMPRESSED_BYTES)
-            && chunk.len() > 1
+            && range.len() > 1
         {
-            let (a, b) = chunk.split_at(chunk.len() / 2);
-            stack.push(b);
-            stack.push(a);
+            let mid = range.start + range.len() / 2;
+            stack.push(mid..range.end);
+            stack.push(range.start..mid);
         } else {
-            out.push(compressed);
+            out.push((range, compressed));
         }
     }
     out
@@ -353,8 +369,12 @@ pub enum MetricsTransport {
 pub struct FlushReport {
     /// Points (series and distributions) sent and accepted.
     pub sent: u64,
-    /// Points dropped after their retry budget ran out.
+    /// Points dropped after their retry budget ran out (gauges and latency samples: the next
+    /// flush has newer ones).
     pub dropped: u64,
+    /// Count points whose request failed, kept and added to the next flush's counts, so that
+    /// counts stay equal to what happened (lost only if the last flush at shutdown fails).
+    pub carried: u64,
 }
 
 /// Publishes one Datadog exporter's security and health metrics every flush interval, on its
@@ -376,6 +396,8 @@ pub struct MetricsReporter {
     dogstatsd: Option<String>,
     deltas: HashMap<String, u64>,
     dropped_points: u64,
+    /// Counts whose request failed, added to the next flush's (see [`FlushReport::carried`]).
+    carried: Vec<Point>,
     /// The exporter's codec, the `codec` tag of the compressed-bytes count.
     codec: &'static str,
     /// The timestamp of the last series sent: Datadog keeps one value per series and second,
@@ -414,7 +436,13 @@ impl MetricsHandle {
         let abort = task.abort_handle();
         let finish = async move {
             match task.await {
-                Ok(mut reporter) => reporter.flush().await,
+                Ok(mut reporter) => {
+                    let report = reporter.flush().await;
+                    if report.carried > 0 {
+                        tracing::warn!(exporter = %reporter.exporter, points = report.carried, "the last metrics flush failed; its count points are dropped");
+                    }
+                    report
+                }
                 Err(_) => FlushReport::default(),
             }
         };
@@ -491,6 +519,7 @@ impl MetricsReporter {
             },
             deltas: HashMap::new(),
             dropped_points: 0,
+            carried: Vec::new(),
             last_timestamp: None,
             codec: resolved.compression.codec.as_str(),
         })
@@ -670,6 +699,16 @@ impl MetricsReporter {
             ));
             self.dropped_points = 0;
         }
+        // Counts of a failed flush join this one's: summed into the same series, or sent as
+        // their own.
+        for kept in std::mem::take(&mut self.carried) {
+            match points.iter_mut().find(|p| {
+                p.kind == MetricKind::Count && p.metric == kept.metric && p.tags == kept.tags
+            }) {
+                Some(p) => p.value += kept.value,
+                None => points.push(kept),
+            }
+        }
         (points, self.transport.take_latencies())
     }
 
@@ -717,12 +756,21 @@ impl MetricsReporter {
                 }
             }
         } else {
-            for body in encode_series(&points, timestamp, &self.host, interval) {
+            for (range, body) in encode_series_ranges(&points, timestamp, &self.host, interval) {
                 let n = count_series(&body);
                 if self.post("/api/v2/series", body).await {
                     report.sent += n;
-                } else {
-                    report.dropped += n;
+                    continue;
+                }
+                for p in &points[range] {
+                    match p.kind {
+                        MetricKind::Count => {
+                            report.carried += 1;
+                            self.carried.push(p.clone());
+                        }
+                        MetricKind::Gauge => report.dropped += 1,
+                        MetricKind::Distribution => {}
+                    }
                 }
             }
             if !latencies.is_empty() {

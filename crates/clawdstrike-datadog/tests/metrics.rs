@@ -103,7 +103,7 @@ fn quick_retry_reporter(h: &Harness) -> MetricsReporter {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_failures_are_dropped_with_a_count_after_their_own_budget() {
+async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_own_budget() {
     let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
     h.intake
         .fail_next(FaultTarget::Metrics, 100_000, FaultAction::status(503));
@@ -112,7 +112,8 @@ async fn metrics_failures_are_dropped_with_a_count_after_their_own_budget() {
     wait_sent(&h.exporter, 10).await;
     let first = reporter.flush().await;
     assert_eq!(first.sent, 0);
-    assert!(first.dropped > 0);
+    assert!(first.dropped > 0, "gauges are dropped: {first:?}");
+    assert!(first.carried > 0, "counts are kept: {first:?}");
     // Three attempts per request, no more.
     let series_requests = h
         .intake
@@ -125,6 +126,16 @@ async fn metrics_failures_are_dropped_with_a_count_after_their_own_budget() {
     h.intake.clear_faults();
     let second = reporter.flush().await;
     assert!(second.sent > 0);
+    assert_eq!(second.carried, 0);
+    // The failed interval's counts arrived with the next: the 10 events are counted, once.
+    assert_eq!(
+        h.intake.metric_sum("clawdstrike.events.total", &[]) as u64,
+        10
+    );
+    assert_eq!(
+        h.intake.metric_sum("clawdstrike.exporter.events.sent", &[]) as u64,
+        10
+    );
     assert_eq!(
         h.intake
             .metric_sum("clawdstrike.exporter.metrics.dropped", &[]) as u64,
