@@ -279,6 +279,26 @@ pub const LOG_TAGS: &[TagKey] = &[
     },
 ];
 
+/// The values a closed-valued tag (`severity`) or log attribute (`security.severity`, without
+/// `@`) takes, as sent; `None` for open-valued ones (guard, action, ids, environment, ...).
+/// Templates are checked against these: a monitor on `event_type:secret_detection` would
+/// never fire.
+pub fn closed_values(key: &str) -> Option<Vec<&'static str>> {
+    use clawdstrike_schema::{EventCategory, EventType, Outcome, ResourceType, Severity};
+    fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Option<Vec<&'static str>> {
+        Some(all.iter().map(|v| name(*v)).collect())
+    }
+    match key {
+        "event_type" | "evt.name" => names(EventType::ALL, EventType::as_str),
+        "event_category" | "evt.category" => names(EventCategory::ALL, EventCategory::as_str),
+        "outcome" | "security.outcome" | "evt.outcome" => names(Outcome::ALL, Outcome::as_str),
+        "severity" | "security.severity" => names(Severity::ALL, Severity::as_str),
+        "resource_type" | "resource.type" => names(ResourceType::ALL, ResourceType::as_str),
+        "allowed" | "security.allowed" => Some(vec!["true", "false"]),
+        _ => None,
+    }
+}
+
 /// Datadog's reserved tag keys: a user label never sets these.
 pub const RESERVED_TAG_KEYS: &[&str] = &["host", "device", "source", "service", "env", "version"];
 

@@ -931,6 +931,15 @@ fn check_metric_query(query: &str, pointer: &str, ctx: &CatalogueContext, issues
                 }
             }
         }
+        for (key, value) in &r.filter_values {
+            check_closed_value(
+                key,
+                value,
+                &format!("`{}` filters on", r.name),
+                pointer,
+                issues,
+            );
+        }
         if r.aggregator.starts_with('p') && metric.kind != MetricKind::Distribution {
             issues.push(Issue::new(
                 pointer,
@@ -954,6 +963,9 @@ fn is_log_tag_key(key: &str) -> bool {
 fn check_log_search(query: &str, pointer: &str, issues: &mut Vec<Issue>) {
     for term in queries::search_terms(query) {
         check_facet(&term.key, pointer, issues);
+        for value in queries::literal_values(&term.value) {
+            check_closed_value(&term.key, &value, "the search has", pointer, issues);
+        }
         if term.key == "status" {
             let value = term.value.trim_matches('"');
             if !catalogue::STATUS_VALUES.contains(&value) {
@@ -966,6 +978,40 @@ fn check_log_search(query: &str, pointer: &str, issues: &mut Vec<Issue>) {
                 ));
             }
         }
+    }
+}
+
+/// Checks a value of a closed-valued tag or attribute (`severity:crit` would never match):
+/// literal values only (no wildcards or placeholders), tag values as Datadog lowercases them.
+fn check_closed_value(key: &str, value: &str, what: &str, pointer: &str, issues: &mut Vec<Issue>) {
+    let (name, attribute) = match key.trim_start_matches(['!', '-']).strip_prefix('@') {
+        Some(path) => (path, true),
+        None => (key.trim_start_matches(['!', '-']), false),
+    };
+    let Some(allowed) = catalogue::closed_values(name) else {
+        return;
+    };
+    if value.contains(['*', '?', '[', '$']) {
+        return;
+    }
+    let compared = if attribute {
+        value.to_owned()
+    } else {
+        value.to_lowercase()
+    };
+    if !allowed.contains(&compared.as_str()) {
+        let shown = if attribute {
+            format!("@{name}")
+        } else {
+            name.to_owned()
+        };
+        issues.push(Issue::new(
+            pointer,
+            format!(
+                "{what} `{shown}:{value}`, a value we never send (we send {})",
+                allowed.join(", ")
+            ),
+        ));
     }
 }
 

@@ -15,6 +15,8 @@ pub(crate) struct MetricRef {
     pub(crate) name: String,
     /// Tag keys in the `{...}` filter.
     pub(crate) filter_keys: Vec<String>,
+    /// The `key:value` terms of the filter (not `IN` lists).
+    pub(crate) filter_values: Vec<(String, String)>,
     /// Tag keys in `by {...}`.
     pub(crate) group_keys: Vec<String>,
 }
@@ -51,6 +53,7 @@ pub(crate) fn metric_refs(query: &str) -> Vec<MetricRef> {
             continue;
         }
         let mut filter_keys = Vec::new();
+        let mut filter_values = Vec::new();
         let mut group_keys = Vec::new();
         if chars.get(j) == Some(&'{') {
             let close = chars[j..]
@@ -58,7 +61,7 @@ pub(crate) fn metric_refs(query: &str) -> Vec<MetricRef> {
                 .position(|&c| c == '}')
                 .map_or(chars.len(), |p| j + p);
             let filter: String = chars[j + 1..close].iter().collect();
-            filter_keys = filter_tag_keys(&filter);
+            (filter_keys, filter_values) = filter_tag_keys(&filter);
             j = close + 1;
             let mut k = j;
             while k < chars.len() && chars[k] == ' ' {
@@ -89,6 +92,7 @@ pub(crate) fn metric_refs(query: &str) -> Vec<MetricRef> {
             aggregator: (*aggregator).to_owned(),
             name,
             filter_keys,
+            filter_values,
             group_keys,
         });
         i = j;
@@ -96,10 +100,12 @@ pub(crate) fn metric_refs(query: &str) -> Vec<MetricRef> {
     refs
 }
 
-/// The tag keys a metric filter (`env:prod,!status_code:202`, `guard IN (a,b)`) uses.
-fn filter_tag_keys(filter: &str) -> Vec<String> {
+/// The tag keys a metric filter (`env:prod,!status_code:202`, `guard IN (a,b)`) uses, and its
+/// `key:value` terms.
+fn filter_tag_keys(filter: &str) -> (Vec<String>, Vec<(String, String)>) {
     let tokens: Vec<&str> = filter.split([',', ' ']).filter(|t| !t.is_empty()).collect();
     let mut keys = Vec::new();
+    let mut values = Vec::new();
     for (n, token) in tokens.iter().enumerate() {
         let token = token
             .trim_start_matches(['!', '(', '-'])
@@ -111,13 +117,53 @@ fn filter_tag_keys(filter: &str) -> Vec<String> {
         {
             continue;
         }
-        if let Some((key, _)) = token.split_once(':') {
+        if let Some((key, value)) = token.split_once(':') {
             keys.push(key.to_owned());
+            values.push((key.to_owned(), value.to_owned()));
         } else if matches!(tokens.get(n + 1), Some(&"IN" | &"NOT")) {
             keys.push(token.to_owned());
         }
     }
-    keys
+    (keys, values)
+}
+
+/// The literal values of a search term's value: `(a OR "b c")` gives `a` and `b c`; none for
+/// wildcards, ranges and template placeholders, which are not compared.
+pub(crate) fn literal_values(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = value.trim();
+    let grouped = rest.starts_with('(') && rest.ends_with(')');
+    if grouped {
+        rest = &rest[1..rest.len() - 1];
+    }
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in rest.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            c if c.is_whitespace() && !quoted && grouped => {
+                parts.push(std::mem::take(&mut current));
+            }
+            c => current.push(c),
+        }
+    }
+    parts.push(current);
+    for part in parts {
+        let part = part.trim();
+        if part.is_empty() || ["OR", "AND", "NOT"].contains(&part) {
+            continue;
+        }
+        let part = part.trim_start_matches(['-', '!']).trim_matches('"');
+        if part.contains(['*', '?', '[', ']', '$', '{', '}']) || part.is_empty() {
+            continue;
+        }
+        out.push(part.to_owned());
+    }
+    out
 }
 
 /// One `key:value` term of a log search. `key` keeps its `@` (an attribute) or has none (a

@@ -336,6 +336,39 @@ fn rule_composite_query() {
         );
 }
 
+/// A value of a closed-valued tag or attribute that we never send is refused: the monitor or
+/// rule would never fire. Wildcards and other values we send pass.
+#[test]
+fn rule_closed_values_are_ours() {
+    Fixture::new()
+        .mutate("monitors/secret-detected.json", |m| {
+            let q = m["query"].as_str().unwrap().replace("event_type:secret_detected", "event_type:secret_detection");
+            set(m, "/query", json!(q));
+        })
+        .assert_only("templates/monitors/secret-detected.json#/query: the search has `event_type:secret_detection`, a value we never send (we send policy_violation, policy_allow, guard_block, guard_warn, secret_detected, egress_blocked, forbidden_path, patch_rejected, session_start, session_end)");
+    Fixture::new()
+        .mutate("monitors/egress-blocked-burst.json", |m| {
+            let q = m["query"].as_str().unwrap().replace("event_type:egress_blocked", "event_type:egress_block");
+            set(m, "/query", json!(q));
+        })
+        .assert_only_starting("templates/monitors/egress-blocked-burst.json#/query: `clawdstrike.events.denied` filters on `event_type:egress_block`, a value we never send");
+    Fixture::new()
+        .mutate("rules/critical-policy-violation.json", |r| {
+            let q = r["queries"][0]["query"].as_str().unwrap().replace("@security.severity:critical", "@security.severity:(crit OR high)");
+            set(r, "/queries/0/query", json!(q));
+        })
+        .assert_only_starting("templates/rules/critical-policy-violation.json#/queries/0/query: the search has `@security.severity:crit`, a value we never send (we send info, low, medium, high, critical)");
+    Fixture::new()
+        .mutate("rules/critical-policy-violation.json", |r| {
+            let q = r["queries"][0]["query"].as_str().unwrap().replace(
+                "@security.severity:critical",
+                "@security.severity:(high OR \"critical\") -@evt.outcome:fail*",
+            );
+            set(r, "/queries/0/query", json!(q));
+        })
+        .assert_all(&[]);
+}
+
 #[test]
 fn rule_unknown_widget_type_pie() {
     Fixture::new().mutate(POSTURE, |d| set(d, "/widgets/2/definition/type", json!("pie"))).assert_only_starting(
