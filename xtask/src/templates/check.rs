@@ -42,8 +42,45 @@ fn check_dashboard(doc: &Value, ctx: Option<&CatalogueContext>, issues: &mut Vec
     }
     if let Some(Value::Array(widgets)) = doc.get("widgets") {
         check_widgets(widgets, "/widgets", ctx, issues);
+        // A free layout places every widget itself, and has no groups.
+        if doc.get("layout_type").and_then(Value::as_str) == Some("free") {
+            for (n, widget) in widgets.iter().enumerate() {
+                if widget.get("layout").is_none() {
+                    issues.push(Issue::new(
+                        format!("/widgets/{n}"),
+                        "a widget of a `free` layout needs its `layout` (x, y, width, height)",
+                    ));
+                }
+                if widget["definition"]["type"] == "group" {
+                    issues.push(Issue::new(
+                        format!("/widgets/{n}/definition/type"),
+                        "a `free` layout has no group widgets (use `ordered`)",
+                    ));
+                }
+            }
+            if doc.get("reflow_type").is_some() {
+                issues.push(Issue::new(
+                    "/reflow_type",
+                    "`reflow_type` belongs to `ordered` layouts",
+                ));
+            }
+        }
     }
     check_tags(doc.get("tags"), "/tags", issues);
+    // Dashboard tags name the teams that own it: `team:<name>`, at most 5.
+    if let Some(Value::Array(tags)) = doc.get("tags") {
+        if tags.len() > 5 {
+            issues.push(Issue::new("/tags", "a dashboard has at most 5 tags"));
+        }
+        for (n, tag) in tags.iter().enumerate() {
+            if !tag.as_str().is_some_and(|t| t.starts_with("team:")) {
+                issues.push(Issue::new(
+                    format!("/tags/{n}"),
+                    format!("dashboard tags are teams, `team:<name>`, not {tag}"),
+                ));
+            }
+        }
+    }
 }
 
 fn check_widgets(

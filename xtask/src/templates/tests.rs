@@ -369,6 +369,32 @@ fn rule_closed_values_are_ours() {
         .assert_all(&[]);
 }
 
+/// A `free` layout places each widget and has no groups; dashboard tags are `team:` tags.
+#[test]
+fn rule_free_layouts_and_dashboard_tags() {
+    let problems = Fixture::new()
+        .mutate(POSTURE, |d| set(d, "/layout_type", json!("free")))
+        .problems();
+    assert!(!problems.is_empty());
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.contains("`layout` (x, y, width, height)")
+                || p.contains("no group widgets")
+                || p.contains("`reflow_type`")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("#/widgets/0: a widget of a `free` layout needs its `layout`")),
+        "{problems:#?}"
+    );
+    Fixture::new()
+        .mutate(POSTURE, |d| set(d, "/tags", json!(["team:security", "env:prod"])))
+        .assert_only("templates/dashboards/security-posture.json#/tags/1: dashboard tags are teams, `team:<name>`, not \"env:prod\"");
+}
+
 #[test]
 fn rule_unknown_widget_type_pie() {
     Fixture::new().mutate(POSTURE, |d| set(d, "/widgets/2/definition/type", json!("pie"))).assert_only_starting(
@@ -1234,8 +1260,8 @@ fn rule_message_tags_in_catalogue() {
 
 #[test]
 fn rule_dashboard_tags_valid() {
-    Fixture::new().mutate(POSTURE, |d| set(d, "/tags", json!(["team:security", "9lives"]))).assert_only(
-        "templates/dashboards/security-posture.json#/tags/1: tag `9lives` is not a valid Datadog tag (lowercase letters, digits and `_-:./`, starting with a letter, at most 200 characters); Datadog would rewrite it",
+    Fixture::new().mutate(POSTURE, |d| set(d, "/tags", json!(["team:security", "team:Sec Ops"]))).assert_only(
+        "templates/dashboards/security-posture.json#/tags/1: tag `team:Sec Ops` is not a valid Datadog tag (lowercase letters, digits and `_-:./`, starting with a letter, at most 200 characters); Datadog would rewrite it",
     );
 }
 
