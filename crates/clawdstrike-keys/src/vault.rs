@@ -221,6 +221,36 @@ impl VaultProvider {
         Ok(())
     }
 
+    /// Renews a fixed token once a third of its TTL is spent. A periodic token (the usual kind
+    /// for a service) lives only as long as its holder renews it; AppRole and Kubernetes auth
+    /// log in again instead. A token that cannot be looked up or renewed is read with as it
+    /// is (a failure is logged, and a 403 later says the rest).
+    async fn renew_if_due(&self, session: &Session) {
+        let info = match vaultrs::token::lookup_self(&session.client).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(provider = %self.description, error = %self.classify(&e, "token lookup"), "cannot look the Vault token up; not renewing it");
+                return;
+            }
+        };
+        if info.renewable != Some(true) || info.ttl == 0 || info.ttl * 3 > info.creation_ttl * 2 {
+            return;
+        }
+        match vaultrs::token::renew_self(&session.client, None).await {
+            Ok(auth) => tracing::debug!(
+                provider = %self.description,
+                lease_seconds = auth.lease_duration,
+                "renewed the Vault token"
+            ),
+            Err(e) => tracing::warn!(
+                provider = %self.description,
+                error = %self.classify(&e, "token renewal"),
+                ttl_seconds = info.ttl,
+                "cannot renew the Vault token; it expires when its TTL runs out"
+            ),
+        }
+    }
+
     async fn read(&self, session: &Session) -> Result<SecretString, ReadError> {
         let fields: HashMap<String, Field> =
             vaultrs::kv2::read(&session.client, &self.source.mount, &self.source.path)
@@ -322,6 +352,9 @@ impl ApiKeyProvider for VaultProvider {
         let mut session = self.client.lock().await;
         if !session.logged_in {
             self.login(&mut session).await?;
+        }
+        if matches!(self.source.auth, VaultAuth::Token(_)) {
+            self.renew_if_due(&session).await;
         }
         match self.read(&session).await {
             Ok(key) => return Ok(key),

@@ -62,6 +62,44 @@ async fn reads_a_kv2_field_with_a_token() {
     assert!(err.to_string().contains("HTTP 404"), "{err}");
 }
 
+/// A fixed periodic token (the usual kind for a service) is renewed by the reads once a third
+/// of its period is spent: it used to expire after one period, and every read after with it.
+#[tokio::test]
+async fn a_periodic_token_is_renewed_by_the_reads() {
+    let bao = Bao::start().await;
+    let key = random_key("vault-renew");
+    bao.put("datadog", "api_key", &key).await;
+    let token = vaultrs::token::new(
+        &bao.root(),
+        Some(vaultrs::api::token::requests::CreateTokenRequest::builder().period("6s")),
+    )
+    .await
+    .unwrap()
+    .client_token;
+    let mut source = token_source(&bao, "datadog");
+    source.auth = VaultAuth::Token(SecretString::from(token.clone()));
+    let provider = VaultProvider::new(source).unwrap();
+    let ttl = || async {
+        vaultrs::token::lookup(&bao.root(), &token)
+            .await
+            .unwrap()
+            .ttl
+    };
+    // Fresh: a read does not renew it.
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    assert!(ttl().await >= 5);
+    // Half of its period spent (the token's own clock), a read renews it.
+    eventually(
+        "half of the period spent",
+        Duration::from_secs(10),
+        || async { ttl().await <= 3 },
+    )
+    .await;
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    let after = ttl().await;
+    assert!(after >= 5, "renewed to its period: ttl {after} s");
+}
+
 /// A token and a namespace from a file or a Secret made with `--from-file` end in a newline:
 /// trimmed (vaultrs panicked on the first request, a newline being no header value). One with
 /// a newline inside is refused as invalid at the start, naming it but not showing it.
