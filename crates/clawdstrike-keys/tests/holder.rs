@@ -79,9 +79,12 @@ async fn hundred_rejections(holder: &KeyHolder, generation: u64) -> Vec<RefreshO
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_concurrent_rejections_cause_one_fetch_and_the_rotation_is_visible() {
     let provider = Counting::new("old-key");
-    let holder = KeyHolder::new(provider.clone(), RefreshOptions::default())
-        .await
-        .unwrap();
+    let holder = KeyHolder::new(
+        provider.clone(),
+        RefreshOptions::default().with_min_interval(Duration::ZERO),
+    )
+    .await
+    .unwrap();
     assert_eq!(provider.fetches(), 1, "the initial fetch");
     let rejected = holder.current();
     assert_eq!(rejected.expose(), "old-key");
