@@ -730,8 +730,8 @@ impl MetricsReporter {
     pub async fn flush(&mut self) -> FlushReport {
         let (points, latencies) = self.collect();
         let (timestamp, _) = self.next_timestamp(chrono::Utc::now().timestamp());
+        let interval = count_interval(self.last_timestamp, timestamp, self.interval);
         self.last_timestamp = Some(timestamp);
-        let interval = self.interval.as_secs().max(1);
         let latency_metric = catalogue::EXPORTER_METRICS
             .iter()
             .find(|m| m.name == "exporter.batch.latency")
@@ -881,6 +881,19 @@ impl MetricsReporter {
     }
 }
 
+/// The `interval` of a flush's counts, in whole seconds: the time since the last flush's
+/// timestamp (a slow flush, a skipped tick and a flush interval of 1.5 s all make it differ
+/// from the configured one, and Datadog divides by it for rates), or the configured interval,
+/// rounded, for the first flush.
+fn count_interval(last: Option<i64>, timestamp: i64, configured: Duration) -> u64 {
+    match last {
+        Some(last) if timestamp > last => {
+            u64::try_from(timestamp - last).map_or(1, |s| s.min(3600))
+        }
+        _ => ((configured.as_millis() + 500) / 1000).clamp(1, 3600) as u64,
+    }
+}
+
 /// The longest server-requested wait before a metrics retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -967,6 +980,21 @@ async fn send_dogstatsd(address: &str, lines: &[String]) -> std::io::Result<()> 
 mod tests {
     use super::*;
     use clawdstrike_schema::{EventType, ResourceType, SecurityEvent};
+
+    /// Counts say the seconds they cover: since the last flush (a slow flush, a skipped tick,
+    /// an interval of 1.5 s), else the configured interval rounded; at least 1, at most an
+    /// hour.
+    #[test]
+    fn the_count_interval_is_the_time_since_the_last_flush() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(count_interval(None, 100, ten), 10);
+        assert_eq!(count_interval(None, 100, Duration::from_millis(1500)), 2);
+        assert_eq!(count_interval(None, 100, Duration::from_millis(100)), 1);
+        assert_eq!(count_interval(Some(80), 100, ten), 20);
+        assert_eq!(count_interval(Some(99), 100, ten), 1);
+        assert_eq!(count_interval(Some(100), 100, ten), 10);
+        assert_eq!(count_interval(Some(0), 100_000, ten), 3600);
+    }
 
     /// Environments that differ only in case become one tag value: one series, the counts
     /// summed (two points of one series and time would overwrite each other at Datadog).
