@@ -26,11 +26,23 @@ pub struct VaultProvider {
     /// caller.
     client: tokio::sync::Mutex<Session>,
     logins: AtomicU64,
+    /// What the client is built from, to build it again when the CA file changes.
+    settings: vaultrs::client::VaultClientSettings,
 }
 
 struct Session {
     client: VaultClient,
     logged_in: bool,
+    /// The CA file as the client read it (modified time, length, inode).
+    ca: Option<CaStamp>,
+}
+
+type CaStamp = (Option<std::time::SystemTime>, u64, u64);
+
+fn ca_stamp(path: &std::path::Path) -> Option<CaStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok(), meta.len(), meta.ino()))
 }
 
 impl std::fmt::Debug for VaultProvider {
@@ -142,14 +154,20 @@ impl VaultProvider {
         let settings = builder
             .build()
             .map_err(|e| KeyError::invalid(&description, format!("client settings: {e}")))?;
-        let client = VaultClient::new(settings)
+        let ca = source.ca_cert.as_deref().and_then(ca_stamp);
+        let client = VaultClient::new(settings.clone())
             .map_err(|e| KeyError::invalid(&description, error_chain(&e)))?;
         let logged_in = matches!(source.auth, VaultAuth::Token(_));
         Ok(VaultProvider {
             source,
             description,
-            client: tokio::sync::Mutex::new(Session { client, logged_in }),
+            client: tokio::sync::Mutex::new(Session {
+                client,
+                logged_in,
+                ca,
+            }),
             logins: AtomicU64::new(0),
+            settings,
         })
     }
 
@@ -219,6 +237,32 @@ impl VaultProvider {
             "logged in to Vault"
         );
         Ok(())
+    }
+
+    /// Builds the client again when its CA file changed (a CA bundle rotated by cert-manager or
+    /// trust-manager, Vault's certificate reissued under the new CA): the client reads the file
+    /// only when built, and every fetch after the rotation failed verification until a restart.
+    /// A file that cannot be read or parsed now leaves the client as it was.
+    fn reload_ca_if_changed(&self, session: &mut Session) {
+        let Some(path) = self.source.ca_cert.as_deref() else {
+            return;
+        };
+        let now = ca_stamp(path);
+        if now.is_none() || now == session.ca {
+            return;
+        }
+        match VaultClient::new(self.settings.clone()) {
+            Ok(client) => {
+                tracing::info!(provider = %self.description, ca = %path.display(), "the CA file changed; connecting to Vault with it");
+                session.client = client;
+                session.ca = now;
+                // The fixed token is in the settings; a login's token is not.
+                session.logged_in = matches!(self.source.auth, VaultAuth::Token(_));
+            }
+            Err(e) => {
+                tracing::warn!(provider = %self.description, ca = %path.display(), error = %error_chain(&e), "the CA file changed but cannot be used; keeping the previous one")
+            }
+        }
     }
 
     /// Renews a fixed token once a third of its TTL is spent. A periodic token (the usual kind
@@ -350,6 +394,7 @@ impl ApiKeyProvider for VaultProvider {
 
     async fn fetch(&self) -> Result<SecretString, KeyError> {
         let mut session = self.client.lock().await;
+        self.reload_ca_if_changed(&mut session);
         if !session.logged_in {
             self.login(&mut session).await?;
         }

@@ -317,6 +317,28 @@ async fn tls_with_a_custom_ca() {
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }
 
+/// The CA file is read again when it changes (a bundle rotated by cert-manager, Vault's
+/// certificate reissued under the new CA): the client used to keep the CA it was built with,
+/// and every fetch failed verification until a restart. Here the file first holds another
+/// server's CA, then, renamed over it, the right one.
+#[tokio::test]
+async fn a_changed_ca_file_is_used_without_a_restart() {
+    let bao = Bao::start_tls().await;
+    let other = Bao::start_tls().await;
+    let key = random_key("vault-ca-rotation");
+    bao.put("datadog", "api_key", &key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::copy(other.ca_cert.as_ref().unwrap(), &ca).unwrap();
+    let provider = VaultProvider::new(token_source(&bao, "datadog").with_ca_cert(&ca)).unwrap();
+    let err = provider.fetch().await.unwrap_err();
+    assert!(err.is_transient(), "not trusted yet: {err}");
+    let next = dir.path().join("ca.pem.new");
+    std::fs::copy(bao.ca_cert.as_ref().unwrap(), &next).unwrap();
+    std::fs::rename(&next, &ca).unwrap();
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+}
+
 #[tokio::test]
 async fn a_bad_address_is_invalid_and_an_unreachable_one_is_transient() {
     let err = VaultProvider::new(VaultSource::new(
