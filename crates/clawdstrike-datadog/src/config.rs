@@ -438,8 +438,7 @@ impl ResolvedConfig {
             .tags
             .iter()
             .filter_map(|t| crate::tags::normalise_tag(t))
-            .find(|t| crate::tags::tag_key(t) == "env")
-            .map(|t| t["env:".len()..].to_owned())
+            .find_map(|t| t.strip_prefix("env:").map(str::to_owned))
             .or_else(|| self.format.env.clone())
     }
 }
@@ -529,12 +528,13 @@ impl DatadogConfig {
         // other character to `_`, so the templates would query names that never arrive (and
         // DogStatsD's `:`, `|`, `#` would break its lines).
         let prefix = &self.metrics.prefix;
-        if !prefix.starts_with(|c: char| c.is_ascii_alphabetic())
-            || !prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-            || prefix.ends_with('.')
-            || prefix.contains("..")
+        if self.metrics.enabled
+            && (!prefix.starts_with(|c: char| c.is_ascii_alphabetic())
+                || !prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                || prefix.ends_with('.')
+                || prefix.contains(".."))
         {
             return Err(err(
                 "metrics.prefix",
@@ -807,6 +807,8 @@ mod tests {
                 .metrics_env()
         };
         assert_eq!(resolve("{}", &[]), None);
+        // A bare `env` tag is no env (it used to panic).
+        assert_eq!(resolve("metrics: { tags: [env, ENV] }", &[]), None);
         assert_eq!(
             resolve("{}", &[("DD_ENV", "staging")]).as_deref(),
             Some("staging")
@@ -847,6 +849,11 @@ mod tests {
             let err = resolve(bad).unwrap_err().to_string();
             assert!(err.contains("metrics.prefix"), "{bad}: {err}");
         }
+        // Unused with metrics off: not checked.
+        let off = DatadogConfig::from_yaml("metrics: { enabled: false, prefix: my-app }", &none)
+            .unwrap()
+            .resolve(&none);
+        assert!(off.is_ok());
     }
 
     #[test]
