@@ -687,11 +687,23 @@ impl Inner {
                                 RefreshOutcome::Unchanged => {
                                     tracing::warn!(exporter = %self.options.name, "API key rejected and the store holds no other")
                                 }
-                                // The store could not be read, or was read moments ago for the
-                                // key before: whether it holds a new key is not known, so the
-                                // events are not dead-lettered as if the key were revoked.
-                                // They wait for the next read the holder allows.
+                                // The store refuses us for good (forbidden, a configuration
+                                // it cannot serve): no new key can come without someone
+                                // acting. (Not found may be a rotation in progress: a
+                                // Secret deleted and created again, a file renamed.)
+                                RefreshOutcome::Failed(
+                                    e @ (clawdstrike_keys::KeyError::Forbidden { .. }
+                                    | clawdstrike_keys::KeyError::Invalid { .. }),
+                                ) => {
+                                    tracing::warn!(exporter = %self.options.name, error = %e, "API key rejected and the key store cannot be read")
+                                }
+                                // The store is unavailable for now, or was read moments ago for
+                                // the key before: whether it holds a new key is not known, so
+                                // the events are not dead-lettered as if the key were revoked.
+                                // They wait for the next read the holder allows; the key is
+                                // reported invalid meanwhile (the api_key.valid monitor).
                                 other => {
+                                    self.stats.key_valid.store(false, Ordering::Relaxed);
                                     tracing::warn!(exporter = %self.options.name, outcome = ?other, "API key rejected and the key store not read; retrying");
                                     return all(Some(Failure::Retryable {
                                         reason: format!(

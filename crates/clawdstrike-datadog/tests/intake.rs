@@ -377,7 +377,13 @@ async fn a_403_after_rotation_is_delivered_with_the_new_key() {
 async fn a_403_while_the_key_store_cannot_be_read_is_retried_not_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let (key_file, holder) = key_file_with_a(&dir).await;
-    let h = Harness::start(Codec::Zstd, holder.clone(), fast_pipeline()).await;
+    // No attempt limit: the test decides when the store has a key again.
+    let h = Harness::start(
+        Codec::Zstd,
+        holder.clone(),
+        fast_pipeline().with_max_attempts(None),
+    )
+    .await;
     h.intake.set_api_keys([SecretString::from(KEY_B)]);
     std::fs::remove_file(&key_file).unwrap();
     let events = events(200);
@@ -389,12 +395,17 @@ async fn a_403_while_the_key_store_cannot_be_read_is_retried_not_dead_lettered()
         })
         .await
         .expect("the rejected events are sent again");
+    assert!(
+        !h.exporter.transport_stats().snapshot().key_valid,
+        "the key is reported invalid while it is rejected"
+    );
     std::fs::write(&key_file, format!("{KEY_B}\n")).unwrap();
     let reports = h.pipeline.shutdown(DEADLINE).await;
     assert_eq!(reports[0].delivered, 200, "{reports:?}");
     assert!(h.dead_letters().is_empty());
     assert_eq!(holder.current().expose(), KEY_B);
     assert_eq!(h.intake.unique_event_ids(), 200);
+    assert!(h.exporter.transport_stats().snapshot().key_valid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
