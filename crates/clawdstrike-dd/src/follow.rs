@@ -416,6 +416,11 @@ impl OpenFile {
         use std::os::unix::fs::FileExt;
         #[cfg(test)]
         if tests::FAILING_OPENS.with(|left| left.replace(left.get().saturating_sub(1))) > 0 {
+            tests::ON_FAILED_OPEN.with(|f| {
+                if let Some(f) = f.borrow_mut().as_mut() {
+                    f();
+                }
+            });
             return Err(std::io::ErrorKind::PermissionDenied.into());
         }
         let mut file = File::open(path)?;
@@ -1043,54 +1048,71 @@ fn find_checkpointed(path: &Path, p: &Position) -> Option<PathBuf> {
 }
 
 /// Where to start, from the checkpoint.
-/// Opens the checkpointed file (at the path, or rotated away from it), waiting while it exists
-/// but cannot be opened (EACCES, EMFILE): going on with another file would skip its unread
-/// lines, and the checkpoint written next would forget them. None once it is gone, or on a
-/// stop.
+/// One attempt at opening the checkpointed file where it was found: `Err(Busy)` when it
+/// exists but cannot be opened (EACCES, EMFILE), `Ok(None)` when it is gone.
 fn open_checkpointed(
     path: &Path,
     p: &Position,
     last: &mut Option<std::io::ErrorKind>,
-    halt: &AtomicBool,
-) -> Option<OpenFile> {
-    loop {
-        if let Some(open) = open_logged(path, p.offset, p.line, p.head, last) {
-            return Some(open);
-        }
-        if *last == Some(std::io::ErrorKind::NotFound) || halt.load(Ordering::Relaxed) {
-            return None;
-        }
-        std::thread::sleep(POLL);
+) -> Result<Option<OpenFile>, Busy> {
+    match open_logged(path, p.offset, p.line, p.head, last) {
+        Some(open) => Ok(Some(open)),
+        None if *last == Some(std::io::ErrorKind::NotFound) => Ok(None),
+        None => Err(Busy),
     }
 }
 
+/// The checkpointed file exists but cannot be opened for now.
+struct Busy;
+
+/// Where following starts. While the checkpointed file exists but cannot be opened (EACCES,
+/// EMFILE), the search runs again every [`POLL`]: going on with another file would skip its
+/// unread lines, and the checkpoint written next would forget them; and a rotation meanwhile
+/// is followed, the file being found again by its identity, not by the name it had. None on
+/// a stop.
 fn starting_point(
     path: &Path,
     checkpoint: Option<&Checkpoint>,
     halt: &AtomicBool,
 ) -> Option<OpenFile> {
     let mut last = None;
+    loop {
+        match starting_point_once(path, checkpoint, &mut last) {
+            Ok(open) => return open,
+            Err(Busy) if halt.load(Ordering::Relaxed) => return None,
+            Err(Busy) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+fn starting_point_once(
+    path: &Path,
+    checkpoint: Option<&Checkpoint>,
+    last: &mut Option<std::io::ErrorKind>,
+) -> Result<Option<OpenFile>, Busy> {
     let Some(cp) = checkpoint else {
-        return open_logged(path, 0, 1, None, &mut last);
+        return Ok(open_logged(path, 0, 1, None, last));
     };
     let p = cp.position;
     if let Ok(meta) = std::fs::metadata(path)
         && is_checkpointed(&meta, &p)
     {
-        let open = open_checkpointed(path, &p, &mut last, halt)?;
+        let Some(open) = open_checkpointed(path, &p, last)? else {
+            return Ok(None);
+        };
         if open.offset == p.offset {
-            return Some(open);
+            return Ok(Some(open));
         }
         // Truncated (and perhaps written again) while stopped: with `copytruncate` the lines
         // after the checkpoint are in the copy, which is read first.
         let head_len = usize::try_from(p.offset).map_or(HEAD_BYTES, |o| o.min(HEAD_BYTES));
         if let Some(hash) = p.head
             && let Some(copy) = find_copy(path, head_len, hash, p.offset, (p.dev, p.ino))
-            && let Some(resumed) = open_logged(&copy, p.offset, p.line, p.head, &mut last)
+            && let Some(resumed) = open_logged(&copy, p.offset, p.line, p.head, last)
             && resumed.offset == p.offset
         {
             tracing::info!(file = %path.display(), copy = %copy.display(), "the file was truncated while stopped (copytruncate); reading the rest of its copy first");
-            return Some(resumed);
+            return Ok(Some(resumed));
         }
         // Not the checkpointed file after all, but one that was given its inode (on a
         // filesystem without birth times, its start tells them apart): the checkpointed file
@@ -1105,18 +1127,18 @@ fn starting_point(
         };
         if let Some(first) = after
             .iter()
-            .find_map(|next| open_logged(next, 0, 1, None, &mut last))
+            .find_map(|next| open_logged(next, 0, 1, None, last))
         {
             tracing::warn!(file = %path.display(), rotated_after_it = after.len(), "the file with the checkpoint's inode is another one (the inode was reused); the checkpointed file is gone, and its unread lines cannot be recovered; reading the files rotated after it first");
-            return Some(first);
+            return Ok(Some(first));
         }
-        return Some(open);
+        return Ok(Some(open));
     }
     if let Some(rotated) = find_checkpointed(path, &p)
-        && let Some(open) = open_checkpointed(&rotated, &p, &mut last, halt)
+        && let Some(open) = open_checkpointed(&rotated, &p, last)?
     {
         tracing::info!(file = %rotated.display(), "resuming the rotated file from the checkpoint first");
-        return Some(open);
+        return Ok(Some(open));
     }
     // Gone (deleted, or compressed into a new file): its unread lines are lost, but the files
     // rotated after it are whole.
@@ -1131,10 +1153,10 @@ fn starting_point(
         Vec::new()
     };
     tracing::warn!(file = %path.display(), rotated_after_it = after.len(), "the checkpointed file is gone; its unread lines cannot be recovered; reading the files rotated after it, then the current file, from their start");
-    after
+    Ok(after
         .iter()
-        .find_map(|next| open_logged(next, 0, 1, None, &mut last))
-        .or_else(|| open_logged(path, 0, 1, None, &mut last))
+        .find_map(|next| open_logged(next, 0, 1, None, last))
+        .or_else(|| open_logged(path, 0, 1, None, last)))
 }
 
 /// What following did.
@@ -1642,6 +1664,9 @@ mod tests {
     thread_local! {
         /// How many of this thread's next [`OpenFile::open`] calls fail (EACCES).
         pub(super) static FAILING_OPENS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        /// Runs at each of those failures.
+        pub(super) static ON_FAILED_OPEN: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+            const { std::cell::RefCell::new(None) };
     }
 
     /// The checkpointed file, rotated while stopped, exists but cannot be opened for a while
@@ -1667,6 +1692,38 @@ mod tests {
         let start = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false))
             .expect("a file opens");
         assert_eq!(FAILING_OPENS.with(std::cell::Cell::get), 0);
+        assert_eq!(&*start.name, rotated.display().to_string());
+        assert_eq!((start.offset, start.line), (3, 2));
+    }
+
+    /// The checkpointed file cannot be opened, and is rotated away meanwhile: the start finds it
+    /// again by its identity under its new name. (Waiting for the name, it opened the new file
+    /// at the path instead, and the rest of the checkpointed one was never read.)
+    #[test]
+    fn a_checkpointed_file_rotated_while_it_could_not_be_opened_is_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        std::fs::write(&path, "a1\n").unwrap();
+        let mut a = OpenFile::open(&path, 0, 1, None).unwrap();
+        let (tx, _rx) = mpsc::channel(64);
+        assert!(reader_for(&path, tx).drain(&mut a));
+        let checkpoint = checkpoint_at(&a);
+        drop(a);
+        let mut f = File::options().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, b"a2\n").unwrap();
+        drop(f);
+        let rotated = dir.path().join("audit.ndjson.1");
+        let (from, to) = (path.clone(), rotated.clone());
+        FAILING_OPENS.with(|left| left.set(1));
+        ON_FAILED_OPEN.with(|f| {
+            *f.borrow_mut() = Some(Box::new(move || {
+                std::fs::rename(&from, &to).unwrap();
+                std::fs::write(&from, "b1\n").unwrap();
+            }));
+        });
+        let start = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false))
+            .expect("a file opens");
+        ON_FAILED_OPEN.with(|f| f.borrow_mut().take());
         assert_eq!(&*start.name, rotated.display().to_string());
         assert_eq!((start.offset, start.line), (3, 2));
     }
