@@ -148,6 +148,9 @@ fn check_definition(
     }
     if kind != "list_stream" && kind != "topology_map" && kind != "funnel" {
         for (rp, request) in &requests {
+            if let Some(query) = request.get("query") {
+                check_histogram_query(kind, request, query, rp, ctx, issues);
+            }
             check_request(request, rp, ctx, issues);
         }
     }
@@ -226,6 +229,65 @@ const LEGACY_REQUEST_QUERIES: &[&str] = &[
     "audit_query",
 ];
 
+/// A request's `query`: only a distribution widget's histogram request has one
+/// (`request_type: histogram`, `query: {data_source, name, query}`); its metric query is
+/// checked like any other.
+fn check_histogram_query(
+    kind: &str,
+    request: &Value,
+    query: &Value,
+    pointer: &str,
+    ctx: Option<&CatalogueContext>,
+    issues: &mut Vec<Issue>,
+) {
+    if kind != "distribution"
+        || request.get("request_type").and_then(Value::as_str) != Some("histogram")
+    {
+        issues.push(Issue::new(
+            format!("{pointer}/query"),
+            format!("`query` belongs to a distribution widget's histogram request (with `request_type: histogram`), not a {kind} request: use `q`, or `queries` with `formulas`"),
+        ));
+        return;
+    }
+    match (
+        query.get("data_source").and_then(Value::as_str),
+        query.get("query").and_then(Value::as_str),
+    ) {
+        (Some("metrics"), Some(q)) => {
+            let here = format!("{pointer}/query/query");
+            let Some(rest) = q.strip_prefix("histogram:") else {
+                issues.push(Issue::new(
+                    here,
+                    format!("a histogram query is `histogram:metric{{filter}}`, not `{q}`"),
+                ));
+                return;
+            };
+            if let Some(ctx) = ctx {
+                // Read like any metric query (names, tags), then: a distribution.
+                check_metric_query(&format!("max:{rest}"), &here, ctx, issues);
+                for r in queries::metric_refs(&format!("max:{rest}")) {
+                    if let Some(metric) = catalogue::find_metric(&ctx.metric_prefix, &r.name)
+                        && metric.kind != MetricKind::Distribution
+                    {
+                        issues.push(Issue::new(
+                            &here,
+                            format!(
+                                "a histogram needs a distribution, and `{}` is a {:?}",
+                                r.name, metric.kind
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        (Some(_), Some(_)) => {}
+        _ => issues.push(Issue::new(
+            format!("{pointer}/query"),
+            "a histogram query has `data_source` and `query` (and a `name`)",
+        )),
+    }
+}
+
 /// Checks a widget request: a query, `q` xor `queries`, query names, formulas, and the
 /// catalogue.
 fn check_request(
@@ -247,7 +309,11 @@ fn check_request(
     let legacy = LEGACY_REQUEST_QUERIES
         .iter()
         .find(|key| request.get(**key).is_some());
-    if request.get("q").is_none() && queries.is_none() && legacy.is_none() {
+    if request.get("q").is_none()
+        && queries.is_none()
+        && legacy.is_none()
+        && request.get("query").is_none()
+    {
         issues.push(Issue::new(
             pointer,
             "a request needs a query: `q`, or `queries` with `formulas`",

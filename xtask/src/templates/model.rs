@@ -176,6 +176,10 @@ pub(crate) struct Request {
     pub(crate) text_formats: Option<Value>,
     pub(crate) sort: Option<Value>,
     pub(crate) log_query: Option<Value>,
+    /// With `request_type: histogram`: a distribution widget's formula-style query (checked in
+    /// `check_definition`; any other widget's request refuses it).
+    pub(crate) request_type: Option<String>,
+    pub(crate) query: Option<Value>,
     pub(crate) apm_query: Option<Value>,
     pub(crate) apm_stats_query: Option<Value>,
     pub(crate) rum_query: Option<Value>,

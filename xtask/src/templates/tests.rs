@@ -296,7 +296,25 @@ fn rule_query_key_in_a_metric_widget_request() {
                 json!({ "query": "sum:[[metric_prefix]].exporter.events.snet{env:[[env]]}.as_count()", "display_type": "bars" }),
             )
         })
-        .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/query: unknown field `query`, expected one of");
+        .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/query: `query` belongs to a distribution widget's histogram request");
+    // A distribution widget's histogram request has one, and its metric is checked.
+    let histogram = |metric: &str| {
+        json!({ "definition": { "type": "distribution", "title": "latency", "requests": [{
+            "request_type": "histogram",
+            "query": { "data_source": "metrics", "name": "q1", "query": format!("histogram:[[metric_prefix]].{metric}{{env:[[env]]}}") }
+        }] } })
+    };
+    Fixture::new()
+        .mutate(EXPORTER, |d| {
+            set(d, "/widgets/0", histogram("exporter.batch.latency"))
+        })
+        .assert_all(&[]);
+    Fixture::new()
+        .mutate(EXPORTER, |d| set(d, "/widgets/0", histogram("exporter.batch.latncy")))
+        .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/query/query: metric `clawdstrike.exporter.batch.latncy` is not one we emit");
+    Fixture::new()
+        .mutate(EXPORTER, |d| set(d, "/widgets/0", histogram("exporter.retries")))
+        .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/query/query: a histogram needs a distribution");
 }
 
 /// A monitor type whose query this check does not read (an event, a service check, ...) is
