@@ -468,7 +468,7 @@ pub const EXPORTER_METRICS: &[Metric] = &[
         kind: MetricKind::Count,
         tags: &["exporter"],
         unit: "",
-        description: "gauge points and latency samples dropped after their retry budget ran out (counts are kept for the next flush)",
+        description: "metric points dropped: refused for good, or their retry budget ran out (counts Datadog surely did not take are kept for the next flush instead)",
     },
 ];
 

@@ -5,8 +5,11 @@
 //!
 //! Security counts are taken when Datadog *accepts* an event (HTTP 202), so they equal the
 //! events delivered, exactly, whatever the retries. A series request that runs out of its
-//! retry budget keeps its counts for the next flush (summed into it); its gauges are dropped
-//! and counted (`exporter.metrics.dropped`): the next flush has newer ones.
+//! retry budget while Datadog surely did not take it (error statuses, connections refused)
+//! keeps its counts for the next flush (summed into it); its gauges are dropped and counted
+//! (`exporter.metrics.dropped`): the next flush has newer ones. A request refused for good
+//! (400, 413, a revoked key), or one that may have been taken (a timeout after sending), is
+//! dropped and counted whole: sending it again would be refused again, or count twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -372,8 +375,8 @@ pub struct FlushReport {
     /// Points dropped after their retry budget ran out (gauges and latency samples: the next
     /// flush has newer ones).
     pub dropped: u64,
-    /// Count points whose request failed, kept and added to the next flush's counts, so that
-    /// counts stay equal to what happened (lost only if the last flush at shutdown fails).
+    /// Count points whose request surely failed (error statuses, connections refused), kept
+    /// and added to the next flush's counts (lost only if the last flush at shutdown fails).
     pub carried: u64,
 }
 
@@ -758,18 +761,24 @@ impl MetricsReporter {
         } else {
             for (range, body) in encode_series_ranges(&points, timestamp, &self.host, interval) {
                 let n = count_series(&body);
-                if self.post("/api/v2/series", body).await {
-                    report.sent += n;
-                    continue;
-                }
+                // Counts go again only when Datadog surely did not take them (a refusal would
+                // come again; a request that may have been taken would count twice).
+                let carry = match self.post("/api/v2/series", body).await {
+                    Posted::Accepted => {
+                        report.sent += n;
+                        continue;
+                    }
+                    Posted::Refused | Posted::Failed { maybe_taken: true } => false,
+                    Posted::Failed { maybe_taken: false } => true,
+                };
                 for p in &points[range] {
                     match p.kind {
-                        MetricKind::Count => {
+                        MetricKind::Count if carry => {
                             report.carried += 1;
                             self.carried.push(p.clone());
                         }
-                        MetricKind::Gauge => report.dropped += 1,
                         MetricKind::Distribution => {}
+                        _ => report.dropped += 1,
                     }
                 }
             }
@@ -786,7 +795,7 @@ impl MetricsReporter {
                     "host": self.host,
                 }]});
                 let n = latencies.len() as u64;
-                if self
+                if let Posted::Accepted = self
                     .post(
                         "/api/v1/distribution_points",
                         gzip(&serde_json::to_vec(&body).unwrap_or_default()),
@@ -804,7 +813,7 @@ impl MetricsReporter {
     }
 
     /// POSTs one gzip body with the retry budget; false when it ran out.
-    async fn post(&self, path: &str, body: Vec<u8>) -> bool {
+    async fn post(&self, path: &str, body: Vec<u8>) -> Posted {
         let url = format!("{}{path}", self.api_base);
         let body = bytes::Bytes::from(body);
         let mut backoff = self.retry.backoff;
@@ -812,12 +821,15 @@ impl MetricsReporter {
         // the request goes again at once (not counted against the retry budget).
         let mut reread = false;
         let mut attempt = 0;
+        // An attempt whose outcome is unknown (a timeout after sending): Datadog may have
+        // taken it.
+        let mut maybe_taken = false;
         while attempt < self.retry.attempts.max(1) {
             attempt += 1;
             let key = self.key.current();
             let mut value = match reqwest::header::HeaderValue::from_str(key.expose()) {
                 Ok(v) => v,
-                Err(_) => return false,
+                Err(_) => return Posted::Refused,
             };
             value.set_sensitive(true);
             let result = self
@@ -831,7 +843,7 @@ impl MetricsReporter {
                 .await;
             let mut hint = None;
             match result {
-                Ok(r) if r.status().is_success() => return true,
+                Ok(r) if r.status().is_success() => return Posted::Accepted,
                 Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
                     // The key may have been rotated and the old one revoked: the same re-read
                     // the logs path makes (single-flight and throttled by the holder), so that
@@ -847,7 +859,7 @@ impl MetricsReporter {
                         }
                         RefreshOutcome::Unchanged => {
                             tracing::warn!(exporter = %self.exporter, status = %r.status(), %path, "metrics request refused (API key rejected); points dropped");
-                            return false;
+                            return Posted::Refused;
                         }
                         // The store not read (failed, or read moments ago): the key is not
                         // known to be revoked, so the request is retried like a failure of
@@ -859,7 +871,7 @@ impl MetricsReporter {
                 }
                 Ok(r) if matches!(r.status().as_u16(), 400 | 413) => {
                     tracing::warn!(exporter = %self.exporter, status = %r.status(), %path, "metrics request refused; points dropped");
-                    return false;
+                    return Posted::Refused;
                 }
                 Ok(r) => {
                     // A 429's `Retry-After` or `X-RateLimit-Reset` says when to come back.
@@ -867,6 +879,7 @@ impl MetricsReporter {
                     tracing::debug!(exporter = %self.exporter, status = %r.status(), attempt, %path, "metrics request failed")
                 }
                 Err(e) => {
+                    maybe_taken |= !e.is_connect();
                     // Not reqwest's own text: it prints the URL whole.
                     tracing::debug!(exporter = %self.exporter, error = %e.without_url(), attempt, %path, "metrics request failed")
                 }
@@ -876,9 +889,20 @@ impl MetricsReporter {
                 backoff *= 2;
             }
         }
-        tracing::warn!(exporter = %self.exporter, %path, "metrics retry budget exhausted; points dropped");
-        false
+        tracing::warn!(exporter = %self.exporter, %path, maybe_taken, "metrics retry budget exhausted");
+        Posted::Failed { maybe_taken }
     }
+}
+
+/// What became of one metrics request.
+enum Posted {
+    Accepted,
+    /// Refused for good (400, 413, a revoked key): sending it again would be refused again.
+    Refused,
+    /// The retry budget ran out; `maybe_taken` when an attempt's outcome is unknown.
+    Failed {
+        maybe_taken: bool,
+    },
 }
 
 /// The `interval` of a flush's counts, in whole seconds: the time since the last flush's

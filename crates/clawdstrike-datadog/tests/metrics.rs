@@ -144,6 +144,31 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
     h.pipeline.shutdown(Duration::from_secs(10)).await;
 }
 
+/// A series request refused for good (400) is not carried: it would be refused again at
+/// every flush. Its points are dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_metrics_request_is_dropped_not_carried() {
+    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
+    h.intake
+        .fail_next(FaultTarget::Metrics, 100_000, FaultAction::status(400));
+    let mut reporter = quick_retry_reporter(&h);
+    h.submit_all(&events(10)).await;
+    wait_sent(&h.exporter, 10).await;
+    let first = reporter.flush().await;
+    assert_eq!((first.sent, first.carried), (0, 0), "{first:?}");
+    assert!(first.dropped > 0, "{first:?}");
+    h.intake.clear_faults();
+    let second = reporter.flush().await;
+    assert!(second.sent > 0);
+    assert_eq!(h.intake.metric_sum("clawdstrike.events.total", &[]), 0.0);
+    assert_eq!(
+        h.intake
+            .metric_sum("clawdstrike.exporter.metrics.dropped", &[]) as u64,
+        first.dropped
+    );
+    h.pipeline.shutdown(Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_metrics_request_waits_for_the_time_the_server_asks() {
     // `Retry-After`, or else Datadog's `X-RateLimit-Reset`: 20 s here, far longer than the
