@@ -824,12 +824,10 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
-/// ` (redirect to URL, not followed: set the final URL in the configuration)` for a 3xx.
-fn redirect_reason(response: &reqwest::Response) -> String {
-    if !response.status().is_redirection() {
-        return String::new();
-    }
-    let to = response
+/// Where a 3xx points, resolved against the request and without credentials, query or
+/// fragment (they may hold secrets).
+pub(crate) fn redirect_target(response: &reqwest::Response) -> String {
+    response
         .headers()
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -839,7 +837,15 @@ fn redirect_reason(response: &reqwest::Response) -> String {
                 Ok(u) => redacted_url(u.as_str()),
                 Err(_) => "an unparsable location".to_owned(),
             },
-        );
+        )
+}
+
+/// ` (redirect to URL, not followed: set the final URL in the configuration)` for a 3xx.
+fn redirect_reason(response: &reqwest::Response) -> String {
+    if !response.status().is_redirection() {
+        return String::new();
+    }
+    let to = redirect_target(response);
     format!(" (redirect to {to}, not followed: configure the final URL)")
 }
 

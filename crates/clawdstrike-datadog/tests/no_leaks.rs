@@ -138,10 +138,12 @@ async fn the_configuration_client_follows_no_redirect() {
     let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     elsewhere.set_nonblocking(true).unwrap();
     let target = format!("http://{}/api/v1/monitor", elsewhere.local_addr().unwrap());
+    // Shown without its credentials or query (they may hold secrets).
+    let location = target.replacen("http://", "http://user:redirsecret@", 1) + "?token=redirsecret";
     let redirecting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", redirecting.local_addr().unwrap());
     let answer = format!(
-        "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     let server = tokio::spawn(async move {
         let (mut conn, _) = redirecting.accept().await.unwrap();
@@ -172,6 +174,7 @@ async fn the_configuration_client_follows_no_redirect() {
         text.contains(&target) && text.contains("not followed"),
         "{text}"
     );
+    assert!(!text.contains("redirsecret"), "{text}");
     // Had the client followed it, it would have connected before returning.
     assert_eq!(
         elsewhere.accept().map(|_| ()).unwrap_err().kind(),

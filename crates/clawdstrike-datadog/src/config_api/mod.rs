@@ -302,12 +302,10 @@ impl ConfigClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let location = response.headers().get(reqwest::header::LOCATION).map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            });
+            let location = response
+                .status()
+                .is_redirection()
+                .then(|| crate::exporter::redirect_target(&response));
             let body = response
                 .bytes()
                 .await
