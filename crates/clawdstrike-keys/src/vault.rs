@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::zeroize::Zeroizing;
@@ -30,11 +31,16 @@ pub struct VaultProvider {
     settings: vaultrs::client::VaultClientSettings,
 }
 
+/// How long a fetch spends at most on looking its fixed token up and renewing it.
+const RENEW_BUDGET: Duration = Duration::from_secs(5);
+
 struct Session {
     client: VaultClient,
     logged_in: bool,
     /// The CA file as the client read it (modified time, length, inode).
     ca: Option<CaStamp>,
+    /// When a fixed token's renewal may be due next (None: look now).
+    renew_check: Option<std::time::Instant>,
 }
 
 type CaStamp = (Option<std::time::SystemTime>, u64, u64);
@@ -165,6 +171,7 @@ impl VaultProvider {
                 client,
                 logged_in,
                 ca,
+                renew_check: None,
             }),
             logins: AtomicU64::new(0),
             settings,
@@ -267,32 +274,48 @@ impl VaultProvider {
 
     /// Renews a fixed token once a third of its TTL is spent. A periodic token (the usual kind
     /// for a service) lives only as long as its holder renews it; AppRole and Kubernetes auth
-    /// log in again instead. A token that cannot be looked up or renewed is read with as it
-    /// is (a failure is logged, and a 403 later says the rest).
-    async fn renew_if_due(&self, session: &Session) {
-        let info = match vaultrs::token::lookup_self(&session.client).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::debug!(provider = %self.description, error = %self.classify(&e, "token lookup"), "cannot look the Vault token up; not renewing it");
-                return;
-            }
-        };
-        if info.renewable != Some(true) || info.ttl == 0 || info.ttl * 3 > info.creation_ttl * 2 {
+    /// log in again instead. The token is looked up only when its renewal may be due (the
+    /// time is kept from the last lookup), within [`RENEW_BUDGET`], so a slow Vault does not
+    /// make the read that follows miss the fetch timeout. A token that cannot be looked up or
+    /// renewed is read with as it is (a warning says so; a 403 later says the rest).
+    async fn renew_if_due(&self, session: &mut Session) {
+        use std::time::Instant;
+        if session.renew_check.is_some_and(|at| Instant::now() < at) {
             return;
         }
-        match vaultrs::token::renew_self(&session.client, None).await {
-            Ok(auth) => tracing::debug!(
-                provider = %self.description,
-                lease_seconds = auth.lease_duration,
-                "renewed the Vault token"
-            ),
-            Err(e) => tracing::warn!(
-                provider = %self.description,
-                error = %self.classify(&e, "token renewal"),
-                ttl_seconds = info.ttl,
-                "cannot renew the Vault token; it expires when its TTL runs out"
-            ),
-        }
+        let client = &session.client;
+        let next = tokio::time::timeout(RENEW_BUDGET, async {
+            let info = match vaultrs::token::lookup_self(client).await {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(provider = %self.description, error = %self.classify(&e, "token lookup"), "cannot look the Vault token up, so it is not renewed (its policy needs lookup-self and renew-self)");
+                    return Duration::from_secs(300);
+                }
+            };
+            if info.renewable != Some(true) || info.ttl == 0 {
+                return Duration::from_secs(3600);
+            }
+            let due_at = info.creation_ttl * 2 / 3;
+            if info.ttl > due_at {
+                return Duration::from_secs(info.ttl - due_at);
+            }
+            match vaultrs::token::renew_self(client, None).await {
+                Ok(auth) => {
+                    tracing::debug!(provider = %self.description, lease_seconds = auth.lease_duration, "renewed the Vault token");
+                    Duration::from_secs((auth.lease_duration / 3).max(1))
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %self.description, error = %self.classify(&e, "token renewal"), ttl_seconds = info.ttl, "cannot renew the Vault token; it expires when its TTL runs out");
+                    Duration::from_secs(60)
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(provider = %self.description, "the Vault token lookup or renewal took longer than {RENEW_BUDGET:?}; trying again later");
+            Duration::from_secs(60)
+        });
+        session.renew_check = Some(Instant::now() + next);
     }
 
     async fn read(&self, session: &Session) -> Result<SecretString, ReadError> {
@@ -399,7 +422,7 @@ impl ApiKeyProvider for VaultProvider {
             self.login(&mut session).await?;
         }
         if matches!(self.source.auth, VaultAuth::Token(_)) {
-            self.renew_if_due(&session).await;
+            self.renew_if_due(&mut session).await;
         }
         match self.read(&session).await {
             Ok(key) => return Ok(key),
