@@ -226,9 +226,27 @@ pub(crate) fn content_hash(body: &Value) -> String {
 }
 
 fn add_identity(kind: Kind, template_id: &str, env: &str, extra_tags: &[String], body: &mut Value) {
-    // A template made by `pull` holds the hash it was published with: not part of its content.
+    // A template made by `pull` holds the identity it was published with (tags, the
+    // dashboard marker): not part of its content, and added again below.
     if let Some(tags) = body.get_mut("tags").and_then(Value::as_array_mut) {
-        tags.retain(|t| !t.as_str().is_some_and(|t| t.starts_with(HASH_TAG)));
+        tags.retain(|t| {
+            !t.as_str().is_some_and(|t| {
+                t == MANAGED_TAG
+                    || ["template_id:", "template_env:", HASH_TAG]
+                        .iter()
+                        .any(|p| t.starts_with(p))
+                    || extra_tags.iter().any(|x| x == t)
+            })
+        });
+    }
+    if kind == Kind::Dashboard
+        && let Some(Value::String(description)) = body.get_mut("description")
+    {
+        let kept: Vec<&str> = description
+            .lines()
+            .filter(|l| !l.trim_start().starts_with(DASHBOARD_MARKER))
+            .collect();
+        *description = kept.join("\n").trim_end().to_owned();
     }
     let hash = content_hash(body);
     let Some(obj) = body.as_object_mut() else {

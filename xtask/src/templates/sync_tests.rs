@@ -317,6 +317,44 @@ async fn a_field_removed_from_a_template_is_drift_and_is_published() {
     );
 }
 
+/// Templates made by `pull` publish back without perpetual drift: their identity (tags, the
+/// dashboard marker) is not part of their content, so after the one update that takes in what
+/// Datadog added, a publish changes nothing, and a dashboard keeps one marker line.
+#[tokio::test]
+async fn pulled_templates_publish_back_once_then_are_in_sync() {
+    let (intake, client) = start().await;
+    assert_eq!(
+        run_publish(&client, "production", true).await.0,
+        Outcome::Clean
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("templates");
+    super::tests::copy_dir(&templates(), &dir);
+    for kind in ["dashboards", "monitors", "rules"] {
+        std::fs::remove_dir_all(dir.join(kind)).unwrap();
+    }
+    let mut out = Vec::new();
+    sync::pull(&client, &dir, "production", &dir, &mut out)
+        .await
+        .unwrap();
+    let (outcome, out) = run_publish_in(&client, &dir, "production", true).await;
+    assert_eq!(outcome, Outcome::Clean, "{out}");
+    let (outcome, out) = run_publish_in(&client, &dir, "production", true).await;
+    assert_eq!(outcome, Outcome::Clean, "{out}");
+    assert!(
+        out.contains("0 to create, 0 to update, 16 unchanged"),
+        "{out}"
+    );
+    for dashboard in intake.objects(ObjectKind::Dashboard) {
+        let description = dashboard["description"].as_str().unwrap();
+        assert_eq!(
+            description.matches("[clawdstrike-templates]").count(),
+            1,
+            "{description}"
+        );
+    }
+}
+
 /// `--env` may name the values file (`values/prod.yaml` holding `env: production`): the
 /// objects are found again by the environment they were tagged with, so a second publish
 /// creates nothing and diff and pull see them.
