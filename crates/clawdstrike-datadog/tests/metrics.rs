@@ -11,8 +11,8 @@ use clawdstrike_datadog::apm::{
 use clawdstrike_datadog::catalogue::{MetricKind, SECURITY_METRICS};
 use clawdstrike_datadog::encode::Codec;
 use clawdstrike_datadog::metrics::{
-    MAX_SERIES_COMPRESSED_BYTES, MAX_SERIES_UNCOMPRESSED_BYTES, MetricsReporter, MetricsRetry,
-    MetricsTransport, Point, StatsSource, encode_series,
+    FlushReport, MAX_SERIES_COMPRESSED_BYTES, MAX_SERIES_UNCOMPRESSED_BYTES, MetricsReporter,
+    MetricsRetry, MetricsTransport, Point, StatsSource, encode_series,
 };
 use clawdstrike_export::TraceContext;
 use clawdstrike_fakeintake::FaultAction;
@@ -102,15 +102,31 @@ fn quick_retry_reporter(h: &Harness) -> MetricsReporter {
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_own_budget() {
+/// The flush after `first` reported its dropped points; then the pipeline stops.
+async fn dropped_points_were_counted(h: Harness, first: FlushReport) {
+    assert_eq!(
+        h.intake
+            .metric_sum("clawdstrike.exporter.metrics.dropped", &[]) as u64,
+        first.dropped
+    );
+    h.pipeline.shutdown(Duration::from_secs(10)).await;
+}
+
+/// Ten events delivered, then a flush while every metrics request answers `status`.
+async fn flush_failing_with(status: u16) -> (Harness, MetricsReporter, FlushReport) {
     let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
     h.intake
-        .fail_next(FaultTarget::Metrics, 100_000, FaultAction::status(503));
+        .fail_next(FaultTarget::Metrics, 100_000, FaultAction::status(status));
     let mut reporter = quick_retry_reporter(&h);
     h.submit_all(&events(10)).await;
     wait_sent(&h.exporter, 10).await;
     let first = reporter.flush().await;
+    (h, reporter, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_own_budget() {
+    let (h, mut reporter, first) = flush_failing_with(503).await;
     assert_eq!(first.sent, 0);
     assert!(first.dropped > 0, "gauges are dropped: {first:?}");
     assert!(first.carried > 0, "counts are kept: {first:?}");
@@ -136,37 +152,21 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
         h.intake.metric_sum("clawdstrike.exporter.events.sent", &[]) as u64,
         10
     );
-    assert_eq!(
-        h.intake
-            .metric_sum("clawdstrike.exporter.metrics.dropped", &[]) as u64,
-        first.dropped
-    );
-    h.pipeline.shutdown(Duration::from_secs(10)).await;
+    dropped_points_were_counted(h, first).await;
 }
 
 /// A series request refused for good (400) is not carried: it would be refused again at
 /// every flush. Its points are dropped and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_metrics_request_is_dropped_not_carried() {
-    let h = Harness::start(Codec::Zstd, static_key(KEY_A), fast_pipeline()).await;
-    h.intake
-        .fail_next(FaultTarget::Metrics, 100_000, FaultAction::status(400));
-    let mut reporter = quick_retry_reporter(&h);
-    h.submit_all(&events(10)).await;
-    wait_sent(&h.exporter, 10).await;
-    let first = reporter.flush().await;
+    let (h, mut reporter, first) = flush_failing_with(400).await;
     assert_eq!((first.sent, first.carried), (0, 0), "{first:?}");
     assert!(first.dropped > 0, "{first:?}");
     h.intake.clear_faults();
     let second = reporter.flush().await;
     assert!(second.sent > 0);
     assert_eq!(h.intake.metric_sum("clawdstrike.events.total", &[]), 0.0);
-    assert_eq!(
-        h.intake
-            .metric_sum("clawdstrike.exporter.metrics.dropped", &[]) as u64,
-        first.dropped
-    );
-    h.pipeline.shutdown(Duration::from_secs(10)).await;
+    dropped_points_were_counted(h, first).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

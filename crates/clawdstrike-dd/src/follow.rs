@@ -1674,17 +1674,7 @@ mod tests {
     /// path instead skipped its unread line, and the next checkpoint forgot it.
     #[test]
     fn a_checkpointed_file_that_fails_to_open_for_a_while_is_waited_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.ndjson");
-        std::fs::write(&path, "a1\n").unwrap();
-        let mut a = OpenFile::open(&path, 0, 1, None).unwrap();
-        let (tx, _rx) = mpsc::channel(64);
-        assert!(reader_for(&path, tx).drain(&mut a));
-        let checkpoint = checkpoint_at(&a);
-        drop(a);
-        let mut f = File::options().append(true).open(&path).unwrap();
-        std::io::Write::write_all(&mut f, b"a2\n").unwrap();
-        drop(f);
+        let (dir, path, checkpoint) = checkpointed_a1_then_a2();
         let rotated = dir.path().join("audit.ndjson.1");
         std::fs::rename(&path, &rotated).unwrap();
         std::fs::write(&path, "b1\n").unwrap();
@@ -1701,17 +1691,7 @@ mod tests {
     /// at the path instead, and the rest of the checkpointed one was never read.)
     #[test]
     fn a_checkpointed_file_rotated_while_it_could_not_be_opened_is_found_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.ndjson");
-        std::fs::write(&path, "a1\n").unwrap();
-        let mut a = OpenFile::open(&path, 0, 1, None).unwrap();
-        let (tx, _rx) = mpsc::channel(64);
-        assert!(reader_for(&path, tx).drain(&mut a));
-        let checkpoint = checkpoint_at(&a);
-        drop(a);
-        let mut f = File::options().append(true).open(&path).unwrap();
-        std::io::Write::write_all(&mut f, b"a2\n").unwrap();
-        drop(f);
+        let (dir, path, checkpoint) = checkpointed_a1_then_a2();
         let rotated = dir.path().join("audit.ndjson.1");
         let (from, to) = (path.clone(), rotated.clone());
         FAILING_OPENS.with(|left| left.set(1));
@@ -1726,6 +1706,21 @@ mod tests {
         ON_FAILED_OPEN.with(|f| f.borrow_mut().take());
         assert_eq!(&*start.name, rotated.display().to_string());
         assert_eq!((start.offset, start.line), (3, 2));
+    }
+
+    /// `audit.ndjson` read and checkpointed after its line `a1`, then `a2` appended (unread).
+    fn checkpointed_a1_then_a2() -> (tempfile::TempDir, PathBuf, Checkpoint) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        std::fs::write(&path, "a1\n").unwrap();
+        let mut a = OpenFile::open(&path, 0, 1, None).unwrap();
+        let (tx, _rx) = mpsc::channel(64);
+        assert!(reader_for(&path, tx).drain(&mut a));
+        let checkpoint = checkpoint_at(&a);
+        drop(a);
+        let mut f = File::options().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, b"a2\n").unwrap();
+        (dir, path, checkpoint)
     }
 
     fn checkpoint_at(open: &OpenFile) -> Checkpoint {
