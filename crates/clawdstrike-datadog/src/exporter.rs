@@ -687,13 +687,13 @@ impl Inner {
                                 RefreshOutcome::Unchanged => {
                                     tracing::warn!(exporter = %self.options.name, "API key rejected and the store holds no other")
                                 }
-                                // The store refuses us for good (forbidden, a configuration
-                                // it cannot serve): no new key can come without someone
-                                // acting. (Not found may be a rotation in progress: a
-                                // Secret deleted and created again, a file renamed.)
+                                // The store refuses us (forbidden): no new key can come
+                                // without someone acting. (Not found may be a rotation in
+                                // progress, a Secret deleted and created again; invalid may be
+                                // a key file read while it was being rewritten, or a proxy's
+                                // page: both retried.)
                                 RefreshOutcome::Failed(
-                                    e @ (clawdstrike_keys::KeyError::Forbidden { .. }
-                                    | clawdstrike_keys::KeyError::Invalid { .. }),
+                                    e @ clawdstrike_keys::KeyError::Forbidden { .. },
                                 ) => {
                                     tracing::warn!(exporter = %self.options.name, error = %e, "API key rejected and the key store cannot be read")
                                 }

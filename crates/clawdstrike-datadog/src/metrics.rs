@@ -372,8 +372,9 @@ pub enum MetricsTransport {
 pub struct FlushReport {
     /// Points (series and distributions) sent and accepted.
     pub sent: u64,
-    /// Points dropped after their retry budget ran out (gauges and latency samples: the next
-    /// flush has newer ones).
+    /// Points dropped: refused for good, or their retry budget ran out (gauges and latency
+    /// samples always, the next flush having newer ones; counts when Datadog may have taken
+    /// them or refused them for good).
     pub dropped: u64,
     /// Count points whose request surely failed (error statuses, connections refused), kept
     /// and added to the next flush's counts (lost only if the last flush at shutdown fails).
@@ -759,6 +760,13 @@ impl MetricsReporter {
                 }
             }
         } else {
+            let dropped_metric = catalogue::metric_name(
+                &self.prefix,
+                catalogue::EXPORTER_METRICS
+                    .iter()
+                    .find(|m| m.name == "exporter.metrics.dropped")
+                    .expect("catalogue"),
+            );
             for (range, body) in encode_series_ranges(&points, timestamp, &self.host, interval) {
                 let n = count_series(&body);
                 // Counts go again only when Datadog surely did not take them (a refusal would
@@ -778,7 +786,14 @@ impl MetricsReporter {
                             self.carried.push(p.clone());
                         }
                         MetricKind::Distribution => {}
-                        _ => report.dropped += 1,
+                        _ => {
+                            report.dropped += 1;
+                            // The dropped-points count itself is not lost with its request:
+                            // it is reported with the next.
+                            if p.metric == dropped_metric {
+                                self.dropped_points += p.value as u64;
+                            }
+                        }
                     }
                 }
             }
@@ -812,7 +827,7 @@ impl MetricsReporter {
         report
     }
 
-    /// POSTs one gzip body with the retry budget; false when it ran out.
+    /// POSTs one gzip body with the retry budget.
     async fn post(&self, path: &str, body: Vec<u8>) -> Posted {
         let url = format!("{}{path}", self.api_base);
         let body = bytes::Bytes::from(body);

@@ -103,11 +103,11 @@ fn quick_retry_reporter(h: &Harness) -> MetricsReporter {
 }
 
 /// The flush after `first` reported its dropped points; then the pipeline stops.
-async fn dropped_points_were_counted(h: Harness, first: FlushReport) {
+async fn dropped_points_were_counted(h: Harness, dropped: u64) {
     assert_eq!(
         h.intake
             .metric_sum("clawdstrike.exporter.metrics.dropped", &[]) as u64,
-        first.dropped
+        dropped
     );
     h.pipeline.shutdown(Duration::from_secs(10)).await;
 }
@@ -152,7 +152,7 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
         h.intake.metric_sum("clawdstrike.exporter.events.sent", &[]) as u64,
         10
     );
-    dropped_points_were_counted(h, first).await;
+    dropped_points_were_counted(h, first.dropped).await;
 }
 
 /// A series request refused for good (400) is not carried: it would be refused again at
@@ -162,11 +162,14 @@ async fn a_refused_metrics_request_is_dropped_not_carried() {
     let (h, mut reporter, first) = flush_failing_with(400).await;
     assert_eq!((first.sent, first.carried), (0, 0), "{first:?}");
     assert!(first.dropped > 0, "{first:?}");
+    // Refused again: the dropped-points count goes down with its request, and is not lost.
+    let again = reporter.flush().await;
+    assert_eq!((again.sent, again.carried), (0, 0), "{again:?}");
     h.intake.clear_faults();
     let second = reporter.flush().await;
     assert!(second.sent > 0);
     assert_eq!(h.intake.metric_sum("clawdstrike.events.total", &[]), 0.0);
-    dropped_points_were_counted(h, first).await;
+    dropped_points_were_counted(h, first.dropped + again.dropped).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

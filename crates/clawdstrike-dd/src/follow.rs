@@ -1047,7 +1047,6 @@ fn find_checkpointed(path: &Path, p: &Position) -> Option<PathBuf> {
         .map(|(p, _)| p)
 }
 
-/// Where to start, from the checkpoint.
 /// One attempt at opening the checkpointed file where it was found: `Err(Busy)` when it
 /// exists but cannot be opened (EACCES, EMFILE), `Ok(None)` when it is gone.
 fn open_checkpointed(
@@ -1062,14 +1061,15 @@ fn open_checkpointed(
     }
 }
 
-/// The checkpointed file exists but cannot be opened for now.
+/// The checkpointed file exists but cannot be opened for now, or was renamed between being
+/// found and being opened.
 struct Busy;
 
 /// Where following starts. While the checkpointed file exists but cannot be opened (EACCES,
 /// EMFILE), the search runs again every [`POLL`]: going on with another file would skip its
 /// unread lines, and the checkpoint written next would forget them; and a rotation meanwhile
 /// is followed, the file being found again by its identity, not by the name it had. None on
-/// a stop.
+/// a stop, or when no file can be opened (the reader then waits for the path).
 fn starting_point(
     path: &Path,
     checkpoint: Option<&Checkpoint>,
@@ -1085,6 +1085,7 @@ fn starting_point(
     }
 }
 
+/// One search for where to start (see [`starting_point`]).
 fn starting_point_once(
     path: &Path,
     checkpoint: Option<&Checkpoint>,
@@ -1097,8 +1098,9 @@ fn starting_point_once(
     if let Ok(meta) = std::fs::metadata(path)
         && is_checkpointed(&meta, &p)
     {
+        // Gone between the look and the open: renamed away just now; search again.
         let Some(open) = open_checkpointed(path, &p, last)? else {
-            return Ok(None);
+            return Err(Busy);
         };
         if open.offset == p.offset {
             return Ok(Some(open));
@@ -1134,9 +1136,11 @@ fn starting_point_once(
         }
         return Ok(Some(open));
     }
-    if let Some(rotated) = find_checkpointed(path, &p)
-        && let Some(open) = open_checkpointed(&rotated, &p, last)?
-    {
+    if let Some(rotated) = find_checkpointed(path, &p) {
+        // Gone between the look and the open: rotated on (`.1` to `.2`); search again.
+        let Some(open) = open_checkpointed(&rotated, &p, last)? else {
+            return Err(Busy);
+        };
         tracing::info!(file = %rotated.display(), "resuming the rotated file from the checkpoint first");
         return Ok(Some(open));
     }

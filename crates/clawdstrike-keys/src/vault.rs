@@ -263,6 +263,8 @@ impl VaultProvider {
                 tracing::info!(provider = %self.description, ca = %path.display(), "the CA file changed; connecting to Vault with it");
                 session.client = client;
                 session.ca = now;
+                // A lookup that failed with the old CA is no reason to wait with the new one.
+                session.renew_check = None;
                 // The fixed token is in the settings; a login's token is not.
                 session.logged_in = matches!(self.source.auth, VaultAuth::Token(_));
             }

@@ -148,8 +148,8 @@ fn check_definition(
     }
     if kind != "list_stream" && kind != "topology_map" && kind != "funnel" {
         for (rp, request) in &requests {
-            if let Some(query) = request.get("query") {
-                check_histogram_query(kind, request, query, rp, ctx, issues);
+            if request.get("query").is_some() || request.get("request_type").is_some() {
+                check_histogram_query(kind, request, rp, ctx, issues);
             }
             check_request(request, rp, ctx, issues);
         }
@@ -235,19 +235,31 @@ const LEGACY_REQUEST_QUERIES: &[&str] = &[
 fn check_histogram_query(
     kind: &str,
     request: &Value,
-    query: &Value,
     pointer: &str,
     ctx: Option<&CatalogueContext>,
     issues: &mut Vec<Issue>,
 ) {
+    let query = request.get("query").unwrap_or(&Value::Null);
     if kind != "distribution"
         || request.get("request_type").and_then(Value::as_str) != Some("histogram")
+        || query.is_null()
     {
+        let key = if query.is_null() {
+            "request_type"
+        } else {
+            "query"
+        };
         issues.push(Issue::new(
-            format!("{pointer}/query"),
-            format!("`query` belongs to a distribution widget's histogram request (with `request_type: histogram`), not a {kind} request: use `q`, or `queries` with `formulas`"),
+            format!("{pointer}/{key}"),
+            format!("`query` and `request_type: histogram` go together, in a distribution widget's histogram request only (this is a {kind} request): use `q`, or `queries` with `formulas`"),
         ));
         return;
+    }
+    if request.get("q").is_some() || request.get("queries").is_some() {
+        issues.push(Issue::new(
+            pointer,
+            "a histogram request has its `query` only, not `q` or `queries` besides",
+        ));
     }
     match (
         query.get("data_source").and_then(Value::as_str),

@@ -235,7 +235,8 @@ fn add_identity(kind: Kind, template_id: &str, env: &str, extra_tags: &[String],
                     || ["template_id:", "template_env:", HASH_TAG]
                         .iter()
                         .any(|p| t.starts_with(p))
-                    || extra_tags.iter().any(|x| x == t)
+                    // (Only monitors and rules are given the values file's tags back.)
+                    || (kind != Kind::Dashboard && extra_tags.iter().any(|x| x == t))
             })
         });
     }

@@ -337,6 +337,12 @@ async fn pulled_templates_publish_back_once_then_are_in_sync() {
     sync::pull(&client, &dir, "production", &dir, &mut out)
         .await
         .unwrap();
+    // A dashboard owned by the values file's team keeps that tag (only monitors and rules get
+    // the values file's tags added).
+    let board = dir.join("dashboards/security-posture.json");
+    let mut body: Value = serde_json::from_str(&std::fs::read_to_string(&board).unwrap()).unwrap();
+    body["tags"] = json!(["team:security"]);
+    std::fs::write(&board, serde_json::to_string_pretty(&body).unwrap()).unwrap();
     let (outcome, out) = run_publish_in(&client, &dir, "production", true).await;
     assert_eq!(outcome, Outcome::Clean, "{out}");
     let (outcome, out) = run_publish_in(&client, &dir, "production", true).await;
@@ -345,6 +351,12 @@ async fn pulled_templates_publish_back_once_then_are_in_sync() {
         out.contains("0 to create, 0 to update, 16 unchanged"),
         "{out}"
     );
+    let posture = intake
+        .objects(ObjectKind::Dashboard)
+        .into_iter()
+        .find(|d| d["title"] == "Clawdstrike security posture (production)")
+        .unwrap();
+    assert_eq!(posture["tags"], json!(["team:security"]));
     for dashboard in intake.objects(ObjectKind::Dashboard) {
         let description = dashboard["description"].as_str().unwrap();
         assert_eq!(

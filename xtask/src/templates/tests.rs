@@ -296,7 +296,7 @@ fn rule_query_key_in_a_metric_widget_request() {
                 json!({ "query": "sum:[[metric_prefix]].exporter.events.snet{env:[[env]]}.as_count()", "display_type": "bars" }),
             )
         })
-        .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/query: `query` belongs to a distribution widget's histogram request");
+        .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/query: `query` and `request_type: histogram` go together, in a distribution widget's histogram request only");
     // A distribution widget's histogram request has one, and its metric is checked.
     let histogram = |metric: &str| {
         json!({ "definition": { "type": "distribution", "title": "latency", "requests": [{
@@ -312,6 +312,11 @@ fn rule_query_key_in_a_metric_widget_request() {
     Fixture::new()
         .mutate(EXPORTER, |d| set(d, "/widgets/0", histogram("exporter.batch.latncy")))
         .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/query/query: metric `clawdstrike.exporter.batch.latncy` is not one we emit");
+    Fixture::new()
+        .mutate(EXPORTER, |d| {
+            set(d, "/widgets/0/definition/requests/0/request_type", json!("histogram"))
+        })
+        .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/request_type: `query` and `request_type: histogram` go together");
     Fixture::new()
         .mutate(EXPORTER, |d| set(d, "/widgets/0", histogram("exporter.retries")))
         .assert_only_starting("templates/dashboards/exporter-health.json#/widgets/0/definition/requests/0/query/query: a histogram needs a distribution");
