@@ -416,12 +416,12 @@ impl OpenFile {
         use std::os::unix::fs::FileExt;
         #[cfg(test)]
         if tests::FAILING_OPENS.with(|left| left.replace(left.get().saturating_sub(1))) > 0 {
-            tests::ON_FAILED_OPEN.with(|f| {
-                if let Some(f) = f.borrow_mut().as_mut() {
-                    f();
-                }
-            });
-            return Err(std::io::ErrorKind::PermissionDenied.into());
+            // Taken out while it runs, so that it may open files itself.
+            if let Some(mut f) = tests::ON_FAILED_OPEN.with(|f| f.borrow_mut().take()) {
+                f();
+                tests::ON_FAILED_OPEN.with(|slot| *slot.borrow_mut() = Some(f));
+            }
+            return Err(tests::FAILING_OPEN_KIND.with(std::cell::Cell::get).into());
         }
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
@@ -1666,8 +1666,10 @@ mod tests {
     }
 
     thread_local! {
-        /// How many of this thread's next [`OpenFile::open`] calls fail (EACCES).
+        /// How many of this thread's next [`OpenFile::open`] calls fail, and with what.
         pub(super) static FAILING_OPENS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        pub(super) static FAILING_OPEN_KIND: std::cell::Cell<std::io::ErrorKind> =
+            const { std::cell::Cell::new(std::io::ErrorKind::PermissionDenied) };
         /// Runs at each of those failures.
         pub(super) static ON_FAILED_OPEN: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
             const { std::cell::RefCell::new(None) };
@@ -1708,6 +1710,31 @@ mod tests {
         let start = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false))
             .expect("a file opens");
         ON_FAILED_OPEN.with(|f| f.borrow_mut().take());
+        assert_eq!(&*start.name, rotated.display().to_string());
+        assert_eq!((start.offset, start.line), (3, 2));
+    }
+
+    /// The checkpointed file is renamed between being found and being opened (the open says
+    /// not found): the start searches again and finds it under its new name. (It went on with
+    /// the path's new file from its start, and the rest of the checkpointed one was never
+    /// read.)
+    #[test]
+    fn a_checkpointed_file_renamed_as_it_is_opened_is_found_again() {
+        let (dir, path, checkpoint) = checkpointed_a1_then_a2();
+        let rotated = dir.path().join("audit.ndjson.1");
+        let (from, to) = (path.clone(), rotated.clone());
+        FAILING_OPENS.with(|left| left.set(1));
+        FAILING_OPEN_KIND.with(|kind| kind.set(std::io::ErrorKind::NotFound));
+        ON_FAILED_OPEN.with(|f| {
+            *f.borrow_mut() = Some(Box::new(move || {
+                std::fs::rename(&from, &to).unwrap();
+                std::fs::write(&from, "b1\n").unwrap();
+            }));
+        });
+        let start = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false));
+        ON_FAILED_OPEN.with(|f| f.borrow_mut().take());
+        FAILING_OPEN_KIND.with(|kind| kind.set(std::io::ErrorKind::PermissionDenied));
+        let start = start.expect("a file opens");
         assert_eq!(&*start.name, rotated.display().to_string());
         assert_eq!((start.offset, start.line), (3, 2));
     }
