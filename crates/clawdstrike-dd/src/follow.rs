@@ -1697,21 +1697,7 @@ mod tests {
     /// at the path instead, and the rest of the checkpointed one was never read.)
     #[test]
     fn a_checkpointed_file_rotated_while_it_could_not_be_opened_is_found_again() {
-        let (dir, path, checkpoint) = checkpointed_a1_then_a2();
-        let rotated = dir.path().join("audit.ndjson.1");
-        let (from, to) = (path.clone(), rotated.clone());
-        FAILING_OPENS.with(|left| left.set(1));
-        ON_FAILED_OPEN.with(|f| {
-            *f.borrow_mut() = Some(Box::new(move || {
-                std::fs::rename(&from, &to).unwrap();
-                std::fs::write(&from, "b1\n").unwrap();
-            }));
-        });
-        let start = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false))
-            .expect("a file opens");
-        ON_FAILED_OPEN.with(|f| f.borrow_mut().take());
-        assert_eq!(&*start.name, rotated.display().to_string());
-        assert_eq!((start.offset, start.line), (3, 2));
+        started_after_a_rotation_at_a_failed_open(std::io::ErrorKind::PermissionDenied);
     }
 
     /// The checkpointed file is renamed between being found and being opened (the open says
@@ -1720,11 +1706,17 @@ mod tests {
     /// read.)
     #[test]
     fn a_checkpointed_file_renamed_as_it_is_opened_is_found_again() {
+        started_after_a_rotation_at_a_failed_open(std::io::ErrorKind::NotFound);
+    }
+
+    /// The start of a checkpointed file whose first open fails with `kind` while the file is
+    /// rotated to `.1` (and a new one written at the path): it resumes `.1` at the checkpoint.
+    fn started_after_a_rotation_at_a_failed_open(kind: std::io::ErrorKind) {
         let (dir, path, checkpoint) = checkpointed_a1_then_a2();
         let rotated = dir.path().join("audit.ndjson.1");
         let (from, to) = (path.clone(), rotated.clone());
         FAILING_OPENS.with(|left| left.set(1));
-        FAILING_OPEN_KIND.with(|kind| kind.set(std::io::ErrorKind::NotFound));
+        FAILING_OPEN_KIND.with(|k| k.set(kind));
         ON_FAILED_OPEN.with(|f| {
             *f.borrow_mut() = Some(Box::new(move || {
                 std::fs::rename(&from, &to).unwrap();
@@ -1733,7 +1725,7 @@ mod tests {
         });
         let start = starting_point(&path, Some(&checkpoint), &AtomicBool::new(false));
         ON_FAILED_OPEN.with(|f| f.borrow_mut().take());
-        FAILING_OPEN_KIND.with(|kind| kind.set(std::io::ErrorKind::PermissionDenied));
+        FAILING_OPEN_KIND.with(|k| k.set(std::io::ErrorKind::PermissionDenied));
         let start = start.expect("a file opens");
         assert_eq!(&*start.name, rotated.display().to_string());
         assert_eq!((start.offset, start.line), (3, 2));

@@ -276,8 +276,9 @@ fn check_histogram_query(
             };
             if let Some(ctx) = ctx {
                 // Read like any metric query (names, tags), then: a distribution.
-                check_metric_query(&format!("max:{rest}"), &here, ctx, issues);
-                for r in queries::metric_refs(&format!("max:{rest}")) {
+                let as_query = format!("max:{rest}");
+                check_metric_query(&as_query, &here, ctx, issues);
+                for r in queries::metric_refs(&as_query) {
                     if let Some(metric) = catalogue::find_metric(&ctx.metric_prefix, &r.name)
                         && metric.kind != MetricKind::Distribution
                     {
