@@ -324,6 +324,54 @@ async fn follow_survives_rotation_and_sigkill_without_loss_or_duplicates() {
     intake.shutdown().await;
 }
 
+/// `--rotate-wait-ms`: the forwarder waits that long (here 200 ms) for the writer of a file
+/// renamed away to reopen the path. Lines the writer adds to the old file after the forwarder
+/// moved on are not shipped (the checkpoint is in the new file), but they are not lost
+/// silently: the log names the file, and the exit report counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_written_to_a_rotated_file_after_the_rotate_wait_are_reported() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", ""));
+    let all = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let log = dir.path().join("audit.ndjson");
+    let rotated = dir.path().join("audit.ndjson.1");
+    let checkpoint = dir.path().join("audit.checkpoint");
+    append(&log, &lines[0..3]);
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .args(["ship", "--rotate-wait-ms", "200", "--config"])
+        .arg(&config)
+        .arg("--follow")
+        .arg(&log)
+        .arg("--checkpoint")
+        .arg(&checkpoint);
+    let mut run = Running::spawn(cmd);
+    intake.wait_for_items(3, WAIT).await.expect("first 3 lines");
+    std::fs::rename(&log, &rotated).unwrap();
+    append(&log, &lines[3..5]);
+    run.wait_for_line("file rotated; following the new one", WAIT);
+    intake
+        .wait_for_items(5, WAIT)
+        .await
+        .expect("the new file's lines");
+    append(&rotated, &lines[5..7]);
+    run.wait_for_line("written to a rotated file after it was finished", WAIT);
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    let late_bytes = lines[5..7].iter().map(|l| l.len() + 1).sum::<usize>();
+    assert!(
+        run.stderr().contains(&format!(
+            "2 lines ({late_bytes} bytes) were written to rotated files after they were finished"
+        )),
+        "the exit report counts them:\n{}",
+        run.stderr()
+    );
+    assert_each_line_arrived_once(&intake, &lines[..5]);
+    intake.shutdown().await;
+}
+
 /// Follows `log` from `lines[..5]` until the checkpoint covers them, then stops it cleanly.
 async fn follow_first_five_and_stop(
     intake: &FakeIntake,

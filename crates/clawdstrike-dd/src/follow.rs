@@ -32,9 +32,11 @@
 //!   first, before the file at the path. A file with a newer rotated file after it is not
 //!   waited for: its writer has moved on.
 //! - Rotation while running: a file renamed away is read until its writer has been quiet for
-//!   [`ROTATE_WAIT`] (5 s), since the writer keeps appending to it until it reopens the path;
-//!   then its unterminated last line, if any, is taken as a line, and the new file is read
-//!   from its start.
+//!   [`ROTATE_WAIT`] (5 s, `--rotate-wait-ms`), since the writer keeps appending to it until
+//!   it reopens the path; then its unterminated last line, if any, is taken as a line, and the
+//!   new file is read from its start. Lines written to it after that are not read (the
+//!   checkpoint has moved on): the file stays open until the next one is finished, and such
+//!   lines are counted, warned about, and reported at exit.
 //! - Truncation is noticed when the file becomes shorter than the read position (as with
 //!   `tail -F`), or when its first [`HEAD_BYTES`] changed: checked after every read (so no
 //!   line of new content is taken from the old position), at every poll, and on restart against
@@ -82,7 +84,8 @@ const SEQ_BASE: u64 = 1 << 63;
 /// How long a file renamed away is still read after its last new data before the new file at
 /// the path is started: its writer keeps appending to it until it reopens the path (logrotate's
 /// `create` with a `postrotate` signal). Fluent Bit's `rotate_wait` has the same default.
-const ROTATE_WAIT: Duration = Duration::from_secs(5);
+/// `ship --rotate-wait-ms` sets it.
+pub(crate) const ROTATE_WAIT: Duration = Duration::from_secs(5);
 /// How often the checkpoint is written when it moved.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// How much of a file's start identifies its content: a file truncated and written again has a
@@ -579,6 +582,30 @@ struct Reader {
     open_error: Option<std::io::ErrorKind>,
     /// The files finished lately, newest last.
     finished: std::collections::VecDeque<FileKey>,
+    /// How long a file renamed away is read after its last new data ([`ROTATE_WAIT`]).
+    rotate_wait: Duration,
+    /// The file finished last, watched for writes that came after it was finished.
+    left_behind: Option<LeftBehind>,
+    /// Lines and bytes written to finished files after they were finished (not shipped).
+    late: Arc<LateWrites>,
+}
+
+/// A finished file, still open: a writer that had not reopened the path when the reader moved
+/// on may write to it still. Those lines are not read (the checkpoint has moved on to the next
+/// file); they are counted, and a warning names the file.
+struct LeftBehind {
+    file: File,
+    name: Arc<str>,
+    /// How much of it was read.
+    read: u64,
+    warned: bool,
+}
+
+/// What was written to finished files after they were finished: not shipped.
+#[derive(Debug, Default)]
+pub(crate) struct LateWrites {
+    pub(crate) lines: std::sync::atomic::AtomicU64,
+    pub(crate) bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Opens `path` at `offset`. An error other than "not found" (a file not there yet is waited
@@ -757,7 +784,7 @@ impl Reader {
         }
     }
 
-    /// Reads `open` until nothing new arrived for [`ROTATE_WAIT`] (or a stop); false when the
+    /// Reads `open` until nothing new arrived for `rotate_wait` (or a stop); false when the
     /// receiver is gone.
     fn drain_until_quiet(&mut self, open: &mut OpenFile) -> bool {
         let mut quiet_since = std::time::Instant::now();
@@ -769,7 +796,7 @@ impl Reader {
             if (open.offset, open.partial_len) != before {
                 quiet_since = std::time::Instant::now();
             }
-            if self.halt.load(Ordering::Relaxed) || quiet_since.elapsed() >= ROTATE_WAIT {
+            if self.halt.load(Ordering::Relaxed) || quiet_since.elapsed() >= self.rotate_wait {
                 return true;
             }
             std::thread::sleep(POLL);
@@ -845,7 +872,7 @@ impl Reader {
     fn next_after_rotation(&mut self, current: &mut OpenFile) -> AfterRotation {
         let alive = if self.waits_for_writer(current) {
             // Its writer may not have reopened the path yet.
-            tracing::info!(file = %current.name, "file renamed away; reading it until it has been quiet for {ROTATE_WAIT:?}");
+            tracing::info!(file = %current.name, "file renamed away; reading it until it has been quiet for {:?}", self.rotate_wait);
             self.drain_until_quiet(current)
         } else {
             self.drain(current)
@@ -868,6 +895,12 @@ impl Reader {
             }
             self.finished.push_back(FileKey::of(&meta));
         }
+        self.left_behind = current.file.try_clone().ok().map(|file| LeftBehind {
+            file,
+            name: Arc::clone(&current.name),
+            read: current.offset,
+            warned: false,
+        });
         // One that cannot be opened (compressed or deleted since the listing) is passed over
         // for the next.
         for next in self.rotated_after(current) {
@@ -880,8 +913,44 @@ impl Reader {
         AfterRotation::Next(open_logged(&self.path, 0, 1, None, &mut self.open_error))
     }
 
+    /// Counts what was written to the file finished last since it was finished, and warns
+    /// (once per file): its writer did not reopen the path within `rotate_wait`, and those
+    /// lines are not shipped.
+    fn watch_left_behind(&mut self) {
+        let Some(left) = self.left_behind.as_mut() else {
+            return;
+        };
+        let Ok(len) = left.file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if len <= left.read {
+            return;
+        }
+        let mut lines = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = left.read;
+        while at < len {
+            let want = usize::try_from(len - at).map_or(buf.len(), |n| n.min(buf.len()));
+            match std::os::unix::fs::FileExt::read_at(&left.file, &mut buf[..want], at) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                    at += n as u64;
+                }
+            }
+        }
+        let bytes = at - left.read;
+        left.read = at;
+        self.late.lines.fetch_add(lines, Ordering::Relaxed);
+        self.late.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if !std::mem::replace(&mut left.warned, true) {
+            tracing::warn!(file = %left.name, lines, bytes, "lines were written to a rotated file after it was finished (the reader moved on to the next file once it had been quiet for {:?}, and its writer had not reopened the path yet); they are not shipped: raise --rotate-wait-ms, or have the writer reopen the path sooner", self.rotate_wait);
+        }
+    }
+
     fn run(mut self, mut open: Option<OpenFile>) {
         while !self.halt.load(Ordering::Relaxed) {
+            self.watch_left_behind();
             let Some(current) = open.as_mut() else {
                 match open_logged(&self.path, 0, 1, None, &mut self.open_error) {
                     Some(o) => open = Some(o),
@@ -1178,6 +1247,10 @@ pub(crate) struct FollowReport {
     /// The reader thread ended by itself (a panic): following stopped although no stop was
     /// asked for, which must not pass for a clean end.
     pub(crate) reader_failed: bool,
+    /// Lines (newlines) and bytes written to rotated files after they were finished: not
+    /// shipped (their writer had not reopened the path within the rotate wait).
+    pub(crate) late_lines: u64,
+    pub(crate) late_bytes: u64,
 }
 
 /// A running follow: the tracker must be installed in the pipeline as its settle hook.
@@ -1189,10 +1262,13 @@ pub(crate) struct Follow {
     start: Option<Checkpoint>,
     /// The last checkpoint write failed (logged once while it lasts).
     checkpoint_failing: AtomicBool,
+    /// How long a file renamed away is read after its last new data.
+    rotate_wait: Duration,
 }
 
 impl Follow {
-    /// Prepares following `path` with its checkpoint at `checkpoint_path`.
+    /// Prepares following `path` with its checkpoint at `checkpoint_path`; a file renamed
+    /// away is read until it has been quiet for `rotate_wait`.
     ///
     /// # Errors
     /// An unreadable checkpoint.
@@ -1200,6 +1276,7 @@ impl Follow {
         path: &Path,
         checkpoint_path: &Path,
         exporters: usize,
+        rotate_wait: Duration,
     ) -> Result<Follow, StartError> {
         let start = read_checkpoint(checkpoint_path)?;
         Ok(Follow {
@@ -1208,6 +1285,7 @@ impl Follow {
             tracker: Arc::new(Tracker::new(exporters)),
             start,
             checkpoint_failing: AtomicBool::new(false),
+            rotate_wait,
         })
     }
 
@@ -1228,6 +1306,7 @@ impl Follow {
         let mut report = FollowReport::default();
         let (tx, mut rx) = mpsc::channel::<Item>(1024);
         let halt = Arc::new(AtomicBool::new(false));
+        let late = Arc::new(LateWrites::default());
         let reader = Reader {
             path: self.path.clone(),
             max_line_bytes,
@@ -1236,6 +1315,9 @@ impl Follow {
             halt: Arc::clone(&halt),
             open_error: None,
             finished: std::collections::VecDeque::new(),
+            rotate_wait: self.rotate_wait,
+            left_behind: None,
+            late: Arc::clone(&late),
         };
         let start = self.start.clone();
         let thread = std::thread::spawn(move || {
@@ -1322,6 +1404,8 @@ impl Follow {
             );
             report.reader_failed = true;
         }
+        report.late_lines = late.lines.load(Ordering::Relaxed);
+        report.late_bytes = late.bytes.load(Ordering::Relaxed);
         report
     }
 
@@ -1473,13 +1557,8 @@ mod tests {
         std::fs::write(&path, format!("{long}\n{}\n", " ".repeat(10))).unwrap();
         let (tx, mut rx) = mpsc::channel(8);
         let mut reader = Reader {
-            path: path.clone(),
             max_line_bytes: 16,
-            seq: 0,
-            tx,
-            halt: Arc::new(AtomicBool::new(false)),
-            open_error: None,
-            finished: std::collections::VecDeque::new(),
+            ..reader_for(&path, tx)
         };
         let mut open = OpenFile::open(&path, 0, 1, None).unwrap();
         assert!(reader.drain(&mut open));
@@ -1576,6 +1655,9 @@ mod tests {
             halt: Arc::new(AtomicBool::new(false)),
             open_error: None,
             finished: std::collections::VecDeque::new(),
+            rotate_wait: ROTATE_WAIT,
+            left_behind: None,
+            late: Arc::new(LateWrites::default()),
         }
     }
 
@@ -1663,6 +1745,71 @@ mod tests {
             .set_modified(next.file.metadata().unwrap().modified().unwrap())
             .unwrap();
         assert!(reader.rotated_after(&newer).is_empty());
+    }
+
+    /// A writer that had not reopened the path when the reader moved on writes on to the
+    /// finished file: those lines are not read (the checkpoint moved on), but they are counted
+    /// (here, and in the exit report) and warned about, not lost silently. Only growth after
+    /// the finish counts, and the next finished file takes the watch over.
+    #[test]
+    fn lines_written_to_a_finished_rotated_file_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        let older = dir.path().join("audit.ndjson.2");
+        let newer = dir.path().join("audit.ndjson.1");
+        write_at(&older, "x1\n", 200);
+        write_at(&newer, "y1\n", 100);
+        write_at(&path, "z1\n", 10);
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut reader = reader_for(&path, tx);
+        let late = |reader: &Reader| {
+            (
+                reader.late.lines.load(Ordering::Relaxed),
+                reader.late.bytes.load(Ordering::Relaxed),
+            )
+        };
+        let mut finished = OpenFile::open(&older, 0, 1, None).unwrap();
+        let AfterRotation::Next(Some(mut next)) = reader.next_after_rotation(&mut finished) else {
+            panic!("the newer rotated file opens");
+        };
+        reader.watch_left_behind();
+        assert_eq!(
+            late(&reader),
+            (0, 0),
+            "nothing written since it was finished"
+        );
+        let append = |file: &Path, text: &str| {
+            use std::io::Write;
+            let mut f = File::options().append(true).open(file).unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        append(&older, "late1\nlate2\n");
+        reader.watch_left_behind();
+        assert_eq!(late(&reader), (2, 12));
+        reader.watch_left_behind();
+        assert_eq!(late(&reader), (2, 12), "counted once");
+        append(&older, "late3");
+        reader.watch_left_behind();
+        assert_eq!(
+            late(&reader),
+            (2, 17),
+            "a line without its newline yet: bytes only"
+        );
+        // The newer file is finished in turn: it is watched from now on.
+        assert!(reader.drain(&mut next));
+        assert!(matches!(
+            reader.next_after_rotation(&mut next),
+            AfterRotation::Next(_)
+        ));
+        append(&newer, "late4\n");
+        append(&older, "ignored\n");
+        reader.watch_left_behind();
+        assert_eq!(late(&reader), (3, 23));
+        // The late lines were never sent as lines.
+        assert_eq!(
+            lines_sent(&mut rx),
+            [("audit.ndjson.2", 1), ("audit.ndjson.1", 1)].map(|(f, l)| (f.to_owned(), l))
+        );
     }
 
     thread_local! {
@@ -1851,7 +1998,13 @@ mod tests {
     fn a_checkpoint_that_could_not_be_written_is_written_at_the_next_try() {
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = dir.path().join("later").join("audit.checkpoint");
-        let follow = Follow::new(&dir.path().join("audit.ndjson"), &checkpoint, 1).unwrap();
+        let follow = Follow::new(
+            &dir.path().join("audit.ndjson"),
+            &checkpoint,
+            1,
+            ROTATE_WAIT,
+        )
+        .unwrap();
         follow.tracker.mark_dirty();
         follow.tracker.lock().checkpoint = Some(pos(42));
         let position = follow.tracker.take_dirty().expect("dirty");

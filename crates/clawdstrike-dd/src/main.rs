@@ -109,6 +109,10 @@ struct ShipArgs {
     /// Checkpoint file for --follow (default: FILE.clawdstrike-dd.checkpoint).
     #[arg(long, value_name = "PATH", requires = "follow")]
     checkpoint: Option<PathBuf>,
+    /// With --follow: how long a file renamed away is still read after its last write, for
+    /// its writer to reopen the path (lines written to it later are counted, not shipped).
+    #[arg(long, value_name = "MS", requires = "follow", default_value_t = follow::ROTATE_WAIT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    rotate_wait_ms: u64,
     /// Accept events over HTTP on this address (overrides `input.http.listen`).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -340,7 +344,8 @@ async fn ship(args: ShipArgs) -> u8 {
             p.push(".clawdstrike-dd.checkpoint");
             PathBuf::from(p)
         });
-        match follow::Follow::new(file, &checkpoint, settings.exporters.len()) {
+        let rotate_wait = std::time::Duration::from_millis(args.rotate_wait_ms);
+        match follow::Follow::new(file, &checkpoint, settings.exporters.len(), rotate_wait) {
             Ok(f) => Some(f),
             Err(e) => {
                 eprintln!("clawdstrike-dd: {}", e.message);
@@ -450,6 +455,12 @@ async fn ship(args: ShipArgs) -> u8 {
             report.submitted,
             report.rejected
         );
+        if report.late_bytes > 0 {
+            eprintln!(
+                "clawdstrike-dd: {} lines ({} bytes) were written to rotated files after they were finished, and not shipped (see the log; raise --rotate-wait-ms)",
+                report.late_lines, report.late_bytes
+            );
+        }
     } else if !args.files.is_empty() {
         let mut stop_rx = stop.clone();
         let report =
