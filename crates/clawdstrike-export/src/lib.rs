@@ -190,7 +190,7 @@ pub mod testing;
 
 pub use buffer::{
     BufferConfig, BufferStats, DiskBufferConfig, DurablePipeline, DurableSubmitError, FsyncPolicy,
-    OpenError, OpenReport,
+    OpenError, OpenReport, SubmitBatch,
 };
 pub use config::{
     BatchConfig, ConfigError, DeadLetterConfig, ExporterConfig, FilterConfig, QueueConfig,

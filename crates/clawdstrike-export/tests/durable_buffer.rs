@@ -1138,3 +1138,91 @@ async fn a_stale_ack_file_after_a_crash_never_hides_records_appended_since() {
     expected.sort();
     assert_eq!(ids, expected);
 }
+
+/// A batch under `always`: its events share the fsyncs (one submit at a time takes one fsync
+/// each), are delivered once each, and are settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_shares_its_fsyncs_and_is_delivered_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = Arc::new(ScriptedExporter::new("ok"));
+    let cfg = DiskBufferConfig::new(dir.path()).with_fsync(FsyncPolicy::Always);
+    let (durable, _) = open(&cfg, &exporter, fast()).await;
+    for i in 0..50 {
+        durable.submit(record(i)).await.unwrap();
+    }
+    let one_by_one = durable.buffer_stats().fsyncs;
+    assert!(one_by_one >= 50, "{one_by_one} fsyncs for 50 submits");
+    let mut batch = durable.batch();
+    for i in 50..250 {
+        batch.append(record(i)).await.unwrap();
+    }
+    assert_eq!(batch.len(), 200);
+    assert_eq!(batch.commit().await.unwrap(), 200);
+    let stats = durable.buffer_stats();
+    assert_eq!(stats.appended, 250);
+    assert!(
+        stats.fsyncs - one_by_one <= 2,
+        "{} fsyncs for a batch of 200",
+        stats.fsyncs - one_by_one
+    );
+    let reports = durable.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(reports[0].delivered, 250);
+    let mut delivered = exporter.exported_ids();
+    delivered.sort();
+    assert_eq!(delivered, (0..250).map(id).collect::<Vec<_>>());
+    assert_eq!(durable.buffer_stats().unsettled, 0);
+}
+
+/// A batch dropped before or during its commit frees what it appended: nothing of it is
+/// delivered, and nothing is replayed at the next start (its producer never heard it was
+/// taken, and sends it again). An event too large for the log is refused alone, and the batch
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_batch_frees_its_events() {
+    for (fsync, during_commit) in [
+        (FsyncPolicy::Always, false),
+        (FsyncPolicy::Always, true),
+        (FsyncPolicy::Never, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let exporter = Arc::new(ScriptedExporter::new("ok"));
+        let cfg = DiskBufferConfig::new(dir.path())
+            .with_fsync(fsync)
+            .with_segment_bytes(64 * 1024)
+            .with_max_bytes(1024 * 1024);
+        let (durable, _) = open(&cfg, &exporter, fast()).await;
+        let mut batch = durable.batch();
+        for i in 0..10 {
+            batch.append(record(i)).await.unwrap();
+        }
+        let mut big = record(10);
+        Arc::make_mut(&mut big.event).metadata =
+            serde_json::json!({ "blob": "x".repeat(2 * 1024 * 1024) });
+        assert!(matches!(
+            batch.append(big).await,
+            Err(clawdstrike_export::DurableSubmitError::TooLarge { .. })
+        ));
+        batch.append(record(11)).await.unwrap();
+        assert_eq!(batch.len(), 11);
+        if during_commit {
+            let commit = batch.commit();
+            let mut commit = std::pin::pin!(commit);
+            assert!(
+                poll_once(commit.as_mut()).is_pending(),
+                "waits for the fsync"
+            );
+        } else {
+            drop(batch);
+        }
+        let stats = durable.buffer_stats();
+        assert_eq!(
+            stats.abandoned, 11,
+            "{fsync:?}, during the commit: {during_commit}"
+        );
+        assert_eq!(stats.unsettled, 0);
+        let reports = durable.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(reports[0].delivered, 0);
+        let (found, replayed, _) = replay_all(&cfg).await;
+        assert_eq!((found.to_replay, replayed.len()), (0, 0));
+    }
+}

@@ -163,13 +163,7 @@ struct GiveUp<'a> {
 impl Drop for GiveUp<'_> {
     fn drop(&mut self) {
         if let Some(seq) = self.seq {
-            {
-                let mut st = lock(&self.log.state);
-                if st.outcome(seq).is_none() {
-                    st.gave_up.push(seq);
-                }
-            }
-            self.log.abandon(seq);
+            self.log.give_up(seq);
         }
     }
 }
@@ -753,6 +747,22 @@ impl Log {
     /// Appends `record`, waiting for room under `block`, and under `always` for an fsync that
     /// covers it.
     pub(super) async fn append(&self, record: &Record) -> Result<Appended, AppendError> {
+        match self.write_record(record).await {
+            Ok(Appended::Seq(seq)) if self.waits_for_fsync() => self.durable(seq).await,
+            other => other,
+        }
+    }
+
+    /// Whether an appended record is durable only once the group commit fsynced it (`always`):
+    /// then [`durable`](Self::durable) must be awaited for it, or [`give_up`](Self::give_up)
+    /// called.
+    pub(super) fn waits_for_fsync(&self) -> bool {
+        self.fsync == FsyncPolicy::Always
+    }
+
+    /// [`append`](Self::append) without the wait for the fsync under `always`: the record is
+    /// written (to the operating system), not yet durable.
+    pub(super) async fn write_record(&self, record: &Record) -> Result<Appended, AppendError> {
         let mut json = Vec::with_capacity(1024);
         record.event.write_json(&mut json);
         let frame_len = frame::frame_len(record.trace.is_some(), json.len()) as u64;
@@ -799,9 +809,6 @@ impl Log {
             };
             self.delete(to_delete);
             match outcome {
-                Some(Ok(Appended::Seq(seq))) if self.fsync == FsyncPolicy::Always => {
-                    return self.durable(seq).await;
-                }
                 Some(result) => return result,
                 None => notified.await,
             }
@@ -812,7 +819,7 @@ impl Log {
     /// fsyncs for every appender waiting), then counts it appended. If the fsync failed, the
     /// record is freed (the acknowledgement file keeps it from being replayed behind the
     /// producer's back) and the error returned.
-    async fn durable(&self, seq: u64) -> Result<Appended, AppendError> {
+    pub(super) async fn durable(&self, seq: u64) -> Result<Appended, AppendError> {
         // Cancelled while waiting: written, but never handed over; and no one will ask for its
         // outcome.
         let mut cancelled = GiveUp {
@@ -841,6 +848,19 @@ impl Log {
                 Err(AppendError::Io(e))
             }
         }
+    }
+
+    /// Under `always`: a record written by [`write_record`](Self::write_record) whose fsync
+    /// will not be waited for is freed, and no longer counted as one whose outcome is to be
+    /// told.
+    pub(super) fn give_up(&self, seq: u64) {
+        {
+            let mut st = lock(&self.state);
+            if st.outcome(seq).is_none() {
+                st.gave_up.push(seq);
+            }
+        }
+        self.abandon(seq);
     }
 
     /// Under `always`, on the group-commit thread: one fsync of the active file covers every
@@ -1567,6 +1587,50 @@ mod tests {
         let mut to_delete = Vec::new();
         let mut st = lock(&log.state);
         log.write(&mut st, &record, &json, frame_len, &mut to_delete)
+    }
+
+    /// A batch's commit whose shared fsync fails takes none of its events: each is refused and
+    /// freed (none delivered), and the failure is told, or given up, once per event, so the
+    /// failed range does not stay waiting for appenders that never come.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_whose_fsync_fails_takes_none_of_its_events() {
+        #[derive(Debug)]
+        struct Accept;
+        #[async_trait::async_trait]
+        impl crate::Exporter for Accept {
+            fn name(&self) -> &str {
+                "accept"
+            }
+            async fn export(&self, batch: &[Record]) -> crate::ExportResult {
+                crate::ExportResult::exported(batch.len())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = DiskBufferConfig::new(dir.path()).with_fsync(FsyncPolicy::Always);
+        let builder = crate::Pipeline::builder()
+            .with_exporter(Arc::new(Accept), crate::ExporterConfig::default());
+        let (durable, _) = crate::DurablePipeline::open(&config, builder)
+            .await
+            .expect("the buffer opens");
+        let mut batch = durable.batch();
+        for i in 0..5 {
+            batch.append(record(i)).await.expect("appended");
+        }
+        durable.log.fail_fsyncs.store(true, Ordering::Relaxed);
+        let outcome = batch.commit().await;
+        durable.log.fail_fsyncs.store(false, Ordering::Relaxed);
+        assert!(
+            matches!(outcome, Err((0, crate::DurableSubmitError::Io(_)))),
+            "{outcome:?}"
+        );
+        assert!(
+            lock(&durable.log.state).sync_failed.is_empty(),
+            "every event's failure was told or given up"
+        );
+        let stats = durable.buffer_stats();
+        assert_eq!((stats.appended, stats.abandoned), (0, 5));
+        let reports = durable.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(reports[0].delivered, 0);
     }
 
     /// Under `interval_ms`, a write that fails retires its segment; the records written to it

@@ -261,6 +261,110 @@ impl fmt::Debug for DurablePipeline {
     }
 }
 
+/// Events submitted together ([`DurablePipeline::batch`]). [`append`](Self::append) writes
+/// each to the log in turn; [`commit`](Self::commit) waits for them to be durable (one group
+/// fsync for all under [`FsyncPolicy::Always`]) and submits them to the pipeline in order.
+/// The events taken are always the first ones appended: a commit that fails stops there.
+///
+/// A batch dropped before its commit ends (or never committed) frees the records appended and
+/// not handed over: they are neither delivered nor replayed, as with a cancelled
+/// [`DurablePipeline::submit`].
+pub struct SubmitBatch<'a> {
+    durable: &'a DurablePipeline,
+    /// Appended, not handed over yet: sequence numbers and records, in order.
+    pending: std::collections::VecDeque<(u64, Record)>,
+    /// Dropped last, after the pending records are freed: `close` waits for it.
+    _in_flight: InFlight<'a>,
+}
+
+impl fmt::Debug for SubmitBatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitBatch")
+            .field("appended", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubmitBatch<'_> {
+    /// Appends the event to the log, waiting for room under `block`. It is written but not yet
+    /// durable under `always`, and not yet submitted: [`commit`](Self::commit) does both.
+    /// Under `drop_newest` a full log drops it (counted) and this returns `Ok`.
+    ///
+    /// Cancel-safe: dropped while it waits for room, the event is not appended.
+    ///
+    /// # Errors
+    /// As [`DurablePipeline::submit`]; the event is not in the batch, and the batch may go on.
+    pub async fn append(&mut self, record: Record) -> Result<(), DurableSubmitError> {
+        match self.durable.log.write_record(&record).await {
+            Ok(Appended::Seq(seq)) => {
+                self.pending.push_back((seq, record));
+                Ok(())
+            }
+            Ok(Appended::Dropped) => Ok(()),
+            Err(e) => Err(self.durable.refusal(e)),
+        }
+    }
+
+    /// Events appended and not committed yet.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether no event waits for the commit.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Waits until the appended events are durable (under `always`), then submits them to the
+    /// pipeline in order, waiting under `block` for room in its queues. Returns how many were
+    /// taken: all of them.
+    ///
+    /// # Errors
+    /// The error, with how many events were taken before it (the first ones appended): a
+    /// failed fsync ([`DurableSubmitError::Io`]) or a shutdown begun
+    /// ([`DurableSubmitError::Closed`]). The events from that one on are freed.
+    pub async fn commit(mut self) -> Result<usize, (usize, DurableSubmitError)> {
+        let log = &*self.durable.log;
+        let mut taken = 0;
+        while let Some((seq, record)) = self.pending.pop_front() {
+            // Out of `pending` before any wait: if this future is dropped, `durable` and the
+            // guard below free this one, and `Drop` the ones after it.
+            if log.waits_for_fsync()
+                && let Err(e) = log.durable(seq).await
+            {
+                return Err((taken, self.durable.refusal(e)));
+            }
+            let mut guard = Abandon {
+                log,
+                seq: Some(seq),
+            };
+            match self.durable.pipeline.submit_with_seq(record, seq).await {
+                Ok(()) => {
+                    guard.seq = None;
+                    taken += 1;
+                }
+                Err(SubmitError::Closed | SubmitError::Full { .. }) => {
+                    return Err((taken, DurableSubmitError::Closed));
+                }
+            }
+        }
+        Ok(taken)
+    }
+}
+
+impl Drop for SubmitBatch<'_> {
+    fn drop(&mut self) {
+        let log = &*self.durable.log;
+        for (seq, _) in self.pending.drain(..) {
+            if log.waits_for_fsync() {
+                log.give_up(seq);
+            } else {
+                log.abandon(seq);
+            }
+        }
+    }
+}
+
 /// The settlement hook the log installs in the pipeline.
 #[derive(Debug)]
 struct Hook(Arc<Log>);
@@ -346,14 +450,7 @@ impl DurablePipeline {
         let seq = match self.log.append(&record).await {
             Ok(Appended::Seq(seq)) => seq,
             Ok(Appended::Dropped) => return Ok(()),
-            Err(AppendError::Closed) => return Err(DurableSubmitError::Closed),
-            Err(AppendError::TooLarge(bytes)) => {
-                return Err(DurableSubmitError::TooLarge {
-                    bytes,
-                    max_bytes: self.log.max_bytes,
-                });
-            }
-            Err(AppendError::Io(e)) => return Err(DurableSubmitError::Io(e)),
+            Err(e) => return Err(self.refusal(e)),
         };
         let mut guard = Abandon {
             log: &self.log,
@@ -365,6 +462,29 @@ impl DurablePipeline {
                 Ok(())
             }
             Err(SubmitError::Closed | SubmitError::Full { .. }) => Err(DurableSubmitError::Closed),
+        }
+    }
+
+    fn refusal(&self, e: AppendError) -> DurableSubmitError {
+        match e {
+            AppendError::Closed => DurableSubmitError::Closed,
+            AppendError::TooLarge(bytes) => DurableSubmitError::TooLarge {
+                bytes,
+                max_bytes: self.log.max_bytes,
+            },
+            AppendError::Io(e) => DurableSubmitError::Io(e),
+        }
+    }
+
+    /// Starts a [`SubmitBatch`]: events appended one after the other, then made durable
+    /// together (one fsync under [`FsyncPolicy::Always`], instead of one per event) and
+    /// submitted in order. For a producer that hands over many events at once (an HTTP body)
+    /// and answers once for all of them.
+    pub fn batch(&self) -> SubmitBatch<'_> {
+        SubmitBatch {
+            durable: self,
+            pending: std::collections::VecDeque::new(),
+            _in_flight: InFlight::new(&self.log),
         }
     }
 
