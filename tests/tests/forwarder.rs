@@ -1737,6 +1737,90 @@ async fn the_disk_buffer_keeps_events_across_a_sigkill_and_replays_them() {
     intake.shutdown().await;
 }
 
+/// An HTTP body through the disk buffer under `fsync: always`: its events are made durable
+/// together before the answer, one fsync for the body rather than one per event (which made a
+/// body of 42 events wait for 42 fsyncs, one after the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_body_shares_one_fsync_of_the_disk_buffer() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "buffer: {{ type: disk, path: {}, fsync: always }}\ninput: {{ http: {{ listen: 127.0.0.1:0 }} }}\n",
+        dir.path().join("buffer").display()
+    );
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config);
+    let mut run = Running::spawn(cmd);
+    let url = format!("http://{}/", listen_addr(&run));
+    let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let r = post(&reqwest::Client::new(), &url, None, events.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["accepted"], 42);
+    intake.wait_for_items(42, WAIT).await.expect("delivered");
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    let stderr = run.stderr();
+    let fsyncs: u64 = stderr
+        .split("42 events appended (")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no buffer report:\n{stderr}"));
+    assert!(fsyncs <= 3, "{fsyncs} fsyncs for one body of 42 events");
+    assert_each_line_arrived_once(&intake, &events.lines().collect::<Vec<_>>());
+    intake.shutdown().await;
+}
+
+/// An HTTP body that fills the disk buffer part way: the answer (503) counts the events taken
+/// before the buffer filled, and those are kept and delivered, not dropped with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_of_a_body_taken_before_the_disk_buffer_filled_are_delivered() {
+    let intake = intake().await;
+    intake.fail_next(Endpoint::Logs, 1000, FaultAction::Stall);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "buffer: {{ type: disk, path: {}, max_bytes: 16384, segment_bytes: 4096, fsync: always }}\ninput: {{ http: {{ listen: 127.0.0.1:0 }} }}\nshutdown_timeout_ms: 2000\n",
+        dir.path().join("buffer").display()
+    );
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config);
+    let mut run = Running::spawn(cmd);
+    let url = format!("http://{}/", listen_addr(&run));
+    let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let lines: Vec<&str> = events.lines().collect();
+    let r = post(&reqwest::Client::new(), &url, None, events.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    let accepted = answer["accepted"].as_u64().unwrap();
+    assert!((1..42).contains(&accepted), "{answer}");
+    assert_eq!(answer["next_item"].as_u64(), Some(accepted + 1), "{answer}");
+    intake.clear_faults();
+    intake.release_stalled();
+    intake
+        .wait_for_items(accepted, WAIT)
+        .await
+        .expect("the events taken are delivered");
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    let taken = usize::try_from(accepted).unwrap();
+    assert_each_line_arrived_once(&intake, &lines[..taken]);
+    intake.shutdown().await;
+}
+
 /// Ships the 42 fixture events through a disk buffer too small for them (16 KiB) while the
 /// intake holds every request, releases them once the whole file is read, and returns the
 /// exit code and stderr.

@@ -8,7 +8,7 @@ use clawdstrike_datadog::exporter::DatadogExporter;
 use clawdstrike_datadog::metrics::{MetricsHandle, MetricsReporter};
 use clawdstrike_export::{
     BufferConfig, BufferStats, DurablePipeline, DurableSubmitError, Pipeline, Record, SettleHook,
-    ShutdownReport, SubmitError,
+    ShutdownReport, SubmitBatch, SubmitError,
 };
 use clawdstrike_keys::KeyHolder;
 
@@ -179,21 +179,96 @@ impl Sink {
         }
     }
 
-    /// Submits without waiting (the HTTP input): a full queue is [`Refused::Full`]. The disk
-    /// buffer is given a moment, since its appends wait for room.
-    pub(crate) async fn try_submit(&self, record: Record) -> Result<(), Refused> {
+    /// Takes the events of one HTTP body ([`BodyIntake`]).
+    pub(crate) fn body_intake(&self) -> BodyIntake<'_> {
         match self {
-            Sink::Memory(p) => p.try_submit(record).map_err(refused),
-            Sink::Durable(d) => {
-                match tokio::time::timeout(DURABLE_TRY_WAIT, d.submit(record)).await {
-                    Ok(r) => r.map_err(durable_refused),
+            Sink::Memory(p) => BodyIntake::Memory(p),
+            Sink::Durable(d) => BodyIntake::Durable {
+                batch: d.batch(),
+                items: Vec::new(),
+            },
+        }
+    }
+}
+
+/// The events of one HTTP body on their way in. In memory each is submitted at once. With the
+/// disk buffer they are appended one after the other and, at [`finish`](Self::finish), made
+/// durable together (one fsync for the whole body under `fsync: always`, not one per event)
+/// and handed to the pipeline in order. Dropped before `finish` ends (the client went away),
+/// it frees what it appended: nothing of an unanswered body is kept.
+pub(crate) enum BodyIntake<'a> {
+    Memory(&'a Pipeline),
+    Durable {
+        batch: SubmitBatch<'a>,
+        /// The body's item number of each event appended, in order.
+        items: Vec<u64>,
+    },
+}
+
+/// The events of a body that [`BodyIntake::finish`] could not take.
+#[derive(Debug)]
+pub(crate) struct NotTaken {
+    /// The first of them: every item before it was taken (or refused on its own).
+    pub(crate) first_item: u64,
+    /// How many of the events counted as taken were not.
+    pub(crate) events: usize,
+    pub(crate) why: Refused,
+}
+
+impl BodyIntake<'_> {
+    /// Takes body item `item` without waiting for room in memory ([`Refused::Full`]); the disk
+    /// buffer is given a moment ([`DURABLE_TRY_WAIT`]), since its appends wait for room.
+    pub(crate) async fn try_take(&mut self, item: u64, record: Record) -> Result<(), Refused> {
+        match self {
+            BodyIntake::Memory(p) => p.try_submit(record).map_err(refused),
+            BodyIntake::Durable { .. } => {
+                match tokio::time::timeout(DURABLE_TRY_WAIT, self.take(item, record)).await {
+                    Ok(r) => r,
                     Err(_) => Err(Refused::Full(format!(
-                        "the disk buffer did not take the event within {} ms (it or a queue is full, or its fsync is slow)",
+                        "the disk buffer did not take the event within {} ms (it is full)",
                         DURABLE_TRY_WAIT.as_millis()
                     ))),
                 }
             }
         }
+    }
+
+    /// Takes body item `item`, waiting for room (the caller bounds the wait). Cancel-safe.
+    pub(crate) async fn take(&mut self, item: u64, record: Record) -> Result<(), Refused> {
+        match self {
+            BodyIntake::Memory(p) => p.submit(record).await.map_err(refused),
+            BodyIntake::Durable { batch, items } => {
+                let before = batch.pending();
+                batch.append(record).await.map_err(durable_refused)?;
+                // Not appended, yet taken: dropped by `when_full: drop_newest` (counted).
+                if batch.pending() > before {
+                    items.push(item);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// With the disk buffer: waits (at most `wait`) for the events appended to be durable and
+    /// handed to the pipeline. Those it could not take are freed, and said.
+    pub(crate) async fn finish(self, wait: Duration) -> Result<(), NotTaken> {
+        let BodyIntake::Durable { mut batch, items } = self else {
+            return Ok(());
+        };
+        let why = match tokio::time::timeout(wait, batch.commit()).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => durable_refused(e),
+            Err(_) => Refused::Full(format!(
+                "the disk buffer's fsync or the export queues did not take the body's events within {} s",
+                wait.as_secs()
+            )),
+        };
+        let taken = batch.taken();
+        Err(NotTaken {
+            first_item: items.get(taken).copied().unwrap_or(0),
+            events: items.len() - taken,
+            why,
+        })
     }
 }
 
@@ -285,6 +360,10 @@ impl Outcome {
             }
         }
         if let Some(b) = &self.buffer {
+            eprintln!(
+                "clawdstrike-dd: disk buffer: {} events appended ({} fsyncs), {} replayed, {} settled",
+                b.appended, b.fsyncs, b.replayed, b.settled
+            );
             if b.dropped_newest > 0 {
                 eprintln!(
                     "clawdstrike-dd: the disk buffer was full: {} new events were dropped (when_full: drop_newest)",

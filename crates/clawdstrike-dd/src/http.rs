@@ -17,8 +17,14 @@
 //! | 503 + `Retry-After: 1`, same body | the queue (or the disk buffer, after a 250 ms wait) is full, or the forwarder is stopping |
 //!
 //! When a body stops part way (500, 503), every item before `next_item` (1-based) was taken
-//! or is listed in `problems` (and kept in the rejects file), and none from it on was tried:
+//! or is listed in `problems` (and kept in the rejects file), and none from it on was taken:
 //! a client resends from `next_item`.
+//!
+//! With the disk buffer, a body's events are appended one after the other and made durable
+//! together before the answer (under `fsync: always`, one fsync for the body, not one per
+//! event); a body that stops part way keeps what it took. When a client goes away before its
+//! answer, the events of its body not yet handed to the pipeline are dropped with it (it
+//! never heard they were taken, and sends them again).
 //!
 //! A W3C `traceparent` header is attached to every event of the body for APM correlation.
 
@@ -405,23 +411,26 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     };
     let total = events.len();
     let mut taken = Taken::default();
+    // With the disk buffer, the events are appended here and made durable together at the
+    // end (one fsync for the body), before the answer.
+    let mut intake = shared.sink.body_intake();
+    let mut stop: Option<(StatusCode, String, u64)> = None;
     for (item, event) in events {
         let mut record = Record::new(event);
         if let Some(t) = trace {
             record = record.with_trace(t);
         }
         let event = std::sync::Arc::clone(&record.event);
-        let mut refused = shared.sink.try_submit(record.clone()).await;
+        let mut refused = intake.try_take(item, record.clone()).await;
         if let Err(Refused::Full(why)) = &refused
             && taken.any()
         {
             // Part of the body is used: wait a little for room rather than make the producer
             // resend (and duplicate) what was taken.
-            refused =
-                match tokio::time::timeout(PARTIAL_WAIT, shared.sink.submit(record, None)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(Refused::Full(why.clone())),
-                };
+            refused = match tokio::time::timeout(PARTIAL_WAIT, intake.take(item, record)).await {
+                Ok(result) => result,
+                Err(_) => Err(Refused::Full(why.clone())),
+            };
         }
         match refused {
             Ok(()) => taken.accepted += 1,
@@ -432,28 +441,35 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     .rejects
                     .write_event("http", item, 0, &event, why.clone())
                 {
-                    return Ok(taken.stopped(
+                    stop = Some((
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        &format!("cannot keep an event larger than the disk buffer in the rejects file: {e}"),
+                        format!(
+                            "cannot keep an event larger than the disk buffer in the rejects file: {e}"
+                        ),
                         item,
                     ));
+                    break;
                 }
                 taken.too_large.push(json!({ "item": item, "error": why }));
             }
-            Err(Refused::Closed) => {
-                return Ok(taken.stopped(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the forwarder is shutting down",
-                    item,
-                ));
-            }
-            Err(Refused::Full(why)) => {
-                return Ok(taken.stopped(StatusCode::SERVICE_UNAVAILABLE, &why, item));
-            }
-            Err(Refused::Failed(why)) => {
-                return Ok(taken.stopped(StatusCode::INTERNAL_SERVER_ERROR, &why, item));
+            Err(why) => {
+                stop = Some((refusal_status(&why), refusal_text(why), item));
+                break;
             }
         }
+    }
+    // What was taken so far is made durable and handed over, even when the body stopped
+    // early: the answer counts it as taken.
+    if let Err(not) = intake.finish(PARTIAL_WAIT).await {
+        taken.accepted -= not.events;
+        stop = Some((
+            refusal_status(&not.why),
+            refusal_text(not.why),
+            not.first_item,
+        ));
+    }
+    if let Some((status, why, item)) = stop {
+        return Ok(taken.stopped(status, &why, item));
     }
     debug_assert_eq!(taken.accepted + taken.too_large.len(), total);
     if !taken.too_large.is_empty() {
@@ -473,6 +489,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         StatusCode::ACCEPTED,
         json!({ "accepted": taken.accepted }),
     ))
+}
+
+/// The answer's status when the sink did not take an event: 503 (try again later) when it
+/// is full or shutting down, 500 when the disk buffer failed.
+fn refusal_status(why: &Refused) -> StatusCode {
+    match why {
+        Refused::Failed(_) | Refused::TooLarge(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Refused::Closed | Refused::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn refusal_text(why: Refused) -> String {
+    match why {
+        Refused::Closed => "the forwarder is shutting down".to_owned(),
+        Refused::Full(why) | Refused::Failed(why) | Refused::TooLarge(why) => why,
+    }
 }
 
 /// What became of a body's events so far.

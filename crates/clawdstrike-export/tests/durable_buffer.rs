@@ -1156,8 +1156,10 @@ async fn a_batch_shares_its_fsyncs_and_is_delivered_once_each() {
     for i in 50..250 {
         batch.append(record(i)).await.unwrap();
     }
-    assert_eq!(batch.len(), 200);
+    assert_eq!(batch.pending(), 200);
     assert_eq!(batch.commit().await.unwrap(), 200);
+    assert_eq!((batch.pending(), batch.taken()), (0, 200));
+    drop(batch);
     let stats = durable.buffer_stats();
     assert_eq!(stats.appended, 250);
     assert!(
@@ -1203,7 +1205,7 @@ async fn a_dropped_batch_frees_its_events() {
             Err(clawdstrike_export::DurableSubmitError::TooLarge { .. })
         ));
         batch.append(record(11)).await.unwrap();
-        assert_eq!(batch.len(), 11);
+        assert_eq!(batch.pending(), 11);
         if during_commit {
             let commit = batch.commit();
             let mut commit = std::pin::pin!(commit);
@@ -1211,9 +1213,9 @@ async fn a_dropped_batch_frees_its_events() {
                 poll_once(commit.as_mut()).is_pending(),
                 "waits for the fsync"
             );
-        } else {
-            drop(batch);
         }
+        assert_eq!(batch.taken(), 0);
+        drop(batch);
         let stats = durable.buffer_stats();
         assert_eq!(
             stats.abandoned, 11,

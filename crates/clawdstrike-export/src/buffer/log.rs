@@ -1620,9 +1620,11 @@ mod tests {
         let outcome = batch.commit().await;
         durable.log.fail_fsyncs.store(false, Ordering::Relaxed);
         assert!(
-            matches!(outcome, Err((0, crate::DurableSubmitError::Io(_)))),
+            matches!(outcome, Err(crate::DurableSubmitError::Io(_))),
             "{outcome:?}"
         );
+        assert_eq!((batch.taken(), batch.pending()), (0, 4));
+        drop(batch);
         assert!(
             lock(&durable.log.state).sync_failed.is_empty(),
             "every event's failure was told or given up"

@@ -264,15 +264,19 @@ impl fmt::Debug for DurablePipeline {
 /// Events submitted together ([`DurablePipeline::batch`]). [`append`](Self::append) writes
 /// each to the log in turn; [`commit`](Self::commit) waits for them to be durable (one group
 /// fsync for all under [`FsyncPolicy::Always`]) and submits them to the pipeline in order.
-/// The events taken are always the first ones appended: a commit that fails stops there.
+/// The events taken are always the first ones appended ([`taken`](Self::taken)): a commit
+/// that fails, or is cancelled (a timeout), stops there.
 ///
-/// A batch dropped before its commit ends (or never committed) frees the records appended and
-/// not handed over: they are neither delivered nor replayed, as with a cancelled
-/// [`DurablePipeline::submit`].
+/// Dropping the batch frees the records appended and not handed over: they are neither
+/// delivered nor replayed, as with a cancelled [`DurablePipeline::submit`]. Drop it once
+/// done: like a submit under way, a live batch holds up the buffer's shutdown (until its
+/// deadline).
 pub struct SubmitBatch<'a> {
     durable: &'a DurablePipeline,
     /// Appended, not handed over yet: sequence numbers and records, in order.
     pending: std::collections::VecDeque<(u64, Record)>,
+    /// Handed over to the pipeline.
+    taken: usize,
     /// Dropped last, after the pending records are freed: `close` waits for it.
     _in_flight: InFlight<'a>,
 }
@@ -280,7 +284,8 @@ pub struct SubmitBatch<'a> {
 impl fmt::Debug for SubmitBatch<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubmitBatch")
-            .field("appended", &self.pending.len())
+            .field("pending", &self.pending.len())
+            .field("taken", &self.taken)
             .finish_non_exhaustive()
     }
 }
@@ -305,34 +310,37 @@ impl SubmitBatch<'_> {
         }
     }
 
-    /// Events appended and not committed yet.
-    pub fn len(&self) -> usize {
+    /// Events appended and not handed over yet.
+    pub fn pending(&self) -> usize {
         self.pending.len()
     }
 
-    /// Whether no event waits for the commit.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+    /// Events handed over to the pipeline (by [`commit`](Self::commit)): taken for good.
+    pub fn taken(&self) -> usize {
+        self.taken
     }
 
-    /// Waits until the appended events are durable (under `always`), then submits them to the
-    /// pipeline in order, waiting under `block` for room in its queues. Returns how many were
-    /// taken: all of them.
+    /// Waits until the appended events are durable (under `always`), then hands them to the
+    /// pipeline in order, waiting under `block` for room in its queues. Returns
+    /// [`taken`](Self::taken): every event appended to this batch.
+    ///
+    /// Cancel-safe: cancelled (a timeout), the events handed over are taken and counted in
+    /// [`taken`](Self::taken); the one being handed over is freed, and the others wait in
+    /// the batch (freed when it is dropped).
     ///
     /// # Errors
-    /// The error, with how many events were taken before it (the first ones appended): a
-    /// failed fsync ([`DurableSubmitError::Io`]) or a shutdown begun
-    /// ([`DurableSubmitError::Closed`]). The events from that one on are freed.
-    pub async fn commit(mut self) -> Result<usize, (usize, DurableSubmitError)> {
+    /// A failed fsync ([`DurableSubmitError::Io`]) or a shutdown begun
+    /// ([`DurableSubmitError::Closed`]): the events before that one are taken
+    /// ([`taken`](Self::taken)); that one is freed, and the others wait in the batch.
+    pub async fn commit(&mut self) -> Result<usize, DurableSubmitError> {
         let log = &*self.durable.log;
-        let mut taken = 0;
         while let Some((seq, record)) = self.pending.pop_front() {
-            // Out of `pending` before any wait: if this future is dropped, `durable` and the
-            // guard below free this one, and `Drop` the ones after it.
+            // Out of `pending` before any wait: if this future is dropped, `durable` or the
+            // guard below frees it.
             if log.waits_for_fsync()
                 && let Err(e) = log.durable(seq).await
             {
-                return Err((taken, self.durable.refusal(e)));
+                return Err(self.durable.refusal(e));
             }
             let mut guard = Abandon {
                 log,
@@ -341,14 +349,14 @@ impl SubmitBatch<'_> {
             match self.durable.pipeline.submit_with_seq(record, seq).await {
                 Ok(()) => {
                     guard.seq = None;
-                    taken += 1;
+                    self.taken += 1;
                 }
                 Err(SubmitError::Closed | SubmitError::Full { .. }) => {
-                    return Err((taken, DurableSubmitError::Closed));
+                    return Err(DurableSubmitError::Closed);
                 }
             }
         }
-        Ok(taken)
+        Ok(self.taken)
     }
 }
 
@@ -484,6 +492,7 @@ impl DurablePipeline {
         SubmitBatch {
             durable: self,
             pending: std::collections::VecDeque::new(),
+            taken: 0,
             _in_flight: InFlight::new(&self.log),
         }
     }
