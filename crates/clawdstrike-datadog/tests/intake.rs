@@ -375,6 +375,23 @@ async fn a_403_after_rotation_is_delivered_with_the_new_key() {
 /// as if the key were revoked, and the exporter sent nothing for a minute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_while_the_key_store_cannot_be_read_is_retried_not_dead_lettered() {
+    a_403_while_the_key_store_answers_badly_is_retried(|key_file| {
+        std::fs::remove_file(key_file).unwrap();
+    })
+    .await;
+}
+
+/// The same when the store answers with a value that is no key (a key file read while it is
+/// being rewritten, empty; a proxy's page): retried, not dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_while_the_key_store_holds_no_valid_key_is_retried_not_dead_lettered() {
+    a_403_while_the_key_store_answers_badly_is_retried(|key_file| {
+        std::fs::write(key_file, "").unwrap();
+    })
+    .await;
+}
+
+async fn a_403_while_the_key_store_answers_badly_is_retried(break_store: fn(&std::path::Path)) {
     let dir = tempfile::tempdir().unwrap();
     let (key_file, holder) = key_file_with_a(&dir).await;
     // No attempt limit: the test decides when the store has a key again.
@@ -385,7 +402,7 @@ async fn a_403_while_the_key_store_cannot_be_read_is_retried_not_dead_lettered()
     )
     .await;
     h.intake.set_api_keys([SecretString::from(KEY_B)]);
-    std::fs::remove_file(&key_file).unwrap();
+    break_store(&key_file);
     let events = events(200);
     h.submit_all(&events).await;
     // Two 403s: the events were sent again after the store could not be read.
