@@ -341,6 +341,51 @@ async fn a_changed_ca_file_is_used_without_a_restart() {
     assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
 }
 
+/// A token lookup that failed under the old CA put the periodic token's renewal off for
+/// minutes; the CA changing clears that wait, so the first read with the new CA renews a token
+/// that is due (it would otherwise have expired meanwhile).
+#[tokio::test]
+async fn a_changed_ca_file_lets_a_due_token_be_renewed_at_once() {
+    let bao = Bao::start_tls().await;
+    let other = Bao::start_tls().await;
+    let key = random_key("vault-ca-renew");
+    bao.put("datadog", "api_key", &key).await;
+    let token = vaultrs::token::new(
+        &bao.root(),
+        Some(vaultrs::api::token::requests::CreateTokenRequest::builder().period("6s")),
+    )
+    .await
+    .unwrap()
+    .client_token;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::copy(other.ca_cert.as_ref().unwrap(), &ca).unwrap();
+    let mut source = token_source(&bao, "datadog").with_ca_cert(&ca);
+    source.auth = VaultAuth::Token(SecretString::from(token.clone()));
+    let provider = VaultProvider::new(source).unwrap();
+    // The lookup fails (the server is not trusted): renewal is put off.
+    assert!(provider.fetch().await.unwrap_err().is_transient());
+    let ttl = || async {
+        vaultrs::token::lookup(&bao.root(), &token)
+            .await
+            .unwrap()
+            .ttl
+    };
+    // Past a third of its period: due for renewal.
+    eventually(
+        "a third of the period spent",
+        Duration::from_secs(15),
+        || async { ttl().await <= 3 },
+    )
+    .await;
+    let next = dir.path().join("ca.pem.new");
+    std::fs::copy(bao.ca_cert.as_ref().unwrap(), &next).unwrap();
+    std::fs::rename(&next, &ca).unwrap();
+    assert_eq!(provider.fetch().await.unwrap().expose_secret(), key);
+    let after = ttl().await;
+    assert!(after > 3, "renewed: ttl {after} s");
+}
+
 #[tokio::test]
 async fn a_bad_address_is_invalid_and_an_unreachable_one_is_transient() {
     let err = VaultProvider::new(VaultSource::new(
