@@ -1821,6 +1821,49 @@ async fn the_events_of_a_body_taken_before_the_disk_buffer_filled_are_delivered(
     intake.shutdown().await;
 }
 
+/// A body larger than the whole disk buffer, with Datadog up: its first events are committed
+/// (and delivered, freeing room) before the buffer waits for room, so the whole body is taken.
+/// Held back until the end, they took room only they could free, and the body stalled into a
+/// 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_larger_than_the_disk_buffer_is_taken_whole() {
+    let intake = intake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "buffer: {{ type: disk, path: {}, max_bytes: 8192, segment_bytes: 4096, fsync: always }}\ninput: {{ http: {{ listen: 127.0.0.1:0 }} }}\n",
+        dir.path().join("buffer").display()
+    );
+    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
+    let mut cmd = dd_command(dir.path());
+    cmd.env("DD_API_KEY", KEY)
+        .arg("ship")
+        .arg("--config")
+        .arg(&config);
+    let mut run = Running::spawn(cmd);
+    let url = format!("http://{}/", listen_addr(&run));
+    let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    assert!(
+        events.len() > 3 * 8192,
+        "the body is larger than the buffer"
+    );
+    let r = post(&reqwest::Client::new(), &url, None, events.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", run.stderr()));
+    let status = r.status();
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (status.as_u16(), &answer["accepted"]),
+        (202, &serde_json::json!(42)),
+        "{answer}"
+    );
+    intake.wait_for_items(42, WAIT).await.expect("delivered");
+    run.signal("TERM");
+    assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
+    assert_each_line_arrived_once(&intake, &events.lines().collect::<Vec<_>>());
+    intake.shutdown().await;
+}
+
 /// Ships the 42 fixture events through a disk buffer too small for them (16 KiB) while the
 /// intake holds every request, releases them once the whole file is read, and returns the
 /// exit code and stderr.

@@ -584,21 +584,56 @@ struct Reader {
     finished: std::collections::VecDeque<FileKey>,
     /// How long a file renamed away is read after its last new data ([`ROTATE_WAIT`]).
     rotate_wait: Duration,
-    /// The file finished last, watched for writes that came after it was finished.
-    left_behind: Option<LeftBehind>,
+    /// The files finished lately, watched for writes that came after they were finished.
+    left_behind: Vec<LeftBehind>,
     /// Lines and bytes written to finished files after they were finished (not shipped).
     late: Arc<LateWrites>,
 }
 
 /// A finished file, still open: a writer that had not reopened the path when the reader moved
 /// on may write to it still. Those lines are not read (the checkpoint has moved on to the next
-/// file); they are counted, and a warning names the file.
+/// file); they are counted, and a warning names the file. It is let go once deleted (its
+/// disk space is not held), or quiet for [`LEFT_BEHIND_QUIET`] and rotate waits.
 struct LeftBehind {
     file: File,
     name: Arc<str>,
-    /// How much of it was read.
+    /// How much of it was read or counted.
     read: u64,
+    /// When it last grew (or was finished).
+    grew: std::time::Instant,
     warned: bool,
+}
+
+/// At most this many finished files are watched for late writes (the oldest is let go).
+const LEFT_BEHIND_KEPT: usize = 4;
+/// A finished file is let go after this many rotate waits (and at least a minute) without
+/// writes.
+const LEFT_BEHIND_QUIET: u32 = 12;
+
+impl LeftBehind {
+    /// Counts the lines and bytes from `read` to `len` (warning the first time).
+    fn count_late(&mut self, len: u64, rotate_wait: Duration, late: &LateWrites) {
+        let mut lines = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = self.read;
+        while at < len {
+            let want = usize::try_from(len - at).map_or(buf.len(), |n| n.min(buf.len()));
+            match std::os::unix::fs::FileExt::read_at(&self.file, &mut buf[..want], at) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                    at += n as u64;
+                }
+            }
+        }
+        let bytes = at - self.read;
+        self.read = at;
+        late.lines.fetch_add(lines, Ordering::Relaxed);
+        late.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if !std::mem::replace(&mut self.warned, true) {
+            tracing::warn!(file = %self.name, lines, bytes, "lines were written to a rotated file after it was finished (the reader moved on to the next file once it had been quiet for {rotate_wait:?}, and its writer had not reopened the path yet); they are not shipped: raise --rotate-wait-ms, or have the writer reopen the path sooner");
+        }
+    }
 }
 
 /// What was written to finished files after they were finished: not shipped.
@@ -799,6 +834,7 @@ impl Reader {
             if self.halt.load(Ordering::Relaxed) || quiet_since.elapsed() >= self.rotate_wait {
                 return true;
             }
+            self.watch_left_behind();
             std::thread::sleep(POLL);
         }
     }
@@ -895,12 +931,19 @@ impl Reader {
             }
             self.finished.push_back(FileKey::of(&meta));
         }
-        self.left_behind = current.file.try_clone().ok().map(|file| LeftBehind {
-            file,
-            name: Arc::clone(&current.name),
-            read: current.offset,
-            warned: false,
-        });
+        self.watch_left_behind();
+        if let Ok(file) = current.file.try_clone() {
+            if self.left_behind.len() == LEFT_BEHIND_KEPT {
+                self.left_behind.remove(0);
+            }
+            self.left_behind.push(LeftBehind {
+                file,
+                name: Arc::clone(&current.name),
+                read: current.offset,
+                grew: std::time::Instant::now(),
+                warned: false,
+            });
+        }
         // One that cannot be opened (compressed or deleted since the listing) is passed over
         // for the next.
         for next in self.rotated_after(current) {
@@ -913,39 +956,22 @@ impl Reader {
         AfterRotation::Next(open_logged(&self.path, 0, 1, None, &mut self.open_error))
     }
 
-    /// Counts what was written to the file finished last since it was finished, and warns
-    /// (once per file): its writer did not reopen the path within `rotate_wait`, and those
-    /// lines are not shipped.
+    /// Counts what was written to the files finished lately since they were finished, and
+    /// warns (once per file): their writer did not reopen the path within `rotate_wait`, and
+    /// those lines are not shipped. Lets go of those deleted or long quiet.
     fn watch_left_behind(&mut self) {
-        let Some(left) = self.left_behind.as_mut() else {
-            return;
-        };
-        let Ok(len) = left.file.metadata().map(|m| m.len()) else {
-            return;
-        };
-        if len <= left.read {
-            return;
-        }
-        let mut lines = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut at = left.read;
-        while at < len {
-            let want = usize::try_from(len - at).map_or(buf.len(), |n| n.min(buf.len()));
-            match std::os::unix::fs::FileExt::read_at(&left.file, &mut buf[..want], at) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-                    at += n as u64;
-                }
+        let quiet = (self.rotate_wait * LEFT_BEHIND_QUIET).max(Duration::from_secs(60));
+        let (rotate_wait, late) = (self.rotate_wait, Arc::clone(&self.late));
+        self.left_behind.retain_mut(|left| {
+            let Ok(meta) = left.file.metadata() else {
+                return false;
+            };
+            if meta.len() > left.read {
+                left.count_late(meta.len(), rotate_wait, &late);
+                left.grew = std::time::Instant::now();
             }
-        }
-        let bytes = at - left.read;
-        left.read = at;
-        self.late.lines.fetch_add(lines, Ordering::Relaxed);
-        self.late.bytes.fetch_add(bytes, Ordering::Relaxed);
-        if !std::mem::replace(&mut left.warned, true) {
-            tracing::warn!(file = %left.name, lines, bytes, "lines were written to a rotated file after it was finished (the reader moved on to the next file once it had been quiet for {:?}, and its writer had not reopened the path yet); they are not shipped: raise --rotate-wait-ms, or have the writer reopen the path sooner", self.rotate_wait);
-        }
+            meta.nlink() > 0 && left.grew.elapsed() < quiet
+        });
     }
 
     fn run(mut self, mut open: Option<OpenFile>) {
@@ -986,6 +1012,8 @@ impl Reader {
                 _ => std::thread::sleep(POLL),
             }
         }
+        // Stopped: what came since the last poll is counted in the exit report too.
+        self.watch_left_behind();
     }
 }
 
@@ -1316,7 +1344,7 @@ impl Follow {
             open_error: None,
             finished: std::collections::VecDeque::new(),
             rotate_wait: self.rotate_wait,
-            left_behind: None,
+            left_behind: Vec::new(),
             late: Arc::clone(&late),
         };
         let start = self.start.clone();
@@ -1656,7 +1684,7 @@ mod tests {
             open_error: None,
             finished: std::collections::VecDeque::new(),
             rotate_wait: ROTATE_WAIT,
-            left_behind: None,
+            left_behind: Vec::new(),
             late: Arc::new(LateWrites::default()),
         }
     }
@@ -1795,16 +1823,24 @@ mod tests {
             (2, 17),
             "a line without its newline yet: bytes only"
         );
-        // The newer file is finished in turn: it is watched from now on.
+        // The newer file is finished in turn: both are watched now (a writer that never
+        // reopens the path goes on writing to the older one).
         assert!(reader.drain(&mut next));
         assert!(matches!(
             reader.next_after_rotation(&mut next),
             AfterRotation::Next(_)
         ));
         append(&newer, "late4\n");
-        append(&older, "ignored\n");
+        append(&older, "also\n");
         reader.watch_left_behind();
-        assert_eq!(late(&reader), (3, 23));
+        assert_eq!(late(&reader), (4, 28));
+        // A deleted one is let go (its disk space is not held), after its last count.
+        append(&older, "last\n");
+        std::fs::remove_file(&older).unwrap();
+        reader.watch_left_behind();
+        assert_eq!(late(&reader), (5, 33));
+        assert_eq!(reader.left_behind.len(), 1);
+        assert_eq!(&*reader.left_behind[0].name, newer.display().to_string());
         // The late lines were never sent as lines.
         assert_eq!(
             lines_sent(&mut rx),

@@ -185,7 +185,8 @@ impl Sink {
             Sink::Memory(p) => BodyIntake::Memory(p),
             Sink::Durable(d) => BodyIntake::Durable {
                 batch: d.batch(),
-                items: Vec::new(),
+                items: std::collections::VecDeque::new(),
+                failed: None,
             },
         }
     }
@@ -194,28 +195,46 @@ impl Sink {
 /// The events of one HTTP body on their way in. In memory each is submitted at once. With the
 /// disk buffer they are appended one after the other and, at [`finish`](Self::finish), made
 /// durable together (one fsync for the whole body under `fsync: always`, not one per event)
-/// and handed to the pipeline in order. Dropped before `finish` ends (the client went away),
-/// it frees what it appended: nothing of an unanswered body is kept.
+/// and handed to the pipeline in order; should the log fill first, what the body appended so
+/// far is committed before waiting for room (only its delivery can free room). Dropped before
+/// `finish` ends (the client went away), it frees what it appended and did not hand over:
+/// nothing of an unanswered body is kept but what was taken for good.
 pub(crate) enum BodyIntake<'a> {
     Memory(&'a Pipeline),
     Durable {
         batch: SubmitBatch<'a>,
-        /// The body's item number of each event appended, in order.
-        items: Vec<u64>,
+        /// The body's item number of each event the batch holds (appended, not handed over),
+        /// in order.
+        items: std::collections::VecDeque<u64>,
+        /// A commit part way failed: the events from that item on are not taken.
+        failed: Option<NotTaken>,
     },
 }
 
-/// The events of a body that [`BodyIntake::finish`] could not take.
+/// The events of a body that [`BodyIntake`] counted as taken but could not take.
 #[derive(Debug)]
 pub(crate) struct NotTaken {
-    /// The first of them: every item before it was taken (or refused on its own).
+    /// The first of them: the body's items before it were taken (or refused on their own), the
+    /// ones from it on were not.
     pub(crate) first_item: u64,
-    /// How many of the events counted as taken were not.
-    pub(crate) events: usize,
     pub(crate) why: Refused,
 }
 
+/// How long a body's fsync may take before the answer is a 503 (nothing of it taken): a disk
+/// slower than that is stuck, not slow.
+const BODY_SYNC_WAIT: Duration = Duration::from_secs(5);
+
 impl BodyIntake<'_> {
+    /// Whether any of the body's events was taken for good, so that a client sending the body
+    /// again would duplicate it (`accepted`: the events counted as taken so far). With the disk
+    /// buffer, events appended and not committed are not: they are freed if the body stops.
+    pub(crate) fn any_taken(&self, accepted: usize) -> bool {
+        match self {
+            BodyIntake::Memory(_) => accepted > 0,
+            BodyIntake::Durable { batch, .. } => batch.taken() > 0,
+        }
+    }
+
     /// Takes body item `item` without waiting for room in memory ([`Refused::Full`]); the disk
     /// buffer is given a moment ([`DURABLE_TRY_WAIT`]), since its appends wait for room.
     pub(crate) async fn try_take(&mut self, item: u64, record: Record) -> Result<(), Refused> {
@@ -225,7 +244,7 @@ impl BodyIntake<'_> {
                 match tokio::time::timeout(DURABLE_TRY_WAIT, self.take(item, record)).await {
                     Ok(r) => r,
                     Err(_) => Err(Refused::Full(format!(
-                        "the disk buffer did not take the event within {} ms (it is full)",
+                        "the disk buffer did not take the event within {} ms (it, or an export queue, is full)",
                         DURABLE_TRY_WAIT.as_millis()
                     ))),
                 }
@@ -235,41 +254,119 @@ impl BodyIntake<'_> {
 
     /// Takes body item `item`, waiting for room (the caller bounds the wait). Cancel-safe.
     pub(crate) async fn take(&mut self, item: u64, record: Record) -> Result<(), Refused> {
-        match self {
-            BodyIntake::Memory(p) => p.submit(record).await.map_err(refused),
-            BodyIntake::Durable { batch, items } => {
-                let before = batch.pending();
-                batch.append(record).await.map_err(durable_refused)?;
-                // Not appended, yet taken: dropped by `when_full: drop_newest` (counted).
-                if batch.pending() > before {
-                    items.push(item);
-                }
-                Ok(())
-            }
+        use futures_util::FutureExt;
+        let (batch, items, failed) = match self {
+            BodyIntake::Memory(p) => return p.submit(record).await.map_err(refused),
+            BodyIntake::Durable {
+                batch,
+                items,
+                failed,
+            } => (batch, items, failed),
+        };
+        if let Some(f) = failed {
+            return Err(f.why.clone());
         }
+        let mut before = batch.pending();
+        let appended = match batch.append(record.clone()).now_or_never() {
+            Some(appended) => appended,
+            None => {
+                // The log is full, and this body's events in it can only make room once they
+                // are committed and delivered: committed first.
+                if batch.pending() > 0 {
+                    let taken = batch.taken();
+                    let committed = batch.commit().await;
+                    drop_handed_over(items, batch.taken() - taken);
+                    if let Err(e) = committed {
+                        let why = durable_refused(e);
+                        *failed = items.front().map(|&first_item| NotTaken {
+                            first_item,
+                            why: why.clone(),
+                        });
+                        return Err(why);
+                    }
+                }
+                before = batch.pending();
+                batch.append(record).await
+            }
+        };
+        appended.map_err(durable_refused)?;
+        // Taken yet not appended: dropped by `when_full: drop_newest` (counted).
+        if batch.pending() > before {
+            items.push_back(item);
+        }
+        Ok(())
     }
 
-    /// With the disk buffer: waits (at most `wait`) for the events appended to be durable and
-    /// handed to the pipeline. Those it could not take are freed, and said.
+    /// With the disk buffer: waits for the events appended to be durable, then hands them to
+    /// the pipeline, waiting for room in its queues [`DURABLE_TRY_WAIT`] while none of the
+    /// body is taken, `wait` once some is (as the events of a body that fit partly wait in
+    /// memory). Those it could not take are freed, and said: the first of them, and why.
     pub(crate) async fn finish(self, wait: Duration) -> Result<(), NotTaken> {
-        let BodyIntake::Durable { mut batch, items } = self else {
+        let BodyIntake::Durable {
+            mut batch,
+            mut items,
+            failed,
+        } = self
+        else {
             return Ok(());
         };
-        let why = match tokio::time::timeout(wait, batch.commit()).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => durable_refused(e),
-            Err(_) => Refused::Full(format!(
-                "the disk buffer's fsync or the export queues did not take the body's events within {} s",
-                wait.as_secs()
-            )),
-        };
+        if let Some(f) = failed {
+            return Err(f);
+        }
         let taken = batch.taken();
-        Err(NotTaken {
-            first_item: items.get(taken).copied().unwrap_or(0),
-            events: items.len() - taken,
-            why,
-        })
+        let mut why = match tokio::time::timeout(BODY_SYNC_WAIT, batch.sync()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(durable_refused(e)),
+            Err(_) => Some(Refused::Full(format!(
+                "the disk buffer's fsync did not complete within {} s",
+                BODY_SYNC_WAIT.as_secs()
+            ))),
+        };
+        // What synced is handed over (a failed fsync keeps those before it).
+        if !matches!(why, Some(Refused::Full(_))) {
+            let mut budget = if batch.taken() > 0 {
+                wait
+            } else {
+                DURABLE_TRY_WAIT
+            };
+            loop {
+                match tokio::time::timeout(budget, batch.commit()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        why.get_or_insert(durable_refused(e));
+                    }
+                    // Part of the body is taken now: the rest may wait longer (the commit
+                    // goes on where it stopped).
+                    Err(_) if batch.taken() > 0 && budget < wait => {
+                        budget = wait;
+                        continue;
+                    }
+                    Err(_) => {
+                        why.get_or_insert(Refused::Full(format!(
+                            "the export queues did not take the body's events within {} ms",
+                            budget.as_millis()
+                        )));
+                    }
+                }
+                break;
+            }
+        }
+        drop_handed_over(&mut items, batch.taken() - taken);
+        match (items.front(), why) {
+            (Some(&first_item), Some(why)) => Err(NotTaken { first_item, why }),
+            (Some(&first_item), None) => Err(NotTaken {
+                first_item,
+                why: Refused::Failed("the disk buffer did not take every event".to_owned()),
+            }),
+            (None, _) => Ok(()),
+        }
     }
+}
+
+/// Forgets the item numbers of the `n` events just handed over (the first ones).
+fn drop_handed_over(items: &mut std::collections::VecDeque<u64>, n: usize) {
+    debug_assert!(n <= items.len(), "{n} handed over, {} held", items.len());
+    items.drain(..n.min(items.len()));
 }
 
 fn refused(e: SubmitError) -> Refused {

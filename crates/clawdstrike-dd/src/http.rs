@@ -14,7 +14,7 @@
 //! | 413 | body over `input.http.max_body_bytes` |
 //! | 408 | the body stopped arriving for `input.http.read_timeout_ms` |
 //! | 500 `{"error","accepted","next_item","problems"}` | the disk buffer could not write the event (disk full, I/O error) |
-//! | 503 + `Retry-After: 1`, same body | the queue (or the disk buffer, after a 250 ms wait) is full, or the forwarder is stopping |
+//! | 503 + `Retry-After: 1`, same body | the queue (or the disk buffer, after a 250 ms wait) is full, the disk buffer's fsync took over 5 s, or the forwarder is stopping |
 //!
 //! When a body stops part way (500, 503), every item before `next_item` (1-based) was taken
 //! or is listed in `problems` (and kept in the rejects file), and none from it on was taken:
@@ -423,7 +423,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         let event = std::sync::Arc::clone(&record.event);
         let mut refused = intake.try_take(item, record.clone()).await;
         if let Err(Refused::Full(why)) = &refused
-            && taken.any()
+            && (intake.any_taken(taken.accepted) || !taken.too_large.is_empty())
         {
             // Part of the body is used: wait a little for room rather than make the producer
             // resend (and duplicate) what was taken.
@@ -433,7 +433,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
             };
         }
         match refused {
-            Ok(()) => taken.accepted += 1,
+            Ok(()) => {
+                taken.accepted += 1;
+                taken.accepted_items.push(item);
+            }
             Err(Refused::TooLarge(why)) => {
                 // Bad input, kept in the rejects file; the rest of the body goes on (the client
                 // does not resend after a 4xx, so nothing after it may be dropped).
@@ -461,7 +464,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     // What was taken so far is made durable and handed over, even when the body stopped
     // early: the answer counts it as taken.
     if let Err(not) = intake.finish(PARTIAL_WAIT).await {
-        taken.accepted -= not.events;
+        // Nothing from its first item on was taken: the answer says so, and a client resends
+        // from there (the events too large for the buffer after it are kept in the rejects
+        // file, and will be again).
+        taken.not_from(not.first_item);
         stop = Some((
             refusal_status(&not.why),
             refusal_text(not.why),
@@ -512,17 +518,24 @@ fn refusal_text(why: Refused) -> String {
 struct Taken {
     /// Events taken.
     accepted: usize,
+    /// Their item numbers.
+    accepted_items: Vec<u64>,
     /// Events larger than the disk buffer (in the rejects file), as `problems`.
     too_large: Vec<serde_json::Value>,
 }
 
 impl Taken {
-    fn any(&self) -> bool {
-        self.accepted > 0 || !self.too_large.is_empty()
+    /// None of the items from `first` on was taken after all (a commit of the disk buffer
+    /// failed).
+    fn not_from(&mut self, first: u64) {
+        self.accepted_items.retain(|&item| item < first);
+        self.accepted = self.accepted_items.len();
+        self.too_large
+            .retain(|p| p["item"].as_u64().is_some_and(|item| item < first));
     }
 
     /// The answer when the body stopped at `next_item` (1-based): every item before it was
-    /// taken or is in `problems`, none after it was tried. A client resends from `next_item`.
+    /// taken or is in `problems`, none from it on was taken. A client resends from `next_item`.
     fn stopped(&self, status: StatusCode, why: &str, next_item: u64) -> Resp {
         let mut r = respond(
             status,
@@ -819,6 +832,32 @@ mod tests {
         ] {
             assert!(parse_body(body.as_bytes()).is_ok(), "{body}");
         }
+    }
+
+    /// A commit of the disk buffer that failed from item 4 on: the answer's `accepted` and
+    /// `problems` say nothing of the items from 4 on (the client resends them).
+    #[test]
+    fn a_failed_commit_takes_back_the_items_from_its_first_one_on() {
+        let mut taken = Taken::default();
+        for item in [1, 2, 4, 5] {
+            taken.accepted += 1;
+            taken.accepted_items.push(item);
+        }
+        taken
+            .too_large
+            .push(json!({ "item": 3, "error": "too large" }));
+        taken
+            .too_large
+            .push(json!({ "item": 6, "error": "too large" }));
+        taken.not_from(4);
+        assert_eq!(
+            (taken.accepted, taken.accepted_items.as_slice()),
+            (2, &[1, 2][..])
+        );
+        assert_eq!(
+            taken.too_large,
+            [json!({ "item": 3, "error": "too large" })]
+        );
     }
 
     /// The rejects file keeps at most 64 KiB of a bad body, cut before a UTF-8 character that

@@ -826,26 +826,46 @@ impl Log {
             log: self,
             seq: Some(seq),
         };
-        let synced = loop {
+        self.wait_synced(seq).await;
+        cancelled.seq = None;
+        self.take_outcome(seq)
+            .map(|()| Appended::Seq(seq))
+            .map_err(AppendError::Io)
+    }
+
+    /// Under `always`: waits until an fsync covered record `seq` (and so every record before
+    /// it), asking the group commit for one, without taking the outcome: cancel-safe.
+    pub(super) async fn wait_synced(&self, seq: u64) {
+        loop {
             let notified = self.committed.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if let Some(outcome) = lock(&self.state).outcome(seq) {
-                break outcome;
+            if seq < lock(&self.state).synced_below {
+                return;
             }
             self.commits.request();
             notified.await;
+        }
+    }
+
+    /// Under `always`, once [`wait_synced`](Self::wait_synced) covered record `seq`: takes its
+    /// outcome, once. Synced, it counts as appended; otherwise it is freed, and the error
+    /// returned.
+    pub(super) fn take_outcome(&self, seq: u64) -> io::Result<()> {
+        let Some(outcome) = lock(&self.state).outcome(seq) else {
+            // Not covered yet (not expected): given up, as if cancelled.
+            self.give_up(seq);
+            return Err(io::Error::other("the record's fsync has not happened yet"));
         };
-        cancelled.seq = None;
-        match synced {
+        match outcome {
             Ok(()) => {
                 self.counters.appended.fetch_add(1, Ordering::Relaxed);
-                Ok(Appended::Seq(seq))
+                Ok(())
             }
             Err(e) => {
                 self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
                 self.abandon(seq);
-                Err(AppendError::Io(e))
+                Err(e)
             }
         }
     }
@@ -1623,7 +1643,7 @@ mod tests {
             matches!(outcome, Err(crate::DurableSubmitError::Io(_))),
             "{outcome:?}"
         );
-        assert_eq!((batch.taken(), batch.pending()), (0, 4));
+        assert_eq!((batch.taken(), batch.pending()), (0, 0));
         drop(batch);
         assert!(
             lock(&durable.log.state).sync_failed.is_empty(),

@@ -262,19 +262,24 @@ impl fmt::Debug for DurablePipeline {
 }
 
 /// Events submitted together ([`DurablePipeline::batch`]). [`append`](Self::append) writes
-/// each to the log in turn; [`commit`](Self::commit) waits for them to be durable (one group
-/// fsync for all under [`FsyncPolicy::Always`]) and submits them to the pipeline in order.
-/// The events taken are always the first ones appended ([`taken`](Self::taken)): a commit
-/// that fails, or is cancelled (a timeout), stops there.
+/// each to the log in turn; [`sync`](Self::sync) waits until they are durable (one group fsync
+/// for all under [`FsyncPolicy::Always`]); [`commit`](Self::commit) syncs and hands them to
+/// the pipeline in order. The events taken are always the first ones appended
+/// ([`taken`](Self::taken)).
 ///
 /// Dropping the batch frees the records appended and not handed over: they are neither
 /// delivered nor replayed, as with a cancelled [`DurablePipeline::submit`]. Drop it once
 /// done: like a submit under way, a live batch holds up the buffer's shutdown (until its
-/// deadline).
+/// deadline). Its records also hold room in the log until they are committed (and then
+/// settled): under `block`, commit what is pending before waiting for room, or the batch may
+/// wait for room only it can free.
 pub struct SubmitBatch<'a> {
     durable: &'a DurablePipeline,
     /// Appended, not handed over yet: sequence numbers and records, in order.
     pending: std::collections::VecDeque<(u64, Record)>,
+    /// How many of the first `pending` records are known durable (under `always`: their
+    /// outcome was taken).
+    synced: usize,
     /// Handed over to the pipeline.
     taken: usize,
     /// Dropped last, after the pending records are freed: `close` waits for it.
@@ -285,6 +290,7 @@ impl fmt::Debug for SubmitBatch<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubmitBatch")
             .field("pending", &self.pending.len())
+            .field("synced", &self.synced)
             .field("taken", &self.taken)
             .finish_non_exhaustive()
     }
@@ -320,35 +326,71 @@ impl SubmitBatch<'_> {
         self.taken
     }
 
-    /// Waits until the appended events are durable (under `always`), then hands them to the
-    /// pipeline in order, waiting under `block` for room in its queues. Returns
-    /// [`taken`](Self::taken): every event appended to this batch.
+    /// Waits until the events appended are durable: under `always`, until a group fsync
+    /// covered them (one for all); at once otherwise.
     ///
-    /// Cancel-safe: cancelled (a timeout), the events handed over are taken and counted in
-    /// [`taken`](Self::taken); the one being handed over is freed, and the others wait in
-    /// the batch (freed when it is dropped).
+    /// Cancel-safe: nothing is lost or decided while it waits.
     ///
     /// # Errors
-    /// A failed fsync ([`DurableSubmitError::Io`]) or a shutdown begun
-    /// ([`DurableSubmitError::Closed`]): the events before that one are taken
-    /// ([`taken`](Self::taken)); that one is freed, and the others wait in the batch.
-    pub async fn commit(&mut self) -> Result<usize, DurableSubmitError> {
+    /// The fsync failed ([`DurableSubmitError::Io`]): the events it covered are freed, and
+    /// the ones after them too, so that those the batch still holds are the first ones
+    /// appended.
+    pub async fn sync(&mut self) -> Result<(), DurableSubmitError> {
         let log = &*self.durable.log;
-        while let Some((seq, record)) = self.pending.pop_front() {
-            // Out of `pending` before any wait: if this future is dropped, `durable` or the
-            // guard below frees it.
-            if log.waits_for_fsync()
-                && let Err(e) = log.durable(seq).await
-            {
-                return Err(self.durable.refusal(e));
+        if !log.waits_for_fsync() {
+            self.synced = self.pending.len();
+            return Ok(());
+        }
+        let Some(&(last, _)) = self.pending.back() else {
+            return Ok(());
+        };
+        if self.synced == self.pending.len() {
+            return Ok(());
+        }
+        log.wait_synced(last).await;
+        // Every outcome is known: taken in one go, with no wait in between.
+        let mut failed = None;
+        let mut kept = self.synced;
+        for &(seq, _) in self.pending.range(self.synced..) {
+            match log.take_outcome(seq) {
+                Ok(()) if failed.is_none() => kept += 1,
+                // Synced, but after one that was not: freed, so what is taken stays a prefix.
+                Ok(()) => log.abandon(seq),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
-            let mut guard = Abandon {
-                log,
-                seq: Some(seq),
-            };
+        }
+        self.pending.truncate(kept);
+        self.synced = kept;
+        match failed {
+            Some(e) => Err(DurableSubmitError::Io(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// [`sync`](Self::sync)s, then hands the events to the pipeline in order, waiting under
+    /// `block` for room in its queues. Returns [`taken`](Self::taken): every event appended
+    /// to this batch.
+    ///
+    /// Cancel-safe: cancelled (a timeout), the events handed over are taken and counted in
+    /// [`taken`](Self::taken); the others wait in the batch, for another commit or to be
+    /// freed when it is dropped.
+    ///
+    /// # Errors
+    /// A failed fsync ([`DurableSubmitError::Io`]): the events synced before it are handed
+    /// over first. A shutdown begun ([`DurableSubmitError::Closed`]): the events not handed
+    /// over wait in the batch.
+    pub async fn commit(&mut self) -> Result<usize, DurableSubmitError> {
+        let synced = self.sync().await;
+        while let Some((seq, record)) = self.pending.front() {
+            let (seq, record) = (*seq, record.clone());
+            // Cancel-safe: the pipeline queues the record only after its last wait; until it
+            // did, the record stays at the front of `pending`.
             match self.durable.pipeline.submit_with_seq(record, seq).await {
                 Ok(()) => {
-                    guard.seq = None;
+                    self.pending.pop_front();
+                    self.synced -= 1;
                     self.taken += 1;
                 }
                 Err(SubmitError::Closed | SubmitError::Full { .. }) => {
@@ -356,15 +398,17 @@ impl SubmitBatch<'_> {
                 }
             }
         }
-        Ok(self.taken)
+        synced.map(|()| self.taken)
     }
 }
 
 impl Drop for SubmitBatch<'_> {
     fn drop(&mut self) {
         let log = &*self.durable.log;
-        for (seq, _) in self.pending.drain(..) {
-            if log.waits_for_fsync() {
+        for (i, (seq, _)) in self.pending.drain(..).enumerate() {
+            // Under `always`, a record whose outcome was not taken is given up (so that a
+            // failed fsync's range does not wait for it).
+            if log.waits_for_fsync() && i >= self.synced {
                 log.give_up(seq);
             } else {
                 log.abandon(seq);
@@ -492,6 +536,7 @@ impl DurablePipeline {
         SubmitBatch {
             durable: self,
             pending: std::collections::VecDeque::new(),
+            synced: 0,
             taken: 0,
             _in_flight: InFlight::new(&self.log),
         }
