@@ -1228,3 +1228,42 @@ async fn a_dropped_batch_frees_its_events() {
         assert_eq!((found.to_replay, replayed.len()), (0, 0));
     }
 }
+
+/// A commit cancelled while the pipeline's queues are full (a timeout) keeps the event it was
+/// handing over: the next commit goes on from it, and every event is delivered once, in
+/// order. (Taking it out of the batch before the handover lost it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_cancelled_while_the_queues_are_full_goes_on_where_it_stopped() {
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let exporter = Arc::new(
+            ScriptedExporter::new("gated")
+                .with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
+        );
+        let cfg = DiskBufferConfig::new(dir.path()).with_fsync(fsync);
+        let tight = fast()
+            .with_queue_capacity(1)
+            .with_concurrency(1)
+            .with_max_batch_events(1);
+        let (durable, _) = open(&cfg, &exporter, tight).await;
+        let mut batch = durable.batch();
+        for i in 0..10 {
+            batch.append(record(i)).await.unwrap();
+        }
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), batch.commit()).await;
+        assert!(cancelled.is_err(), "the queues are full: {cancelled:?}");
+        assert!(batch.taken() < 10);
+        assert_eq!(
+            batch.taken() + batch.pending(),
+            10,
+            "{fsync:?}: nothing lost"
+        );
+        exporter.release();
+        assert_eq!(batch.commit().await.unwrap(), 10);
+        drop(batch);
+        let reports = durable.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(reports[0].delivered, 10, "{fsync:?}");
+        assert_eq!(exporter.exported_ids(), (0..10).map(id).collect::<Vec<_>>());
+        assert_eq!(durable.buffer_stats().abandoned, 0);
+    }
+}
