@@ -969,12 +969,22 @@ impl Reader {
             if meta.len() > left.read {
                 left.count_late(meta.len(), rotate_wait, &late);
                 left.grew = std::time::Instant::now();
+            } else if meta.len() < left.read {
+                // Truncated: what is written from now on starts lower.
+                left.read = meta.len();
             }
             meta.nlink() > 0 && left.grew.elapsed() < quiet
         });
     }
 
-    fn run(mut self, mut open: Option<OpenFile>) {
+    fn run(mut self, open: Option<OpenFile>) {
+        self.follow(open);
+        // Stopped (or the receiver is gone): what came to the finished files since the last
+        // poll is counted in the exit report too.
+        self.watch_left_behind();
+    }
+
+    fn follow(&mut self, mut open: Option<OpenFile>) {
         while !self.halt.load(Ordering::Relaxed) {
             self.watch_left_behind();
             let Some(current) = open.as_mut() else {
@@ -1012,8 +1022,6 @@ impl Reader {
                 _ => std::thread::sleep(POLL),
             }
         }
-        // Stopped: what came since the last poll is counted in the exit report too.
-        self.watch_left_behind();
     }
 }
 

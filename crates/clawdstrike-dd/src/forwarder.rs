@@ -185,7 +185,7 @@ impl Sink {
             Sink::Memory(p) => BodyIntake::Memory(p),
             Sink::Durable(d) => BodyIntake::Durable {
                 batch: d.batch(),
-                items: std::collections::VecDeque::new(),
+                items: Vec::new(),
                 failed: None,
             },
         }
@@ -203,9 +203,9 @@ pub(crate) enum BodyIntake<'a> {
     Memory(&'a Pipeline),
     Durable {
         batch: SubmitBatch<'a>,
-        /// The body's item number of each event the batch holds (appended, not handed over),
-        /// in order.
-        items: std::collections::VecDeque<u64>,
+        /// The body's item number of each event appended to the batch, in order: those taken
+        /// are the first [`SubmitBatch::taken`] (whatever commits were cut short).
+        items: Vec<u64>,
         /// A commit part way failed: the events from that item on are not taken.
         failed: Option<NotTaken>,
     },
@@ -272,18 +272,15 @@ impl BodyIntake<'_> {
             None => {
                 // The log is full, and this body's events in it can only make room once they
                 // are committed and delivered: committed first.
-                if batch.pending() > 0 {
-                    let taken = batch.taken();
-                    let committed = batch.commit().await;
-                    drop_handed_over(items, batch.taken() - taken);
-                    if let Err(e) = committed {
-                        let why = durable_refused(e);
-                        *failed = items.front().map(|&first_item| NotTaken {
-                            first_item,
-                            why: why.clone(),
-                        });
-                        return Err(why);
-                    }
+                if batch.pending() > 0
+                    && let Err(e) = batch.commit().await
+                {
+                    let why = durable_refused(e);
+                    *failed = items.get(batch.taken()).map(|&first_item| NotTaken {
+                        first_item,
+                        why: why.clone(),
+                    });
+                    return Err(why);
                 }
                 before = batch.pending();
                 batch.append(record).await
@@ -292,7 +289,7 @@ impl BodyIntake<'_> {
         appended.map_err(durable_refused)?;
         // Taken yet not appended: dropped by `when_full: drop_newest` (counted).
         if batch.pending() > before {
-            items.push_back(item);
+            items.push(item);
         }
         Ok(())
     }
@@ -304,7 +301,7 @@ impl BodyIntake<'_> {
     pub(crate) async fn finish(self, wait: Duration) -> Result<(), NotTaken> {
         let BodyIntake::Durable {
             mut batch,
-            mut items,
+            items,
             failed,
         } = self
         else {
@@ -313,7 +310,6 @@ impl BodyIntake<'_> {
         if let Some(f) = failed {
             return Err(f);
         }
-        let taken = batch.taken();
         let mut why = match tokio::time::timeout(BODY_SYNC_WAIT, batch.sync()).await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(durable_refused(e)),
@@ -351,22 +347,17 @@ impl BodyIntake<'_> {
                 break;
             }
         }
-        drop_handed_over(&mut items, batch.taken() - taken);
-        match (items.front(), why) {
-            (Some(&first_item), Some(why)) => Err(NotTaken { first_item, why }),
-            (Some(&first_item), None) => Err(NotTaken {
-                first_item,
-                why: Refused::Failed("the disk buffer did not take every event".to_owned()),
-            }),
+        match (items.get(batch.taken()), why) {
             (None, _) => Ok(()),
+            (Some(&first_item), why) => Err(NotTaken {
+                first_item,
+                // Not expected: every path that leaves an event untaken says why.
+                why: why.unwrap_or_else(|| {
+                    Refused::Failed("the disk buffer did not take every event".to_owned())
+                }),
+            }),
         }
     }
-}
-
-/// Forgets the item numbers of the `n` events just handed over (the first ones).
-fn drop_handed_over(items: &mut std::collections::VecDeque<u64>, n: usize) {
-    debug_assert!(n <= items.len(), "{n} handed over, {} held", items.len());
-    items.drain(..n.min(items.len()));
 }
 
 fn refused(e: SubmitError) -> Refused {
@@ -604,6 +595,61 @@ mod tests {
     use clawdstrike_keys::KeyError;
 
     use super::*;
+
+    /// A body that fills the disk buffer while Datadog holds every request: the commit inside
+    /// `take` is cut short by the 250 ms wait after handing some events over. Once Datadog
+    /// answers, the rest of the body goes in, and `finish` takes every event: the item numbers
+    /// follow what the batch took however its commits were cut. (They once lost step with it,
+    /// and the answer sent the client back to items already taken.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_whose_commit_was_cut_short_is_taken_whole() {
+        use clawdstrike_export::testing::{ScriptedExporter, Step};
+        use clawdstrike_export::{DiskBufferConfig, ExporterConfig, FsyncPolicy};
+        let dir = tempfile::tempdir().unwrap();
+        let exporter = Arc::new(
+            ScriptedExporter::new("gated")
+                .with_default(Step::WaitForRelease(Box::new(Step::Succeed))),
+        );
+        let config = DiskBufferConfig::new(dir.path())
+            .with_fsync(FsyncPolicy::Never)
+            .with_max_bytes(8192)
+            .with_segment_bytes(4096);
+        let pipeline = ExporterConfig::default()
+            .with_queue_capacity(1)
+            .with_concurrency(1)
+            .with_max_batch_events(1)
+            .with_flush_interval(Duration::from_millis(5));
+        let builder = Pipeline::builder().with_exporter(Arc::clone(&exporter) as _, pipeline);
+        let (durable, _) = DurablePipeline::open(&config, builder).await.unwrap();
+        let sink = Sink::Durable(durable.clone());
+        let events: Vec<clawdstrike_schema::SecurityEvent> = crate::demo::SAMPLES
+            .lines()
+            .map(|l| clawdstrike_schema::decode_event(l.as_bytes()).unwrap())
+            .collect();
+        let mut intake = sink.body_intake();
+        let mut item = 0;
+        let full = loop {
+            item += 1;
+            let event = events[(item as usize) % events.len()].clone();
+            match intake.try_take(item, Record::new(event)).await {
+                Ok(()) => assert!(item < 100, "the buffer never filled"),
+                Err(why) => break why,
+            }
+        };
+        assert!(matches!(full, Refused::Full(_)), "{full:?}");
+        assert!(
+            intake.any_taken(0),
+            "the commit handed some over before it was cut"
+        );
+        exporter.release();
+        let event = events[(item as usize) % events.len()].clone();
+        intake.take(item, Record::new(event)).await.unwrap();
+        if let Err(not) = intake.finish(Duration::from_secs(5)).await {
+            panic!("{not:?}");
+        }
+        let reports = durable.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(reports[0].delivered, item);
+    }
 
     fn key_error(source: KeyError) -> StartError {
         StartError::from(BuildError::Key {

@@ -1644,6 +1644,13 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!((batch.taken(), batch.pending()), (0, 0));
+        assert!(
+            matches!(
+                batch.append(record(5)).await,
+                Err(crate::DurableSubmitError::Io(_))
+            ),
+            "a batch whose fsync failed takes no more"
+        );
         drop(batch);
         assert!(
             lock(&durable.log.state).sync_failed.is_empty(),

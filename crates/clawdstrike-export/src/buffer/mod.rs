@@ -280,6 +280,9 @@ pub struct SubmitBatch<'a> {
     /// How many of the first `pending` records are known durable (under `always`: their
     /// outcome was taken).
     synced: usize,
+    /// A sync failed: the records after the failed one were freed, and no more may be
+    /// appended (they would be taken after a gap).
+    failed: bool,
     /// Handed over to the pipeline.
     taken: usize,
     /// Dropped last, after the pending records are freed: `close` waits for it.
@@ -305,7 +308,14 @@ impl SubmitBatch<'_> {
     ///
     /// # Errors
     /// As [`DurablePipeline::submit`]; the event is not in the batch, and the batch may go on.
+    /// After a failed [`sync`](Self::sync), [`DurableSubmitError::Io`]: the events appended
+    /// after the failed one were freed, and one appended now would be taken after that gap.
     pub async fn append(&mut self, record: Record) -> Result<(), DurableSubmitError> {
+        if self.failed {
+            return Err(DurableSubmitError::Io(io::Error::other(
+                "an fsync of this batch failed: it takes no more events",
+            )));
+        }
         match self.durable.log.write_record(&record).await {
             Ok(Appended::Seq(seq)) => {
                 self.pending.push_back((seq, record));
@@ -363,6 +373,7 @@ impl SubmitBatch<'_> {
         }
         self.pending.truncate(kept);
         self.synced = kept;
+        self.failed |= failed.is_some();
         match failed {
             Some(e) => Err(DurableSubmitError::Io(e)),
             None => Ok(()),
@@ -537,6 +548,7 @@ impl DurablePipeline {
             durable: self,
             pending: std::collections::VecDeque::new(),
             synced: 0,
+            failed: false,
             taken: 0,
             _in_flight: InFlight::new(&self.log),
         }
