@@ -1737,6 +1737,35 @@ async fn the_disk_buffer_keeps_events_across_a_sigkill_and_replays_them() {
     intake.shutdown().await;
 }
 
+/// Starts `ship` in `dir` with the disk buffer (`buffer`: its options after the path), the
+/// HTTP input and `more` top-level YAML, and POSTs the 42 fixture events as one NDJSON body:
+/// the running forwarder, the answer's status and JSON, and the body's lines.
+async fn post_the_fixtures_through_the_buffer(
+    intake: &FakeIntake,
+    dir: &Path,
+    buffer: &str,
+    more: &str,
+) -> (Running, u16, serde_json::Value, String) {
+    let extra = format!(
+        "buffer: {{ type: disk, path: {}, {buffer} }}\ninput: {{ http: {{ listen: 127.0.0.1:0 }} }}\n{more}",
+        dir.join("buffer").display()
+    );
+    let (run, addr) = ship_listening(intake, dir, &extra);
+    let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let r = post(
+        &reqwest::Client::new(),
+        &format!("http://{addr}/"),
+        None,
+        events.clone(),
+    )
+    .send()
+    .await
+    .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", run.stderr()));
+    let status = r.status().as_u16();
+    let answer = r.json().await.unwrap();
+    (run, status, answer, events)
+}
+
 /// An HTTP body through the disk buffer under `fsync: always`: its events are made durable
 /// together before the answer, one fsync for the body rather than one per event (which made a
 /// body of 42 events wait for 42 fsyncs, one after the other).
@@ -1744,25 +1773,13 @@ async fn the_disk_buffer_keeps_events_across_a_sigkill_and_replays_them() {
 async fn an_http_body_shares_one_fsync_of_the_disk_buffer() {
     let intake = intake().await;
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "buffer: {{ type: disk, path: {}, fsync: always }}\ninput: {{ http: {{ listen: 127.0.0.1:0 }} }}\n",
-        dir.path().join("buffer").display()
+    let (mut run, status, answer, events) =
+        post_the_fixtures_through_the_buffer(&intake, dir.path(), "fsync: always", "").await;
+    assert_eq!(
+        (status, &answer["accepted"]),
+        (202, &serde_json::json!(42)),
+        "{answer}"
     );
-    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
-    let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY)
-        .arg("ship")
-        .arg("--config")
-        .arg(&config);
-    let mut run = Running::spawn(cmd);
-    let url = format!("http://{}/", listen_addr(&run));
-    let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
-    let r = post(&reqwest::Client::new(), &url, None, events.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["accepted"], 42);
     intake.wait_for_items(42, WAIT).await.expect("delivered");
     run.signal("TERM");
     assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
@@ -1785,26 +1802,14 @@ async fn the_events_of_a_body_taken_before_the_disk_buffer_filled_are_delivered(
     let intake = intake().await;
     intake.fail_next(Endpoint::Logs, 1000, FaultAction::Stall);
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "buffer: {{ type: disk, path: {}, max_bytes: 16384, segment_bytes: 4096, fsync: always }}\ninput: {{ http: {{ listen: 127.0.0.1:0 }} }}\nshutdown_timeout_ms: 2000\n",
-        dir.path().join("buffer").display()
-    );
-    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
-    let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY)
-        .arg("ship")
-        .arg("--config")
-        .arg(&config);
-    let mut run = Running::spawn(cmd);
-    let url = format!("http://{}/", listen_addr(&run));
-    let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
-    let lines: Vec<&str> = events.lines().collect();
-    let r = post(&reqwest::Client::new(), &url, None, events.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    let answer: serde_json::Value = r.json().await.unwrap();
+    let (mut run, status, answer, events) = post_the_fixtures_through_the_buffer(
+        &intake,
+        dir.path(),
+        "max_bytes: 16384, segment_bytes: 4096, fsync: always",
+        "shutdown_timeout_ms: 2000\n",
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
     let accepted = answer["accepted"].as_u64().unwrap();
     assert!((1..42).contains(&accepted), "{answer}");
     assert_eq!(answer["next_item"].as_u64(), Some(accepted + 1), "{answer}");
@@ -1816,8 +1821,8 @@ async fn the_events_of_a_body_taken_before_the_disk_buffer_filled_are_delivered(
         .expect("the events taken are delivered");
     run.signal("TERM");
     assert_eq!(run.wait(WAIT).code(), Some(0), "{}", run.stderr());
-    let taken = usize::try_from(accepted).unwrap();
-    assert_each_line_arrived_once(&intake, &lines[..taken]);
+    let lines: Vec<&str> = events.lines().collect();
+    assert_each_line_arrived_once(&intake, &lines[..usize::try_from(accepted).unwrap()]);
     intake.shutdown().await;
 }
 
@@ -1829,31 +1834,19 @@ async fn the_events_of_a_body_taken_before_the_disk_buffer_filled_are_delivered(
 async fn a_body_larger_than_the_disk_buffer_is_taken_whole() {
     let intake = intake().await;
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "buffer: {{ type: disk, path: {}, max_bytes: 8192, segment_bytes: 4096, fsync: always }}\ninput: {{ http: {{ listen: 127.0.0.1:0 }} }}\n",
-        dir.path().join("buffer").display()
-    );
-    let config = write_config(dir.path(), &config_yaml(&intake.base_url(), "", &extra));
-    let mut cmd = dd_command(dir.path());
-    cmd.env("DD_API_KEY", KEY)
-        .arg("ship")
-        .arg("--config")
-        .arg(&config);
-    let mut run = Running::spawn(cmd);
-    let url = format!("http://{}/", listen_addr(&run));
-    let events = std::fs::read_to_string(fixture("events.ndjson")).unwrap();
+    let (mut run, status, answer, events) = post_the_fixtures_through_the_buffer(
+        &intake,
+        dir.path(),
+        "max_bytes: 8192, segment_bytes: 4096, fsync: always",
+        "",
+    )
+    .await;
     assert!(
         events.len() > 3 * 8192,
         "the body is larger than the buffer"
     );
-    let r = post(&reqwest::Client::new(), &url, None, events.clone())
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", run.stderr()));
-    let status = r.status();
-    let answer: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
-        (status.as_u16(), &answer["accepted"]),
+        (status, &answer["accepted"]),
         (202, &serde_json::json!(42)),
         "{answer}"
     );
