@@ -138,6 +138,10 @@
 //!   context, event JSON) to the current segment with a `write` to the operating system
 //!   before it returns, then submits the event with [`Pipeline::submit_with_seq`] using the
 //!   record's sequence number.
+//! - [`DurablePipeline::batch`] takes many events at once (an HTTP body): a [`SubmitBatch`]
+//!   appends them one after the other, then [`SubmitBatch::commit`] waits for one fsync for
+//!   all (under `always`) and submits them in order. What it takes is always the first ones
+//!   appended; dropped, it frees the rest.
 //! - A [`SettleHook`] counts, per record, the exporters that settled it ([`Settlement`]:
 //!   delivered, dead-lettered, filtered or dropped by the queue policy); a record is
 //!   acknowledged once all have, and a segment file is deleted once all its records are.
