@@ -377,7 +377,9 @@ pub struct FlushReport {
     /// them or refused them for good).
     pub dropped: u64,
     /// Count points whose request surely failed (error statuses, connections refused), kept
-    /// and added to the next flush's counts (lost only if the last flush at shutdown fails).
+    /// and sent again with the next flush, under their own timestamp and interval, so that a
+    /// rate over them shows no spike (Datadog takes points up to an hour old; older ones, and
+    /// those of a last flush at shutdown that fails, are dropped and said).
     pub carried: u64,
 }
 
@@ -400,14 +402,27 @@ pub struct MetricsReporter {
     dogstatsd: Option<String>,
     deltas: HashMap<String, u64>,
     dropped_points: u64,
-    /// Counts whose request failed, added to the next flush's (see [`FlushReport::carried`]).
-    carried: Vec<Point>,
+    /// Counts whose request failed, sent again with the next flush (see
+    /// [`FlushReport::carried`]).
+    carried: Vec<Carried>,
     /// The exporter's codec, the `codec` tag of the compressed-bytes count.
     codec: &'static str,
     /// The timestamp of the last series sent: Datadog keeps one value per series and second,
     /// the last one, so no two flushes may share a timestamp.
     last_timestamp: Option<i64>,
 }
+
+/// A count point kept from a failed flush, with that flush's timestamp and interval.
+#[derive(Debug, Clone)]
+struct Carried {
+    point: Point,
+    timestamp: i64,
+    interval: u64,
+}
+
+/// Carried points older than this are dropped: Datadog refuses points more than an hour old
+/// (a minute of margin for the clocks).
+const MAX_CARRIED_AGE_SECS: i64 = 3600 - 60;
 
 /// Where the reporter reads the framework's counters for its exporter.
 pub type StatsSource = Arc<dyn Fn() -> Option<clawdstrike_export::ExporterStats> + Send + Sync>;
@@ -703,16 +718,6 @@ impl MetricsReporter {
             ));
             self.dropped_points = 0;
         }
-        // Counts of a failed flush join this one's: summed into the same series, or sent as
-        // their own.
-        for kept in std::mem::take(&mut self.carried) {
-            match points.iter_mut().find(|p| {
-                p.kind == MetricKind::Count && p.metric == kept.metric && p.tags == kept.tags
-            }) {
-                Some(p) => p.value += kept.value,
-                None => points.push(kept),
-            }
-        }
         (points, self.transport.take_latencies())
     }
 
@@ -767,6 +772,7 @@ impl MetricsReporter {
                     .find(|m| m.name == "exporter.metrics.dropped")
                     .expect("catalogue"),
             );
+            let earlier = std::mem::take(&mut self.carried);
             for (range, body) in encode_series_ranges(&points, timestamp, &self.host, interval) {
                 let n = count_series(&body);
                 // Counts go again only when Datadog surely did not take them (a refusal would
@@ -783,7 +789,11 @@ impl MetricsReporter {
                     match p.kind {
                         MetricKind::Count if carry => {
                             report.carried += 1;
-                            self.carried.push(p.clone());
+                            self.carried.push(Carried {
+                                point: p.clone(),
+                                timestamp,
+                                interval,
+                            });
                         }
                         MetricKind::Distribution => {}
                         _ => {
@@ -797,6 +807,7 @@ impl MetricsReporter {
                     }
                 }
             }
+            self.send_carried(earlier, timestamp, &mut report).await;
             if !latencies.is_empty() {
                 let mut tags = Vec::new();
                 let mut t = String::new();
@@ -825,6 +836,48 @@ impl MetricsReporter {
         }
         self.dropped_points += report.dropped;
         report
+    }
+
+    /// Sends the counts kept from earlier failed flushes, each under its own flush's
+    /// timestamp and interval. Those too old for Datadog, refused, or that may have been
+    /// taken are dropped (and counted); those whose request surely failed are kept again.
+    async fn send_carried(&mut self, earlier: Vec<Carried>, now: i64, report: &mut FlushReport) {
+        let mut groups: Vec<(i64, u64, Vec<Point>)> = Vec::new();
+        let mut too_old = 0u64;
+        for c in earlier {
+            if now - c.timestamp > MAX_CARRIED_AGE_SECS {
+                too_old += 1;
+                continue;
+            }
+            match groups
+                .iter_mut()
+                .find(|(t, i, _)| (*t, *i) == (c.timestamp, c.interval))
+            {
+                Some((_, _, points)) => points.push(c.point),
+                None => groups.push((c.timestamp, c.interval, vec![c.point])),
+            }
+        }
+        if too_old > 0 {
+            tracing::warn!(exporter = %self.exporter, points = too_old, "count points kept from failed metrics flushes are now an hour old, more than Datadog takes; dropped");
+            report.dropped += too_old;
+        }
+        for (timestamp, interval, points) in groups {
+            for (range, body) in encode_series_ranges(&points, timestamp, &self.host, interval) {
+                let n = count_series(&body);
+                match self.post("/api/v2/series", body).await {
+                    Posted::Accepted => report.sent += n,
+                    Posted::Failed { maybe_taken: false } => {
+                        report.carried += n;
+                        self.carried.extend(points[range].iter().map(|p| Carried {
+                            point: p.clone(),
+                            timestamp,
+                            interval,
+                        }));
+                    }
+                    Posted::Refused | Posted::Failed { maybe_taken: true } => report.dropped += n,
+                }
+            }
+        }
     }
 
     /// POSTs one gzip body with the retry budget.

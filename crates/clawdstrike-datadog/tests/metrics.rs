@@ -148,6 +148,38 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
         h.intake.metric_sum("clawdstrike.events.total", &[]) as u64,
         10
     );
+    // Under the failed flush's own timestamp, not the next one's: a rate over them shows no
+    // spike (merged into the next flush's counts, the 10 looked like twice the rate).
+    let series = h.intake.series();
+    let stamps = |name: &str| -> Vec<i64> {
+        series
+            .iter()
+            .filter(|s| s.metric == name)
+            .flat_map(|s| s.points.iter().map(|p| p.timestamp))
+            .collect()
+    };
+    let second_flush = stamps("clawdstrike.exporter.api_key.valid");
+    let carried: Vec<i64> = series
+        .iter()
+        .filter(|s| s.metric == "clawdstrike.events.total")
+        .flat_map(|s| {
+            s.points
+                .iter()
+                .filter(|p| p.value > 0.0)
+                .map(|p| p.timestamp)
+        })
+        .collect();
+    // (The failed flush's gauges were dropped: every api_key.valid point is the next flush's.)
+    assert!(!second_flush.is_empty() && !carried.is_empty());
+    assert!(
+        carried.iter().all(|t| second_flush.iter().all(|s| t < s)),
+        "carried at {carried:?}, the next flush at {second_flush:?}"
+    );
+    assert_eq!(
+        h.intake.metric_stored_sum("clawdstrike.events.total", &[]) as u64,
+        10,
+        "and kept by Datadog"
+    );
     assert_eq!(
         h.intake.metric_sum("clawdstrike.exporter.events.sent", &[]) as u64,
         10
