@@ -257,37 +257,53 @@ pub fn encode_series(
     host: &str,
     interval_secs: u64,
 ) -> Vec<Vec<u8>> {
-    encode_series_ranges(points, timestamp, host, interval_secs)
+    let stamped: Vec<Stamped> = points
+        .iter()
+        .map(|p| Stamped {
+            point: p.clone(),
+            timestamp,
+            interval: interval_secs,
+        })
+        .collect();
+    encode_series_ranges(&stamped, host)
         .into_iter()
         .map(|(_, body)| body)
         .collect()
 }
 
-/// [`encode_series`], each body with the range of `points` it holds.
-fn encode_series_ranges(
-    points: &[Point],
+/// A point with the timestamp and count interval it is sent under.
+#[derive(Debug, Clone)]
+struct Stamped {
+    point: Point,
     timestamp: i64,
-    host: &str,
-    interval_secs: u64,
-) -> Vec<(std::ops::Range<usize>, Vec<u8>)> {
-    let json = |pts: &[Point]| -> Vec<u8> {
+    interval: u64,
+}
+
+/// [`encode_series`] of points each under its own timestamp and interval, each body with the
+/// range of `points` it holds.
+fn encode_series_ranges(points: &[Stamped], host: &str) -> Vec<(std::ops::Range<usize>, Vec<u8>)> {
+    let json = |pts: &[Stamped]| -> Vec<u8> {
         let series: Vec<Series<'_>> = pts
             .iter()
-            .filter(|p| p.kind != MetricKind::Distribution)
-            .map(|p| Series {
-                metric: &p.metric,
-                kind: if p.kind == MetricKind::Count { 1 } else { 3 },
+            .filter(|s| s.point.kind != MetricKind::Distribution)
+            .map(|s| Series {
+                metric: &s.point.metric,
+                kind: if s.point.kind == MetricKind::Count {
+                    1
+                } else {
+                    3
+                },
                 points: [SeriesPoint {
-                    timestamp,
-                    value: p.value,
+                    timestamp: s.timestamp,
+                    value: s.point.value,
                 }],
-                tags: &p.tags,
+                tags: &s.point.tags,
                 resources: [Resource {
                     name: host,
                     kind: "host",
                 }],
-                unit: p.unit,
-                interval: (p.kind == MetricKind::Count).then_some(interval_secs),
+                unit: s.point.unit,
+                interval: (s.point.kind == MetricKind::Count).then_some(s.interval),
             })
             .collect();
         serde_json::to_vec(&serde_json::json!({ "series": series })).unwrap_or_default()
@@ -404,20 +420,12 @@ pub struct MetricsReporter {
     dropped_points: u64,
     /// Counts whose request failed, sent again with the next flush (see
     /// [`FlushReport::carried`]).
-    carried: Vec<Carried>,
+    carried: Vec<Stamped>,
     /// The exporter's codec, the `codec` tag of the compressed-bytes count.
     codec: &'static str,
     /// The timestamp of the last series sent: Datadog keeps one value per series and second,
     /// the last one, so no two flushes may share a timestamp.
     last_timestamp: Option<i64>,
-}
-
-/// A count point kept from a failed flush, with that flush's timestamp and interval.
-#[derive(Debug, Clone)]
-struct Carried {
-    point: Point,
-    timestamp: i64,
-    interval: u64,
 }
 
 /// Carried points older than this are dropped: Datadog refuses points more than an hour old
@@ -772,8 +780,29 @@ impl MetricsReporter {
                     .find(|m| m.name == "exporter.metrics.dropped")
                     .expect("catalogue"),
             );
-            let earlier = std::mem::take(&mut self.carried);
-            for (range, body) in encode_series_ranges(&points, timestamp, &self.host, interval) {
+            let mut stamped: Vec<Stamped> = points
+                .into_iter()
+                .map(|point| Stamped {
+                    point,
+                    timestamp,
+                    interval,
+                })
+                .collect();
+            // Counts kept from failed flushes go with these, in the same requests, under their
+            // own timestamp and interval; those older than Datadog takes are dropped.
+            let mut too_old = 0u64;
+            for kept in std::mem::take(&mut self.carried) {
+                if timestamp - kept.timestamp > MAX_CARRIED_AGE_SECS {
+                    too_old += 1;
+                } else {
+                    stamped.push(kept);
+                }
+            }
+            if too_old > 0 {
+                tracing::warn!(exporter = %self.exporter, points = too_old, "count points kept from failed metrics flushes are now an hour old, more than Datadog takes; dropped");
+                report.dropped += too_old;
+            }
+            for (range, body) in encode_series_ranges(&stamped, &self.host) {
                 let n = count_series(&body);
                 // Counts go again only when Datadog surely did not take them (a refusal would
                 // come again; a request that may have been taken would count twice).
@@ -785,15 +814,12 @@ impl MetricsReporter {
                     Posted::Refused | Posted::Failed { maybe_taken: true } => false,
                     Posted::Failed { maybe_taken: false } => true,
                 };
-                for p in &points[range] {
+                for s in &stamped[range] {
+                    let p = &s.point;
                     match p.kind {
                         MetricKind::Count if carry => {
                             report.carried += 1;
-                            self.carried.push(Carried {
-                                point: p.clone(),
-                                timestamp,
-                                interval,
-                            });
+                            self.carried.push(s.clone());
                         }
                         MetricKind::Distribution => {}
                         _ => {
@@ -807,7 +833,6 @@ impl MetricsReporter {
                     }
                 }
             }
-            self.send_carried(earlier, timestamp, &mut report).await;
             if !latencies.is_empty() {
                 let mut tags = Vec::new();
                 let mut t = String::new();
@@ -836,48 +861,6 @@ impl MetricsReporter {
         }
         self.dropped_points += report.dropped;
         report
-    }
-
-    /// Sends the counts kept from earlier failed flushes, each under its own flush's
-    /// timestamp and interval. Those too old for Datadog, refused, or that may have been
-    /// taken are dropped (and counted); those whose request surely failed are kept again.
-    async fn send_carried(&mut self, earlier: Vec<Carried>, now: i64, report: &mut FlushReport) {
-        let mut groups: Vec<(i64, u64, Vec<Point>)> = Vec::new();
-        let mut too_old = 0u64;
-        for c in earlier {
-            if now - c.timestamp > MAX_CARRIED_AGE_SECS {
-                too_old += 1;
-                continue;
-            }
-            match groups
-                .iter_mut()
-                .find(|(t, i, _)| (*t, *i) == (c.timestamp, c.interval))
-            {
-                Some((_, _, points)) => points.push(c.point),
-                None => groups.push((c.timestamp, c.interval, vec![c.point])),
-            }
-        }
-        if too_old > 0 {
-            tracing::warn!(exporter = %self.exporter, points = too_old, "count points kept from failed metrics flushes are now an hour old, more than Datadog takes; dropped");
-            report.dropped += too_old;
-        }
-        for (timestamp, interval, points) in groups {
-            for (range, body) in encode_series_ranges(&points, timestamp, &self.host, interval) {
-                let n = count_series(&body);
-                match self.post("/api/v2/series", body).await {
-                    Posted::Accepted => report.sent += n,
-                    Posted::Failed { maybe_taken: false } => {
-                        report.carried += n;
-                        self.carried.extend(points[range].iter().map(|p| Carried {
-                            point: p.clone(),
-                            timestamp,
-                            interval,
-                        }));
-                    }
-                    Posted::Refused | Posted::Failed { maybe_taken: true } => report.dropped += n,
-                }
-            }
-        }
     }
 
     /// POSTs one gzip body with the retry budget.

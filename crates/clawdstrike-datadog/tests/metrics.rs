@@ -143,6 +143,15 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
     let second = reporter.flush().await;
     assert!(second.sent > 0);
     assert_eq!(second.carried, 0);
+    // In the same request as the next flush's points (a backlog of many failed flushes must
+    // not cost a request each).
+    let series_requests = h
+        .intake
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
+        .count();
+    assert_eq!(series_requests, 4);
     // The failed interval's counts arrived with the next: the 10 events are counted, once.
     assert_eq!(
         h.intake.metric_sum("clawdstrike.events.total", &[]) as u64,
