@@ -383,7 +383,8 @@ pub enum MetricsTransport {
     Dogstatsd(String),
 }
 
-/// What one flush did.
+/// What one flush did, counting the points kept from earlier failed flushes that it sent
+/// again (so a point kept over several flushes is in several reports).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlushReport {
     /// Points (series and distributions) sent and accepted.
@@ -394,8 +395,9 @@ pub struct FlushReport {
     pub dropped: u64,
     /// Count points whose request surely failed (error statuses, connections refused), kept
     /// and sent again with the next flush, under their own timestamp and interval, so that a
-    /// rate over them shows no spike (Datadog takes points up to an hour old; older ones, and
-    /// those of a last flush at shutdown that fails, are dropped and said).
+    /// rate over them shows no spike. Datadog takes points up to an hour old: older ones, those
+    /// past the first 10,000 kept, and those of a last flush at shutdown that fails, are
+    /// dropped (counted in `dropped`, and said).
     pub carried: u64,
 }
 
@@ -431,6 +433,37 @@ pub struct MetricsReporter {
 /// Carried points older than this are dropped: Datadog refuses points more than an hour old
 /// (a minute of margin for the clocks).
 const MAX_CARRIED_AGE_SECS: i64 = 3600 - 60;
+/// At most this many count points are kept from failed flushes (about one request's worth);
+/// past it, the newest are dropped and counted.
+const MAX_CARRIED: usize = 10_000;
+
+/// Adds the count points kept from failed flushes to the points of the flush stamped `now`.
+/// Datadog keeps one value per series and second, so a kept point never goes out beside
+/// another of its series and second: one kept at `now` or later (the clock stepped back) is
+/// added to this flush's point of its series, and two kept under the same second are added
+/// together.
+fn merge_kept(stamped: &mut Vec<Stamped>, kept: Vec<Stamped>, now: i64) {
+    if kept.is_empty() {
+        return;
+    }
+    let key = |s: &Stamped| (s.timestamp, s.point.metric.clone(), s.point.tags.clone());
+    let mut index: HashMap<(i64, String, Vec<String>), usize> = stamped
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.point.kind == MetricKind::Count)
+        .map(|(i, s)| (key(s), i))
+        .collect();
+    for mut k in kept {
+        k.timestamp = k.timestamp.min(now);
+        match index.get(&key(&k)) {
+            Some(&i) => stamped[i].point.value += k.point.value,
+            None => {
+                index.insert(key(&k), stamped.len());
+                stamped.push(k);
+            }
+        }
+    }
+}
 
 /// Where the reporter reads the framework's counters for its exporter.
 pub type StatsSource = Arc<dyn Fn() -> Option<clawdstrike_export::ExporterStats> + Send + Sync>;
@@ -464,9 +497,11 @@ impl MetricsHandle {
         let finish = async move {
             match task.await {
                 Ok(mut reporter) => {
-                    let report = reporter.flush().await;
+                    let mut report = reporter.flush().await;
                     if report.carried > 0 {
                         tracing::warn!(exporter = %reporter.exporter, points = report.carried, "the last metrics flush failed; its count points are dropped");
+                        report.dropped += report.carried;
+                        report.carried = 0;
                     }
                     report
                 }
@@ -791,13 +826,18 @@ impl MetricsReporter {
             // Counts kept from failed flushes go with these, in the same requests, under their
             // own timestamp and interval; those older than Datadog takes are dropped.
             let mut too_old = 0u64;
-            for kept in std::mem::take(&mut self.carried) {
-                if timestamp - kept.timestamp > MAX_CARRIED_AGE_SECS {
+            let mut kept = std::mem::take(&mut self.carried);
+            kept.retain(|k| {
+                let fresh = timestamp - k.timestamp <= MAX_CARRIED_AGE_SECS;
+                if !fresh {
                     too_old += 1;
-                } else {
-                    stamped.push(kept);
+                    if k.point.metric == dropped_metric {
+                        self.dropped_points += k.point.value as u64;
+                    }
                 }
-            }
+                fresh
+            });
+            merge_kept(&mut stamped, kept, timestamp);
             if too_old > 0 {
                 tracing::warn!(exporter = %self.exporter, points = too_old, "count points kept from failed metrics flushes are now an hour old, more than Datadog takes; dropped");
                 report.dropped += too_old;
@@ -817,7 +857,7 @@ impl MetricsReporter {
                 for s in &stamped[range] {
                     let p = &s.point;
                     match p.kind {
-                        MetricKind::Count if carry => {
+                        MetricKind::Count if carry && self.carried.len() < MAX_CARRIED => {
                             report.carried += 1;
                             self.carried.push(s.clone());
                         }
@@ -1055,6 +1095,50 @@ async fn send_dogstatsd(address: &str, lines: &[String]) -> std::io::Result<()> 
 mod tests {
     use super::*;
     use clawdstrike_schema::{EventType, ResourceType, SecurityEvent};
+
+    /// Kept counts never go out beside another point of their series and second (Datadog
+    /// would keep only the last): two kept under one second are added together, and one kept
+    /// at or after this flush's second (the clock stepped back) joins this flush's point.
+    #[test]
+    fn kept_counts_are_merged_where_they_share_a_series_and_second() {
+        let point = |metric: &str, value: f64| Point {
+            metric: metric.to_owned(),
+            kind: MetricKind::Count,
+            value,
+            tags: vec!["exporter:dd".to_owned()],
+            unit: "",
+        };
+        let at = |timestamp: i64, interval: u64, p: Point| Stamped {
+            point: p,
+            timestamp,
+            interval,
+        };
+        let mut stamped = vec![
+            at(1000, 10, point("events.total", 2.0)),
+            at(1000, 10, point("events.denied", 1.0)),
+        ];
+        let kept = vec![
+            at(990, 10, point("events.total", 1.0)),
+            at(990, 10, point("events.total", 4.0)),
+            at(1005, 10, point("events.total", 3.0)),
+            at(990, 10, point("events.denied", 7.0)),
+        ];
+        merge_kept(&mut stamped, kept, 1000);
+        let mut got: Vec<(i64, &str, f64)> = stamped
+            .iter()
+            .map(|s| (s.timestamp, s.point.metric.as_str(), s.point.value))
+            .collect();
+        got.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        assert_eq!(
+            got,
+            [
+                (990, "events.denied", 7.0),
+                (990, "events.total", 5.0),
+                (1000, "events.denied", 1.0),
+                (1000, "events.total", 5.0),
+            ]
+        );
+    }
 
     /// Counts say the seconds they cover: since the last flush (a slow flush, a skipped tick,
     /// an interval of 1.5 s), else the configured interval rounded; at least 1, at most an

@@ -184,6 +184,14 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
         carried.iter().all(|t| second_flush.iter().all(|s| t < s)),
         "carried at {carried:?}, the next flush at {second_flush:?}"
     );
+    // With the failed flush's interval too: the configured 10 s, it having no flush before it
+    // (the next flush covers the one second since).
+    let intervals: Vec<Option<i64>> = series
+        .iter()
+        .filter(|s| s.metric == "clawdstrike.events.total")
+        .map(|s| s.interval)
+        .collect();
+    assert!(intervals.iter().all(|i| *i == Some(10)), "{intervals:?}");
     assert_eq!(
         h.intake.metric_stored_sum("clawdstrike.events.total", &[]) as u64,
         10,
@@ -194,6 +202,36 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
         10
     );
     dropped_points_were_counted(h, first.dropped).await;
+}
+
+/// Two flushes fail in a row: the counts of each are kept under their own second, sent with
+/// the flush that succeeds, and stored once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_kept_over_two_failed_flushes_are_each_stored_once() {
+    let (h, mut reporter, first) = flush_failing_with(503).await;
+    assert!(first.carried > 0, "{first:?}");
+    h.submit_all(&events(5)).await;
+    wait_sent(&h.exporter, 15).await;
+    let again = reporter.flush().await;
+    assert!(again.carried > first.carried, "{again:?}");
+    h.intake.clear_faults();
+    let last = reporter.flush().await;
+    assert_eq!(last.carried, 0, "{last:?}");
+    assert_eq!(
+        h.intake.metric_stored_sum("clawdstrike.events.total", &[]) as u64,
+        15
+    );
+    let series_requests = h
+        .intake
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
+        .count();
+    assert_eq!(
+        series_requests,
+        3 + 3 + 1,
+        "the backlog goes in one request"
+    );
 }
 
 /// A series request refused for good (400) is not carried: it would be refused again at
