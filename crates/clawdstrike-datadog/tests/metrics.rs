@@ -102,6 +102,15 @@ fn quick_retry_reporter(h: &Harness) -> MetricsReporter {
         })
 }
 
+/// How many requests reached the series endpoint.
+fn series_requests(h: &Harness) -> usize {
+    h.intake
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
+        .count()
+}
+
 /// The flush after `first` reported its dropped points; then the pipeline stops.
 async fn dropped_points_were_counted(h: Harness, dropped: u64) {
     assert_eq!(
@@ -131,13 +140,7 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
     assert!(first.dropped > 0, "gauges are dropped: {first:?}");
     assert!(first.carried > 0, "counts are kept: {first:?}");
     // Three attempts per request, no more.
-    let series_requests = h
-        .intake
-        .requests()
-        .iter()
-        .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
-        .count();
-    assert_eq!(series_requests, 3);
+    assert_eq!(series_requests(&h), 3);
     // The next successful flush reports how many points were dropped.
     h.intake.clear_faults();
     let second = reporter.flush().await;
@@ -145,13 +148,7 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
     assert_eq!(second.carried, 0);
     // In the same request as the next flush's points (a backlog of many failed flushes must
     // not cost a request each).
-    let series_requests = h
-        .intake
-        .requests()
-        .iter()
-        .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
-        .count();
-    assert_eq!(series_requests, 4);
+    assert_eq!(series_requests(&h), 4);
     // The failed interval's counts arrived with the next: the 10 events are counted, once.
     assert_eq!(
         h.intake.metric_sum("clawdstrike.events.total", &[]) as u64,
@@ -221,14 +218,8 @@ async fn counts_kept_over_two_failed_flushes_are_each_stored_once() {
         h.intake.metric_stored_sum("clawdstrike.events.total", &[]) as u64,
         15
     );
-    let series_requests = h
-        .intake
-        .requests()
-        .iter()
-        .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
-        .count();
     assert_eq!(
-        series_requests,
+        series_requests(&h),
         3 + 3 + 1,
         "the backlog goes in one request"
     );
@@ -272,12 +263,7 @@ async fn a_rate_limited_metrics_request_waits_for_the_time_the_server_asks() {
         // The flush is still waiting for its retry when this gives up on it.
         let flushed = tokio::time::timeout(Duration::from_secs(2), reporter.flush()).await;
         assert!(flushed.is_err(), "{name}: the flush did not wait");
-        let series = h
-            .intake
-            .requests()
-            .iter()
-            .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
-            .count();
+        let series = series_requests(&h);
         assert_eq!(series, 1, "{name}: came back before the time asked");
         h.pipeline.shutdown(Duration::from_secs(10)).await;
     }
@@ -400,14 +386,7 @@ async fn dogstatsd_over_udp() {
             .any(|l| l.starts_with("clawdstrike.exporter.events.sent:42|c|#exporter:datadog_test")),
         "{text}"
     );
-    assert_eq!(
-        h.intake
-            .requests()
-            .iter()
-            .filter(|r| r.endpoint == clawdstrike_fakeintake::Endpoint::Series)
-            .count(),
-        0
-    );
+    assert_eq!(series_requests(&h), 0);
     h.pipeline.shutdown(Duration::from_secs(10)).await;
 }
 
