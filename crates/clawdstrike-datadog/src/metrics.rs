@@ -431,10 +431,11 @@ pub struct MetricsReporter {
 }
 
 /// Carried points older than this are dropped: Datadog refuses points more than an hour old
-/// (a minute of margin for the clocks).
-const MAX_CARRIED_AGE_SECS: i64 = 3600 - 60;
+/// (five minutes of margin for the clocks and for a flush's own retries, which can take a
+/// minute or more).
+const MAX_CARRIED_AGE_SECS: i64 = 3600 - 300;
 /// At most this many count points are kept from failed flushes (about one request's worth);
-/// past it, the newest are dropped and counted.
+/// past it, the oldest are dropped (counted, and said).
 const MAX_CARRIED: usize = 10_000;
 
 /// Adds the count points kept from failed flushes to the points of the flush stamped `now`.
@@ -842,6 +843,7 @@ impl MetricsReporter {
                 tracing::warn!(exporter = %self.exporter, points = too_old, "count points kept from failed metrics flushes are now an hour old, more than Datadog takes; dropped");
                 report.dropped += too_old;
             }
+            let mut capped = 0u64;
             for (range, body) in encode_series_ranges(&stamped, &self.host) {
                 let n = count_series(&body);
                 // Counts go again only when Datadog surely did not take them (a refusal would
@@ -857,12 +859,17 @@ impl MetricsReporter {
                 for s in &stamped[range] {
                     let p = &s.point;
                     match p.kind {
+                        // The flush's own points come first in `stamped`, the kept ones after:
+                        // past the cap, the oldest go.
                         MetricKind::Count if carry && self.carried.len() < MAX_CARRIED => {
                             report.carried += 1;
                             self.carried.push(s.clone());
                         }
                         MetricKind::Distribution => {}
                         _ => {
+                            if p.kind == MetricKind::Count && carry {
+                                capped += 1;
+                            }
                             report.dropped += 1;
                             // The dropped-points count itself is not lost with its request:
                             // it is reported with the next.
@@ -872,6 +879,9 @@ impl MetricsReporter {
                         }
                     }
                 }
+            }
+            if capped > 0 {
+                tracing::warn!(exporter = %self.exporter, points = capped, "{MAX_CARRIED} count points are kept from failed metrics flushes already; the oldest of the others are dropped");
             }
             if !latencies.is_empty() {
                 let mut tags = Vec::new();

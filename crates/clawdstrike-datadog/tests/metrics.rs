@@ -214,6 +214,31 @@ async fn counts_kept_over_two_failed_flushes_are_each_stored_once() {
     h.intake.clear_faults();
     let last = reporter.flush().await;
     assert_eq!(last.carried, 0, "{last:?}");
+    // Each failed flush's counts under its own second, both before the last flush's.
+    let series = h.intake.series();
+    let mut kept: Vec<i64> = series
+        .iter()
+        .filter(|s| s.metric == "clawdstrike.events.total")
+        .flat_map(|s| {
+            s.points
+                .iter()
+                .filter(|p| p.value > 0.0)
+                .map(|p| p.timestamp)
+        })
+        .collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let last_stamp = series
+        .iter()
+        .filter(|s| s.metric == "clawdstrike.exporter.api_key.valid")
+        .flat_map(|s| s.points.iter().map(|p| p.timestamp))
+        .max()
+        .unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.iter().all(|&t| t < last_stamp),
+        "{kept:?} vs {last_stamp}"
+    );
     assert_eq!(
         h.intake.metric_stored_sum("clawdstrike.events.total", &[]) as u64,
         15
