@@ -102,6 +102,25 @@ fn quick_retry_reporter(h: &Harness) -> MetricsReporter {
         })
 }
 
+/// The seconds of the points of `metric` (only those of a value other than 0 when
+/// `nonzero`), in order, each once.
+fn seconds(
+    series: &[clawdstrike_fakeintake::MetricSeries],
+    metric: &str,
+    nonzero: bool,
+) -> Vec<i64> {
+    let mut seconds: Vec<i64> = series
+        .iter()
+        .filter(|s| s.metric == metric)
+        .flat_map(|s| s.points.iter())
+        .filter(|p| !nonzero || p.value != 0.0)
+        .map(|p| p.timestamp)
+        .collect();
+    seconds.sort_unstable();
+    seconds.dedup();
+    seconds
+}
+
 /// How many requests reached the series endpoint.
 fn series_requests(h: &Harness) -> usize {
     h.intake
@@ -157,24 +176,8 @@ async fn metrics_failures_carry_counts_and_drop_gauges_with_a_count_after_their_
     // Under the failed flush's own timestamp, not the next one's: a rate over them shows no
     // spike (merged into the next flush's counts, the 10 looked like twice the rate).
     let series = h.intake.series();
-    let stamps = |name: &str| -> Vec<i64> {
-        series
-            .iter()
-            .filter(|s| s.metric == name)
-            .flat_map(|s| s.points.iter().map(|p| p.timestamp))
-            .collect()
-    };
-    let second_flush = stamps("clawdstrike.exporter.api_key.valid");
-    let carried: Vec<i64> = series
-        .iter()
-        .filter(|s| s.metric == "clawdstrike.events.total")
-        .flat_map(|s| {
-            s.points
-                .iter()
-                .filter(|p| p.value > 0.0)
-                .map(|p| p.timestamp)
-        })
-        .collect();
+    let second_flush = seconds(&series, "clawdstrike.exporter.api_key.valid", false);
+    let carried = seconds(&series, "clawdstrike.events.total", true);
     // (The failed flush's gauges were dropped: every api_key.valid point is the next flush's.)
     assert!(!second_flush.is_empty() && !carried.is_empty());
     assert!(
@@ -216,23 +219,9 @@ async fn counts_kept_over_two_failed_flushes_are_each_stored_once() {
     assert_eq!(last.carried, 0, "{last:?}");
     // Each failed flush's counts under its own second, both before the last flush's.
     let series = h.intake.series();
-    let mut kept: Vec<i64> = series
-        .iter()
-        .filter(|s| s.metric == "clawdstrike.events.total")
-        .flat_map(|s| {
-            s.points
-                .iter()
-                .filter(|p| p.value > 0.0)
-                .map(|p| p.timestamp)
-        })
-        .collect();
-    kept.sort_unstable();
-    kept.dedup();
-    let last_stamp = series
-        .iter()
-        .filter(|s| s.metric == "clawdstrike.exporter.api_key.valid")
-        .flat_map(|s| s.points.iter().map(|p| p.timestamp))
-        .max()
+    let kept = seconds(&series, "clawdstrike.events.total", true);
+    let last_stamp = *seconds(&series, "clawdstrike.exporter.api_key.valid", false)
+        .last()
         .unwrap();
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(

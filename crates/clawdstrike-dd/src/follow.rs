@@ -587,7 +587,7 @@ struct Reader {
     /// The files finished lately, watched for writes that came after they were finished.
     left_behind: Vec<LeftBehind>,
     /// Lines and bytes written to finished files after they were finished (not shipped).
-    late: Arc<LateWrites>,
+    late: LateWrites,
 }
 
 /// A finished file, still open: a writer that had not reopened the path when the reader moved
@@ -612,7 +612,7 @@ const LEFT_BEHIND_QUIET: u32 = 12;
 
 impl LeftBehind {
     /// Counts the lines and bytes from `read` to `len` (warning the first time).
-    fn count_late(&mut self, len: u64, rotate_wait: Duration, late: &LateWrites) {
+    fn count_late(&mut self, len: u64, rotate_wait: Duration, late: &mut LateWrites) {
         let mut lines = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
         let mut at = self.read;
@@ -628,8 +628,8 @@ impl LeftBehind {
         }
         let bytes = at - self.read;
         self.read = at;
-        late.lines.fetch_add(lines, Ordering::Relaxed);
-        late.bytes.fetch_add(bytes, Ordering::Relaxed);
+        late.lines += lines;
+        late.bytes += bytes;
         if !std::mem::replace(&mut self.warned, true) {
             tracing::warn!(file = %self.name, lines, bytes, "lines were written to a rotated file after it was finished (the reader moved on to the next file once it had been quiet for {rotate_wait:?}, and its writer had not reopened the path yet); they are not shipped: raise --rotate-wait-ms, or have the writer reopen the path sooner");
         }
@@ -637,10 +637,10 @@ impl LeftBehind {
 }
 
 /// What was written to finished files after they were finished: not shipped.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LateWrites {
-    pub(crate) lines: std::sync::atomic::AtomicU64,
-    pub(crate) bytes: std::sync::atomic::AtomicU64,
+    pub(crate) lines: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Opens `path` at `offset`. An error other than "not found" (a file not there yet is waited
@@ -961,13 +961,13 @@ impl Reader {
     /// those lines are not shipped. Lets go of those deleted or long quiet.
     fn watch_left_behind(&mut self) {
         let quiet = (self.rotate_wait * LEFT_BEHIND_QUIET).max(Duration::from_secs(60));
-        let (rotate_wait, late) = (self.rotate_wait, Arc::clone(&self.late));
+        let (rotate_wait, late) = (self.rotate_wait, &mut self.late);
         self.left_behind.retain_mut(|left| {
             let Ok(meta) = left.file.metadata() else {
                 return false;
             };
             if meta.len() > left.read {
-                left.count_late(meta.len(), rotate_wait, &late);
+                left.count_late(meta.len(), rotate_wait, late);
                 left.grew = std::time::Instant::now();
             } else if meta.len() < left.read {
                 // Truncated: what is written from now on starts lower.
@@ -977,11 +977,14 @@ impl Reader {
         });
     }
 
-    fn run(mut self, open: Option<OpenFile>) {
+    /// Follows until halted (or the receiver is gone); returns what was written late to the
+    /// finished files.
+    fn run(mut self, open: Option<OpenFile>) -> LateWrites {
         self.follow(open);
         // Stopped (or the receiver is gone): what came to the finished files since the last
         // poll is counted in the exit report too.
         self.watch_left_behind();
+        self.late
     }
 
     fn follow(&mut self, mut open: Option<OpenFile>) {
@@ -1342,7 +1345,6 @@ impl Follow {
         let mut report = FollowReport::default();
         let (tx, mut rx) = mpsc::channel::<Item>(1024);
         let halt = Arc::new(AtomicBool::new(false));
-        let late = Arc::new(LateWrites::default());
         let reader = Reader {
             path: self.path.clone(),
             max_line_bytes,
@@ -1353,12 +1355,12 @@ impl Follow {
             finished: std::collections::VecDeque::new(),
             rotate_wait: self.rotate_wait,
             left_behind: Vec::new(),
-            late: Arc::clone(&late),
+            late: LateWrites::default(),
         };
         let start = self.start.clone();
         let thread = std::thread::spawn(move || {
             let open = starting_point(&reader.path, start.as_ref(), &reader.halt);
-            reader.run(open);
+            reader.run(open)
         });
         let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1434,14 +1436,18 @@ impl Follow {
         // The reader ends only when halted (or when this receiver is gone): one that ended
         // before (its sender dropped by a panic) looked like a stop.
         let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
-            tracing::error!(
-                "the file reader failed; following stopped (a restart reads on from the checkpoint)"
-            );
-            report.reader_failed = true;
+        match joined {
+            Ok(Ok(late)) => {
+                report.late_lines = late.lines;
+                report.late_bytes = late.bytes;
+            }
+            _ => {
+                tracing::error!(
+                    "the file reader failed; following stopped (a restart reads on from the checkpoint)"
+                );
+                report.reader_failed = true;
+            }
         }
-        report.late_lines = late.lines.load(Ordering::Relaxed);
-        report.late_bytes = late.bytes.load(Ordering::Relaxed);
         report
     }
 
@@ -1693,7 +1699,7 @@ mod tests {
             finished: std::collections::VecDeque::new(),
             rotate_wait: ROTATE_WAIT,
             left_behind: Vec::new(),
-            late: Arc::new(LateWrites::default()),
+            late: LateWrites::default(),
         }
     }
 
@@ -1798,12 +1804,7 @@ mod tests {
         write_at(&path, "z1\n", 10);
         let (tx, mut rx) = mpsc::channel(64);
         let mut reader = reader_for(&path, tx);
-        let late = |reader: &Reader| {
-            (
-                reader.late.lines.load(Ordering::Relaxed),
-                reader.late.bytes.load(Ordering::Relaxed),
-            )
-        };
+        let late = |reader: &Reader| (reader.late.lines, reader.late.bytes);
         let mut finished = OpenFile::open(&older, 0, 1, None).unwrap();
         let AfterRotation::Next(Some(mut next)) = reader.next_after_rotation(&mut finished) else {
             panic!("the newer rotated file opens");

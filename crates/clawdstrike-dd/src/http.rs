@@ -423,7 +423,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         let event = std::sync::Arc::clone(&record.event);
         let mut refused = intake.try_take(item, record.clone()).await;
         if let Err(Refused::Full(why)) = &refused
-            && (intake.any_taken(taken.accepted) || !taken.too_large.is_empty())
+            && (intake.any_taken(taken.accepted()) || !taken.too_large.is_empty())
         {
             // Part of the body is used: wait a little for room rather than make the producer
             // resend (and duplicate) what was taken.
@@ -434,7 +434,6 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
         }
         match refused {
             Ok(()) => {
-                taken.accepted += 1;
                 taken.accepted_items.push(item);
             }
             Err(Refused::TooLarge(why)) => {
@@ -477,7 +476,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
     if let Some((status, why, item)) = stop {
         return Ok(taken.stopped(status, &why, item));
     }
-    debug_assert_eq!(taken.accepted + taken.too_large.len(), total);
+    debug_assert_eq!(taken.accepted() + taken.too_large.len(), total);
     if !taken.too_large.is_empty() {
         return Ok(respond(
             StatusCode::BAD_REQUEST,
@@ -486,14 +485,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                     "{} of {total} events are larger than the disk buffer and were not taken (they are in the rejects file); the others were",
                     taken.too_large.len()
                 ),
-                "accepted": taken.accepted,
+                "accepted": taken.accepted(),
                 "problems": taken.too_large,
             }),
         ));
     }
     Ok(respond(
         StatusCode::ACCEPTED,
-        json!({ "accepted": taken.accepted }),
+        json!({ "accepted": taken.accepted() }),
     ))
 }
 
@@ -516,20 +515,22 @@ fn refusal_text(why: Refused) -> String {
 /// What became of a body's events so far.
 #[derive(Debug, Default)]
 struct Taken {
-    /// Events taken.
-    accepted: usize,
-    /// Their item numbers.
+    /// The item numbers of the events taken.
     accepted_items: Vec<u64>,
     /// Events larger than the disk buffer (in the rejects file), as `problems`.
     too_large: Vec<serde_json::Value>,
 }
 
 impl Taken {
+    /// Events taken.
+    fn accepted(&self) -> usize {
+        self.accepted_items.len()
+    }
+
     /// None of the items from `first` on was taken after all (a commit of the disk buffer
     /// failed).
     fn not_from(&mut self, first: u64) {
         self.accepted_items.retain(|&item| item < first);
-        self.accepted = self.accepted_items.len();
         self.too_large
             .retain(|p| p["item"].as_u64().is_some_and(|item| item < first));
     }
@@ -541,7 +542,7 @@ impl Taken {
             status,
             json!({
                 "error": why,
-                "accepted": self.accepted,
+                "accepted": self.accepted(),
                 "next_item": next_item,
                 "problems": self.too_large,
             }),
@@ -840,7 +841,6 @@ mod tests {
     fn a_failed_commit_takes_back_the_items_from_its_first_one_on() {
         let mut taken = Taken::default();
         for item in [1, 2, 4, 5] {
-            taken.accepted += 1;
             taken.accepted_items.push(item);
         }
         taken
@@ -851,7 +851,7 @@ mod tests {
             .push(json!({ "item": 6, "error": "too large" }));
         taken.not_from(4);
         assert_eq!(
-            (taken.accepted, taken.accepted_items.as_slice()),
+            (taken.accepted(), taken.accepted_items.as_slice()),
             (2, &[1, 2][..])
         );
         assert_eq!(
